@@ -1,0 +1,281 @@
+//! Types shared by the kernel programs (`observer-ebpf`) and the daemon (`observer`).
+//!
+//! Everything here is `#[repr(C)]` plain data: the kernel writes these records into the
+//! ring buffer and the daemon reads them back byte for byte, so both sides must agree on
+//! the layout. Nothing here allocates; the crate is `no_std`.
+#![no_std]
+
+/// Offset value meaning "this field does not exist in the running kernel".
+pub const ABSENT: u32 = u32::MAX;
+
+/// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// Longest cgroup path the kernel copies into a `cgroup_mkdir` record; longer ones are
+/// cut and flagged, and the daemon then resolves them from the filesystem instead.
+pub const CGROUP_PATH_LEN: usize = 256;
+
+/// Record kinds, the first field of every ring-buffer record.
+pub mod kind {
+    /// A process chosen and killed by the OOM killer ([`crate::OomKillRecord`]).
+    pub const OOM_KILL: u32 = 1;
+    /// A memory cgroup that hit OOM and is waiting instead of killing ([`crate::OomKillRecord`]).
+    pub const MEMCG_OOM: u32 = 2;
+    /// A cgroup was created ([`crate::CgroupMkdirRecord`]).
+    pub const CGROUP_MKDIR: u32 = 3;
+}
+
+/// Which kernel programs produced a record (the hook strategy).
+pub mod hook {
+    /// fentry on `oom_kill_process` for the OOM context, victims from `mark_victim`.
+    pub const FENTRY: u32 = 1;
+    /// kprobe on `oom_kill_process` for the OOM context, victims from `mark_victim`.
+    pub const KPROBE: u32 = 2;
+    /// BTF-typed raw tracepoint `mark_victim`.
+    pub const TP_BTF: u32 = 3;
+    /// Classic tracepoint `oom/mark_victim`.
+    pub const TRACEPOINT: u32 = 4;
+    /// `sched_switch`, used to see tasks stalled in a memcg OOM (cgroup v1 `oom_kill_disable`).
+    pub const SCHED_SWITCH: u32 = 5;
+}
+
+/// `enum oom_constraint` values as the kernel defines them, plus "unknown".
+pub mod constraint {
+    /// `CONSTRAINT_NONE`: a system-wide OOM.
+    pub const GLOBAL: u32 = 0;
+    /// `CONSTRAINT_CPUSET`.
+    pub const CPUSET: u32 = 1;
+    /// `CONSTRAINT_MEMORY_POLICY`.
+    pub const MEMPOLICY: u32 = 2;
+    /// `CONSTRAINT_MEMCG`.
+    pub const MEMCG: u32 = 3;
+    /// The hook could not see the constraint.
+    pub const UNKNOWN: u32 = u32::MAX;
+}
+
+/// Bits of [`OomKillRecord::valid`]: which fields the hook could actually see.
+/// A field whose bit is clear is reported as `null`, never guessed.
+pub mod valid {
+    /// `victim_tgid`.
+    pub const VICTIM_TGID: u32 = 1 << 0;
+    /// `victim_comm`.
+    pub const VICTIM_COMM: u32 = 1 << 1;
+    /// `victim_uid`.
+    pub const VICTIM_UID: u32 = 1 << 2;
+    /// `victim_memcg_id` (the victim's cgroup in the memory controller's hierarchy).
+    pub const VICTIM_MEMCG: u32 = 1 << 3;
+    /// `victim_dfl_cgroup_id` (the victim's cgroup in the unified hierarchy).
+    pub const VICTIM_DFL_CGROUP: u32 = 1 << 4;
+    /// `oom_memcg_id`; with this bit set, an id of 0 means "no memory cgroup" (global OOM).
+    pub const OOM_MEMCG: u32 = 1 << 5;
+    /// `victim_pid`.
+    pub const VICTIM_PID: u32 = 1 << 6;
+}
+
+/// An OOM kill (`kind::OOM_KILL`) or a memcg OOM without a kill (`kind::MEMCG_OOM`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomKillRecord {
+    /// [`kind`] value.
+    pub kind: u32,
+    /// [`hook`] value of the program that saw it.
+    pub hook: u32,
+    /// `bpf_ktime_get_boot_ns()` when the program ran.
+    pub ktime_ns: u64,
+    /// Bitmask of [`valid`] bits.
+    pub valid: u32,
+    /// Victim thread id (`task->pid`).
+    pub victim_pid: u32,
+    /// Victim process id (`task->tgid`).
+    pub victim_tgid: u32,
+    /// Victim's real uid.
+    pub victim_uid: u32,
+    /// Victim's cgroup id in the hierarchy that holds the memory controller.
+    pub victim_memcg_id: u64,
+    /// Victim's cgroup id in the unified (v2) hierarchy.
+    pub victim_dfl_cgroup_id: u64,
+    /// Id of the memory cgroup whose limit was hit; 0 for a global OOM.
+    pub oom_memcg_id: u64,
+    /// [`constraint`] value.
+    pub constraint: u32,
+    /// Thread id of the task that ran into the OOM (the allocating task).
+    pub trigger_pid: u32,
+    /// Process id of the triggering task.
+    pub trigger_tgid: u32,
+    /// Padding kept explicit so both sides agree on the layout.
+    pub _pad: u32,
+    /// Victim's `comm`, NUL padded.
+    pub victim_comm: [u8; COMM_LEN],
+    /// Triggering task's `comm`, NUL padded.
+    pub trigger_comm: [u8; COMM_LEN],
+}
+
+/// A cgroup was created: lets the daemon learn id → path before the cgroup can vanish.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupMkdirRecord {
+    /// Always `kind::CGROUP_MKDIR`.
+    pub kind: u32,
+    /// Hierarchy id (`cgroup_root->hierarchy_id`); 0 is the unified hierarchy.
+    pub root: u32,
+    /// The new cgroup's id.
+    pub id: u64,
+    /// Depth below the hierarchy's root.
+    pub level: u32,
+    /// Bytes of `path` used; `CGROUP_PATH_LEN` or more means it was cut.
+    pub path_len: u32,
+    /// Path below the hierarchy's root, starting with '/'.
+    pub path: [u8; CGROUP_PATH_LEN],
+}
+
+/// Kernel structure layout, computed by the daemon from the running kernel's BTF when the
+/// programs load, and handed to them as a read-only global. This is how one object file
+/// serves every kernel: no offset here comes from a header of one kernel.
+/// Every offset is in bytes; [`ABSENT`] means the field does not exist.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelLayout {
+    /// Nonzero when the offsets below were resolved (BTF was available).
+    pub have_btf: u32,
+    /// Nonzero when the memory controller is on the unified (v2) hierarchy.
+    pub memory_on_dfl: u32,
+    /// `memory_cgrp_id`: index of the memory controller in `css_set.subsys[]`.
+    pub memory_cgrp_id: u32,
+    /// `oom_control.memcg`.
+    pub oc_memcg: u32,
+    /// `oom_control.chosen`.
+    pub oc_chosen: u32,
+    /// `oom_control.constraint`.
+    pub oc_constraint: u32,
+    /// `task_struct.pid`.
+    pub task_pid: u32,
+    /// `task_struct.tgid`.
+    pub task_tgid: u32,
+    /// `task_struct.comm`.
+    pub task_comm: u32,
+    /// `task_struct.real_cred`.
+    pub task_real_cred: u32,
+    /// `task_struct.cgroups`.
+    pub task_cgroups: u32,
+    /// `task_struct.memcg_in_oom` (cgroup v1 deferred OOM), or ABSENT.
+    pub task_memcg_in_oom: u32,
+    /// `cred.uid`.
+    pub cred_uid: u32,
+    /// `css_set.dfl_cgrp`.
+    pub css_set_dfl_cgrp: u32,
+    /// `css_set.subsys` (array of `cgroup_subsys_state *`).
+    pub css_set_subsys: u32,
+    /// `cgroup_subsys_state.cgroup`.
+    pub css_cgroup: u32,
+    /// `cgroup_subsys_state.parent`.
+    pub css_parent: u32,
+    /// `mem_cgroup.css`.
+    pub memcg_css: u32,
+    /// `mem_cgroup.oom_lock` (cgroup v1), or ABSENT.
+    pub memcg_oom_lock: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`.
+    pub kn_id: u32,
+    /// Classic tracepoint `oom/mark_victim`: offset of `pid`.
+    pub tp_victim_pid: u32,
+    /// Classic tracepoint `oom/mark_victim`: offset of `__data_loc comm`, or ABSENT.
+    pub tp_victim_comm: u32,
+    /// Classic tracepoint `oom/mark_victim`: offset of `uid`, or ABSENT.
+    pub tp_victim_uid: u32,
+    /// Classic tracepoint `cgroup/cgroup_mkdir`: offset of `root`.
+    pub tp_mkdir_root: u32,
+    /// Classic tracepoint `cgroup/cgroup_mkdir`: offset of `id`.
+    pub tp_mkdir_id: u32,
+    /// Classic tracepoint `cgroup/cgroup_mkdir`: offset of `level`.
+    pub tp_mkdir_level: u32,
+    /// Classic tracepoint `cgroup/cgroup_mkdir`: offset of `__data_loc path`.
+    pub tp_mkdir_path: u32,
+    /// Nonzero when `tp_btf/mark_victim` passes `struct task_struct *` (Linux 6.8+),
+    /// zero when it passes only `int pid`.
+    pub tp_btf_victim_is_task: u32,
+    /// Keeps the size a multiple of 8.
+    pub _pad: u32,
+}
+
+impl KernelLayout {
+    /// A layout that knows nothing: every field absent. Programs then report only what
+    /// their hook hands them directly.
+    pub const fn unknown() -> Self {
+        KernelLayout {
+            have_btf: 0,
+            memory_on_dfl: 0,
+            memory_cgrp_id: ABSENT,
+            oc_memcg: ABSENT,
+            oc_chosen: ABSENT,
+            oc_constraint: ABSENT,
+            task_pid: ABSENT,
+            task_tgid: ABSENT,
+            task_comm: ABSENT,
+            task_real_cred: ABSENT,
+            task_cgroups: ABSENT,
+            task_memcg_in_oom: ABSENT,
+            cred_uid: ABSENT,
+            css_set_dfl_cgrp: ABSENT,
+            css_set_subsys: ABSENT,
+            css_cgroup: ABSENT,
+            css_parent: ABSENT,
+            memcg_css: ABSENT,
+            memcg_oom_lock: ABSENT,
+            cgroup_kn: ABSENT,
+            kn_id: ABSENT,
+            tp_victim_pid: ABSENT,
+            tp_victim_comm: ABSENT,
+            tp_victim_uid: ABSENT,
+            tp_mkdir_root: ABSENT,
+            tp_mkdir_id: ABSENT,
+            tp_mkdir_level: ABSENT,
+            tp_mkdir_path: ABSENT,
+            tp_btf_victim_is_task: 0,
+            _pad: 0,
+        }
+    }
+}
+
+/// Per-thread OOM context stashed by the `oom_kill_process` hooks for `mark_victim`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomContext {
+    /// Id of `oom_control.memcg`'s cgroup, 0 for a global OOM.
+    pub oom_memcg_id: u64,
+    /// `oom_control.chosen` (kernel address), to read the victim on kernels whose
+    /// `mark_victim` passes only a pid.
+    pub chosen: u64,
+    /// `oom_control.constraint`.
+    pub constraint: u32,
+    /// `chosen->pid`.
+    pub chosen_pid: u32,
+    /// [`hook`] value of the program that stored it.
+    pub hook: u32,
+    /// Keeps the size a multiple of 8.
+    pub _pad: u32,
+}
+
+/// Last memcg OOM stall reported for a thread, so one stall is one event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StallState {
+    /// Id of the memory cgroup the thread waits on.
+    pub memcg_id: u64,
+    /// When the thread was last seen waiting (`bpf_ktime_get_boot_ns()`).
+    pub last_seen_ns: u64,
+}
+
+/// A thread seen waiting again on the same memcg within this time is the same stall.
+pub const STALL_REPEAT_NS: u64 = 1_000_000_000;
+
+/// Name of the global the daemon fills with [`KernelLayout`].
+pub const LAYOUT_GLOBAL: &str = "LAYOUT";
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all three are repr(C) plain integers and arrays with explicit padding.
+    unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::OomContext {}
+    unsafe impl aya::Pod for super::StallState {}
+}

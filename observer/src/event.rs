@@ -1,0 +1,392 @@
+//! Kernel records in, schema-1 JSON events out.
+//!
+//! Schema 1 is documented in the README. Later versions add fields; they never rename or
+//! drop one.
+
+use std::time::{Duration, SystemTime};
+
+use observer_common::{
+    constraint, hook, kind, valid, CgroupMkdirRecord, OomKillRecord, CGROUP_PATH_LEN,
+};
+use serde::Serialize;
+
+/// The JSON schema version written in every event.
+pub const SCHEMA: u32 = 1;
+
+/// A record read from the ring buffer.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// An OOM kill or a memcg OOM without a kill.
+    Oom(OomKillRecord),
+    /// A cgroup was created.
+    Mkdir(CgroupMkdirRecord),
+}
+
+/// Why a ring-buffer item could not be read as a record.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    /// Shorter than its kind's record.
+    #[error("record of kind {kind} is {len} bytes, expected {want}")]
+    Short {
+        /// The kind field.
+        kind: u32,
+        /// Bytes received.
+        len: usize,
+        /// Bytes expected.
+        want: usize,
+    },
+    /// A kind this daemon does not know (an object/daemon mismatch).
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+}
+
+fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, RecordError> {
+    let want = std::mem::size_of::<T>();
+    if bytes.len() < want {
+        return Err(RecordError::Short {
+            kind,
+            len: bytes.len(),
+            want,
+        });
+    }
+    // SAFETY: the length was checked; T is a repr(C) plain-data record the kernel wrote.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+impl Record {
+    /// Parses one ring-buffer item.
+    pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
+        let k = read::<u32>(bytes, 0)?;
+        match k {
+            kind::OOM_KILL | kind::MEMCG_OOM => Ok(Record::Oom(read(bytes, k)?)),
+            kind::CGROUP_MKDIR => Ok(Record::Mkdir(read(bytes, k)?)),
+            other => Err(RecordError::UnknownKind(other)),
+        }
+    }
+}
+
+/// The path carried by a mkdir record, or `None` when it was cut short.
+pub fn mkdir_path(r: &CgroupMkdirRecord) -> Option<String> {
+    let n = r.path_len as usize;
+    if n >= CGROUP_PATH_LEN {
+        return None;
+    }
+    let bytes = &r.path[..n.min(CGROUP_PATH_LEN)];
+    let bytes = bytes.split(|b| *b == 0).next().unwrap_or(bytes);
+    let s = String::from_utf8_lossy(bytes).into_owned();
+    Some(if s.is_empty() { "/".into() } else { s })
+}
+
+/// A cgroup named by id and, when known, path.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CgroupRef {
+    /// The cgroup id (its directory's inode number).
+    pub id: u64,
+    /// Path in its hierarchy, or null when it could not be resolved.
+    pub path: Option<String>,
+}
+
+/// The killed process.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Victim {
+    /// Thread id.
+    pub pid: Option<u32>,
+    /// Process id.
+    pub tgid: Option<u32>,
+    /// Command name.
+    pub comm: Option<String>,
+    /// Real uid.
+    pub uid: Option<u32>,
+    /// Cgroup id in the hierarchy with the memory controller.
+    pub cgroup_id: Option<u64>,
+    /// Cgroup path in that hierarchy.
+    pub cgroup: Option<String>,
+    /// Cgroup id in the unified hierarchy when memory is on cgroup v1 (hybrid hosts).
+    pub unified_cgroup_id: Option<u64>,
+}
+
+/// The task that ran into the OOM.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Trigger {
+    /// Thread id.
+    pub pid: u32,
+    /// Process id.
+    pub tgid: u32,
+    /// Command name.
+    pub comm: String,
+}
+
+/// One JSON line.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Event {
+    /// Always [`SCHEMA`].
+    pub schema: u32,
+    /// Gap-free per daemon run.
+    pub seq: u64,
+    /// `oom_kill` or `memcg_oom`.
+    pub event: &'static str,
+    /// Wall-clock time of the kernel event, RFC 3339.
+    pub time: String,
+    /// `CLOCK_BOOTTIME` of the kernel event.
+    pub ktime_ns: u64,
+    /// The program that saw it.
+    pub hook: &'static str,
+    /// The killed process; null for `memcg_oom`.
+    pub victim: Option<Victim>,
+    /// The memory cgroup whose limit was hit; null for a global OOM or when not seen.
+    pub oom_cgroup: Option<CgroupRef>,
+    /// `memcg`, `global`, `cpuset`, `mempolicy`, or null when not seen.
+    pub constraint: Option<&'static str>,
+    /// The allocating task.
+    pub trigger: Option<Trigger>,
+}
+
+/// Name of a hook id.
+pub fn hook_name(h: u32) -> &'static str {
+    match h {
+        hook::FENTRY => "fentry",
+        hook::KPROBE => "kprobe",
+        hook::TP_BTF => "tp_btf",
+        hook::TRACEPOINT => "tracepoint",
+        hook::SCHED_SWITCH => "sched_switch",
+        _ => "unknown",
+    }
+}
+
+/// Name of an `oom_constraint` value.
+pub fn constraint_name(c: u32) -> Option<&'static str> {
+    match c {
+        constraint::GLOBAL => Some("global"),
+        constraint::CPUSET => Some("cpuset"),
+        constraint::MEMPOLICY => Some("mempolicy"),
+        constraint::MEMCG => Some("memcg"),
+        _ => None,
+    }
+}
+
+fn comm(b: &[u8]) -> String {
+    let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// Converts `CLOCK_BOOTTIME` nanoseconds to wall-clock time.
+pub fn boot_to_wall(ktime_ns: u64) -> SystemTime {
+    use nix::time::{clock_gettime, ClockId};
+    let now_wall = SystemTime::now();
+    let Ok(boot) = clock_gettime(ClockId::CLOCK_BOOTTIME) else {
+        return now_wall;
+    };
+    let boot_ns = boot.tv_sec() as u64 * 1_000_000_000 + boot.tv_nsec() as u64;
+    match boot_ns.checked_sub(ktime_ns) {
+        Some(ago) => now_wall - Duration::from_nanos(ago),
+        None => now_wall + Duration::from_nanos(ktime_ns - boot_ns),
+    }
+}
+
+/// Resolves cgroup ids to paths for [`build`].
+pub trait Resolve {
+    /// Path of a cgroup id in the memory controller's hierarchy.
+    fn memory_path(&mut self, id: u64) -> Option<String>;
+}
+
+/// Builds the JSON event for a kernel record. `memory_on_dfl` says which of the victim's
+/// two cgroup ids is its cgroup in the memory controller's hierarchy.
+pub fn build(r: &OomKillRecord, seq: u64, memory_on_dfl: bool, res: &mut dyn Resolve) -> Event {
+    let has = |bit: u32| r.valid & bit != 0;
+    let victim = (r.kind == kind::OOM_KILL).then(|| {
+        // On cgroup v2 a task's memory css can belong to an ancestor (where the controller is
+        // not enabled below it); the task's own cgroup is the unified one.
+        let cg = if memory_on_dfl {
+            has(valid::VICTIM_DFL_CGROUP).then_some(r.victim_dfl_cgroup_id)
+        } else {
+            has(valid::VICTIM_MEMCG).then_some(r.victim_memcg_id)
+        };
+        Victim {
+            pid: has(valid::VICTIM_PID).then_some(r.victim_pid),
+            tgid: has(valid::VICTIM_TGID).then_some(r.victim_tgid),
+            comm: has(valid::VICTIM_COMM).then(|| comm(&r.victim_comm)),
+            uid: has(valid::VICTIM_UID).then_some(r.victim_uid),
+            cgroup_id: cg,
+            cgroup: cg.and_then(|id| res.memory_path(id)),
+            unified_cgroup_id: (!memory_on_dfl && has(valid::VICTIM_DFL_CGROUP))
+                .then_some(r.victim_dfl_cgroup_id),
+        }
+    });
+    let oom_cgroup = (has(valid::OOM_MEMCG) && r.oom_memcg_id != 0).then(|| CgroupRef {
+        id: r.oom_memcg_id,
+        path: res.memory_path(r.oom_memcg_id),
+    });
+    Event {
+        schema: SCHEMA,
+        seq,
+        event: if r.kind == kind::MEMCG_OOM {
+            "memcg_oom"
+        } else {
+            "oom_kill"
+        },
+        time: humantime::format_rfc3339_nanos(boot_to_wall(r.ktime_ns)).to_string(),
+        ktime_ns: r.ktime_ns,
+        hook: hook_name(r.hook),
+        victim,
+        oom_cgroup,
+        constraint: constraint_name(r.constraint),
+        trigger: (r.trigger_pid != 0 || r.trigger_comm[0] != 0).then(|| Trigger {
+            pid: r.trigger_pid,
+            tgid: r.trigger_tgid,
+            comm: comm(&r.trigger_comm),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use observer_common::COMM_LEN;
+
+    struct Paths;
+    impl Resolve for Paths {
+        fn memory_path(&mut self, id: u64) -> Option<String> {
+            (id == 42).then(|| "/pod/ctr".to_string())
+        }
+    }
+
+    fn name(s: &str) -> [u8; COMM_LEN] {
+        let mut b = [0u8; COMM_LEN];
+        b[..s.len()].copy_from_slice(s.as_bytes());
+        b
+    }
+
+    fn kill() -> OomKillRecord {
+        OomKillRecord {
+            kind: kind::OOM_KILL,
+            hook: hook::TP_BTF,
+            ktime_ns: 5,
+            valid: valid::VICTIM_PID | valid::VICTIM_COMM | valid::VICTIM_MEMCG | valid::OOM_MEMCG,
+            victim_pid: 77,
+            victim_tgid: 0,
+            victim_uid: 0,
+            victim_memcg_id: 42,
+            victim_dfl_cgroup_id: 9,
+            oom_memcg_id: 42,
+            constraint: constraint::MEMCG,
+            trigger_pid: 77,
+            trigger_tgid: 77,
+            _pad: 0,
+            victim_comm: name("hog"),
+            trigger_comm: name("hog"),
+        }
+    }
+
+    #[test]
+    fn schema_1_fields_and_nulls_for_unseen_fields() {
+        let e = build(&kill(), 3, false, &mut Paths);
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["schema"], 1);
+        assert_eq!(v["seq"], 3);
+        assert_eq!(v["event"], "oom_kill");
+        assert_eq!(v["hook"], "tp_btf");
+        assert_eq!(v["victim"]["pid"], 77);
+        assert!(
+            v["victim"]["tgid"].is_null(),
+            "tgid not seen must be null, not 0"
+        );
+        assert!(v["victim"]["uid"].is_null());
+        assert_eq!(v["victim"]["comm"], "hog");
+        assert_eq!(v["victim"]["cgroup_id"], 42);
+        assert_eq!(v["victim"]["cgroup"], "/pod/ctr");
+        assert!(v["victim"]["unified_cgroup_id"].is_null());
+        assert_eq!(v["oom_cgroup"]["id"], 42);
+        assert_eq!(v["oom_cgroup"]["path"], "/pod/ctr");
+        assert_eq!(v["constraint"], "memcg");
+        assert_eq!(v["trigger"]["comm"], "hog");
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        for key in [
+            "schema",
+            "seq",
+            "event",
+            "time",
+            "ktime_ns",
+            "hook",
+            "victim",
+            "oom_cgroup",
+            "constraint",
+            "trigger",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+    }
+
+    #[test]
+    fn global_oom_has_no_oom_cgroup_and_unknown_constraint_is_null() {
+        let mut r = kill();
+        r.oom_memcg_id = 0;
+        r.constraint = constraint::GLOBAL;
+        let v = serde_json::to_value(build(&r, 1, false, &mut Paths)).unwrap();
+        assert!(v["oom_cgroup"].is_null());
+        assert_eq!(v["constraint"], "global");
+        r.valid &= !valid::OOM_MEMCG;
+        r.constraint = constraint::UNKNOWN;
+        let v = serde_json::to_value(build(&r, 1, false, &mut Paths)).unwrap();
+        assert!(v["oom_cgroup"].is_null());
+        assert!(v["constraint"].is_null());
+    }
+
+    #[test]
+    fn v2_uses_the_unified_cgroup_id() {
+        let mut r = kill();
+        r.valid |= valid::VICTIM_DFL_CGROUP;
+        r.victim_dfl_cgroup_id = 42;
+        r.victim_memcg_id = 1;
+        let v = serde_json::to_value(build(&r, 1, true, &mut Paths)).unwrap();
+        assert_eq!(v["victim"]["cgroup_id"], 42);
+        assert!(v["victim"]["unified_cgroup_id"].is_null());
+    }
+
+    #[test]
+    fn memcg_oom_has_no_victim() {
+        let mut r = kill();
+        r.kind = kind::MEMCG_OOM;
+        r.valid = valid::OOM_MEMCG;
+        let v = serde_json::to_value(build(&r, 1, false, &mut Paths)).unwrap();
+        assert_eq!(v["event"], "memcg_oom");
+        assert!(v["victim"].is_null());
+        assert_eq!(v["oom_cgroup"]["path"], "/pod/ctr");
+    }
+
+    #[test]
+    fn parses_records_and_rejects_short_or_unknown() {
+        let r = kill();
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&r as *const OomKillRecord).cast::<u8>(),
+                std::mem::size_of::<OomKillRecord>(),
+            )
+        };
+        assert!(matches!(Record::parse(bytes), Ok(Record::Oom(x)) if x.victim_pid == 77));
+        assert!(matches!(
+            Record::parse(&bytes[..10]),
+            Err(RecordError::Short { .. })
+        ));
+        assert_eq!(
+            Record::parse(&[9, 0, 0, 0]).unwrap_err(),
+            RecordError::UnknownKind(9)
+        );
+        assert!(matches!(Record::parse(&[]), Err(RecordError::Short { .. })));
+    }
+
+    #[test]
+    fn mkdir_paths_cut_short_are_not_trusted() {
+        let mut m = CgroupMkdirRecord {
+            kind: kind::CGROUP_MKDIR,
+            root: 4,
+            id: 1,
+            level: 1,
+            path_len: 4,
+            path: [0; CGROUP_PATH_LEN],
+        };
+        m.path[..4].copy_from_slice(b"/a/b");
+        assert_eq!(mkdir_path(&m).as_deref(), Some("/a/b"));
+        m.path_len = CGROUP_PATH_LEN as u32;
+        assert_eq!(mkdir_path(&m), None);
+    }
+}

@@ -1,0 +1,333 @@
+//! Loading the kernel programs and choosing how to hook the OOM path on this kernel.
+//!
+//! A strategy is a set of programs. The two best ones hook `oom_kill_process` to see
+//! `struct oom_control` (the memcg whose limit was hit, the constraint) and take the victims
+//! from `mark_victim`, which fires once per killed process (so `memory.oom.group` kills are
+//! all seen). The fallbacks hook `mark_victim` alone. Strategies are tried best first; each
+//! attempt uses a fresh copy of the object, so a half-attached strategy leaves nothing behind.
+
+use std::fmt;
+
+use aya::{
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
+    Btf, Ebpf, EbpfError, EbpfLoader,
+};
+use observer_common::{KernelLayout, ABSENT, LAYOUT_GLOBAL};
+
+use crate::error::{chain, errno_of, ObserverError};
+
+/// A way of seeing OOM kills, best first in [`Strategy::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    /// fentry/fexit on `oom_kill_process`, victims from `mark_victim`.
+    #[value(name = "fentry")]
+    Fentry,
+    /// kprobe/kretprobe on `oom_kill_process`, victims from `mark_victim`.
+    #[value(name = "kprobe")]
+    Kprobe,
+    /// BTF-typed tracepoint `mark_victim` alone.
+    #[value(name = "tp_btf")]
+    TpBtf,
+    /// Classic tracepoint `oom/mark_victim` alone (works without BTF).
+    #[value(name = "tracepoint")]
+    Tracepoint,
+}
+
+impl Strategy {
+    /// Every strategy, best first.
+    pub const ALL: [Strategy; 4] = [
+        Strategy::Fentry,
+        Strategy::Kprobe,
+        Strategy::TpBtf,
+        Strategy::Tracepoint,
+    ];
+
+    /// The name used in flags, logs and the JSON `hook` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Fentry => "fentry",
+            Strategy::Kprobe => "kprobe",
+            Strategy::TpBtf => "tp_btf",
+            Strategy::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the loader needs.
+pub struct LoadParams<'a> {
+    /// The eBPF object file.
+    pub object: &'a [u8],
+    /// Offsets for this kernel.
+    pub layout: KernelLayout,
+    /// The kernel's BTF, when there is any.
+    pub btf: Option<&'a Btf>,
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ring_bytes: u32,
+}
+
+/// The programs that run, and why better strategies were refused.
+pub struct Loaded {
+    /// The object with its maps and attached programs; dropping it detaches everything.
+    pub ebpf: Ebpf,
+    /// The strategy in use.
+    pub strategy: Strategy,
+    /// Which `mark_victim` program carries the victims.
+    pub victim_hook: &'static str,
+    /// Better strategies that could not be used, with the reason.
+    pub refused: Vec<(Strategy, String)>,
+    /// Auxiliary programs (cgroup creation, memcg stalls): name and outcome.
+    pub extras: Vec<(&'static str, Result<&'static str, String>)>,
+}
+
+/// Loads the object and attaches the best strategy that works (or exactly `forced`).
+pub fn load(
+    p: &LoadParams<'_>,
+    forced: Option<Strategy>,
+    want_stalls: bool,
+) -> Result<Loaded, ObserverError> {
+    let candidates: Vec<Strategy> = match forced {
+        Some(s) => vec![s],
+        None => Strategy::ALL.to_vec(),
+    };
+    let mut refused = Vec::new();
+    for s in candidates {
+        let mut ebpf = open(p)?;
+        match attach_strategy(&mut ebpf, s, p) {
+            Ok(victim_hook) => {
+                let mut extras = vec![("cgroup_mkdir", attach_mkdir(&mut ebpf))];
+                if want_stalls {
+                    extras.push(("memcg_stall", attach_stall(&mut ebpf, p)));
+                }
+                return Ok(Loaded {
+                    ebpf,
+                    strategy: s,
+                    victim_hook,
+                    refused,
+                    extras,
+                });
+            }
+            Err(reason) => refused.push((s, reason)),
+        }
+    }
+    let why = refused
+        .iter()
+        .map(|(s, r)| format!("{s}: {r}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(ObserverError::NoHook(why))
+}
+
+/// Tries every strategy on its own, for `check`.
+pub fn probe_all(
+    p: &LoadParams<'_>,
+) -> Result<Vec<(Strategy, Result<&'static str, String>)>, ObserverError> {
+    let mut out = Vec::new();
+    for s in Strategy::ALL {
+        let mut ebpf = open(p)?;
+        out.push((s, attach_strategy(&mut ebpf, s, p)));
+    }
+    Ok(out)
+}
+
+/// Parses the object, creates its maps and hands the layout to the programs.
+pub fn open(p: &LoadParams<'_>) -> Result<Ebpf, ObserverError> {
+    if p.object.is_empty() {
+        return Err(ObserverError::NoObject);
+    }
+    EbpfLoader::new()
+        .btf(p.btf)
+        .override_global(LAYOUT_GLOBAL, &p.layout, true)
+        .map_max_entries("EVENTS", p.ring_bytes)
+        .load(p.object)
+        .map_err(|e| match errno_of(&e) {
+            Some(c) if c == nix::libc::EPERM || c == nix::libc::EACCES => {
+                ObserverError::NotPermitted(short(&e))
+            }
+            _ => ObserverError::Load(chain(&e)),
+        })
+}
+
+fn short(e: &EbpfError) -> String {
+    chain(e).lines().next().unwrap_or_default().to_string()
+}
+
+/// Turns a program error into a short reason: what a person needs to know.
+fn reason(what: &str, e: &ProgramError) -> String {
+    let errno = errno_of(e);
+    let kind = match errno {
+        Some(c) if c == nix::libc::EPERM || c == nix::libc::EACCES => "denied",
+        Some(c) if c == nix::libc::ENOENT && chain(e).contains("kprobe/type") => {
+            "kprobes not enabled in this kernel"
+        }
+        Some(c) if c == nix::libc::ENOENT => "not in the kernel",
+        Some(c) if c == nix::libc::EOPNOTSUPP || c == ENOTSUPP => "not supported",
+        _ => "failed",
+    };
+    let detail = match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            tracing::debug!(program = what, verifier_log = %log, "verifier rejected a program");
+            // The verifier ends with statistics; the reason is the line before them.
+            let last = log
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("processed ")
+                        && !l.starts_with("verification time")
+                })
+                .unwrap_or("")
+                .to_string();
+            if last.is_empty() {
+                io_error.to_string()
+            } else {
+                format!("{io_error}; verifier: {last}")
+            }
+        }
+        other => chain(other),
+    };
+    format!("{what}: {kind} ({detail})")
+}
+
+/// Linux's internal ENOTSUPP, which BPF returns where a kernel has no trampolines.
+const ENOTSUPP: i32 = 524;
+
+fn program<'e, T>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut T, String>
+where
+    &'e mut T: TryFrom<&'e mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
+    prog.try_into().map_err(|e: ProgramError| reason(name, &e))
+}
+
+fn need_btf<'a>(p: &LoadParams<'a>, what: &str) -> Result<&'a Btf, String> {
+    p.btf
+        .ok_or_else(|| format!("{what}: needs kernel BTF, and none is available"))
+}
+
+fn need_layout(p: &LoadParams<'_>, what: &str) -> Result<(), String> {
+    let l = &p.layout;
+    if l.have_btf == 0 || l.oc_memcg == ABSENT || l.oc_chosen == ABSENT || l.task_pid == ABSENT {
+        return Err(format!(
+            "{what}: struct oom_control/task_struct layout unknown (no BTF)"
+        ));
+    }
+    Ok(())
+}
+
+fn attach_strategy(
+    ebpf: &mut Ebpf,
+    s: Strategy,
+    p: &LoadParams<'_>,
+) -> Result<&'static str, String> {
+    match s {
+        Strategy::Fentry => {
+            let btf = need_btf(p, "fentry")?;
+            need_layout(p, "fentry")?;
+            let prog: &mut FEntry = program(ebpf, "oom_kill_fentry")?;
+            prog.load("oom_kill_process", btf)
+                .map_err(|e| reason("fentry oom_kill_process", &e))?;
+            prog.attach()
+                .map_err(|e| reason("fentry oom_kill_process", &e))?;
+            let prog: &mut FExit = program(ebpf, "oom_kill_fexit")?;
+            prog.load("oom_kill_process", btf)
+                .map_err(|e| reason("fexit oom_kill_process", &e))?;
+            prog.attach()
+                .map_err(|e| reason("fexit oom_kill_process", &e))?;
+            attach_victims(ebpf, p)
+        }
+        Strategy::Kprobe => {
+            need_layout(p, "kprobe")?;
+            for (name, what) in [
+                ("oom_kill_kprobe", "kprobe"),
+                ("oom_kill_kretprobe", "kretprobe"),
+            ] {
+                let prog: &mut KProbe = program(ebpf, name)?;
+                prog.load().map_err(|e| reason(what, &e))?;
+                prog.attach("oom_kill_process", 0)
+                    .map_err(|e| reason(&format!("{what} oom_kill_process"), &e))?;
+            }
+            attach_victims(ebpf, p)
+        }
+        Strategy::TpBtf => attach_victim_btf(ebpf, p),
+        Strategy::Tracepoint => attach_victim_tp(ebpf, p),
+    }
+}
+
+/// The victim hook for the `oom_kill_process` strategies: tp_btf when possible.
+fn attach_victims(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+    match attach_victim_btf(ebpf, p) {
+        Ok(h) => Ok(h),
+        Err(btf_reason) => attach_victim_tp(ebpf, p)
+            .map_err(|tp_reason| format!("no mark_victim hook: {btf_reason}; {tp_reason}")),
+    }
+}
+
+fn attach_victim_btf(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+    let btf = need_btf(p, "tp_btf")?;
+    let prog: &mut BtfTracePoint = program(ebpf, "mark_victim_btf")?;
+    prog.load("mark_victim", btf)
+        .map_err(|e| reason("tp_btf mark_victim", &e))?;
+    prog.attach()
+        .map_err(|e| reason("tp_btf mark_victim", &e))?;
+    Ok("tp_btf")
+}
+
+fn attach_victim_tp(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+    if p.layout.tp_victim_pid == ABSENT {
+        return Err("tracepoint oom/mark_victim: not in tracefs".into());
+    }
+    let prog: &mut TracePoint = program(ebpf, "mark_victim_tp")?;
+    prog.load()
+        .map_err(|e| reason("tracepoint oom/mark_victim", &e))?;
+    prog.attach("oom", "mark_victim")
+        .map_err(|e| reason("tracepoint oom/mark_victim", &e))?;
+    Ok("tracepoint")
+}
+
+fn attach_mkdir(ebpf: &mut Ebpf) -> Result<&'static str, String> {
+    let prog: &mut TracePoint = program(ebpf, "cgroup_mkdir_tp")?;
+    prog.load()
+        .map_err(|e| reason("tracepoint cgroup/cgroup_mkdir", &e))?;
+    prog.attach("cgroup", "cgroup_mkdir")
+        .map_err(|e| reason("tracepoint cgroup/cgroup_mkdir", &e))?;
+    Ok("tracepoint")
+}
+
+/// The cgroup v1 `oom_kill_disable` stall watcher: tp_btf `sched_switch` (cheapest), else
+/// the classic tracepoint.
+fn attach_stall(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+    if p.layout.task_memcg_in_oom == ABSENT {
+        return Err("task_struct.memcg_in_oom is not in this kernel".into());
+    }
+    let first = match p.btf {
+        Some(btf) => {
+            let prog: &mut BtfTracePoint = program(ebpf, "stall_btf")?;
+            match prog
+                .load("sched_switch", btf)
+                .and_then(|_| prog.attach().map(|_| ()))
+            {
+                Ok(()) => return Ok("tp_btf"),
+                Err(e) => reason("tp_btf sched_switch", &e),
+            }
+        }
+        None => "tp_btf sched_switch: no BTF".to_string(),
+    };
+    let prog: &mut TracePoint = program(ebpf, "stall_tp")?;
+    prog.load()
+        .and_then(|_| prog.attach("sched", "sched_switch").map(|_| ()))
+        .map(|_| "tracepoint")
+        .map_err(|e| format!("{first}; {}", reason("tracepoint sched/sched_switch", &e)))
+}

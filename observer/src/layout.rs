@@ -1,0 +1,288 @@
+//! Computes [`KernelLayout`], the struct offsets the kernel programs read, from the running
+//! kernel's BTF (or a BTF file), and the classic tracepoints' record offsets from tracefs.
+//!
+//! This is the CO-RE step: the same object file gets each kernel's own offsets at load time.
+
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, Type};
+use observer_common::{KernelLayout, ABSENT};
+
+use crate::{cgroups::CgroupLayout, error::ObserverError, tracefs};
+
+/// Where the kernel publishes its own BTF.
+pub const SYS_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// BTF source chosen for this run.
+#[derive(Debug, Clone)]
+pub enum BtfSource {
+    /// The kernel's own, from [`SYS_BTF`].
+    Kernel,
+    /// A file named with `--btf`.
+    File(PathBuf),
+    /// None available: offset-based fields are reported as unknown.
+    None,
+}
+
+impl BtfSource {
+    /// Picks the BTF source: the named file (which must parse), else the kernel's if present.
+    pub fn select(file: Option<&Path>) -> Self {
+        match file {
+            Some(p) => BtfSource::File(p.to_path_buf()),
+            None if Path::new(SYS_BTF).exists() => BtfSource::Kernel,
+            None => BtfSource::None,
+        }
+    }
+
+    /// The file to read, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            BtfSource::Kernel => Some(Path::new(SYS_BTF)),
+            BtfSource::File(p) => Some(p),
+            BtfSource::None => None,
+        }
+    }
+
+    /// Parses it for aya (fentry/tp_btf need it to find their attach targets).
+    pub fn aya_btf(&self) -> Result<Option<aya::Btf>, ObserverError> {
+        match self {
+            BtfSource::Kernel => {
+                aya::Btf::from_sys_fs()
+                    .map(Some)
+                    .map_err(|e| ObserverError::Btf {
+                        path: SYS_BTF.into(),
+                        reason: e.to_string(),
+                    })
+            }
+            BtfSource::File(p) => aya::Btf::parse_file(p, aya::Endianness::default())
+                .map(Some)
+                .map_err(|e| ObserverError::Btf {
+                    path: p.display().to_string(),
+                    reason: e.to_string(),
+                }),
+            BtfSource::None => Ok(None),
+        }
+    }
+}
+
+/// A BTF type database with the member lookups the layout needs.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    /// Reads and parses a BTF file.
+    pub fn open(path: &Path) -> Result<Self, ObserverError> {
+        let btf = Btf::from_file(path).map_err(|e| ObserverError::Btf {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(KernelBtf { btf })
+    }
+
+    fn named_struct(&self, name: &str) -> Option<btf_rs::Struct> {
+        self.btf
+            .resolve_types_by_name(name)
+            .ok()?
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+    }
+
+    /// Byte offset of `field` in `struct name`, looking through anonymous unions and structs.
+    pub fn offset(&self, name: &str, field: &str) -> Option<u32> {
+        let s = self.named_struct(name)?;
+        self.find_member(&s, field, 0)
+    }
+
+    fn find_member(&self, s: &btf_rs::Struct, field: &str, base_bits: u32) -> Option<u32> {
+        for m in &s.members {
+            let member_name = self.btf.resolve_name(m).unwrap_or_default();
+            let bits = base_bits + m.bit_offset();
+            if member_name == field {
+                return (bits % 8 == 0).then_some(bits / 8);
+            }
+            if member_name.is_empty() {
+                let inner = self.btf.resolve_chained_type(m).ok()?;
+                if let Type::Struct(inner) | Type::Union(inner) = inner {
+                    if let Some(off) = self.find_member(&inner, field, bits) {
+                        return Some(off);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Value of an enumerator of `enum enum_name` (for example `memory_cgrp_id` of
+    /// `cgroup_subsys_id`, which depends on the kernel's config).
+    pub fn enum_value(&self, enum_name: &str, enumerator: &str) -> Option<u32> {
+        let types = self.btf.resolve_types_by_name(enum_name).ok()?;
+        types.iter().find_map(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| self.btf.resolve_name(*m).ok().as_deref() == Some(enumerator))
+                .map(|m| m.val()),
+            _ => None,
+        })
+    }
+
+    /// Whether `btf_trace_<tp>`'s first real argument is a pointer (a `struct task_struct *`
+    /// on Linux 6.8+ for `mark_victim`) rather than an integer pid.
+    pub fn tracepoint_first_arg_is_pointer(&self, tp: &str) -> Option<bool> {
+        let td = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{tp}"))
+            .ok()?
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Typedef(td) => Some(td),
+                _ => None,
+            })?;
+        let ptr = self.btf.resolve_chained_type(&td).ok()?;
+        let Type::Ptr(ptr) = ptr else { return None };
+        let Type::FuncProto(proto) = self.btf.resolve_chained_type(&ptr).ok()? else {
+            return None;
+        };
+        // Parameter 0 is the tracepoint's `void *__data`.
+        let arg = proto.parameters.get(1)?;
+        let mut t = self.btf.resolve_chained_type(arg).ok()?;
+        loop {
+            t = match t {
+                Type::Typedef(ref x) => self.btf.resolve_chained_type(x).ok()?,
+                Type::Const(ref x) | Type::Volatile(ref x) => {
+                    self.btf.resolve_chained_type(x).ok()?
+                }
+                Type::Ptr(_) => return Some(true),
+                _ => return Some(false),
+            };
+        }
+    }
+
+    /// Whether the kernel has a function of this name in its BTF (a traceable, non-inlined one).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(name)
+            .map(|ts| ts.iter().any(|t| matches!(t, Type::Func(_))))
+            .unwrap_or(false)
+    }
+}
+
+/// Builds the layout handed to the kernel programs. Without BTF only the classic
+/// tracepoints' own record fields are known.
+pub fn build(
+    btf: Option<&KernelBtf>,
+    tracefs: Option<&Path>,
+    cgroups: &CgroupLayout,
+) -> KernelLayout {
+    let mut l = KernelLayout::unknown();
+    l.memory_on_dfl = cgroups.memory_on_dfl() as u32;
+    if let Some(b) = btf {
+        let o = |s: &str, f: &str| b.offset(s, f).unwrap_or(ABSENT);
+        l.oc_memcg = o("oom_control", "memcg");
+        l.oc_chosen = o("oom_control", "chosen");
+        l.oc_constraint = o("oom_control", "constraint");
+        l.task_pid = o("task_struct", "pid");
+        l.task_tgid = o("task_struct", "tgid");
+        l.task_comm = o("task_struct", "comm");
+        l.task_real_cred = o("task_struct", "real_cred");
+        l.task_cgroups = o("task_struct", "cgroups");
+        l.task_memcg_in_oom = o("task_struct", "memcg_in_oom");
+        // kuid_t is `struct { uid_t val; }`: the uid is at the member's own offset.
+        l.cred_uid = o("cred", "uid");
+        l.css_set_dfl_cgrp = o("css_set", "dfl_cgrp");
+        l.css_set_subsys = o("css_set", "subsys");
+        l.css_cgroup = o("cgroup_subsys_state", "cgroup");
+        l.css_parent = o("cgroup_subsys_state", "parent");
+        l.memcg_css = o("mem_cgroup", "css");
+        l.memcg_oom_lock = o("mem_cgroup", "oom_lock");
+        l.cgroup_kn = o("cgroup", "kn");
+        l.kn_id = o("kernfs_node", "id");
+        l.memory_cgrp_id = b
+            .enum_value("cgroup_subsys_id", "memory_cgrp_id")
+            .unwrap_or(ABSENT);
+        l.tp_btf_victim_is_task = b
+            .tracepoint_first_arg_is_pointer("mark_victim")
+            .unwrap_or(false) as u32;
+        l.have_btf = 1;
+    }
+    if let Some(t) = tracefs {
+        if let Some(f) = tracefs::field_offsets(t, "oom", "mark_victim") {
+            l.tp_victim_pid = f.get("pid").copied().unwrap_or(ABSENT);
+            l.tp_victim_comm = f.get("comm").copied().unwrap_or(ABSENT);
+            l.tp_victim_uid = f.get("uid").copied().unwrap_or(ABSENT);
+        }
+        if let Some(f) = tracefs::field_offsets(t, "cgroup", "cgroup_mkdir") {
+            l.tp_mkdir_root = f.get("root").copied().unwrap_or(ABSENT);
+            l.tp_mkdir_id = f.get("id").copied().unwrap_or(ABSENT);
+            l.tp_mkdir_level = f.get("level").copied().unwrap_or(ABSENT);
+            l.tp_mkdir_path = f.get("path").copied().unwrap_or(ABSENT);
+        }
+    }
+    l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // These read the machine's own kernel BTF: real data, not a fixture.
+    fn kernel() -> Option<KernelBtf> {
+        if !Path::new(SYS_BTF).exists() {
+            eprintln!(
+                "NOTE: {SYS_BTF} is missing on this machine; BTF layout tests have nothing to read"
+            );
+            return None;
+        }
+        Some(KernelBtf::open(Path::new(SYS_BTF)).expect("kernel BTF parses"))
+    }
+
+    #[test]
+    fn resolves_oom_path_offsets_from_kernel_btf() {
+        let Some(b) = kernel() else { return };
+        // css is the first member of mem_cgroup on every kernel since 3.x.
+        assert_eq!(b.offset("mem_cgroup", "css"), Some(0));
+        for (s, f) in [
+            ("oom_control", "memcg"),
+            ("oom_control", "chosen"),
+            ("oom_control", "constraint"),
+            ("task_struct", "pid"),
+            ("task_struct", "tgid"),
+            ("task_struct", "comm"),
+            ("task_struct", "cgroups"),
+            ("css_set", "dfl_cgrp"),
+            ("css_set", "subsys"),
+            ("cgroup", "kn"),
+            ("kernfs_node", "id"),
+        ] {
+            assert!(b.offset(s, f).is_some(), "{s}.{f} not found");
+        }
+        assert_ne!(
+            b.offset("task_struct", "pid"),
+            b.offset("task_struct", "tgid")
+        );
+        assert!(b.enum_value("cgroup_subsys_id", "memory_cgrp_id").is_some());
+        assert!(b.offset("task_struct", "no_such_field").is_none());
+        assert!(b.has_function("oom_kill_process") || b.has_function("out_of_memory"));
+    }
+
+    #[test]
+    fn finds_members_inside_anonymous_unions() {
+        let Some(b) = kernel() else { return };
+        // sk_buff opens with `union { struct { next; prev; ... }; struct rb_node rbnode; ... }`.
+        assert_eq!(b.offset("sk_buff", "next"), Some(0));
+        assert_eq!(b.offset("sk_buff", "rbnode"), Some(0));
+        assert_eq!(b.offset("sk_buff", "prev"), Some(8));
+    }
+
+    #[test]
+    fn unknown_layout_without_btf_or_tracefs() {
+        let l = build(None, None, &CgroupLayout::default());
+        assert_eq!(l.have_btf, 0);
+        assert_eq!(l.task_pid, ABSENT);
+        assert_eq!(l.tp_victim_pid, ABSENT);
+    }
+}

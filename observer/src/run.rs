@@ -1,0 +1,258 @@
+//! The daemon: load, attach, then turn ring-buffer records into JSON lines until told to stop.
+
+use std::{
+    io::{self, Write},
+    path::PathBuf,
+    time::Duration,
+};
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+use tracing::{info, warn};
+
+use crate::{
+    cgroups::{CgroupLayout, PathCache},
+    error::ObserverError,
+    event::{self, mkdir_path, Record, Resolve},
+    hooks::{self, LoadParams, Strategy},
+    setup,
+};
+
+/// Options of `oom-observer run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Use exactly this strategy instead of the best one that works.
+    pub hook: Option<Strategy>,
+    /// BTF file to use instead of the kernel's own.
+    pub btf: Option<PathBuf>,
+    /// Ring buffer size in bytes.
+    pub ring_bytes: u32,
+}
+
+/// How often the lost-record counter is read when no events arrive.
+const LOST_CHECK: Duration = Duration::from_secs(5);
+
+/// Turns records into events and writes them; owns the sequence and the path cache.
+pub struct Processor<W: Write> {
+    seq: u64,
+    cache: PathCache,
+    cgroups: CgroupLayout,
+    out: W,
+    malformed: u64,
+}
+
+struct MemoryPaths<'a> {
+    cache: &'a mut PathCache,
+    cgroups: &'a CgroupLayout,
+}
+
+impl Resolve for MemoryPaths<'_> {
+    fn memory_path(&mut self, id: u64) -> Option<String> {
+        self.cache.resolve(self.cgroups.memory(), id)
+    }
+}
+
+impl<W: Write> Processor<W> {
+    /// A processor writing to `out`; scans the mounted hierarchies first.
+    pub fn new(cgroups: CgroupLayout, out: W) -> Self {
+        let mut cache = PathCache::default();
+        for h in [cgroups.memory_v1.as_ref(), cgroups.unified.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let n = cache.scan(h);
+            info!(hierarchy = h.id, mount = %h.mount.display(), cgroups = n, "scanned cgroup hierarchy");
+        }
+        Processor {
+            seq: 0,
+            cache,
+            cgroups,
+            out,
+            malformed: 0,
+        }
+    }
+
+    /// Handles one ring-buffer item.
+    pub fn handle(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match Record::parse(bytes) {
+            Ok(Record::Oom(r)) => {
+                self.seq += 1;
+                let memory_on_dfl = self.cgroups.memory_on_dfl();
+                let mut paths = MemoryPaths {
+                    cache: &mut self.cache,
+                    cgroups: &self.cgroups,
+                };
+                let ev = event::build(&r, self.seq, memory_on_dfl, &mut paths);
+                serde_json::to_writer(&mut self.out, &ev).map_err(io::Error::other)?;
+                self.out.write_all(b"\n")
+            }
+            Ok(Record::Mkdir(m)) => {
+                match mkdir_path(&m) {
+                    Some(p) => self.cache.learn(m.root, m.id, p),
+                    None => {
+                        // Too long to carry: read it from the filesystem while it exists.
+                        let h = [
+                            self.cgroups.memory_v1.as_ref(),
+                            self.cgroups.unified.as_ref(),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .find(|h| h.id == m.root)
+                        .cloned();
+                        if let Some(h) = h {
+                            self.cache.resolve(Some(&h), m.id);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.malformed += 1;
+                warn!(error = %e, malformed_total = self.malformed, "dropped a malformed ring-buffer record");
+                Ok(())
+            }
+        }
+    }
+
+    /// Flushes what was written.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Events written so far.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
+    let setup = setup::prepare(opts.btf.as_deref(), true)?;
+    if let Err(e) = &setup.tracefs {
+        warn!(error = %e, "no tracefs: classic tracepoints (oom/mark_victim, cgroup_mkdir) cannot attach");
+    }
+    if let Some(loss) = setup.btf_loss() {
+        warn!("{loss}");
+    }
+    let params = LoadParams {
+        object,
+        layout: setup.layout,
+        btf: setup.aya_btf.as_ref(),
+        ring_bytes: opts.ring_bytes,
+    };
+    let mut loaded = hooks::load(&params, opts.hook, setup.wants_stall_watcher())?;
+    for (s, why) in &loaded.refused {
+        info!(strategy = %s, reason = %why, "strategy refused");
+    }
+    for (name, outcome) in &loaded.extras {
+        match outcome {
+            Ok(how) => info!(program = name, via = how, "attached"),
+            Err(why) => warn!(program = name, reason = %why, "not attached"),
+        }
+    }
+
+    let ring = loaded
+        .ebpf
+        .take_map("EVENTS")
+        .ok_or_else(|| ObserverError::Load("map EVENTS missing from the object".into()))?;
+    let ring = RingBuf::try_from(ring).map_err(|e| ObserverError::Load(e.to_string()))?;
+    let lost: Option<PerCpuArray<MapData, u64>> = loaded
+        .ebpf
+        .take_map("LOST")
+        .and_then(|m| PerCpuArray::try_from(m).ok());
+    // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the RingBuf, and
+    // always returns that same fd.
+    let mut afd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| ObserverError::Stream(format!("ring buffer fd: {e}")))?;
+
+    let stdout = io::stdout();
+    let mut proc = Processor::new(setup.cgroups.clone(), io::BufWriter::new(stdout.lock()));
+    let mut lost_seen = 0u64;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| ObserverError::Stream(e.to_string()))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| ObserverError::Stream(e.to_string()))?;
+    let mut tick = tokio::time::interval(LOST_CHECK);
+
+    info!(
+        strategy = %loaded.strategy,
+        victim_hook = loaded.victim_hook,
+        cgroups = %setup.cgroups.describe(),
+        btf = ?setup.btf_source,
+        "ready"
+    );
+    loop {
+        tokio::select! {
+            guard = afd.readable_mut() => {
+                let mut guard = guard.map_err(|e| ObserverError::Stream(e.to_string()))?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    proc.handle(&item).map_err(ObserverError::Output)?;
+                }
+                guard.clear_ready();
+                proc.flush().map_err(ObserverError::Output)?;
+                check_lost(lost.as_ref(), &mut lost_seen);
+            }
+            _ = tick.tick() => check_lost(lost.as_ref(), &mut lost_seen),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    check_lost(lost.as_ref(), &mut lost_seen);
+    proc.flush().map_err(ObserverError::Output)?;
+    info!(events = proc.seq(), lost = lost_seen, "stopped");
+    Ok(())
+}
+
+/// Reads the kernel's lost-record counter and logs any increase: no drop is silent.
+fn check_lost(map: Option<&PerCpuArray<MapData, u64>>, seen: &mut u64) {
+    let Some(map) = map else { return };
+    let Ok(values) = map.get(&0, 0) else { return };
+    let total: u64 = values.iter().sum();
+    if total > *seen {
+        warn!(
+            lost = total - *seen,
+            lost_total = total,
+            "ring buffer full: kernel records were lost"
+        );
+        *seen = total;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use observer_common::{kind, CgroupMkdirRecord, CGROUP_PATH_LEN};
+
+    fn bytes<T>(v: &T) -> &[u8] {
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+    }
+
+    #[test]
+    fn learns_paths_from_mkdir_records_and_counts_malformed() {
+        let cg = CgroupLayout::from_texts(
+            "30 25 0:27 / /nonexistent-for-test rw - cgroup cgroup rw,memory\n",
+            "memory\t4\t1\t1\n",
+        );
+        let mut p = Processor::new(cg, Vec::new());
+        let mut m = CgroupMkdirRecord {
+            kind: kind::CGROUP_MKDIR,
+            root: 4,
+            id: 99,
+            level: 1,
+            path_len: 3,
+            path: [0; CGROUP_PATH_LEN],
+        };
+        m.path[..3].copy_from_slice(b"/xy");
+        p.handle(bytes(&m)).unwrap();
+        assert_eq!(p.cache.get(4, 99), Some("/xy"));
+        p.handle(&[200, 0, 0, 0]).unwrap();
+        assert_eq!(p.malformed, 1);
+        assert_eq!(p.seq(), 0, "mkdir and malformed records are not events");
+    }
+}

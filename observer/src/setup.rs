@@ -1,0 +1,89 @@
+//! What `run` and `check` both need before loading: tracefs, the cgroup layout, BTF and the
+//! kernel layout computed from it.
+
+use std::path::{Path, PathBuf};
+
+use observer_common::KernelLayout;
+
+use crate::{
+    cgroups::CgroupLayout,
+    error::ObserverError,
+    layout::{self, BtfSource, KernelBtf},
+    tracefs,
+};
+
+/// The facts about this node that loading depends on.
+pub struct Setup {
+    /// The tracefs directory, if one is available.
+    pub tracefs: Result<PathBuf, String>,
+    /// Cgroup hierarchies and where memory lives.
+    pub cgroups: CgroupLayout,
+    /// Where BTF came from.
+    pub btf_source: BtfSource,
+    /// Why BTF is unavailable, when it is.
+    pub btf_problem: Option<String>,
+    /// BTF for aya (fentry and tp_btf attach targets).
+    pub aya_btf: Option<aya::Btf>,
+    /// Offsets handed to the kernel programs.
+    pub layout: KernelLayout,
+    /// Whether the kernel has `oom_kill_process` as a traceable function in its BTF.
+    pub oom_kill_process_in_btf: Option<bool>,
+}
+
+/// Gathers everything. A BTF file named explicitly must work; the kernel's own BTF missing
+/// or broken only narrows what can be seen (and is said so).
+pub fn prepare(btf_file: Option<&Path>, mount_tracefs: bool) -> Result<Setup, ObserverError> {
+    let tracefs = if mount_tracefs {
+        tracefs::ensure_mounted().map_err(|e| e.to_string())
+    } else {
+        tracefs::find().ok_or_else(|| "not mounted".to_string())
+    };
+    let cgroups = CgroupLayout::discover().unwrap_or_default();
+    let btf_source = BtfSource::select(btf_file);
+    let (kbtf, aya_btf, btf_problem) = match btf_source.path() {
+        None => (
+            None,
+            None,
+            Some(format!(
+                "{} not present and no --btf given",
+                layout::SYS_BTF
+            )),
+        ),
+        Some(path) => match (KernelBtf::open(path), btf_source.aya_btf()) {
+            (Ok(k), Ok(a)) => (Some(k), a, None),
+            (Err(e), _) | (_, Err(e)) => {
+                if btf_file.is_some() {
+                    return Err(e);
+                }
+                (None, None, Some(e.to_string()))
+            }
+        },
+    };
+    let layout = layout::build(kbtf.as_ref(), tracefs.as_deref().ok(), &cgroups);
+    Ok(Setup {
+        oom_kill_process_in_btf: kbtf.as_ref().map(|k| k.has_function("oom_kill_process")),
+        tracefs,
+        cgroups,
+        btf_source,
+        btf_problem,
+        aya_btf,
+        layout,
+    })
+}
+
+impl Setup {
+    /// Whether the cgroup v1 `oom_kill_disable` stall watcher is worth attaching.
+    pub fn wants_stall_watcher(&self) -> bool {
+        !self.cgroups.memory_on_dfl() && self.layout.task_memcg_in_oom != observer_common::ABSENT
+    }
+
+    /// What is lost without BTF, for the start-up warning and `check`.
+    pub fn btf_loss(&self) -> Option<String> {
+        self.btf_problem.as_ref().map(|p| {
+            format!(
+                "no BTF ({p}): fentry, kprobe and tp_btf cannot run; the classic tracepoint reports \
+                 victim pid (and comm, uid where its record has them) but no cgroups, OOM cgroup or constraint"
+            )
+        })
+    }
+}
