@@ -1,1 +1,336 @@
+//! Helpers for the integration tests: scratch memory cgroups that clean up after
+//! themselves, a running `oom-observer` whose JSON lines are collected, and the hog.
+//!
+//! These tests touch only cgroups they create (named `oomx-<pid>-...`) and remove them on
+//! drop, pass or fail.
 
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The oom-observer binary under test (`cargo xtask test` sets `OOM_OBSERVER_BIN`).
+pub fn observer_bin() -> PathBuf {
+    bin_from_env("OOM_OBSERVER_BIN", "oom-observer")
+}
+
+/// The hog binary (`cargo xtask test` sets `OOMX_HOG_BIN`).
+pub fn hog_bin() -> PathBuf {
+    bin_from_env("OOMX_HOG_BIN", "oomx-hog")
+}
+
+fn bin_from_env(var: &str, name: &str) -> PathBuf {
+    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/debug")
+            .join(name)
+    });
+    assert!(
+        p.exists(),
+        "{} not found: run the tests with `cargo xtask test`, which builds it",
+        p.display()
+    );
+    p
+}
+
+/// The cgroup v1 memory hierarchy's mount point. These host tests need it: the project's
+/// build and CI machines mount memory on cgroup v1 (cgroup v2 is covered in VMs).
+pub fn v1_memory_root() -> PathBuf {
+    let p = PathBuf::from("/sys/fs/cgroup/memory");
+    assert!(
+        p.join("memory.limit_in_bytes").exists(),
+        "THIS TEST NEEDS a cgroup v1 memory hierarchy at {} (and root); this machine has none",
+        p.display()
+    );
+    assert!(
+        nix_is_root(),
+        "THIS TEST NEEDS root to load eBPF programs and create cgroups"
+    );
+    p
+}
+
+fn nix_is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A scratch memory cgroup (and any children made through it), removed on drop.
+pub struct Memcg {
+    /// Directory of the cgroup.
+    pub dir: PathBuf,
+    /// Path in the memory hierarchy, as the observer reports it.
+    pub path: String,
+    children: Mutex<Vec<PathBuf>>,
+    root: PathBuf,
+}
+
+impl Memcg {
+    /// Creates `oomx-<pid>-<n>-<tag>` at the top of the v1 memory hierarchy.
+    pub fn new(tag: &str) -> Memcg {
+        let root = v1_memory_root();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("oomx-{}-{n}-{tag}", std::process::id());
+        let dir = root.join(&name);
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Memcg {
+            path: format!("/{name}"),
+            dir,
+            children: Mutex::new(Vec::new()),
+            root,
+        }
+    }
+
+    /// Creates a child cgroup; returns its directory and hierarchy path.
+    pub fn child(&self, name: &str) -> (PathBuf, String) {
+        let d = self.dir.join(name);
+        fs::create_dir(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
+        self.children.lock().unwrap().push(d.clone());
+        (d, format!("{}/{name}", self.path))
+    }
+
+    /// Writes a control file of this cgroup (or of a child, by relative path).
+    pub fn set(&self, file: &str, value: &str) {
+        let f = self.dir.join(file);
+        fs::write(&f, value).unwrap_or_else(|e| panic!("writing {value} to {}: {e}", f.display()));
+    }
+
+    /// Sets `memory.limit_in_bytes` in MiB.
+    pub fn limit_mb(&self, mb: u64) {
+        self.set("memory.limit_in_bytes", &(mb << 20).to_string());
+    }
+
+    /// Removes the cgroup now (killing what is left in it); used by tests that remove a
+    /// cgroup right after its kill.
+    pub fn remove_now(&self) {
+        cleanup(&self.dir, &self.children.lock().unwrap());
+    }
+
+    /// The hierarchy root the cgroup was created in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+fn kill_all(dir: &Path) {
+    for _ in 0..200 {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let pids: Vec<i32> = procs
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        for p in pids {
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        // A stalled (oom_kill_disable) task needs room to die.
+        let _ = fs::write(dir.join("memory.limit_in_bytes"), "-1");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn cleanup(dir: &Path, children: &[PathBuf]) {
+    for c in children.iter().rev() {
+        if c.exists() {
+            kill_all(c);
+            rmdir_retry(c);
+        }
+    }
+    if dir.exists() {
+        kill_all(dir);
+        rmdir_retry(dir);
+    }
+}
+
+fn rmdir_retry(d: &Path) {
+    for _ in 0..200 {
+        if fs::remove_dir(d).is_ok() || !d.exists() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("WARNING: could not remove scratch cgroup {}", d.display());
+}
+
+impl Drop for Memcg {
+    fn drop(&mut self) {
+        let children = std::mem::take(&mut *self.children.lock().unwrap());
+        cleanup(&self.dir, &children);
+    }
+}
+
+/// Runs the hog in `cgroup_dir` and waits for it; returns its exit status.
+pub fn run_hog(cgroup_dir: &Path, extra: &[&str]) -> ExitStatus {
+    spawn_hog(cgroup_dir, extra)
+        .wait()
+        .expect("waiting for the hog")
+}
+
+/// Starts the hog in `cgroup_dir`.
+pub fn spawn_hog(cgroup_dir: &Path, extra: &[&str]) -> Child {
+    Command::new(hog_bin())
+        .arg("--join")
+        .arg(cgroup_dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting oomx-hog")
+}
+
+/// Killed by SIGKILL (what the OOM killer sends).
+pub fn was_sigkilled(s: &ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    s.signal() == Some(libc::SIGKILL)
+}
+
+/// A running `oom-observer run`, collecting its JSON lines.
+pub struct Observer {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Observer {
+    /// Starts `oom-observer run` with extra arguments and waits until it is ready.
+    pub fn start(args: &[&str]) -> Observer {
+        v1_memory_root();
+        let mut child = Command::new(observer_bin())
+            .arg("run")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting oom-observer");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let ev = events.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                ev.lock().unwrap().push(v);
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        let se = stderr.clone();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains(" ready ") || line.ends_with(" ready") {
+                    let _ = ready_tx.send(());
+                }
+                se.lock().unwrap().push(line);
+            }
+        });
+        let mut obs = Observer {
+            child,
+            events,
+            stderr,
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let status = obs.child.try_wait().ok().flatten();
+            panic!(
+                "oom-observer did not become ready (exit: {status:?}); stderr:\n{}",
+                obs.stderr_text()
+            );
+        }
+        obs
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Events so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for the events seen so far, or panics after `timeout`.
+    pub fn wait_for<F: Fn(&[Value]) -> bool>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: F,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let evs = self.events();
+            if pred(&evs) {
+                return evs;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; events:\n{}\nstderr:\n{}",
+                    pretty(&evs),
+                    self.stderr_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("wait");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// Events of a kind whose victim is in `cgroup_prefix` or below it (for `memcg_oom`, whose
+/// OOM cgroup is).
+pub fn events_in<'a>(evs: &'a [Value], kind: &str, cgroup_prefix: &str) -> Vec<&'a Value> {
+    evs.iter()
+        .filter(|e| e["event"] == kind)
+        .filter(|e| {
+            let victim = e["victim"]["cgroup"].as_str().unwrap_or("");
+            let oom = e["oom_cgroup"]["path"].as_str().unwrap_or("");
+            let under = |p: &str| p == cgroup_prefix || p.starts_with(&format!("{cgroup_prefix}/"));
+            under(victim) || (victim.is_empty() && under(oom))
+        })
+        .collect()
+}
+
+/// Pretty-prints events for a failure message.
+pub fn pretty(evs: &[Value]) -> String {
+    evs.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,1 +1,292 @@
-fn main() {}
+//! `cargo xtask`: the project's build and test entry points.
+//!
+//! Every tool the build needs is bootstrapped here and cached, so a fresh machine needs
+//! nothing but the Rust toolchains it comes with:
+//! - nightly's `rust-src` (for `-Z build-std=core`),
+//! - `bpf-linker`, built against the LLVM that ships inside the nightly toolchain (its
+//!   major version must equal rustc's, and no distribution LLVM matches).
+
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// bpf-linker release that builds with the machines' toolchains (see shared platform notes).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const EBPF_TARGET: &str = "bpfel-unknown-none";
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the kernel programs (bootstrapping rust-src and bpf-linker if needed).
+    BuildEbpf,
+    /// Build the kernel programs and the `oom-observer` binary that embeds them.
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build (release) and run `oom-observer`; arguments after `--` go to it (default: `run`).
+    Run {
+        /// Arguments for oom-observer.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Build everything and run every test: unit tests and the host integration tests
+    /// against real OOM kills on this machine's kernel.
+    Test {
+        /// Extra arguments for `cargo test` (for example a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::BuildEbpf => build_ebpf().map(|_| ()),
+        Cmd::Build { release } => build(release).map(|_| ()),
+        Cmd::Run { args } => {
+            let bin = build(true)?;
+            let args = if args.is_empty() {
+                vec![OsString::from("run")]
+            } else {
+                args
+            };
+            run(Command::new(&bin).args(&args))
+        }
+        Cmd::Test { args } => test(&args),
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(d) = env::var_os("OOM_OBSERVER_CACHE") {
+        return PathBuf::from(d);
+    }
+    let base = env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"));
+    base.join("oom-observer")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Makes sure the nightly toolchain and its rust-src are there.
+fn ensure_nightly() -> Result<()> {
+    if Command::new("rustc")
+        .args(["+nightly", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
+        let installed = output(Command::new("rustup").args([
+            "component",
+            "list",
+            "--toolchain",
+            "nightly",
+            "--installed",
+        ]))?;
+        if !installed.lines().any(|l| l.starts_with("rust-src")) {
+            eprintln!("xtask: adding rust-src to the nightly toolchain");
+            run(Command::new("rustup").args([
+                "component",
+                "add",
+                "rust-src",
+                "--toolchain",
+                "nightly",
+            ]))?;
+        }
+        return Ok(());
+    }
+    eprintln!("xtask: installing the nightly toolchain with rust-src");
+    run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+}
+
+/// The LLVM major version of the nightly rustc and the path of its shared libLLVM.
+fn nightly_llvm() -> Result<(u32, PathBuf)> {
+    let v = output(Command::new("rustc").args(["+nightly", "--version", "--verbose"]))?;
+    let major = v
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|s| s.split('.').next())
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .context("nightly rustc does not report its LLVM version")?;
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let so = fs::read_dir(&lib)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            n.starts_with("libLLVM") && n.contains(".so")
+        })
+        .with_context(|| format!("no libLLVM shared library in {}", lib.display()))?;
+    Ok((major, so))
+}
+
+/// Returns a bpf-linker built for the nightly's LLVM, building and caching it if needed.
+fn ensure_bpf_linker() -> Result<PathBuf> {
+    let (major, libllvm) = nightly_llvm()?;
+    let cache = cache_dir();
+    // bpf-linker links libLLVM through an rpath into this prefix: keep it where it is.
+    let prefix = cache.join(format!("llvm-{major}"));
+    fs::create_dir_all(prefix.join("lib"))?;
+    // `libLLVM.so` for bpf-linker's build script; the library's own name (its soname) for
+    // the dynamic loader when bpf-linker runs.
+    let own_name = libllvm
+        .file_name()
+        .context("libLLVM path has no file name")?;
+    for name in [std::ffi::OsStr::new("libLLVM.so"), own_name] {
+        let link = prefix.join("lib").join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), libllvm.display()))?;
+    }
+    let root = cache.join(format!("bpf-linker-{BPF_LINKER_VERSION}-llvm{major}"));
+    let bin = root.join("bin/bpf-linker");
+    if Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
+        return Ok(bin);
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} (a few minutes, once)");
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "--locked",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--no-default-features",
+        ])
+        .args(["--features", &format!("llvm-{major}")])
+        .arg("--root")
+        .arg(&root)
+        .env("LLVM_PREFIX", &prefix))?;
+    Ok(bin)
+}
+
+/// Builds the kernel programs; returns the object's path.
+fn build_ebpf() -> Result<PathBuf> {
+    ensure_nightly()?;
+    let linker = ensure_bpf_linker()?;
+    let root = root();
+    let target_dir = root.join("target/ebpf");
+    let path = env::join_paths(
+        std::iter::once(linker.parent().expect("bin dir").to_path_buf())
+            .chain(env::split_paths(&env::var_os("PATH").unwrap_or_default())),
+    )?;
+    run(Command::new("cargo")
+        .current_dir(root.join("observer-ebpf"))
+        .args([
+            "+nightly",
+            "build",
+            "--release",
+            "--target",
+            EBPF_TARGET,
+            "-Z",
+            "build-std=core",
+        ])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        // BTF for the maps and for aya's fentry/tp_btf loading.
+        .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+        .env("PATH", path)
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER"))?;
+    let obj = target_dir.join(EBPF_TARGET).join("release/observer-ebpf");
+    if !obj.exists() {
+        bail!("the eBPF build produced no {}", obj.display());
+    }
+    Ok(obj)
+}
+
+/// Builds the daemon (embedding the kernel programs); returns the binary's path.
+fn build(release: bool) -> Result<PathBuf> {
+    let obj = build_ebpf()?;
+    let root = root();
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&root)
+        .args(["build", "--package", "observer", "--bin", "oom-observer"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(cmd.env("OOM_OBSERVER_EBPF_OBJ", &obj))?;
+    Ok(root
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("oom-observer"))
+}
+
+fn test(extra: &[OsString]) -> Result<()> {
+    let obj = build_ebpf()?;
+    let root = root();
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args([
+            "build",
+            "--package",
+            "observer",
+            "--package",
+            "tests",
+            "--bins",
+        ])
+        .env("OOM_OBSERVER_EBPF_OBJ", &obj))?;
+    let bin_dir = root.join("target/debug");
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["test", "--workspace", "--exclude", "xtask"])
+        .args(extra)
+        .env("OOM_OBSERVER_EBPF_OBJ", &obj)
+        .env("OOM_OBSERVER_BIN", bin_dir.join("oom-observer"))
+        .env("OOMX_HOG_BIN", bin_dir.join("oomx-hog")))
+}

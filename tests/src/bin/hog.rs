@@ -1,1 +1,51 @@
-fn main() {}
+//! `oomx-hog`: the test workload. Joins a cgroup, optionally waits for a go signal, then
+//! allocates and touches memory 1 MiB at a time until it is killed (or reaches `--max-mb`).
+//!
+//! Usage: oomx-hog [--join CGROUP_DIR] [--wait-for FILE] [--max-mb N]
+
+use std::{env, fs, path::Path, thread, time::Duration};
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let mut join = None;
+    let mut wait_for = None;
+    let mut max_mb: Option<usize> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--join" => join = it.next().cloned(),
+            "--wait-for" => wait_for = it.next().cloned(),
+            "--max-mb" => max_mb = it.next().and_then(|v| v.parse().ok()),
+            other => {
+                eprintln!("oomx-hog: unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Some(dir) = join {
+        // Joining from inside the process: every byte it allocates is charged there.
+        let procs = Path::new(&dir).join("cgroup.procs");
+        if let Err(e) = fs::write(&procs, std::process::id().to_string()) {
+            eprintln!("oomx-hog: joining {}: {e}", procs.display());
+            std::process::exit(3);
+        }
+    }
+    if let Some(f) = wait_for {
+        while !Path::new(&f).exists() {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        if max_mb.is_some_and(|m| chunks.len() >= m) {
+            println!("reached {} MiB", chunks.len());
+            return;
+        }
+        let mut v = vec![0u8; 1 << 20];
+        // Touch every page so the memory is really charged.
+        for i in (0..v.len()).step_by(4096) {
+            v[i] = 1;
+        }
+        chunks.push(v);
+    }
+}

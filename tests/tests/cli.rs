@@ -1,0 +1,134 @@
+//! The command line's behaviour on bad input and on what the kernel cannot do: one line,
+//! a distinct exit code, no panic.
+
+use std::{os::unix::process::CommandExt, process::Command};
+
+use tests::{observer_bin, Observer};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(observer_bin())
+        .args(args)
+        .output()
+        .expect("running oom-observer");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_no_panic(stderr: &str) {
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let (code, _, err) = run(&["run", "--no-such-flag"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--no-such-flag"), "{err}");
+    assert_no_panic(&err);
+}
+
+#[test]
+fn unknown_hook_is_a_usage_error_naming_the_choices() {
+    let (code, _, err) = run(&["run", "--hook", "uprobe"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("fentry") && err.contains("tracepoint"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_ring_size_is_a_usage_error() {
+    let (code, _, err) = run(&["run", "--ring-kib", "3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("power of two"), "{err}");
+}
+
+#[test]
+fn unreadable_btf_file_exits_5_with_one_line() {
+    let (code, _, err) = run(&["run", "--btf", "/nonexistent/vmlinux.btf"]);
+    assert_eq!(code, 5, "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("oom-observer: cannot use BTF from /nonexistent/vmlinux.btf"),
+        "{err}"
+    );
+    assert_no_panic(&err);
+}
+
+#[test]
+fn garbage_btf_file_exits_5() {
+    let f = std::env::temp_dir().join(format!("oomx-bad-btf-{}", std::process::id()));
+    std::fs::write(&f, b"this is not BTF").unwrap();
+    let (code, _, err) = run(&["check", "--btf", f.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&f);
+    assert_eq!(code, 5, "{err}");
+    assert_no_panic(&err);
+}
+
+#[test]
+fn btf_file_given_explicitly_is_used() {
+    tests::v1_memory_root();
+    let (code, out, err) = run(&["check", "--btf", "/sys/kernel/btf/vmlinux"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok (/sys/kernel/btf/vmlinux)"), "{out}");
+}
+
+#[test]
+fn not_root_exits_3_with_one_line() {
+    let out = Command::new(observer_bin())
+        .arg("run")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("running oom-observer as nobody");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.lines().last().unwrap_or("").contains("not permitted"),
+        "{err}"
+    );
+    assert_no_panic(&err);
+}
+
+/// `check` and `run --hook` must agree: every strategy check calls usable runs, every
+/// refused one fails with exit 4 and the reason.
+#[test]
+fn check_table_matches_what_run_can_attach() {
+    tests::v1_memory_root();
+    let (code, out, err) = run(&["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for key in ["kernel", "btf", "cgroups", "privileges", "selected"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(key)),
+            "check lacks {key}:\n{out}"
+        );
+    }
+    let mut seen = 0;
+    for strategy in ["fentry", "kprobe", "tp_btf", "tracepoint"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("hook {strategy} ")))
+            .unwrap_or_else(|| panic!("no row for {strategy}:\n{out}"));
+        seen += 1;
+        if line.contains(" ok") {
+            let obs = Observer::start(&["--hook", strategy]);
+            assert!(obs.stop().success());
+        } else {
+            assert!(line.contains("no: "), "{line}");
+            let (code, _, err) = run(&["run", "--hook", strategy]);
+            assert_eq!(code, 4, "forcing refused {strategy}: {err}");
+            let last = err.lines().last().unwrap_or("");
+            assert!(
+                last.starts_with("oom-observer: no usable OOM hook") && last.contains(strategy),
+                "{err}"
+            );
+        }
+    }
+    assert_eq!(seen, 4);
+}
