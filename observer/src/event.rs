@@ -116,6 +116,33 @@ pub struct Trigger {
     pub comm: String,
 }
 
+/// The container a kill is attributed to.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ContainerRef {
+    /// Container id.
+    pub id: String,
+    /// containerd namespace.
+    pub namespace: String,
+    /// Kubernetes container name, if any.
+    pub name: Option<String>,
+    /// containerd runtime name.
+    pub runtime: String,
+    /// Kubernetes pod, if any.
+    pub pod: Option<crate::index::Pod>,
+}
+
+impl From<&crate::index::ContainerInfo> for ContainerRef {
+    fn from(c: &crate::index::ContainerInfo) -> Self {
+        ContainerRef {
+            id: c.id.clone(),
+            namespace: c.namespace.clone(),
+            name: c.name.clone(),
+            runtime: c.runtime.clone(),
+            pod: c.pod.clone(),
+        }
+    }
+}
+
 /// One JSON line.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Event {
@@ -139,6 +166,15 @@ pub struct Event {
     pub constraint: Option<&'static str>,
     /// The allocating task.
     pub trigger: Option<Trigger>,
+    /// The container the kill is attributed to, or null when no container owns the cgroup.
+    pub container: Option<ContainerRef>,
+    /// Every container the kill is attributed to, when there is more than one (a sandbox
+    /// with several application containers hit at pod level).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerRef>,
+    /// Whether containerd has a TaskOOM for this kill (the containerd sink) when the line
+    /// is written.
+    pub published: bool,
 }
 
 /// Name of a hook id.
@@ -235,6 +271,9 @@ pub fn build(r: &OomKillRecord, seq: u64, memory_on_dfl: bool, res: &mut dyn Res
             tgid: r.trigger_tgid,
             comm: comm(&r.trigger_comm),
         }),
+        container: None,
+        containers: Vec::new(),
+        published: false,
     }
 }
 

@@ -32,6 +32,15 @@ enum Command {
         /// Ring buffer size in KiB (a power of two, at least 4).
         #[arg(long, default_value_t = 256, value_parser = parse_ring_kib)]
         ring_kib: u32,
+        /// containerd's socket (also from CONTAINERD_ADDRESS).
+        #[arg(long, env = "CONTAINERD_ADDRESS", default_value = observer::containerd::DEFAULT_SOCKET)]
+        containerd_socket: PathBuf,
+        /// Do not talk to containerd: no container names, no TaskOOM.
+        #[arg(long)]
+        no_containerd: bool,
+        /// Directory for state that must survive restarts (undelivered TaskOOMs).
+        #[arg(long, default_value = "/var/lib/oom-observer")]
+        state_dir: PathBuf,
     },
     /// Check what this node supports and which hook strategies load; exit 0 if one works.
     Check {
@@ -80,6 +89,9 @@ fn main() -> ExitCode {
             hook,
             btf,
             ring_kib,
+            containerd_socket,
+            no_containerd,
+            state_dir,
         } => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -92,6 +104,8 @@ fn main() -> ExitCode {
                 hook,
                 btf,
                 ring_bytes: ring_kib * 1024,
+                containerd: (!no_containerd).then_some(containerd_socket),
+                state_dir: Some(state_dir),
             };
             match rt.block_on(run::run(opts, EBPF_OBJECT)) {
                 Ok(()) => ExitCode::SUCCESS,

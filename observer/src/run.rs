@@ -3,6 +3,7 @@
 use std::{
     io::{self, Write},
     path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
@@ -15,9 +16,11 @@ use tracing::{info, warn};
 
 use crate::{
     cgroups::{CgroupLayout, PathCache},
+    containerd::Containerd,
     error::ObserverError,
-    event::{self, mkdir_path, Record, Resolve},
+    event::{self, mkdir_path, ContainerRef, Event, Record, Resolve},
     hooks::{self, LoadParams, Strategy},
+    publish::Publisher,
     setup,
 };
 
@@ -30,18 +33,25 @@ pub struct RunOptions {
     pub btf: Option<PathBuf>,
     /// Ring buffer size in bytes.
     pub ring_bytes: u32,
+    /// containerd's socket; `None` runs kernel-only (no container names, no TaskOOM).
+    pub containerd: Option<PathBuf>,
+    /// Where undelivered TaskOOMs are kept across restarts; `None` keeps them in memory.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// How often the lost-record counter is read when no events arrive.
 const LOST_CHECK: Duration = Duration::from_secs(5);
 
-/// Turns records into events and writes them; owns the sequence and the path cache.
+/// Turns records into events and hands them to the sinks (containerd first, then the JSON
+/// line); owns the sequence, the path cache and the sinks.
 pub struct Processor<W: Write> {
     seq: u64,
     cache: PathCache,
     cgroups: CgroupLayout,
     out: W,
     malformed: u64,
+    containerd: Option<Arc<Containerd>>,
+    publisher: Option<Publisher>,
 }
 
 struct MemoryPaths<'a> {
@@ -72,11 +82,25 @@ impl<W: Write> Processor<W> {
             cgroups,
             out,
             malformed: 0,
+            containerd: None,
+            publisher: None,
         }
     }
 
+    /// Adds the containerd index (container names) and the TaskOOM sink.
+    pub fn with_containerd(mut self, cd: Arc<Containerd>, publisher: Publisher) -> Self {
+        self.containerd = Some(cd);
+        self.publisher = Some(publisher);
+        self
+    }
+
+    /// The TaskOOM sink, if any.
+    pub fn publisher(&mut self) -> Option<&mut Publisher> {
+        self.publisher.as_mut()
+    }
+
     /// Handles one ring-buffer item.
-    pub fn handle(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub async fn handle(&mut self, bytes: &[u8]) -> io::Result<()> {
         match Record::parse(bytes) {
             Ok(Record::Oom(r)) => {
                 self.seq += 1;
@@ -85,7 +109,8 @@ impl<W: Write> Processor<W> {
                     cache: &mut self.cache,
                     cgroups: &self.cgroups,
                 };
-                let ev = event::build(&r, self.seq, memory_on_dfl, &mut paths);
+                let mut ev = event::build(&r, self.seq, memory_on_dfl, &mut paths);
+                self.enrich_and_publish(&mut ev).await;
                 serde_json::to_writer(&mut self.out, &ev).map_err(io::Error::other)?;
                 self.out.write_all(b"\n")
             }
@@ -115,6 +140,37 @@ impl<W: Write> Processor<W> {
                 Ok(())
             }
         }
+    }
+
+    /// Names the container(s) and, for a kill, hands TaskOOM to containerd before the JSON
+    /// line is written.
+    async fn enrich_and_publish(&mut self, ev: &mut Event) {
+        let Some(cd) = &self.containerd else { return };
+        let oom = ev.oom_cgroup.as_ref().and_then(|c| c.path.as_deref());
+        // A memcg OOM without a kill is attributed through the cgroup that hit its limit.
+        let victim = match &ev.victim {
+            Some(v) => v.cgroup.as_deref(),
+            None => oom,
+        };
+        let owners = cd.attribute(victim, oom).await;
+        if owners.is_empty() {
+            return;
+        }
+        ev.container = owners.first().map(ContainerRef::from);
+        if owners.len() > 1 {
+            ev.containers = owners.iter().map(ContainerRef::from).collect();
+        }
+        if ev.event != "oom_kill" {
+            return;
+        }
+        let Some(publisher) = self.publisher.as_mut() else {
+            return;
+        };
+        let mut all = true;
+        for c in &owners {
+            all &= publisher.oom(&c.namespace, &c.id, ev.ktime_ns).await;
+        }
+        ev.published = all;
     }
 
     /// Flushes what was written.
@@ -170,6 +226,15 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
 
     let stdout = io::stdout();
     let mut proc = Processor::new(setup.cgroups.clone(), io::BufWriter::new(stdout.lock()));
+    if let Some(socket) = &opts.containerd {
+        let cd = Containerd::new(socket.clone(), setup.cgroups.memory_on_dfl());
+        tokio::spawn(cd.clone().watch());
+        let publisher = Publisher::new(socket, opts.state_dir.as_deref())
+            .map_err(|e| ObserverError::Stream(format!("TaskOOM spool: {e}")))?;
+        proc = proc.with_containerd(cd, publisher);
+    } else {
+        info!("containerd disabled: kernel-only mode");
+    }
     let mut lost_seen = 0u64;
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| ObserverError::Stream(e.to_string()))?;
@@ -188,13 +253,23 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         tokio::select! {
             guard = afd.readable_mut() => {
                 let mut guard = guard.map_err(|e| ObserverError::Stream(e.to_string()))?;
+                // Copy the batch out first: the sinks await, and ring-buffer items borrow it.
+                let mut batch = Vec::new();
                 let rb = guard.get_inner_mut();
                 while let Some(item) = rb.next() {
-                    proc.handle(&item).map_err(ObserverError::Output)?;
+                    batch.push(item.to_vec());
                 }
                 guard.clear_ready();
+                for item in &batch {
+                    proc.handle(item).await.map_err(ObserverError::Output)?;
+                }
                 proc.flush().map_err(ObserverError::Output)?;
                 check_lost(lost.as_ref(), &mut lost_seen);
+            }
+            _ = retry_due(proc.publisher().and_then(|p| p.retry_at())) => {
+                if let Some(p) = proc.publisher() {
+                    p.retry().await;
+                }
             }
             _ = tick.tick() => check_lost(lost.as_ref(), &mut lost_seen),
             _ = term.recv() => break,
@@ -205,6 +280,14 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     proc.flush().map_err(ObserverError::Output)?;
     info!(events = proc.seq(), lost = lost_seen, "stopped");
     Ok(())
+}
+
+/// Sleeps until the spool's retry is due; forever when nothing waits.
+async fn retry_due(at: Option<std::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads the kernel's lost-record counter and logs any increase: no drop is silent.
@@ -233,8 +316,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn learns_paths_from_mkdir_records_and_counts_malformed() {
+    #[tokio::test]
+    async fn learns_paths_from_mkdir_records_and_counts_malformed() {
         let cg = CgroupLayout::from_texts(
             "30 25 0:27 / /nonexistent-for-test rw - cgroup cgroup rw,memory\n",
             "memory\t4\t1\t1\n",
@@ -249,9 +332,9 @@ mod tests {
             path: [0; CGROUP_PATH_LEN],
         };
         m.path[..3].copy_from_slice(b"/xy");
-        p.handle(bytes(&m)).unwrap();
+        p.handle(bytes(&m)).await.unwrap();
         assert_eq!(p.cache.get(4, 99), Some("/xy"));
-        p.handle(&[200, 0, 0, 0]).unwrap();
+        p.handle(&[200, 0, 0, 0]).await.unwrap();
         assert_eq!(p.malformed, 1);
         assert_eq!(p.seq(), 0, "mkdir and malformed records are not events");
     }

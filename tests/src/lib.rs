@@ -19,6 +19,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod containerd;
+
 /// The oom-observer binary under test (`cargo xtask test` sets `OOM_OBSERVER_BIN`).
 pub fn observer_bin() -> PathBuf {
     bin_from_env("OOM_OBSERVER_BIN", "oom-observer")
@@ -206,9 +208,17 @@ impl Observer {
     /// Starts `oom-observer run` with extra arguments and waits until it is ready.
     pub fn start(args: &[&str]) -> Observer {
         v1_memory_root();
+        // Kernel-only unless a test names a containerd: the machine's own containerd socket
+        // (if any) is not the tests' business.
+        let kernel_only = !args.contains(&"--containerd-socket");
         let mut child = Command::new(observer_bin())
             .arg("run")
             .args(args)
+            .args(if kernel_only {
+                &["--no-containerd"][..]
+            } else {
+                &[][..]
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -253,6 +263,20 @@ impl Observer {
     /// Everything the daemon logged so far.
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the daemon has logged a line containing `text`.
+    pub fn wait_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr_text().contains(text) {
+            if Instant::now() > deadline {
+                panic!(
+                    "oom-observer never logged {text:?}; stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Events so far.

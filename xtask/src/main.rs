@@ -250,8 +250,40 @@ fn build_ebpf() -> Result<PathBuf> {
     Ok(obj)
 }
 
+/// Debian packages the build needs (containerd-client generates its gRPC code with protoc).
+const BUILD_PACKAGES: &[&str] = &["protobuf-compiler"];
+/// Debian packages the tests need: a real containerd with real runc and gVisor, busybox for
+/// the containers' root filesystem, systemd-analyze for the unit file.
+const TEST_PACKAGES: &[&str] = &["containerd", "runc", "runsc", "busybox-static", "systemd"];
+
+/// Installs whichever of `pkgs` is missing, with apt.
+fn ensure_packages(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| {
+            Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| !String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(true)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))
+        .context("apt-get update (installing packages needs root)")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 /// Builds the daemon (embedding the kernel programs); returns the binary's path.
 fn build(release: bool) -> Result<PathBuf> {
+    ensure_packages(BUILD_PACKAGES)?;
     let obj = build_ebpf()?;
     let root = root();
     let mut cmd = Command::new("cargo");
@@ -268,6 +300,8 @@ fn build(release: bool) -> Result<PathBuf> {
 }
 
 fn test(extra: &[OsString]) -> Result<()> {
+    ensure_packages(BUILD_PACKAGES)?;
+    ensure_packages(TEST_PACKAGES)?;
     let obj = build_ebpf()?;
     let root = root();
     run(Command::new("cargo")

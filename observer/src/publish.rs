@@ -1,0 +1,163 @@
+//! The containerd sink: one `/tasks/oom` per OOM-killed container per kill, in order, never
+//! with an empty id, and never lost while containerd is down (spooled, retried with backoff).
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    containerd::Client,
+    spool::{Pending, Spool},
+};
+
+/// Victims of one container within this window are one kill: a sandbox or a
+/// `memory.oom.group` kill takes several processes at once, and gets one TaskOOM.
+pub const SAME_KILL: Duration = Duration::from_secs(1);
+
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Publishes TaskOOM to containerd.
+pub struct Publisher {
+    socket: PathBuf,
+    client: Option<Client>,
+    spool: Spool,
+    recent: HashMap<(String, String), (Instant, bool)>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    delivered: u64,
+}
+
+impl Publisher {
+    /// A publisher for `socket`, spooling under `state_dir` (memory only when `None`).
+    pub fn new(socket: &Path, state_dir: Option<&Path>) -> std::io::Result<Publisher> {
+        let spool = Spool::open(state_dir)?;
+        let mut p = Publisher {
+            socket: socket.to_path_buf(),
+            client: None,
+            spool,
+            recent: HashMap::new(),
+            retry_at: None,
+            backoff: RETRY_MIN,
+            delivered: 0,
+        };
+        if !p.spool.is_empty() {
+            info!(
+                pending = p.spool.len(),
+                "TaskOOMs left undelivered by a previous run will be published first"
+            );
+            p.retry_at = Some(Instant::now());
+        }
+        Ok(p)
+    }
+
+    /// TaskOOMs acknowledged by containerd so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// TaskOOMs waiting in the spool.
+    pub fn pending(&self) -> usize {
+        self.spool.len()
+    }
+
+    /// When the next retry of the spool is due, if anything waits.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// Hands one kill of a container to containerd. Returns whether containerd has a
+    /// TaskOOM for this kill (published now, or moments ago for the same kill).
+    pub async fn oom(&mut self, namespace: &str, container_id: &str, ktime_ns: u64) -> bool {
+        if container_id.is_empty() {
+            // containerd would drop it, and so do we.
+            return false;
+        }
+        let key = (namespace.to_string(), container_id.to_string());
+        let now = Instant::now();
+        self.recent
+            .retain(|_, (t, _)| now.duration_since(*t) < SAME_KILL);
+        if let Some((_, delivered)) = self.recent.get(&key) {
+            return *delivered;
+        }
+        let p = Pending {
+            namespace: key.0.clone(),
+            container_id: key.1.clone(),
+            ktime_ns,
+        };
+        // Order: nothing new overtakes what is already waiting.
+        if !self.spool.is_empty() {
+            self.flush().await;
+        }
+        if self.spool.is_empty() && self.send(&p).await {
+            self.recent.insert(key, (now, true));
+            return true;
+        }
+        if let Err(e) = self.spool.push(p) {
+            warn!(error = %e, namespace, container = container_id, "cannot write the TaskOOM spool; kept in memory only");
+        }
+        self.recent.insert(key, (now, false));
+        if self.retry_at.is_none() {
+            self.retry_at = Some(now + self.backoff);
+        }
+        false
+    }
+
+    /// Retries the spool (call when [`Publisher::retry_at`] is due).
+    pub async fn retry(&mut self) {
+        self.flush().await;
+        if self.spool.is_empty() {
+            self.retry_at = None;
+            self.backoff = RETRY_MIN;
+        } else {
+            self.backoff = (self.backoff * 2).min(RETRY_MAX);
+            self.retry_at = Some(Instant::now() + self.backoff);
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(p) = self.spool.front().cloned() {
+            if !self.send(&p).await {
+                return;
+            }
+            info!(namespace = %p.namespace, container = %p.container_id, "delivered a spooled TaskOOM");
+            if let Err(e) = self.spool.pop_front() {
+                warn!(error = %e, "cannot rewrite the TaskOOM spool");
+            }
+        }
+    }
+
+    async fn send(&mut self, p: &Pending) -> bool {
+        if self.client.is_none() {
+            match Client::connect(&self.socket).await {
+                Ok(c) => self.client = Some(c),
+                Err(e) => {
+                    tracing::debug!(error = %e, "TaskOOM not published yet");
+                    return false;
+                }
+            }
+        }
+        let Some(client) = &self.client else {
+            return false;
+        };
+        match client
+            .publish_oom(&p.namespace, &p.container_id, p.ktime_ns)
+            .await
+        {
+            Ok(()) => {
+                self.delivered += 1;
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, namespace = %p.namespace, container = %p.container_id, "publishing TaskOOM failed; spooled for retry");
+                // Reconnect next time: containerd may have restarted on the same socket.
+                self.client = None;
+                false
+            }
+        }
+    }
+}

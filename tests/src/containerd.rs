@@ -1,0 +1,380 @@
+//! A private containerd for the tests (own root, state and socket), a local root
+//! filesystem, and a subscriber to containerd's own event stream that can tell our TaskOOM
+//! (it carries oom-observer's marker field) from the runtime shim's.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use containerd_client::{
+    services::v1::{events_client::EventsClient, PublishRequest, SubscribeRequest},
+    tonic::Request,
+};
+use observer::containerd::{proto_string_field, MARKER_FIELD, MARKER_PREFIX};
+use prost::Message;
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// Everything a test needs installed; fails loudly when something is missing.
+pub fn require_tools() {
+    for tool in ["containerd", "ctr", "runc", "runsc", "busybox"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+            .unwrap_or(false)
+            || Path::new("/bin").join(tool).exists();
+        assert!(found, "THIS TEST NEEDS {tool} (Debian packages containerd, runc, runsc, busybox-static; `cargo xtask test` installs them)");
+    }
+}
+
+/// A private containerd daemon.
+pub struct Containerd {
+    /// Its working directory (root, state, socket, config).
+    pub dir: PathBuf,
+    /// The gRPC socket.
+    pub socket: PathBuf,
+    /// The containerd namespace the tests use.
+    pub namespace: String,
+    /// A root filesystem with busybox.
+    pub rootfs: PathBuf,
+    /// The gVisor wrapper for `ctr run --runc-binary`.
+    pub runsc_wrapper: PathBuf,
+    /// Prefix for cgroups the containers get (`/oomx-cd-<pid>-<n>`), removed on drop.
+    pub cgroup_parent: String,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    /// Starts a daemon.
+    pub fn start() -> Containerd {
+        require_tools();
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let dir = PathBuf::from(format!("/tmp/oomx-cd-{pid}-{n}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("containerd.sock");
+        fs::write(
+            dir.join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{s}\"\n[ttrpc]\n  address = \"{s}.ttrpc\"\n",
+                d = dir.display(),
+                s = socket.display()
+            ),
+        )
+        .unwrap();
+        let rootfs = dir.join("rootfs");
+        for d in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
+            fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copying /bin/busybox");
+        for a in ["sh", "sleep", "cat", "test", "ls"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+        }
+        let runsc_wrapper = dir.join("runsc-wrapper");
+        fs::write(
+            &runsc_wrapper,
+            "#!/bin/sh\nexec runsc --network=none --platform=ptrace \"$@\"\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&runsc_wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cd = Containerd {
+            dir,
+            socket,
+            namespace: format!("oomx-{pid}-{n}"),
+            rootfs,
+            runsc_wrapper,
+            cgroup_parent: format!("/oomx-cd-{pid}-{n}"),
+            child: None,
+        };
+        cd.spawn();
+        cd
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::File::create(self.dir.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.ctr(&["version"]).status.success() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("containerd did not come up; log:\n{}", self.log());
+    }
+
+    /// Stops the daemon (the shims and their containers keep running, as in production).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same root, state and socket.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// containerd's log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Runs `ctr` against this daemon in the test namespace.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .arg("-n")
+            .arg(&self.namespace)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ctr")
+    }
+
+    /// The cgroup path a container gets (`--cgroup`).
+    pub fn cgroup_of(&self, id: &str) -> String {
+        format!("{}/{id}", self.cgroup_parent)
+    }
+
+    /// Starts `ctr run --rm` of a memory hog under a memory limit; returns the ctr process.
+    pub fn run_hog(&self, id: &str, limit_mb: u64, extra: &[&str]) -> Child {
+        let limit = (limit_mb << 20).to_string();
+        let cg = self.cgroup_of(id);
+        let mut args: Vec<&str> = vec!["run", "--rm", "--memory-limit", &limit, "--cgroup", &cg];
+        args.extend_from_slice(extra);
+        let rootfs = self.rootfs.to_str().unwrap();
+        // Waits for /go in the rootfs, so a test can hold the kill back.
+        let script = "while [ ! -e /go ]; do sleep 0.05; done; x=a; while :; do x=$x$x; done";
+        args.extend_from_slice(&["--rootfs", rootfs, id, "/bin/sh", "-c", script]);
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .arg("-n")
+            .arg(&self.namespace)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ctr run")
+    }
+
+    /// Lets every waiting hog go.
+    pub fn go(&self) {
+        fs::write(self.rootfs.join("go"), b"").unwrap();
+    }
+
+    /// Waits for the task of a container to be RUNNING.
+    pub fn wait_running(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let out = self.ctr(&["tasks", "ls"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text
+                .lines()
+                .any(|l| l.starts_with(id) && l.contains("RUNNING"))
+            {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("container {id} never ran; containerd log:\n{}", self.log());
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Kill what is left, then the daemon, then the shims of this daemon.
+        let out = self.ctr(&["tasks", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = self.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+        }
+        thread::sleep(Duration::from_millis(200));
+        let out = self.ctr(&["tasks", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = self.ctr(&["tasks", "delete", "-f", id]);
+        }
+        let out = self.ctr(&["containers", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = self.ctr(&["containers", "delete", id]);
+        }
+        self.stop();
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(self.socket.to_str().unwrap())
+            .status();
+        // The parent cgroups runc made for our --cgroup paths, in every hierarchy.
+        if let Ok(hs) = fs::read_dir("/sys/fs/cgroup") {
+            for h in hs.flatten() {
+                let d = h.path().join(self.cgroup_parent.trim_start_matches('/'));
+                if d.is_dir() {
+                    if let Ok(children) = fs::read_dir(&d) {
+                        for c in children.flatten() {
+                            if c.path().is_dir() {
+                                let _ = fs::remove_dir(c.path());
+                            }
+                        }
+                    }
+                    let _ = fs::remove_dir(&d);
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One event from containerd's stream.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// containerd namespace.
+    pub namespace: String,
+    /// Topic, e.g. `/tasks/oom`.
+    pub topic: String,
+    /// `container_id` of a task event (field 1 of every task event).
+    pub container_id: Option<String>,
+    /// Whether it carries oom-observer's marker.
+    pub ours: bool,
+    /// containerd's timestamp of the envelope.
+    pub timestamp: Option<SystemTime>,
+    /// When the subscriber received it.
+    pub received: SystemTime,
+}
+
+/// Subscribes to a containerd's events in a thread of its own.
+pub struct Subscriber {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Subscriber {
+    /// Subscribes and waits until the stream is live (a ping of our own went through).
+    pub fn start(socket: &Path) -> Subscriber {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let socket = socket.to_path_buf();
+        thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let Ok(ch) = containerd_client::connect(&socket).await else {
+                    return;
+                };
+                let sub_ch = ch.clone();
+                let sub = tokio::spawn(async move {
+                    EventsClient::new(sub_ch)
+                        .subscribe(SubscribeRequest::default())
+                        .await
+                });
+                // containerd answers the subscription with its first event: send one.
+                for _ in 0..50 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let mut req = Request::new(PublishRequest {
+                        topic: "/oomx/ping".into(),
+                        event: Some(prost_types::Any {
+                            type_url: "containerd.events.TaskOOM".into(),
+                            value: containerd_client::events::TaskOom {
+                                container_id: "ping".into(),
+                            }
+                            .encode_to_vec(),
+                        }),
+                    });
+                    req.metadata_mut()
+                        .insert("containerd-namespace", "oomx-ping".parse().unwrap());
+                    let _ = EventsClient::new(ch.clone()).publish(req).await;
+                    if sub.is_finished() {
+                        break;
+                    }
+                }
+                let Ok(Ok(resp)) = sub.await else { return };
+                let mut stream = resp.into_inner();
+                while let Ok(Some(env)) = stream.message().await {
+                    let raw = env
+                        .event
+                        .as_ref()
+                        .map(|a| a.value.clone())
+                        .unwrap_or_default();
+                    let ts = env.timestamp.map(|t| {
+                        SystemTime::UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32)
+                    });
+                    s2.lock().unwrap().push(Seen {
+                        namespace: env.namespace,
+                        topic: env.topic,
+                        container_id: proto_string_field(&raw, 1),
+                        ours: proto_string_field(&raw, MARKER_FIELD)
+                            .is_some_and(|m| m.starts_with(MARKER_PREFIX)),
+                        timestamp: ts,
+                        received: SystemTime::now(),
+                    });
+                }
+            });
+        });
+        let sub = Subscriber { seen };
+        sub.wait_for(
+            "the subscription to go live",
+            Duration::from_secs(20),
+            |s| s.iter().any(|e| e.topic == "/oomx/ping"),
+        );
+        sub
+    }
+
+    /// Events so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits for a condition on the events seen.
+    pub fn wait_for<F: Fn(&[Seen]) -> bool>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: F,
+    ) -> Vec<Seen> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.seen();
+            if pred(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; containerd events:\n{s:#?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `/tasks/oom` events for a container: (ours, theirs).
+    pub fn task_ooms(&self, namespace: &str, id: &str) -> (Vec<Seen>, Vec<Seen>) {
+        self.seen()
+            .into_iter()
+            .filter(|e| {
+                e.topic == "/tasks/oom"
+                    && e.namespace == namespace
+                    && e.container_id.as_deref() == Some(id)
+            })
+            .partition(|e| e.ours)
+    }
+}

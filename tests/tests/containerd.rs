@@ -1,0 +1,262 @@
+//! Real containerd, real runc and gVisor: every OOM kill names its container, and our
+//! TaskOOM reaches containerd's event stream with the container's id. Run with
+//! `cargo xtask test` (root; it installs containerd, runc, runsc and busybox-static).
+
+use std::{
+    fs,
+    path::PathBuf,
+    thread,
+    time::{Duration, SystemTime},
+};
+
+use serde_json::Value;
+use tests::{
+    containerd::{Containerd, Subscriber},
+    events_in, pretty, spawn_hog, was_sigkilled, Memcg, Observer,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn state_dir(cd: &Containerd) -> PathBuf {
+    cd.dir.join("observer-state")
+}
+
+fn observer_for(cd: &Containerd) -> Observer {
+    let obs = Observer::start(&[
+        "--containerd-socket",
+        cd.socket.to_str().unwrap(),
+        "--state-dir",
+        state_dir(cd).to_str().unwrap(),
+    ]);
+    obs.wait_log("connected to containerd", WAIT);
+    obs
+}
+
+fn kills_of<'a>(evs: &'a [Value], cgroup: &str) -> Vec<&'a Value> {
+    events_in(evs, "oom_kill", cgroup)
+}
+
+fn ms(a: SystemTime, b: SystemTime) -> f64 {
+    match b.duration_since(a) {
+        Ok(d) => d.as_secs_f64() * 1e3,
+        Err(e) => -e.duration().as_secs_f64() * 1e3,
+    }
+}
+
+fn rfc3339(s: &str) -> SystemTime {
+    humantime::parse_rfc3339(s).unwrap_or_else(|e| panic!("bad time {s:?}: {e}"))
+}
+
+#[test]
+fn runc_container_oom_kill_publishes_task_oom_with_its_id() {
+    let cd = Containerd::start();
+    let sub = Subscriber::start(&cd.socket);
+    let obs = observer_for(&cd);
+    let id = "runc-hog";
+    let mut ctr = cd.run_hog(
+        id,
+        32,
+        &[
+            "--label",
+            "io.kubernetes.pod.name=web-0",
+            "--label",
+            "io.kubernetes.pod.namespace=shop",
+            "--label",
+            "io.kubernetes.pod.uid=uid-123",
+            "--label",
+            "io.kubernetes.container.name=app",
+        ],
+    );
+    cd.wait_running(id);
+    cd.go();
+    let status = ctr.wait().unwrap();
+    assert_eq!(status.code(), Some(137), "the container must be OOM-killed");
+    let cg = cd.cgroup_of(id);
+    let evs = obs.wait_for("the container's kill", WAIT, |e| {
+        !kills_of(e, &cg).is_empty()
+    });
+    let e = kills_of(&evs, &cg)[0].clone();
+    assert_eq!(e["container"]["id"], id, "{e}");
+    assert_eq!(e["container"]["namespace"], cd.namespace.as_str(), "{e}");
+    assert_eq!(e["container"]["name"], "app", "{e}");
+    assert_eq!(e["container"]["runtime"], "io.containerd.runc.v2", "{e}");
+    assert_eq!(e["container"]["pod"]["name"], "web-0", "{e}");
+    assert_eq!(e["container"]["pod"]["namespace"], "shop", "{e}");
+    assert_eq!(e["container"]["pod"]["uid"], "uid-123", "{e}");
+    assert_eq!(e["victim"]["cgroup"], cg.as_str(), "{e}");
+    assert_eq!(e["published"], true, "{e}");
+    sub.wait_for("our TaskOOM", WAIT, |s| {
+        s.iter()
+            .any(|x| x.ours && x.container_id.as_deref() == Some(id))
+    });
+    thread::sleep(Duration::from_millis(500));
+    let (ours, theirs) = sub.task_ooms(&cd.namespace, id);
+    assert_eq!(ours.len(), 1, "exactly one TaskOOM of ours: {ours:#?}");
+    // For the note: kill → TaskOOM on containerd's stream, ours beside containerd's own.
+    let kill = rfc3339(e["time"].as_str().unwrap());
+    let our_ms = ms(kill, ours[0].received);
+    let their_ms = theirs.first().map(|t| ms(kill, t.received));
+    eprintln!("LATENCY kill->TaskOOM on containerd's stream: ours {our_ms:.2} ms, containerd's own {their_ms:?} ms");
+}
+
+#[test]
+fn gvisor_container_oom_kill_publishes_one_task_oom_for_the_container() {
+    let cd = Containerd::start();
+    let sub = Subscriber::start(&cd.socket);
+    let obs = observer_for(&cd);
+    let id = "gvisor-hog";
+    let wrapper = cd.runsc_wrapper.to_str().unwrap().to_string();
+    let mut ctr = cd.run_hog(id, 96, &["--runc-binary", &wrapper]);
+    cd.wait_running(id);
+    cd.go();
+    let status = ctr.wait().unwrap();
+    assert_eq!(status.code(), Some(137), "the sandbox must be OOM-killed");
+    let cg = cd.cgroup_of(id);
+    let evs = obs.wait_for("the sandbox's kill", WAIT, |e| !kills_of(e, &cg).is_empty());
+    thread::sleep(Duration::from_millis(1500));
+    let evs = obs.events();
+    let kills = kills_of(&evs, &cg);
+    assert!(!kills.is_empty(), "{}", pretty(&evs));
+    for k in &kills {
+        // The killed host processes are the sandbox's own (not the workload's pid), yet each
+        // names the container.
+        assert_eq!(k["container"]["id"], id, "{k}");
+        assert_eq!(k["published"], true, "{k}");
+    }
+    assert!(
+        kills.iter().any(|k| k["victim"]["comm"] != "sh"),
+        "under gVisor the host victim is a sandbox process: {}",
+        pretty(&evs)
+    );
+    let (ours, _) = sub.task_ooms(&cd.namespace, id);
+    assert_eq!(
+        ours.len(),
+        1,
+        "one TaskOOM for the container however many sandbox processes died: {ours:#?}"
+    );
+}
+
+#[test]
+fn a_cgroup_no_container_owns_gets_container_null_and_no_task_oom() {
+    let cd = Containerd::start();
+    let sub = Subscriber::start(&cd.socket);
+    let obs = observer_for(&cd);
+    let cg = Memcg::new("nocontainer");
+    cg.limit_mb(32);
+    let mut hog = spawn_hog(&cg.dir, &[]);
+    assert!(was_sigkilled(&hog.wait().unwrap()));
+    let evs = obs.wait_for("the kill", WAIT, |e| !kills_of(e, &cg.path).is_empty());
+    let e = kills_of(&evs, &cg.path)[0];
+    assert!(e["container"].is_null(), "{e}");
+    assert_eq!(e["published"], false, "{e}");
+    assert_eq!(e["victim"]["cgroup"], cg.path.as_str());
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        !sub.seen().iter().any(|s| s.topic == "/tasks/oom" && s.ours),
+        "no TaskOOM may be published for an unowned cgroup: {:#?}",
+        sub.seen()
+    );
+}
+
+#[test]
+fn containerd_down_during_the_kill_gets_task_oom_after_restart_exactly_once() {
+    let mut cd = Containerd::start();
+    let obs = observer_for(&cd);
+    let id = "while-down";
+    let mut ctr = cd.run_hog(id, 32, &[]);
+    cd.wait_running(id);
+    cd.stop();
+    cd.go();
+    let cg = cd.cgroup_of(id);
+    let evs = obs.wait_for("the kill while containerd is down", WAIT, |e| {
+        !kills_of(e, &cg).is_empty()
+    });
+    let e = kills_of(&evs, &cg)[0].clone();
+    assert_eq!(
+        e["container"]["id"], id,
+        "known from before containerd went down: {e}"
+    );
+    assert_eq!(e["published"], false, "containerd was down: {e}");
+    let spool = state_dir(&cd).join("taskoom-spool.jsonl");
+    let spooled = fs::read_to_string(&spool).unwrap_or_default();
+    assert!(
+        spooled.contains(id),
+        "the undelivered TaskOOM is on disk: {spooled:?}"
+    );
+    // Let the retry back off a little, so the subscriber below is live before it fires.
+    thread::sleep(Duration::from_secs(2));
+    cd.restart();
+    let sub = Subscriber::start(&cd.socket);
+    sub.wait_for("our TaskOOM after the restart", WAIT, |s| {
+        s.iter()
+            .any(|x| x.ours && x.container_id.as_deref() == Some(id))
+    });
+    thread::sleep(Duration::from_secs(3));
+    let (ours, _) = sub.task_ooms(&cd.namespace, id);
+    assert_eq!(ours.len(), 1, "exactly once: {ours:#?}");
+    obs.wait_log("delivered a spooled TaskOOM", WAIT);
+    let spooled = fs::read_to_string(&spool).unwrap_or_default();
+    assert!(
+        !spooled.contains(id),
+        "delivered TaskOOMs leave the spool: {spooled:?}"
+    );
+    let _ = ctr.kill();
+    let _ = ctr.wait();
+}
+
+#[test]
+fn unreachable_socket_keeps_the_daemon_running_kernel_only() {
+    let obs = Observer::start(&[
+        "--containerd-socket",
+        "/nonexistent/containerd.sock",
+        "--state-dir",
+        "/tmp/oomx-unused-state",
+    ]);
+    obs.wait_log("containerd unreachable: kernel-only mode", WAIT);
+    let cg = Memcg::new("kernelonly");
+    cg.limit_mb(32);
+    let mut hog = spawn_hog(&cg.dir, &[]);
+    assert!(was_sigkilled(&hog.wait().unwrap()));
+    let evs = obs.wait_for("the kill", WAIT, |e| !kills_of(e, &cg.path).is_empty());
+    let e = kills_of(&evs, &cg.path)[0];
+    assert!(e["container"].is_null() && e["published"] == false, "{e}");
+    assert!(
+        !PathBuf::from("/tmp/oomx-unused-state").exists(),
+        "nothing to spool, nothing written"
+    );
+}
+
+#[test]
+fn malformed_cgroups_path_is_logged_and_the_daemon_keeps_going() {
+    let cd = Containerd::start();
+    let obs = observer_for(&cd);
+    // A container (no task) whose spec names an impossible cgroupsPath.
+    let spec = cd.ctr(&["oci", "spec"]);
+    assert!(spec.status.success());
+    let mut spec: Value = serde_json::from_slice(&spec.stdout).unwrap();
+    spec["linux"]["cgroupsPath"] = "not/../valid:x".into();
+    let spec_file = cd.dir.join("bad-spec.json");
+    fs::write(&spec_file, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let out = cd.ctr(&[
+        "containers",
+        "create",
+        "--config",
+        spec_file.to_str().unwrap(),
+        "bad-path",
+    ]);
+    assert!(
+        out.status.success(),
+        "ctr containers create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    obs.wait_log("malformed cgroupsPath", WAIT);
+    // Still observing, still naming containers.
+    let id = "after-bad";
+    let mut ctr = cd.run_hog(id, 32, &[]);
+    cd.wait_running(id);
+    cd.go();
+    assert_eq!(ctr.wait().unwrap().code(), Some(137));
+    let cg = cd.cgroup_of(id);
+    let evs = obs.wait_for("the kill", WAIT, |e| !kills_of(e, &cg).is_empty());
+    assert_eq!(kills_of(&evs, &cg)[0]["container"]["id"], id);
+}
