@@ -55,6 +55,14 @@ impl Publisher {
         Ok(p)
     }
 
+    /// Connects ahead of the first kill, so that one does not pay for the connection.
+    /// Best effort: a failure here is retried at publication.
+    pub async fn warm_up(&mut self) {
+        if self.client.is_none() {
+            self.client = Client::connect(&self.socket).await.ok();
+        }
+    }
+
     /// TaskOOMs acknowledged by containerd so far.
     pub fn delivered(&self) -> u64 {
         self.delivered

@@ -229,8 +229,9 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     if let Some(socket) = &opts.containerd {
         let cd = Containerd::new(socket.clone(), setup.cgroups.memory_on_dfl());
         tokio::spawn(cd.clone().watch());
-        let publisher = Publisher::new(socket, opts.state_dir.as_deref())
+        let mut publisher = Publisher::new(socket, opts.state_dir.as_deref())
             .map_err(|e| ObserverError::Stream(format!("TaskOOM spool: {e}")))?;
+        publisher.warm_up().await;
         proc = proc.with_containerd(cd, publisher);
     } else {
         info!("containerd disabled: kernel-only mode");

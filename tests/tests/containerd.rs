@@ -94,9 +94,13 @@ fn runc_container_oom_kill_publishes_task_oom_with_its_id() {
     assert_eq!(ours.len(), 1, "exactly one TaskOOM of ours: {ours:#?}");
     // For the note: kill → TaskOOM on containerd's stream, ours beside containerd's own.
     let kill = rfc3339(e["time"].as_str().unwrap());
-    let our_ms = ms(kill, ours[0].received);
-    let their_ms = theirs.first().map(|t| ms(kill, t.received));
-    eprintln!("LATENCY kill->TaskOOM on containerd's stream: ours {our_ms:.2} ms, containerd's own {their_ms:?} ms");
+    // containerd's envelope timestamp: when containerd accepted the event.
+    let our_ms = ms(kill, ours[0].timestamp.unwrap());
+    let their_ms: Vec<String> = theirs
+        .iter()
+        .map(|t| format!("{:.2}", ms(kill, t.timestamp.unwrap())))
+        .collect();
+    eprintln!("LATENCY kill->TaskOOM accepted by containerd: ours {our_ms:.2} ms, containerd's own {their_ms:?} ms");
 }
 
 #[test]
