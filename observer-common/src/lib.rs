@@ -23,6 +23,8 @@ pub mod kind {
     pub const MEMCG_OOM: u32 = 2;
     /// A cgroup was created ([`crate::CgroupMkdirRecord`]).
     pub const CGROUP_MKDIR: u32 = 3;
+    /// An OOM victim's process exited ([`crate::OomKillRecord`] with `exit_code`).
+    pub const VICTIM_EXIT: u32 = 4;
 }
 
 /// Which kernel programs produced a record (the hook strategy).
@@ -37,6 +39,8 @@ pub mod hook {
     pub const TRACEPOINT: u32 = 4;
     /// `sched_switch`, used to see tasks stalled in a memcg OOM (cgroup v1 `oom_kill_disable`).
     pub const SCHED_SWITCH: u32 = 5;
+    /// `sched_process_exit`, which reports an OOM victim's exit.
+    pub const SCHED_PROCESS_EXIT: u32 = 6;
 }
 
 /// `enum oom_constraint` values as the kernel defines them, plus "unknown".
@@ -70,6 +74,8 @@ pub mod valid {
     pub const OOM_MEMCG: u32 = 1 << 5;
     /// `victim_pid`.
     pub const VICTIM_PID: u32 = 1 << 6;
+    /// `exit_code` (victim exits only).
+    pub const EXIT_CODE: u32 = 1 << 7;
 }
 
 /// An OOM kill (`kind::OOM_KILL`) or a memcg OOM without a kill (`kind::MEMCG_OOM`).
@@ -102,8 +108,9 @@ pub struct OomKillRecord {
     pub trigger_pid: u32,
     /// Process id of the triggering task.
     pub trigger_tgid: u32,
-    /// Padding kept explicit so both sides agree on the layout.
-    pub _pad: u32,
+    /// For [`kind::VICTIM_EXIT`]: the exit status as the kernel keeps it (`task->exit_code`:
+    /// signal in the low 7 bits, exit code in bits 8..16). Zero otherwise.
+    pub exit_code: i32,
     /// Victim's `comm`, NUL padded.
     pub victim_comm: [u8; COMM_LEN],
     /// Triggering task's `comm`, NUL padded.
@@ -171,6 +178,14 @@ pub struct KernelLayout {
     pub css_parent: u32,
     /// `mem_cgroup.css`.
     pub memcg_css: u32,
+    /// `task_struct.exit_code`.
+    pub task_exit_code: u32,
+    /// Classic tracepoint `sched/sched_process_exit`: offset of `pid`.
+    pub tp_exit_pid: u32,
+    /// Classic tracepoint `sched/sched_process_exit`: offset of `group_dead`, or ABSENT.
+    pub tp_exit_group_dead: u32,
+    /// Nonzero when `tp_btf/sched_process_exit` passes `group_dead` as its second argument.
+    pub tp_btf_exit_has_group_dead: u32,
     /// `mem_cgroup.oom_lock` (cgroup v1), or ABSENT.
     pub memcg_oom_lock: u32,
     /// `cgroup.kn`.
@@ -221,6 +236,10 @@ impl KernelLayout {
             css_cgroup: ABSENT,
             css_parent: ABSENT,
             memcg_css: ABSENT,
+            task_exit_code: ABSENT,
+            tp_exit_pid: ABSENT,
+            tp_exit_group_dead: ABSENT,
+            tp_btf_exit_has_group_dead: 0,
             memcg_oom_lock: ABSENT,
             cgroup_kn: ABSENT,
             kn_id: ABSENT,
@@ -256,6 +275,25 @@ pub struct OomContext {
     pub _pad: u32,
 }
 
+/// An OOM victim, remembered in the kernel from its kill until long after its exit: the
+/// exit hook finds it with one lookup, and the daemon's query falls back to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct VictimState {
+    /// `bpf_ktime_get_boot_ns()` at the kill.
+    pub kill_ktime_ns: u64,
+    /// Victim's cgroup in the memory controller's hierarchy (0 if unknown).
+    pub memcg_id: u64,
+    /// Victim's cgroup in the unified hierarchy (0 if unknown).
+    pub dfl_cgroup_id: u64,
+    /// `bpf_ktime_get_boot_ns()` at the exit, 0 while it has not exited.
+    pub exit_ktime_ns: u64,
+    /// The thread the OOM killer marked.
+    pub pid: u32,
+    /// Exit status (`task->exit_code`), valid once exited.
+    pub exit_code: i32,
+}
+
 /// Last memcg OOM stall reported for a thread, so one stall is one event.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -278,4 +316,5 @@ mod pod {
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::OomContext {}
     unsafe impl aya::Pod for super::StallState {}
+    unsafe impl aya::Pod for super::VictimState {}
 }

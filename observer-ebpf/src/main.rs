@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use observer_common::{
     constraint, hook, kind, valid, CgroupMkdirRecord, KernelLayout, OomContext, OomKillRecord,
-    StallState, ABSENT, CGROUP_PATH_LEN, COMM_LEN, STALL_REPEAT_NS,
+    StallState, VictimState, ABSENT, CGROUP_PATH_LEN, COMM_LEN, STALL_REPEAT_NS,
 };
 
 /// Filled by the daemon from the running kernel's BTF before load.
@@ -41,6 +41,12 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// OOM context stashed by the `oom_kill_process` hooks, by the thread running the OOM killer.
 #[map]
 static OOM_CTX: HashMap<u32, OomContext> = HashMap::with_max_entries(1024, 0);
+
+/// OOM victims by process id (thread id when the hook could not see the process id), from
+/// the kill until the LRU needs the room: the exit hook's single lookup, and the daemon's
+/// fallback when asked about a kill it has not read yet.
+#[map]
+static VICTIMS: LruHashMap<u32, VictimState> = LruHashMap::with_max_entries(16384, 0);
 
 /// Threads seen stalled in a memcg OOM, so that one stall is reported once.
 #[map]
@@ -198,7 +204,7 @@ fn empty_record(kind: u32, hook: u32) -> OomKillRecord {
         constraint: constraint::UNKNOWN,
         trigger_pid: 0,
         trigger_tgid: 0,
-        _pad: 0,
+        exit_code: 0,
         victim_comm: [0; COMM_LEN],
         trigger_comm: [0; COMM_LEN],
     }
@@ -289,7 +295,113 @@ fn on_mark_victim(victim_hook: u32, victim: Victim, tp: Option<(&TracePointConte
         }
     }
     fill_trigger(&mut rec);
+    remember_victim(&rec);
     submit(&rec);
+}
+
+/// Records the victim before its kill record is submitted, so its exit (which cannot come
+/// earlier: the SIGKILL is only being delivered) always finds it.
+#[inline(always)]
+fn remember_victim(rec: &OomKillRecord) {
+    let key = if rec.valid & valid::VICTIM_TGID != 0 {
+        rec.victim_tgid
+    } else {
+        rec.victim_pid
+    };
+    let v = VictimState {
+        kill_ktime_ns: rec.ktime_ns,
+        memcg_id: if rec.valid & valid::VICTIM_MEMCG != 0 {
+            rec.victim_memcg_id
+        } else {
+            0
+        },
+        dfl_cgroup_id: if rec.valid & valid::VICTIM_DFL_CGROUP != 0 {
+            rec.victim_dfl_cgroup_id
+        } else {
+            0
+        },
+        exit_ktime_ns: 0,
+        pid: rec.victim_pid,
+        exit_code: 0,
+    };
+    let _ = VICTIMS.insert(&key, &v, 0);
+}
+
+/// Every process exit on the node passes here: one map lookup decides it is not a victim.
+#[inline(always)]
+fn on_exit(group_dead: Option<bool>) {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    let Some(v) = VICTIMS.get_ptr_mut(&tgid) else {
+        return;
+    };
+    let pid = id as u32;
+    // The process is gone when its last thread exits; kernels that do not say which thread
+    // that is get the leader's exit.
+    let process_exit = match group_dead {
+        Some(dead) => dead,
+        None => pid == tgid,
+    };
+    if !process_exit {
+        return;
+    }
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let task = unsafe { bpf_get_current_task() };
+    let mut rec = empty_record(kind::VICTIM_EXIT, hook::SCHED_PROCESS_EXIT);
+    rec.ktime_ns = now;
+    rec.victim_pid = pid;
+    rec.victim_tgid = tgid;
+    rec.valid |= valid::VICTIM_PID | valid::VICTIM_TGID;
+    if let Ok(comm) = bpf_get_current_comm() {
+        rec.victim_comm = comm;
+        rec.valid |= valid::VICTIM_COMM;
+    }
+    let (memcg, dfl) = unsafe { ((*v).memcg_id, (*v).dfl_cgroup_id) };
+    if memcg != 0 {
+        rec.victim_memcg_id = memcg;
+        rec.valid |= valid::VICTIM_MEMCG;
+    }
+    if dfl != 0 {
+        rec.victim_dfl_cgroup_id = dfl;
+        rec.valid |= valid::VICTIM_DFL_CGROUP;
+    }
+    if let Some(code) = read_at::<i32>(task, layout!(task_exit_code)) {
+        rec.exit_code = code;
+        rec.valid |= valid::EXIT_CODE;
+    }
+    unsafe {
+        (*v).exit_ktime_ns = now;
+        (*v).exit_code = rec.exit_code;
+    }
+    // The daemon pairs the exit with its kill by tgid (the kill record came first).
+    submit(&rec);
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn exit_btf(ctx: BtfTracePointContext) -> i32 {
+    // Linux 6.16+ passes `bool group_dead` after the task.
+    let group_dead = if layout!(tp_btf_exit_has_group_dead) != 0 {
+        let g: u64 = ctx.arg(1);
+        Some(g & 1 != 0)
+    } else {
+        None
+    };
+    on_exit(group_dead);
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn exit_tp(ctx: TracePointContext) -> u32 {
+    let off = layout!(tp_exit_group_dead);
+    let group_dead = if off == ABSENT {
+        None
+    } else {
+        unsafe { ctx.read_at::<u8>(off as usize) }
+            .ok()
+            .map(|b| b != 0)
+    };
+    on_exit(group_dead);
+    0
 }
 
 /// Stores `oom_control`'s memcg, constraint and chosen task for this thread's `mark_victim`.

@@ -58,7 +58,9 @@ impl Record {
     pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
         let k = read::<u32>(bytes, 0)?;
         match k {
-            kind::OOM_KILL | kind::MEMCG_OOM => Ok(Record::Oom(read(bytes, k)?)),
+            kind::OOM_KILL | kind::MEMCG_OOM | kind::VICTIM_EXIT => {
+                Ok(Record::Oom(read(bytes, k)?))
+            }
             kind::CGROUP_MKDIR => Ok(Record::Mkdir(read(bytes, k)?)),
             other => Err(RecordError::UnknownKind(other)),
         }
@@ -116,8 +118,31 @@ pub struct Trigger {
     pub comm: String,
 }
 
-/// The container a kill is attributed to.
+/// How a victim's process ended (`task->exit_code`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// The raw status, as `waitpid` would see it.
+    pub status: i32,
+    /// The signal that ended it (9 for an OOM kill), or null when it exited normally.
+    pub signal: Option<i32>,
+    /// The exit code when it exited normally, else null.
+    pub code: Option<i32>,
+}
+
+impl ExitInfo {
+    /// Decodes a kernel exit status.
+    pub fn from_status(status: i32) -> Self {
+        let sig = status & 0x7f;
+        ExitInfo {
+            status,
+            signal: (sig != 0).then_some(sig),
+            code: (sig == 0).then_some((status >> 8) & 0xff),
+        }
+    }
+}
+
+/// The container a kill is attributed to.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ContainerRef {
     /// Container id.
     pub id: String,
@@ -175,6 +200,12 @@ pub struct Event {
     /// Whether containerd has a TaskOOM for this kill (the containerd sink) when the line
     /// is written.
     pub published: bool,
+    /// `victim_exit` only: how the process ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitInfo>,
+    /// `victim_exit` only: `seq` of the kill this exit follows (null if it was not seen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill_seq: Option<Option<u64>>,
 }
 
 /// Name of a hook id.
@@ -185,6 +216,7 @@ pub fn hook_name(h: u32) -> &'static str {
         hook::TP_BTF => "tp_btf",
         hook::TRACEPOINT => "tracepoint",
         hook::SCHED_SWITCH => "sched_switch",
+        hook::SCHED_PROCESS_EXIT => "sched_process_exit",
         _ => "unknown",
     }
 }
@@ -229,7 +261,7 @@ pub trait Resolve {
 /// two cgroup ids is its cgroup in the memory controller's hierarchy.
 pub fn build(r: &OomKillRecord, seq: u64, memory_on_dfl: bool, res: &mut dyn Resolve) -> Event {
     let has = |bit: u32| r.valid & bit != 0;
-    let victim = (r.kind == kind::OOM_KILL).then(|| {
+    let victim = (r.kind == kind::OOM_KILL || r.kind == kind::VICTIM_EXIT).then(|| {
         // On cgroup v2 a task's memory css can belong to an ancestor (where the controller is
         // not enabled below it); the task's own cgroup is the unified one.
         let cg = if memory_on_dfl {
@@ -255,10 +287,10 @@ pub fn build(r: &OomKillRecord, seq: u64, memory_on_dfl: bool, res: &mut dyn Res
     Event {
         schema: SCHEMA,
         seq,
-        event: if r.kind == kind::MEMCG_OOM {
-            "memcg_oom"
-        } else {
-            "oom_kill"
+        event: match r.kind {
+            kind::MEMCG_OOM => "memcg_oom",
+            kind::VICTIM_EXIT => "victim_exit",
+            _ => "oom_kill",
         },
         time: humantime::format_rfc3339_nanos(boot_to_wall(r.ktime_ns)).to_string(),
         ktime_ns: r.ktime_ns,
@@ -274,6 +306,9 @@ pub fn build(r: &OomKillRecord, seq: u64, memory_on_dfl: bool, res: &mut dyn Res
         container: None,
         containers: Vec::new(),
         published: false,
+        exit: (r.kind == kind::VICTIM_EXIT && has(valid::EXIT_CODE))
+            .then(|| ExitInfo::from_status(r.exit_code)),
+        kill_seq: None,
     }
 }
 
@@ -310,7 +345,7 @@ mod tests {
             constraint: constraint::MEMCG,
             trigger_pid: 77,
             trigger_tgid: 77,
-            _pad: 0,
+            exit_code: 0,
             victim_comm: name("hog"),
             trigger_comm: name("hog"),
         }
@@ -379,6 +414,34 @@ mod tests {
         let v = serde_json::to_value(build(&r, 1, true, &mut Paths)).unwrap();
         assert_eq!(v["victim"]["cgroup_id"], 42);
         assert!(v["victim"]["unified_cgroup_id"].is_null());
+    }
+
+    #[test]
+    fn victim_exit_carries_the_signal() {
+        let mut r = kill();
+        r.kind = kind::VICTIM_EXIT;
+        r.hook = hook::SCHED_PROCESS_EXIT;
+        r.valid = valid::VICTIM_PID | valid::VICTIM_MEMCG | valid::EXIT_CODE;
+        r.exit_code = 9;
+        let v = serde_json::to_value(build(&r, 2, false, &mut Paths)).unwrap();
+        assert_eq!(v["event"], "victim_exit");
+        assert_eq!(v["hook"], "sched_process_exit");
+        assert_eq!(v["exit"]["signal"], 9);
+        assert!(v["exit"]["code"].is_null());
+        assert_eq!(v["victim"]["cgroup"], "/pod/ctr");
+        assert_eq!(
+            ExitInfo::from_status(3 << 8),
+            ExitInfo {
+                status: 768,
+                signal: None,
+                code: Some(3)
+            }
+        );
+        let k = serde_json::to_value(build(&kill(), 1, false, &mut Paths)).unwrap();
+        assert!(
+            k.get("exit").is_none() && k.get("kill_seq").is_none(),
+            "kills carry no exit fields"
+        );
     }
 
     #[test]

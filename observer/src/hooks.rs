@@ -100,7 +100,10 @@ pub fn load(
         let mut ebpf = open(p)?;
         match attach_strategy(&mut ebpf, s, p) {
             Ok(victim_hook) => {
-                let mut extras = vec![("cgroup_mkdir", attach_mkdir(&mut ebpf))];
+                let mut extras = vec![
+                    ("cgroup_mkdir", attach_mkdir(&mut ebpf)),
+                    ("victim_exit", attach_exit(&mut ebpf, p)),
+                ];
                 if want_stalls {
                     extras.push(("memcg_stall", attach_stall(&mut ebpf, p)));
                 }
@@ -330,4 +333,31 @@ fn attach_stall(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, Str
         .and_then(|_| prog.attach("sched", "sched_switch").map(|_| ()))
         .map(|_| "tracepoint")
         .map_err(|e| format!("{first}; {}", reason("tracepoint sched/sched_switch", &e)))
+}
+
+/// The victim-exit hook: tp_btf `sched_process_exit` (cheapest), else the classic tracepoint.
+fn attach_exit(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+    let first = match p.btf {
+        Some(btf) => {
+            let prog: &mut BtfTracePoint = program(ebpf, "exit_btf")?;
+            match prog
+                .load("sched_process_exit", btf)
+                .and_then(|_| prog.attach().map(|_| ()))
+            {
+                Ok(()) => return Ok("tp_btf"),
+                Err(e) => reason("tp_btf sched_process_exit", &e),
+            }
+        }
+        None => "tp_btf sched_process_exit: no BTF".to_string(),
+    };
+    let prog: &mut TracePoint = program(ebpf, "exit_tp")?;
+    prog.load()
+        .and_then(|_| prog.attach("sched", "sched_process_exit").map(|_| ()))
+        .map(|_| "tracepoint")
+        .map_err(|e| {
+            format!(
+                "{first}; {}",
+                reason("tracepoint sched/sched_process_exit", &e)
+            )
+        })
 }

@@ -16,7 +16,7 @@ use serde_json::Value;
 pub const KEEP_DELETED: Duration = Duration::from_secs(300);
 
 /// Kubernetes pod identity, from the labels the CRI sets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Pod {
     /// `io.kubernetes.pod.name`.
     pub name: Option<String>,

@@ -130,9 +130,8 @@ impl KernelBtf {
         })
     }
 
-    /// Whether `btf_trace_<tp>`'s first real argument is a pointer (a `struct task_struct *`
-    /// on Linux 6.8+ for `mark_victim`) rather than an integer pid.
-    pub fn tracepoint_first_arg_is_pointer(&self, tp: &str) -> Option<bool> {
+    /// The prototype of `btf_trace_<tp>` (its first parameter is the tracepoint's `void *`).
+    fn tracepoint_proto(&self, tp: &str) -> Option<btf_rs::FuncProto> {
         let td = self
             .btf
             .resolve_types_by_name(&format!("btf_trace_{tp}"))
@@ -144,9 +143,22 @@ impl KernelBtf {
             })?;
         let ptr = self.btf.resolve_chained_type(&td).ok()?;
         let Type::Ptr(ptr) = ptr else { return None };
-        let Type::FuncProto(proto) = self.btf.resolve_chained_type(&ptr).ok()? else {
-            return None;
-        };
+        match self.btf.resolve_chained_type(&ptr).ok()? {
+            Type::FuncProto(proto) => Some(proto),
+            _ => None,
+        }
+    }
+
+    /// How many arguments a BTF tracepoint passes (not counting its `void *`).
+    pub fn tracepoint_arg_count(&self, tp: &str) -> Option<usize> {
+        self.tracepoint_proto(tp)
+            .map(|p| p.parameters.len().saturating_sub(1))
+    }
+
+    /// Whether `btf_trace_<tp>`'s first real argument is a pointer (a `struct task_struct *`
+    /// on Linux 6.8+ for `mark_victim`) rather than an integer pid.
+    pub fn tracepoint_first_arg_is_pointer(&self, tp: &str) -> Option<bool> {
+        let proto = self.tracepoint_proto(tp)?;
         // Parameter 0 is the tracepoint's `void *__data`.
         let arg = proto.parameters.get(1)?;
         let mut t = self.btf.resolve_chained_type(arg).ok()?;
@@ -207,6 +219,10 @@ pub fn build(
         l.tp_btf_victim_is_task = b
             .tracepoint_first_arg_is_pointer("mark_victim")
             .unwrap_or(false) as u32;
+        l.task_exit_code = o("task_struct", "exit_code");
+        // (task, group_dead) since Linux 6.16; (task) before.
+        l.tp_btf_exit_has_group_dead =
+            (b.tracepoint_arg_count("sched_process_exit").unwrap_or(0) >= 2) as u32;
         l.have_btf = 1;
     }
     if let Some(t) = tracefs {
@@ -214,6 +230,10 @@ pub fn build(
             l.tp_victim_pid = f.get("pid").copied().unwrap_or(ABSENT);
             l.tp_victim_comm = f.get("comm").copied().unwrap_or(ABSENT);
             l.tp_victim_uid = f.get("uid").copied().unwrap_or(ABSENT);
+        }
+        if let Some(f) = tracefs::field_offsets(t, "sched", "sched_process_exit") {
+            l.tp_exit_pid = f.get("pid").copied().unwrap_or(ABSENT);
+            l.tp_exit_group_dead = f.get("group_dead").copied().unwrap_or(ABSENT);
         }
         if let Some(f) = tracefs::field_offsets(t, "cgroup", "cgroup_mkdir") {
             l.tp_mkdir_root = f.get("root").copied().unwrap_or(ABSENT);
@@ -267,6 +287,12 @@ mod tests {
         assert!(b.enum_value("cgroup_subsys_id", "memory_cgrp_id").is_some());
         assert!(b.offset("task_struct", "no_such_field").is_none());
         assert!(b.has_function("oom_kill_process") || b.has_function("out_of_memory"));
+        assert!(b.offset("task_struct", "exit_code").is_some());
+        // sched_process_exit passes the task (and group_dead on 6.16+).
+        assert!(matches!(
+            b.tracepoint_arg_count("sched_process_exit"),
+            Some(1) | Some(2)
+        ));
     }
 
     #[test]

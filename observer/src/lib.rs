@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod index;
 pub mod layout;
 pub mod publish;
+pub mod query;
 pub mod resolve;
 pub mod run;
 pub mod setup;

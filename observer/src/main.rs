@@ -41,6 +41,35 @@ enum Command {
         /// Directory for state that must survive restarts (undelivered TaskOOMs).
         #[arg(long, default_value = "/var/lib/oom-observer")]
         state_dir: PathBuf,
+        /// Unix socket answering "was it OOM-killed?" (root-only).
+        #[arg(long, default_value = observer::query::DEFAULT_SOCKET)]
+        query_socket: PathBuf,
+        /// Serve no queries.
+        #[arg(long)]
+        no_query: bool,
+    },
+    /// Ask a running oom-observer whether a container, cgroup or process was OOM-killed.
+    /// Exit status: 0 OOM-killed, 1 not, 2 error.
+    #[command(group = clap::ArgGroup::new("what").required(true).multiple(false))]
+    Query {
+        /// A process id (or thread id).
+        #[arg(long, group = "what")]
+        pid: Option<u32>,
+        /// A container id.
+        #[arg(long, group = "what")]
+        container: Option<String>,
+        /// With --container: only this containerd namespace.
+        #[arg(long, requires = "container")]
+        namespace: Option<String>,
+        /// A cgroup path in the memory controller's hierarchy (kills in it or below it).
+        #[arg(long, group = "what")]
+        cgroup: Option<String>,
+        /// The daemon's query socket.
+        #[arg(long, default_value = observer::query::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the daemon's JSON answer instead of a sentence.
+        #[arg(long)]
+        json: bool,
     },
     /// Check what this node supports and which hook strategies load; exit 0 if one works.
     Check {
@@ -81,7 +110,8 @@ fn fail(e: &ObserverError) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    if cfg!(ebpf_object_missing) || EBPF_OBJECT.is_empty() {
+    let object_missing = cfg!(ebpf_object_missing) || EBPF_OBJECT.is_empty();
+    if object_missing && !matches!(cli.cmd, Command::Query { .. }) {
         return fail(&ObserverError::NoObject);
     }
     match cli.cmd {
@@ -92,6 +122,8 @@ fn main() -> ExitCode {
             containerd_socket,
             no_containerd,
             state_dir,
+            query_socket,
+            no_query,
         } => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -106,12 +138,30 @@ fn main() -> ExitCode {
                 ring_bytes: ring_kib * 1024,
                 containerd: (!no_containerd).then_some(containerd_socket),
                 state_dir: Some(state_dir),
+                query_socket: (!no_query).then_some(query_socket),
             };
             match rt.block_on(run::run(opts, EBPF_OBJECT)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
         }
+        Command::Query {
+            pid,
+            container,
+            namespace,
+            cgroup,
+            socket,
+            json,
+        } => query(
+            observer::query::Query {
+                pid,
+                container,
+                namespace,
+                cgroup,
+            },
+            &socket,
+            json,
+        ),
         Command::Check { btf } => match check::check(EBPF_OBJECT, btf.as_deref(), 256 * 1024) {
             Ok(report) => {
                 print!("{}", report.text);
@@ -124,4 +174,55 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
     }
+}
+
+/// `oom-observer query`: 0 OOM-killed, 1 not, 2 error.
+fn query(q: observer::query::Query, socket: &std::path::Path, json: bool) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("oom-observer: tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let answer = match rt.block_on(observer::query::ask(socket, &q)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("oom-observer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(err) = &answer.error {
+        eprintln!("oom-observer: {err}");
+        return ExitCode::from(2);
+    }
+    if json {
+        println!("{}", serde_json::to_string(&answer).unwrap_or_default());
+    } else if answer.oom_killed {
+        for k in &answer.kills {
+            println!(
+                "OOM-killed at {} (pid {}, {}{}){}",
+                k.time,
+                k.tgid
+                    .or(k.pid)
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                k.comm.as_deref().unwrap_or("?"),
+                k.cgroup
+                    .as_deref()
+                    .map(|c| format!(", cgroup {c}"))
+                    .unwrap_or_default(),
+                k.container
+                    .as_ref()
+                    .map(|c| format!(", container {}/{}", c.namespace, c.id))
+                    .unwrap_or_default(),
+            );
+        }
+    } else {
+        println!("not OOM-killed");
+    }
+    ExitCode::from(if answer.oom_killed { 0 } else { 1 })
 }

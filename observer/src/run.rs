@@ -8,6 +8,7 @@ use std::{
 };
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
+use observer_common::VictimState;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -21,6 +22,7 @@ use crate::{
     event::{self, mkdir_path, ContainerRef, Event, Record, Resolve},
     hooks::{self, LoadParams, Strategy},
     publish::Publisher,
+    query::{self, Answer, History, Kill, Query},
     setup,
 };
 
@@ -37,6 +39,8 @@ pub struct RunOptions {
     pub containerd: Option<PathBuf>,
     /// Where undelivered TaskOOMs are kept across restarts; `None` keeps them in memory.
     pub state_dir: Option<PathBuf>,
+    /// The query socket; `None` serves no queries.
+    pub query_socket: Option<PathBuf>,
 }
 
 /// How often the lost-record counter is read when no events arrive.
@@ -52,6 +56,7 @@ pub struct Processor<W: Write> {
     malformed: u64,
     containerd: Option<Arc<Containerd>>,
     publisher: Option<Publisher>,
+    history: History,
 }
 
 struct MemoryPaths<'a> {
@@ -84,6 +89,7 @@ impl<W: Write> Processor<W> {
             malformed: 0,
             containerd: None,
             publisher: None,
+            history: History::default(),
         }
     }
 
@@ -110,7 +116,17 @@ impl<W: Write> Processor<W> {
                     cgroups: &self.cgroups,
                 };
                 let mut ev = event::build(&r, self.seq, memory_on_dfl, &mut paths);
-                self.enrich_and_publish(&mut ev).await;
+                if r.kind == observer_common::kind::VICTIM_EXIT {
+                    // The exit belongs to the container its kill was attributed to.
+                    let kill = self.history.record_exit(&ev);
+                    ev.kill_seq = Some(kill.map(|k| k.seq));
+                    ev.container = kill.and_then(|k| k.container.clone());
+                } else {
+                    self.enrich_and_publish(&mut ev).await;
+                    if r.kind == observer_common::kind::OOM_KILL {
+                        self.history.record_kill(&ev);
+                    }
+                }
                 serde_json::to_writer(&mut self.out, &ev).map_err(io::Error::other)?;
                 self.out.write_all(b"\n")
             }
@@ -171,6 +187,11 @@ impl<W: Write> Processor<W> {
             all &= publisher.oom(&c.namespace, &c.id, ev.ktime_ns).await;
         }
         ev.published = all;
+    }
+
+    /// Answers a query from what this run has seen, else from the kernel's victim map.
+    pub fn answer(&self, q: &Query, kernel: impl Fn(u32) -> Option<Kill>) -> Answer {
+        query::answer(&self.history, q, kernel)
     }
 
     /// Flushes what was written.
@@ -242,6 +263,20 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| ObserverError::Stream(e.to_string()))?;
     let mut tick = tokio::time::interval(LOST_CHECK);
+    let victims: Option<aya::maps::HashMap<MapData, u32, VictimState>> = loaded
+        .ebpf
+        .take_map("VICTIMS")
+        .and_then(|m| aya::maps::HashMap::try_from(m).ok());
+    let mut queries = match &opts.query_socket {
+        Some(path) => {
+            let rx = query::serve(path)
+                .await
+                .map_err(|e| ObserverError::Stream(e.to_string()))?;
+            info!(socket = %path.display(), "answering queries");
+            Some(rx)
+        }
+        None => None,
+    };
 
     info!(
         strategy = %loaded.strategy,
@@ -254,18 +289,18 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         tokio::select! {
             guard = afd.readable_mut() => {
                 let mut guard = guard.map_err(|e| ObserverError::Stream(e.to_string()))?;
-                // Copy the batch out first: the sinks await, and ring-buffer items borrow it.
-                let mut batch = Vec::new();
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    batch.push(item.to_vec());
-                }
+                let batch = take_batch(guard.get_inner_mut());
                 guard.clear_ready();
-                for item in &batch {
-                    proc.handle(item).await.map_err(ObserverError::Output)?;
-                }
-                proc.flush().map_err(ObserverError::Output)?;
+                process_batch(&mut proc, &batch).await?;
                 check_lost(lost.as_ref(), &mut lost_seen);
+            }
+            Some(req) = next_query(&mut queries) => {
+                // Everything the kernel recorded before this moment is read first, so a
+                // kill can never be missed by a question asked right after it.
+                let batch = take_batch(afd.get_mut());
+                process_batch(&mut proc, &batch).await?;
+                let answer = proc.answer(&req.query, |pid| kernel_victim(victims.as_ref(), pid));
+                let _ = req.reply.send(answer);
             }
             _ = retry_due(proc.publisher().and_then(|p| p.retry_at())) => {
                 if let Some(p) = proc.publisher() {
@@ -281,6 +316,59 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     proc.flush().map_err(ObserverError::Output)?;
     info!(events = proc.seq(), lost = lost_seen, "stopped");
     Ok(())
+}
+
+/// Copies out every record the ring buffer holds (the sinks await, and items borrow it).
+fn take_batch(rb: &mut RingBuf<MapData>) -> Vec<Vec<u8>> {
+    let mut batch = Vec::new();
+    while let Some(item) = rb.next() {
+        batch.push(item.to_vec());
+    }
+    batch
+}
+
+async fn process_batch<W: Write>(
+    proc: &mut Processor<W>,
+    batch: &[Vec<u8>],
+) -> Result<(), ObserverError> {
+    for item in batch {
+        proc.handle(item).await.map_err(ObserverError::Output)?;
+    }
+    proc.flush().map_err(ObserverError::Output)
+}
+
+async fn next_query(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<query::Request>>,
+) -> Option<query::Request> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A kill the daemon has not seen (an earlier run's, or one whose record was lost), from the
+/// kernel's own victim map.
+fn kernel_victim(
+    map: Option<&aya::maps::HashMap<MapData, u32, VictimState>>,
+    pid: u32,
+) -> Option<Kill> {
+    let v = map?.get(&pid, 0).ok()?;
+    let time = |ns: u64| humantime::format_rfc3339_nanos(event::boot_to_wall(ns)).to_string();
+    Some(Kill {
+        seq: 0,
+        time: time(v.kill_ktime_ns),
+        ktime_ns: v.kill_ktime_ns,
+        pid: Some(v.pid),
+        tgid: Some(pid),
+        comm: None,
+        cgroup: None,
+        container: None,
+        exit: (v.exit_ktime_ns != 0).then(|| query::ExitSeen {
+            time: time(v.exit_ktime_ns),
+            ktime_ns: v.exit_ktime_ns,
+            signal: event::ExitInfo::from_status(v.exit_code).signal,
+        }),
+    })
 }
 
 /// Sleeps until the spool's retry is due; forever when nothing waits.

@@ -199,6 +199,8 @@ pub fn was_sigkilled(s: &ExitStatus) -> bool {
 
 /// A running `oom-observer run`, collecting its JSON lines.
 pub struct Observer {
+    /// Its query socket.
+    pub query_socket: PathBuf,
     child: Child,
     events: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -211,6 +213,9 @@ impl Observer {
         // Kernel-only unless a test names a containerd: the machine's own containerd socket
         // (if any) is not the tests' business.
         let kernel_only = !args.contains(&"--containerd-socket");
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let query_socket =
+            std::env::temp_dir().join(format!("oomx-q-{}-{n}.sock", std::process::id()));
         let mut child = Command::new(observer_bin())
             .arg("run")
             .args(args)
@@ -219,6 +224,8 @@ impl Observer {
             } else {
                 &[][..]
             })
+            .arg("--query-socket")
+            .arg(&query_socket)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -246,6 +253,7 @@ impl Observer {
             }
         });
         let mut obs = Observer {
+            query_socket,
             child,
             events,
             stderr,
@@ -308,6 +316,18 @@ impl Observer {
         }
     }
 
+    /// Asks the daemon's query socket directly (no extra process: as fast as a shim would).
+    pub fn ask(&self, request: &str) -> Value {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.query_socket)
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.query_socket.display()));
+        s.write_all(request.as_bytes()).unwrap();
+        s.write_all(b"\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("answer {out:?}: {e}"))
+    }
+
     /// Stops the daemon with SIGTERM and returns its exit status.
     pub fn stop(mut self) -> ExitStatus {
         self.terminate()
@@ -334,6 +354,7 @@ impl Drop for Observer {
         if let Ok(None) = self.child.try_wait() {
             self.terminate();
         }
+        let _ = fs::remove_file(&self.query_socket);
     }
 }
 

@@ -54,7 +54,18 @@ fn single_kill(hook: &str) {
         mine[0]["trigger"]["pid"], pid,
         "the hog itself ran into its limit"
     );
-    let _ = evs;
+    // The victim's exit follows its kill in the same stream, in kernel order.
+    let evs = obs.wait_for("the victim's exit", WAIT, |e| {
+        !events_in(e, "victim_exit", &cg.path).is_empty()
+    });
+    let exits = events_in(&evs, "victim_exit", &cg.path);
+    assert_eq!(exits.len(), 1, "{}", pretty(&evs));
+    let (kill, exit) = (events_in(&evs, "oom_kill", &cg.path)[0], exits[0]);
+    assert_eq!(exit["victim"]["tgid"], pid, "{exit}");
+    assert_eq!(exit["exit"]["signal"], 9, "{exit}");
+    assert_eq!(exit["kill_seq"], kill["seq"], "{exit}");
+    assert!(exit["seq"].as_u64() > kill["seq"].as_u64());
+    assert!(exit["ktime_ns"].as_u64() > kill["ktime_ns"].as_u64());
 }
 
 #[test]
