@@ -22,9 +22,10 @@ pub struct Report {
 pub fn check(
     object: &[u8],
     btf_file: Option<&std::path::Path>,
+    no_btf: bool,
     ring_bytes: u32,
 ) -> Result<Report, ObserverError> {
-    let s = setup::prepare(btf_file, true)?;
+    let s = setup::prepare(btf_file, no_btf, true)?;
     let mut t = String::new();
     let uname = nix::sys::utsname::uname().ok();
     let kernel = uname

@@ -27,8 +27,11 @@ enum Command {
         #[arg(long, value_enum)]
         hook: Option<Strategy>,
         /// Read kernel BTF from this file instead of /sys/kernel/btf/vmlinux.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "no_btf")]
         btf: Option<PathBuf>,
+        /// Use no BTF, as on a kernel built without it (only the classic tracepoint works).
+        #[arg(long)]
+        no_btf: bool,
         /// Ring buffer size in KiB (a power of two, at least 4).
         #[arg(long, default_value_t = 256, value_parser = parse_ring_kib)]
         ring_kib: u32,
@@ -74,8 +77,11 @@ enum Command {
     /// Check what this node supports and which hook strategies load; exit 0 if one works.
     Check {
         /// Read kernel BTF from this file instead of /sys/kernel/btf/vmlinux.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "no_btf")]
         btf: Option<PathBuf>,
+        /// Use no BTF, as on a kernel built without it.
+        #[arg(long)]
+        no_btf: bool,
     },
 }
 
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
         Command::Run {
             hook,
             btf,
+            no_btf,
             ring_kib,
             containerd_socket,
             no_containerd,
@@ -135,6 +142,7 @@ fn main() -> ExitCode {
             let opts = RunOptions {
                 hook,
                 btf,
+                no_btf,
                 ring_bytes: ring_kib * 1024,
                 containerd: (!no_containerd).then_some(containerd_socket),
                 state_dir: Some(state_dir),
@@ -162,17 +170,19 @@ fn main() -> ExitCode {
             &socket,
             json,
         ),
-        Command::Check { btf } => match check::check(EBPF_OBJECT, btf.as_deref(), 256 * 1024) {
-            Ok(report) => {
-                print!("{}", report.text);
-                if report.best.is_some() {
-                    ExitCode::SUCCESS
-                } else {
-                    fail(&ObserverError::NoHook("see the table above".into()))
+        Command::Check { btf, no_btf } => {
+            match check::check(EBPF_OBJECT, btf.as_deref(), no_btf, 256 * 1024) {
+                Ok(report) => {
+                    print!("{}", report.text);
+                    if report.best.is_some() {
+                        ExitCode::SUCCESS
+                    } else {
+                        fail(&ObserverError::NoHook("see the table above".into()))
+                    }
                 }
+                Err(e) => fail(&e),
             }
-            Err(e) => fail(&e),
-        },
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub hook: Option<Strategy>,
     /// BTF file to use instead of the kernel's own.
     pub btf: Option<PathBuf>,
+    /// Use no BTF at all, as on a kernel built without it.
+    pub no_btf: bool,
     /// Ring buffer size in bytes.
     pub ring_bytes: u32,
     /// containerd's socket; `None` runs kernel-only (no container names, no TaskOOM).
@@ -207,7 +209,7 @@ impl<W: Write> Processor<W> {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
-    let setup = setup::prepare(opts.btf.as_deref(), true)?;
+    let setup = setup::prepare(opts.btf.as_deref(), opts.no_btf, true)?;
     if let Err(e) = &setup.tracefs {
         warn!(error = %e, "no tracefs: classic tracepoints (oom/mark_victim, cgroup_mkdir) cannot attach");
     }

@@ -32,15 +32,24 @@ pub struct Setup {
 
 /// Gathers everything. A BTF file named explicitly must work; the kernel's own BTF missing
 /// or broken only narrows what can be seen (and is said so).
-pub fn prepare(btf_file: Option<&Path>, mount_tracefs: bool) -> Result<Setup, ObserverError> {
+pub fn prepare(
+    btf_file: Option<&Path>,
+    no_btf: bool,
+    mount_tracefs: bool,
+) -> Result<Setup, ObserverError> {
     let tracefs = if mount_tracefs {
         tracefs::ensure_mounted().map_err(|e| e.to_string())
     } else {
         tracefs::find().ok_or_else(|| "not mounted".to_string())
     };
     let cgroups = CgroupLayout::discover().unwrap_or_default();
-    let btf_source = BtfSource::select(btf_file);
+    let btf_source = if no_btf {
+        BtfSource::None
+    } else {
+        BtfSource::select(btf_file)
+    };
     let (kbtf, aya_btf, btf_problem) = match btf_source.path() {
+        None if no_btf => (None, None, Some("disabled with --no-btf".to_string())),
         None => (
             None,
             None,

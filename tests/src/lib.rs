@@ -246,10 +246,12 @@ impl Observer {
         let (ready_tx, ready_rx) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if line.contains(" ready ") || line.ends_with(" ready") {
+                let ready = line.contains(" ready ") || line.ends_with(" ready");
+                // Stored before "ready" is signalled, so a test sees every line up to it.
+                se.lock().unwrap().push(line);
+                if ready {
                     let _ = ready_tx.send(());
                 }
-                se.lock().unwrap().push(line);
             }
         });
         let mut obs = Observer {

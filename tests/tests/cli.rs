@@ -132,3 +132,18 @@ fn check_table_matches_what_run_can_attach() {
     }
     assert_eq!(seen, 4);
 }
+
+#[test]
+fn check_without_btf_names_what_still_works() {
+    tests::v1_memory_root();
+    let (code, out, err) = run(&["check", "--no-btf"]);
+    assert_eq!(code, 0, "the classic tracepoint still works: {out}{err}");
+    assert!(out.contains("hook tracepoint    ok"), "{out}");
+    assert!(
+        out.contains("hook fentry        no: fentry: needs kernel BTF"),
+        "{out}"
+    );
+    assert!(out.contains("selected           tracepoint"), "{out}");
+    let (code, _, err) = run(&["check", "--no-btf", "--btf", "/x"]);
+    assert_eq!(code, 2, "--btf and --no-btf conflict: {err}");
+}

@@ -204,3 +204,66 @@ fn oom_kill_disable_reports_memcg_oom_and_no_kill() {
         pretty(&evs)
     );
 }
+
+#[test]
+fn btf_from_a_file_gives_the_full_event() {
+    // The kernel's BTF copied to a file stands in for a BTF archive's file.
+    let f = std::env::temp_dir().join(format!("oomx-vmlinux-{}.btf", std::process::id()));
+    fs::copy("/sys/kernel/btf/vmlinux", &f).expect("THIS TEST NEEDS /sys/kernel/btf/vmlinux");
+    let obs = Observer::start(&["--btf", f.to_str().unwrap(), "--hook", "tp_btf"]);
+    let _ = fs::remove_file(&f);
+    assert!(obs.stderr_text().contains("File("), "{}", obs.stderr_text());
+    let cg = Memcg::new("btf-file");
+    cg.limit_mb(32);
+    let mut hog = spawn_hog(&cg.dir, &[]);
+    let pid = hog.id();
+    assert!(was_sigkilled(&hog.wait().unwrap()));
+    let evs = obs.wait_for("the kill", WAIT, |e| {
+        !events_in(e, "oom_kill", &cg.path).is_empty()
+    });
+    assert_hog_kill(
+        events_in(&evs, "oom_kill", &cg.path)[0],
+        pid,
+        &cg.path,
+        &cg.path,
+        "tp_btf",
+    );
+}
+
+#[test]
+fn without_btf_kills_are_still_reported_with_what_the_tracepoint_sees() {
+    let obs = Observer::start(&["--no-btf"]);
+    let log = obs.stderr_text();
+    assert!(
+        log.contains("no BTF") && log.contains("fentry, kprobe and tp_btf cannot run"),
+        "a clear message naming what is lost: {log}"
+    );
+    assert!(log.contains("strategy=tracepoint"), "{log}");
+    let cg = Memcg::new("nobtf");
+    cg.limit_mb(32);
+    let mut hog = spawn_hog(&cg.dir, &[]);
+    let pid = hog.id();
+    assert!(was_sigkilled(&hog.wait().unwrap()));
+    // No cgroup can be named without BTF: find the kill by pid.
+    let evs = obs.wait_for("the kill", WAIT, |e| {
+        e.iter()
+            .any(|x| x["event"] == "oom_kill" && x["victim"]["pid"] == pid)
+    });
+    let e = evs
+        .iter()
+        .find(|x| x["event"] == "oom_kill" && x["victim"]["pid"] == pid)
+        .unwrap();
+    assert_eq!(e["hook"], "tracepoint", "{e}");
+    assert_eq!(
+        e["victim"]["comm"], "oomx-hog",
+        "the tracepoint's own record has comm: {e}"
+    );
+    assert!(
+        e["victim"]["cgroup"].is_null() && e["oom_cgroup"].is_null() && e["constraint"].is_null(),
+        "{e}"
+    );
+    assert!(
+        e["victim"]["tgid"].is_null(),
+        "not seen, so null, never guessed: {e}"
+    );
+}

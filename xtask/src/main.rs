@@ -44,6 +44,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Race our TaskOOM against containerd's own and TaskExit over N real container OOM
+    /// kills (release build); writes docs/race-host.md.
+    Race {
+        /// How many OOM kills.
+        #[arg(long, default_value_t = 200)]
+        kills: usize,
+    },
     /// Build everything and run every test: unit tests and the host integration tests
     /// against real OOM kills on this machine's kernel.
     Test {
@@ -68,6 +75,7 @@ fn main() -> Result<()> {
             run(Command::new(&bin).args(&args))
         }
         Cmd::Test { args } => test(&args),
+        Cmd::Race { kills } => race(kills),
     }
 }
 
@@ -323,4 +331,40 @@ fn test(extra: &[OsString]) -> Result<()> {
         .env("OOM_OBSERVER_EBPF_OBJ", &obj)
         .env("OOM_OBSERVER_BIN", bin_dir.join("oom-observer"))
         .env("OOMX_HOG_BIN", bin_dir.join("oomx-hog")))
+}
+
+fn race(kills: usize) -> Result<()> {
+    ensure_packages(BUILD_PACKAGES)?;
+    ensure_packages(TEST_PACKAGES)?;
+    let bin = build(true)?;
+    let root = root();
+    let obj = root
+        .join("target/ebpf")
+        .join(EBPF_TARGET)
+        .join("release/observer-ebpf");
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "tests", "--bins"])
+        .env("OOM_OBSERVER_EBPF_OBJ", &obj))?;
+    fs::create_dir_all(root.join("docs"))?;
+    let report = root.join("docs/race-host.md");
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args([
+            "test",
+            "--release",
+            "--package",
+            "tests",
+            "--test",
+            "race",
+            "--",
+            "--nocapture",
+        ])
+        .env("OOM_OBSERVER_EBPF_OBJ", &obj)
+        .env("OOM_OBSERVER_BIN", &bin)
+        .env("OOMX_HOG_BIN", root.join("target/release/oomx-hog"))
+        .env("OOMX_RACE_KILLS", kills.to_string())
+        .env("OOMX_RACE_REPORT", &report))?;
+    eprintln!("xtask: wrote {}", report.display());
+    Ok(())
 }
