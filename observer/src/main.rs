@@ -50,6 +50,9 @@ enum Command {
         /// Serve no queries.
         #[arg(long)]
         no_query: bool,
+        /// Stay at ordinary scheduling priority instead of SCHED_FIFO 1.
+        #[arg(long)]
+        no_realtime: bool,
     },
     /// Ask a running oom-observer whether a container, cgroup or process was OOM-killed.
     /// Exit status: 0 OOM-killed, 1 not, 2 error.
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
             state_dir,
             query_socket,
             no_query,
+            no_realtime,
         } => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -147,6 +151,7 @@ fn main() -> ExitCode {
                 containerd: (!no_containerd).then_some(containerd_socket),
                 state_dir: Some(state_dir),
                 query_socket: (!no_query).then_some(query_socket),
+                realtime: !no_realtime,
             };
             match rt.block_on(run::run(opts, EBPF_OBJECT)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,11 @@ pub fn observer_bin() -> PathBuf {
     bin_from_env("OOM_OBSERVER_BIN", "oom-observer")
 }
 
+/// The fork/exit benchmark binary (next to the hog).
+pub fn forker_bin() -> PathBuf {
+    hog_bin().with_file_name("oomx-forker")
+}
+
 /// The hog binary (`cargo xtask test` sets `OOMX_HOG_BIN`).
 pub fn hog_bin() -> PathBuf {
     bin_from_env("OOMX_HOG_BIN", "oomx-hog")
@@ -203,6 +208,7 @@ pub struct Observer {
     pub query_socket: PathBuf,
     child: Child,
     events: Arc<Mutex<Vec<Value>>>,
+    arrivals: Arc<Mutex<Vec<std::time::SystemTime>>>,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
@@ -234,11 +240,17 @@ impl Observer {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let ev = events.clone();
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let arr = arrivals.clone();
         thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let at = std::time::SystemTime::now();
                 let v: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-                ev.lock().unwrap().push(v);
+                // Both under one lock order: events first, then arrivals, same index.
+                let mut e = ev.lock().unwrap();
+                arr.lock().unwrap().push(at);
+                e.push(v);
             }
         });
         let err = child.stderr.take().unwrap();
@@ -258,6 +270,7 @@ impl Observer {
             query_socket,
             child,
             events,
+            arrivals,
             stderr,
         };
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
@@ -287,6 +300,18 @@ impl Observer {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Events so far, each with the moment its line was read from the daemon's stdout.
+    pub fn events_timed(&self) -> Vec<(Value, std::time::SystemTime)> {
+        let e = self.events.lock().unwrap();
+        let a = self.arrivals.lock().unwrap();
+        e.iter().cloned().zip(a.iter().copied()).collect()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Events so far.

@@ -173,6 +173,24 @@ fn our_task_oom_precedes_task_exit_in_every_kill() {
         exit_lat.last().copied().unwrap_or(f64::NAN),
     );
     eprintln!("\n{table}");
+    // With OOM_OBSERVER_LOG=observer::run=debug: where the slowest kills spent their time.
+    let mut slow: Vec<String> = obs
+        .stderr_text()
+        .lines()
+        .filter(|l| l.contains("kill handed"))
+        .map(str::to_string)
+        .collect();
+    slow.sort_by_key(|l| {
+        std::cmp::Reverse(
+            l.split("attribute_us=")
+                .nth(1)
+                .and_then(|v| v.split(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0),
+        )
+    });
+    for l in slow.iter().take(8) {
+        eprintln!("SLOW {l}");
+    }
     if let Ok(path) = std::env::var("OOMX_RACE_REPORT") {
         fs::write(&path, &table).unwrap();
     }

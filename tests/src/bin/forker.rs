@@ -1,0 +1,26 @@
+//! `oomx-forker N`: forks N children that exit at once, reaping each; prints the elapsed
+//! nanoseconds. The process-exit path is what the observer's exit hook taxes.
+
+use std::time::Instant;
+
+fn main() {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: the child only calls _exit, which is async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe { libc::_exit(0) };
+        }
+        if pid < 0 {
+            eprintln!("oomx-forker: fork: {}", std::io::Error::last_os_error());
+            std::process::exit(1);
+        }
+        let mut status = 0;
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
+    println!("{}", start.elapsed().as_nanos());
+}
