@@ -234,7 +234,15 @@ impl PathCache {
             return None;
         }
         self.last_rescan = Some(Instant::now());
-        self.scan(h);
+        let t = Instant::now();
+        let n = self.scan(h);
+        tracing::debug!(
+            id,
+            hierarchy = h.id,
+            cgroups = n,
+            took_us = t.elapsed().as_micros() as u64,
+            "cgroup id not known: rescanned the hierarchy"
+        );
         self.get(h.id, id).map(str::to_string)
     }
 }

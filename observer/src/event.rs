@@ -237,6 +237,13 @@ fn comm(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
+/// `CLOCK_BOOTTIME` now, in nanoseconds (the clock of `ktime_ns`).
+pub fn boot_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
 /// Converts `CLOCK_BOOTTIME` nanoseconds to wall-clock time.
 pub fn boot_to_wall(ktime_ns: u64) -> SystemTime {
     use nix::time::{clock_gettime, ClockId};

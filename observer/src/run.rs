@@ -114,6 +114,8 @@ impl<W: Write> Processor<W> {
     pub async fn handle(&mut self, bytes: &[u8]) -> io::Result<()> {
         match Record::parse(bytes) {
             Ok(Record::Oom(r)) => {
+                let received_us = event::boot_ns().saturating_sub(r.ktime_ns) / 1000;
+                tracing::trace!(received_us, kind = r.kind, "record read");
                 self.seq += 1;
                 let memory_on_dfl = self.cgroups.memory_on_dfl();
                 let mut paths = MemoryPaths {
@@ -174,6 +176,7 @@ impl<W: Write> Processor<W> {
             None => oom,
         };
         let t0 = std::time::Instant::now();
+        let woke_us = event::boot_ns().saturating_sub(ev.ktime_ns) / 1000;
         let owners = cd.attribute(victim, oom).await;
         let attributed = t0.elapsed();
         if owners.is_empty() {
@@ -196,6 +199,8 @@ impl<W: Write> Processor<W> {
         ev.published = all;
         tracing::debug!(
             seq = ev.seq,
+            woke_us,
+            since_kill_us = event::boot_ns().saturating_sub(ev.ktime_ns) / 1000,
             attribute_us = attributed.as_micros() as u64,
             publish_us = (t0.elapsed() - attributed).as_micros() as u64,
             "kill handed to containerd"
@@ -223,7 +228,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     if opts.realtime {
         raise_priority();
     }
-    let setup = setup::prepare(opts.btf.as_deref(), opts.no_btf, true)?;
+    let mut setup = setup::prepare(opts.btf.as_deref(), opts.no_btf, true)?;
     if let Err(e) = &setup.tracefs {
         warn!(error = %e, "no tracefs: classic tracepoints (oom/mark_victim, cgroup_mkdir) cannot attach");
     }
@@ -237,6 +242,10 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         ring_bytes: opts.ring_bytes,
     };
     let mut loaded = hooks::load(&params, opts.hook, setup.wants_stall_watcher())?;
+    // The kernel's BTF (tens of MiB parsed) is needed only to load: give it back.
+    drop(params);
+    drop(setup.aya_btf.take());
+    release_freed_memory();
     for (s, why) in &loaded.refused {
         info!(strategy = %s, reason = %why, "strategy refused");
     }
@@ -332,6 +341,15 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     proc.flush().map_err(ObserverError::Output)?;
     info!(events = proc.seq(), lost = lost_seen, "stopped");
     Ok(())
+}
+
+/// Returns freed heap to the kernel, so the resident size reflects what the daemon keeps.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
 }
 
 /// The daemon sleeps until the kernel hands it a kill, then races the container's exit

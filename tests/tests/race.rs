@@ -191,6 +191,9 @@ fn our_task_oom_precedes_task_exit_in_every_kill() {
     for l in slow.iter().take(8) {
         eprintln!("SLOW {l}");
     }
+    if std::env::var_os("OOMX_DUMP_LOG").is_some() {
+        eprintln!("DAEMON LOG\n{}", obs.stderr_text());
+    }
     if let Ok(path) = std::env::var("OOMX_RACE_REPORT") {
         fs::write(&path, &table).unwrap();
     }

@@ -51,6 +51,9 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         kills: usize,
     },
+    /// Benchmarks (release build): latency, ordering on a loaded node, OOM storm, cost;
+    /// writes docs/bench/.
+    Bench,
     /// Build everything and run every test: unit tests and the host integration tests
     /// against real OOM kills on this machine's kernel.
     Test {
@@ -76,6 +79,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => test(&args),
         Cmd::Race { kills } => race(kills),
+        Cmd::Bench => bench(),
     }
 }
 
@@ -333,7 +337,8 @@ fn test(extra: &[OsString]) -> Result<()> {
         .env("OOMX_HOG_BIN", bin_dir.join("oomx-hog")))
 }
 
-fn race(kills: usize) -> Result<()> {
+/// Runs one integration test against release builds, with extra environment.
+fn release_test(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
     ensure_packages(BUILD_PACKAGES)?;
     ensure_packages(TEST_PACKAGES)?;
     let bin = build(true)?;
@@ -346,25 +351,52 @@ fn race(kills: usize) -> Result<()> {
         .current_dir(&root)
         .args(["build", "--release", "--package", "tests", "--bins"])
         .env("OOM_OBSERVER_EBPF_OBJ", &obj))?;
-    fs::create_dir_all(root.join("docs"))?;
-    let report = root.join("docs/race-host.md");
-    run(Command::new("cargo")
-        .current_dir(&root)
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&root)
         .args([
             "test",
             "--release",
             "--package",
             "tests",
             "--test",
-            "race",
+            test,
             "--",
             "--nocapture",
         ])
         .env("OOM_OBSERVER_EBPF_OBJ", &obj)
         .env("OOM_OBSERVER_BIN", &bin)
-        .env("OOMX_HOG_BIN", root.join("target/release/oomx-hog"))
-        .env("OOMX_RACE_KILLS", kills.to_string())
-        .env("OOMX_RACE_REPORT", &report))?;
+        .env("OOMX_HOG_BIN", root.join("target/release/oomx-hog"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
+fn race(kills: usize) -> Result<()> {
+    let report = root().join("docs/race-host.md");
+    fs::create_dir_all(root().join("docs"))?;
+    let kills = kills.to_string();
+    release_test(
+        "race",
+        &[
+            ("OOMX_RACE_KILLS", kills.as_ref()),
+            ("OOMX_RACE_REPORT", report.as_os_str()),
+        ],
+    )?;
     eprintln!("xtask: wrote {}", report.display());
+    Ok(())
+}
+
+fn bench() -> Result<()> {
+    let dir = root().join("docs/bench");
+    fs::create_dir_all(&dir)?;
+    release_test(
+        "bench",
+        &[
+            ("OOMX_BENCH_FULL", "1".as_ref()),
+            ("OOMX_BENCH_DIR", dir.as_os_str()),
+        ],
+    )?;
+    eprintln!("xtask: wrote {}", dir.join("README.md").display());
     Ok(())
 }
