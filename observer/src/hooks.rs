@@ -309,55 +309,54 @@ fn attach_mkdir(ebpf: &mut Ebpf) -> Result<&'static str, String> {
     Ok("tracepoint")
 }
 
-/// The cgroup v1 `oom_kill_disable` stall watcher: tp_btf `sched_switch` (cheapest), else
-/// the classic tracepoint.
+/// The cgroup v1 `oom_kill_disable` stall watcher, on `sched_switch`.
 fn attach_stall(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
     if p.layout.task_memcg_in_oom == ABSENT {
         return Err("task_struct.memcg_in_oom is not in this kernel".into());
     }
-    let first = match p.btf {
-        Some(btf) => {
-            let prog: &mut BtfTracePoint = program(ebpf, "stall_btf")?;
-            match prog
-                .load("sched_switch", btf)
-                .and_then(|_| prog.attach().map(|_| ()))
-            {
-                Ok(()) => return Ok("tp_btf"),
-                Err(e) => reason("tp_btf sched_switch", &e),
-            }
-        }
-        None => "tp_btf sched_switch: no BTF".to_string(),
-    };
-    let prog: &mut TracePoint = program(ebpf, "stall_tp")?;
-    prog.load()
-        .and_then(|_| prog.attach("sched", "sched_switch").map(|_| ()))
-        .map(|_| "tracepoint")
-        .map_err(|e| format!("{first}; {}", reason("tracepoint sched/sched_switch", &e)))
+    attach_btf_or_tracepoint(ebpf, p, "stall_btf", "stall_tp", "sched", "sched_switch")
 }
 
-/// The victim-exit hook: tp_btf `sched_process_exit` (cheapest), else the classic tracepoint.
+/// The victim-exit hook, on `sched_process_exit`.
 fn attach_exit(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+    attach_btf_or_tracepoint(
+        ebpf,
+        p,
+        "exit_btf",
+        "exit_tp",
+        "sched",
+        "sched_process_exit",
+    )
+}
+
+/// Attaches a tracepoint's tp_btf program (cheapest: no record is built for it), else its
+/// classic-tracepoint twin; says why each failed.
+fn attach_btf_or_tracepoint(
+    ebpf: &mut Ebpf,
+    p: &LoadParams<'_>,
+    btf_prog: &str,
+    tp_prog: &str,
+    category: &str,
+    name: &str,
+) -> Result<&'static str, String> {
     let first = match p.btf {
         Some(btf) => {
-            let prog: &mut BtfTracePoint = program(ebpf, "exit_btf")?;
-            match prog
-                .load("sched_process_exit", btf)
-                .and_then(|_| prog.attach().map(|_| ()))
-            {
+            let prog: &mut BtfTracePoint = program(ebpf, btf_prog)?;
+            match prog.load(name, btf).and_then(|_| prog.attach().map(|_| ())) {
                 Ok(()) => return Ok("tp_btf"),
-                Err(e) => reason("tp_btf sched_process_exit", &e),
+                Err(e) => reason(&format!("tp_btf {name}"), &e),
             }
         }
-        None => "tp_btf sched_process_exit: no BTF".to_string(),
+        None => format!("tp_btf {name}: no BTF"),
     };
-    let prog: &mut TracePoint = program(ebpf, "exit_tp")?;
+    let prog: &mut TracePoint = program(ebpf, tp_prog)?;
     prog.load()
-        .and_then(|_| prog.attach("sched", "sched_process_exit").map(|_| ()))
+        .and_then(|_| prog.attach(category, name).map(|_| ()))
         .map(|_| "tracepoint")
         .map_err(|e| {
             format!(
                 "{first}; {}",
-                reason("tracepoint sched/sched_process_exit", &e)
+                reason(&format!("tracepoint {category}/{name}"), &e)
             )
         })
 }

@@ -20,7 +20,9 @@ use std::{
 
 use tests::{
     containerd::{Containerd, Subscriber},
-    events_in, forker_bin, spawn_hog, was_sigkilled, Memcg, Observer,
+    events_in, forker_bin, spawn_hog,
+    stats::{ms, pct, summary},
+    was_sigkilled, Memcg, Observer,
 };
 
 struct Sizes {
@@ -51,32 +53,6 @@ const QUICK: Sizes = Sizes {
     rounds: 1,
     idle_secs: 3,
 };
-
-fn ms(a: SystemTime, b: SystemTime) -> f64 {
-    match b.duration_since(a) {
-        Ok(d) => d.as_secs_f64() * 1e3,
-        Err(e) => -e.duration().as_secs_f64() * 1e3,
-    }
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// p50, p90, p99, max of a sample, sorted in place.
-fn summary(v: &mut [f64]) -> [f64; 4] {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    [
-        pct(v, 50.0),
-        pct(v, 90.0),
-        pct(v, 99.0),
-        v.last().copied().unwrap_or(f64::NAN),
-    ]
-}
 
 /// Per-kill timings of one batch of container OOM kills.
 #[derive(Default)]
@@ -443,7 +419,7 @@ fn bench() {
     let mut stats_exit = Vec::new();
     for _ in 0..sz.rounds {
         without.push(run_forker(sz.exits));
-        let obs = Observer::start(&[]);
+        let _obs = Observer::start(&[]);
         with.push(run_forker(sz.exits));
         stats_exit = bpf_stats(&programs);
     }

@@ -116,7 +116,7 @@ fn gvisor_container_oom_kill_publishes_one_task_oom_for_the_container() {
     let status = ctr.wait().unwrap();
     assert_eq!(status.code(), Some(137), "the sandbox must be OOM-killed");
     let cg = cd.cgroup_of(id);
-    let evs = obs.wait_for("the sandbox's kill", WAIT, |e| !kills_of(e, &cg).is_empty());
+    obs.wait_for("the sandbox's kill", WAIT, |e| !kills_of(e, &cg).is_empty());
     thread::sleep(Duration::from_millis(1500));
     let evs = obs.events();
     let kills = kills_of(&evs, &cg);

@@ -36,7 +36,7 @@ fn single_kill(hook: &str) {
     let pid = hog.id();
     let status = hog.wait().unwrap();
     assert!(was_sigkilled(&status), "hog was not OOM-killed: {status:?}");
-    let evs = obs.wait_for("the hog's oom_kill", WAIT, |evs| {
+    obs.wait_for("the hog's oom_kill", WAIT, |evs| {
         !events_in(evs, "oom_kill", &cg.path).is_empty()
     });
     // Give a duplicate a chance to show up before counting.
@@ -127,7 +127,7 @@ fn twenty_cgroups_oom_at_once_each_kill_reported_once_in_sequence() {
         assert!(was_sigkilled(&h.wait().unwrap()));
     }
     let _ = fs::remove_file(&go);
-    let evs = obs.wait_for("20 kills", WAIT, |evs| {
+    obs.wait_for("20 kills", WAIT, |evs| {
         events_in(evs, "oom_kill", &parent.path).len() >= 20
     });
     thread::sleep(Duration::from_millis(300));

@@ -15,25 +15,11 @@ use std::{
 use serde_json::Value;
 use tests::{
     containerd::{Containerd, Seen, Subscriber},
+    stats::{ms, pct},
     Observer,
 };
 
 const PARALLEL: usize = 4;
-
-fn ms(a: SystemTime, b: SystemTime) -> f64 {
-    match b.duration_since(a) {
-        Ok(d) => d.as_secs_f64() * 1e3,
-        Err(e) => -e.duration().as_secs_f64() * 1e3,
-    }
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 #[derive(Default)]
 struct PathStats {
