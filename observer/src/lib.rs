@@ -4,6 +4,7 @@
 //! [`cgroups`], containers from [`containerd`] via [`resolve`]) → sinks (TaskOOM to
 //! containerd through [`publish`], then the JSON line on stdout).
 
+pub mod audit;
 pub mod cgroups;
 pub mod check;
 pub mod containerd;

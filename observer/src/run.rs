@@ -15,8 +15,9 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
+    audit::{self, Auditor, MemoryFs},
     cgroups::{CgroupLayout, PathCache},
-    containerd::Containerd,
+    containerd::{AuditRequest, Client, Containerd},
     error::ObserverError,
     event::{self, mkdir_path, ContainerRef, Event, Record, Resolve},
     hooks::{self, LoadParams, Strategy},
@@ -52,6 +53,11 @@ pub struct Processor<W: Write> {
     malformed: u64,
     containerd: Option<Arc<Containerd>>,
     publisher: Option<Publisher>,
+    auditor: Auditor,
+    memory_fs: Option<MemoryFs>,
+    audit_client: Option<Client>,
+    /// Audits asked for by kernel records, run after the batch they came in.
+    pending_audits: Vec<AuditRequest>,
 }
 
 struct MemoryPaths<'a> {
@@ -79,11 +85,15 @@ impl<W: Write> Processor<W> {
         Processor {
             seq: 0,
             cache,
+            memory_fs: MemoryFs::from_layout(&cgroups),
             cgroups,
             out,
             malformed: 0,
             containerd: None,
             publisher: None,
+            auditor: Auditor::default(),
+            audit_client: None,
+            pending_audits: Vec::new(),
         }
     }
 
@@ -134,6 +144,10 @@ impl<W: Write> Processor<W> {
                 }
                 Ok(())
             }
+            Ok(Record::Attach(a)) => {
+                self.on_migration(a);
+                Ok(())
+            }
             Err(e) => {
                 self.malformed += 1;
                 warn!(error = %e, malformed_total = self.malformed, "dropped a malformed ring-buffer record");
@@ -173,6 +187,101 @@ impl<W: Write> Processor<W> {
         ev.published = all;
     }
 
+    /// A process moved into a memory cgroup: queue a re-audit of the containers it concerns
+    /// (the one whose process it was, or one of its ancestors was, at the last audit; those
+    /// whose processes belong where it went). No periodic scan is needed for moves.
+    fn on_migration(&mut self, a: observer_common::CgroupAttachRecord) {
+        if self.containerd.is_none() || a.pid == 0 {
+            return;
+        }
+        let dst = self.cache.resolve(self.cgroups.memory(), a.id);
+        let keys = self
+            .auditor
+            .affected_by_move(&audit::ancestry(a.pid), dst.as_deref());
+        for (namespace, id) in keys {
+            let req = AuditRequest::One { namespace, id };
+            if !self.pending_audits.contains(&req) {
+                self.pending_audits.push(req);
+            }
+        }
+    }
+
+    /// Runs the audits kernel records asked for.
+    pub async fn run_pending_audits(&mut self) -> io::Result<()> {
+        for req in std::mem::take(&mut self.pending_audits) {
+            self.audit(req).await?;
+        }
+        Ok(())
+    }
+
+    /// Audits what a request names and writes any finding (or clearing) as an event.
+    pub async fn audit(&mut self, req: AuditRequest) -> io::Result<()> {
+        let Some(cd) = self.containerd.clone() else {
+            return Ok(());
+        };
+        let Some(mem) = self.memory_fs.clone() else {
+            return Ok(());
+        };
+        let targets: Vec<crate::index::ContainerInfo> = {
+            let idx = cd.index.lock().unwrap_or_else(|p| p.into_inner());
+            match &req {
+                AuditRequest::Forget { namespace, id } => {
+                    self.auditor.forget(namespace, id);
+                    return Ok(());
+                }
+                AuditRequest::All => idx.all().cloned().collect(),
+                AuditRequest::One { namespace, id } => {
+                    idx.get(namespace, id).cloned().into_iter().collect()
+                }
+            }
+        };
+        if req == AuditRequest::All {
+            // Containers that are gone since the last audit end without an event.
+            let live: std::collections::HashSet<_> = targets.iter().map(|c| c.key()).collect();
+            for (ns, id) in self.auditor.keys() {
+                if !live.contains(&(ns.clone(), id.clone())) {
+                    self.auditor.forget(&ns, &id);
+                }
+            }
+        }
+        if self.audit_client.is_none() {
+            self.audit_client = Client::connect(cd.socket()).await.ok();
+        }
+        for c in targets {
+            if c.deleted_at.is_some() || c.task_pid.is_none() {
+                self.auditor.forget(&c.namespace, &c.id);
+                continue;
+            }
+            let observed = match audit::observe(self.audit_client.as_ref(), &c, &mem).await {
+                Ok(Some(o)) => o,
+                Ok(None) => {
+                    self.auditor.forget(&c.namespace, &c.id);
+                    continue;
+                }
+                Err(audit::AuditError::Containerd(e)) => {
+                    // Drop the connection; the next audit reconnects.
+                    self.audit_client = None;
+                    tracing::debug!(container = %c.id, error = %e, "audit: containerd call failed");
+                    continue;
+                }
+                Err(e) => {
+                    // A cgroup or process that vanished mid-audit: no verdict, no finding.
+                    tracing::debug!(container = %c.id, error = %e, "audit inconclusive");
+                    continue;
+                }
+            };
+            let assessment = audit::assess(&c, &observed);
+            for mut ev in self.auditor.update(&c, &assessment) {
+                self.seq += 1;
+                ev.seq = self.seq;
+                ev.log();
+                serde_json::to_writer(&mut self.out, &ev).map_err(io::Error::other)?;
+                self.out.write_all(b"\n")?;
+            }
+        }
+        self.out.flush()
+    }
+
     /// Flushes what was written.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
@@ -198,6 +307,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         layout: setup.layout,
         btf: setup.aya_btf.as_ref(),
         ring_bytes: opts.ring_bytes,
+        attach: setup.attach,
     };
     let mut loaded = hooks::load(&params, opts.hook, setup.wants_stall_watcher())?;
     for (s, why) in &loaded.refused {
@@ -226,8 +336,10 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
 
     let stdout = io::stdout();
     let mut proc = Processor::new(setup.cgroups.clone(), io::BufWriter::new(stdout.lock()));
+    let (audit_tx, mut audit_rx) = tokio::sync::mpsc::unbounded_channel::<AuditRequest>();
     if let Some(socket) = &opts.containerd {
         let cd = Containerd::new(socket.clone(), setup.cgroups.memory_on_dfl());
+        cd.set_audit_sink(audit_tx.clone());
         tokio::spawn(cd.clone().watch());
         let mut publisher = Publisher::new(socket, opts.state_dir.as_deref())
             .map_err(|e| ObserverError::Stream(format!("TaskOOM spool: {e}")))?;
@@ -265,12 +377,16 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
                     proc.handle(item).await.map_err(ObserverError::Output)?;
                 }
                 proc.flush().map_err(ObserverError::Output)?;
+                proc.run_pending_audits().await.map_err(ObserverError::Output)?;
                 check_lost(lost.as_ref(), &mut lost_seen);
             }
             _ = retry_due(proc.publisher().and_then(|p| p.retry_at())) => {
                 if let Some(p) = proc.publisher() {
                     p.retry().await;
                 }
+            }
+            Some(req) = audit_rx.recv() => {
+                proc.audit(req).await.map_err(ObserverError::Output)?;
             }
             _ = tick.tick() => check_lost(lost.as_ref(), &mut lost_seen),
             _ = term.recv() => break,
