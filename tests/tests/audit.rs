@@ -224,6 +224,7 @@ fn sandbox_outside_its_pod(gvisor: bool) {
     // Read the hog's progress as soon as the finding is seen.
     let hog_mib_at_finding = progress(&cd, pod.app);
     let f = findings(&evs, "limit_unenforced", pod.app)[0].clone();
+    eprintln!("FINDING {f}");
     let expected_pod = format!("{}/{pod_slice}", tree.path());
     let placed_sb = tree.sub(&format!("sys/{}", cgroup_of(pod.sandbox)));
     let placed_app = tree.sub(&format!("sys/{}", cgroup_of(pod.app)));
