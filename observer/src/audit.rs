@@ -525,6 +525,27 @@ pub async fn observe(
     Ok(Some(o))
 }
 
+/// The cgroup directories a container's verdict depends on: each cgroup holding its
+/// processes and every ancestor, and its pod's cgroup (watched for limit changes).
+pub fn limit_dirs(c: &ContainerInfo, o: &Observed, mem: &MemoryFs) -> Vec<PathBuf> {
+    let mut paths: Vec<String> = Vec::new();
+    for (p, _) in &o.placed {
+        let mut cur = Some(p.as_str());
+        while let Some(x) = cur {
+            if !paths.iter().any(|y| y == x) {
+                paths.push(x.to_string());
+            }
+            cur = parent(x);
+        }
+    }
+    if let Some(pod) = pod_cgroup(c) {
+        if !paths.contains(&pod) {
+            paths.push(pod);
+        }
+    }
+    paths.iter().filter_map(|p| mem.dir(p)).collect()
+}
+
 /// One finding (or its clearing), as a JSON line on the event stream.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FindingEvent {

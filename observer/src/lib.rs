@@ -13,6 +13,7 @@ pub mod event;
 pub mod hooks;
 pub mod index;
 pub mod layout;
+pub mod limitwatch;
 pub mod publish;
 pub mod resolve;
 pub mod run;

@@ -21,6 +21,7 @@ use crate::{
     error::ObserverError,
     event::{self, mkdir_path, ContainerRef, Event, Record, Resolve},
     hooks::{self, LoadParams, Strategy},
+    limitwatch::{InotifyFd, LimitWatch},
     publish::Publisher,
     setup,
 };
@@ -56,6 +57,7 @@ pub struct Processor<W: Write> {
     auditor: Auditor,
     memory_fs: Option<MemoryFs>,
     audit_client: Option<Client>,
+    limits: Option<LimitWatch>,
     /// Audits asked for by kernel records, run after the batch they came in.
     pending_audits: Vec<AuditRequest>,
 }
@@ -93,6 +95,7 @@ impl<W: Write> Processor<W> {
             publisher: None,
             auditor: Auditor::default(),
             audit_client: None,
+            limits: None,
             pending_audits: Vec::new(),
         }
     }
@@ -101,6 +104,13 @@ impl<W: Write> Processor<W> {
     pub fn with_containerd(mut self, cd: Arc<Containerd>, publisher: Publisher) -> Self {
         self.containerd = Some(cd);
         self.publisher = Some(publisher);
+        self.limits = match LimitWatch::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "no inotify: a memory limit changed by hand is seen only at the next containerd event");
+                None
+            }
+        };
         self
     }
 
@@ -206,6 +216,27 @@ impl<W: Write> Processor<W> {
         }
     }
 
+    /// The descriptor that becomes readable when a watched memory limit is written.
+    pub fn limit_watch_fd(&self) -> Option<Arc<AsyncFd<InotifyFd>>> {
+        self.limits.as_ref().map(|w| w.fd())
+    }
+
+    /// A watched memory limit was written: re-audit the containers that depend on it.
+    pub async fn on_limit_change(&mut self) -> io::Result<()> {
+        let keys = self.limits.as_mut().map(|w| w.drain()).unwrap_or_default();
+        for (namespace, id) in keys {
+            self.audit(AuditRequest::One { namespace, id }).await?;
+        }
+        Ok(())
+    }
+
+    fn forget(&mut self, namespace: &str, id: &str) {
+        self.auditor.forget(namespace, id);
+        if let Some(w) = self.limits.as_mut() {
+            w.remove(&(namespace.to_string(), id.to_string()));
+        }
+    }
+
     /// Runs the audits kernel records asked for.
     pub async fn run_pending_audits(&mut self) -> io::Result<()> {
         for req in std::mem::take(&mut self.pending_audits) {
@@ -226,7 +257,9 @@ impl<W: Write> Processor<W> {
             let idx = cd.index.lock().unwrap_or_else(|p| p.into_inner());
             match &req {
                 AuditRequest::Forget { namespace, id } => {
-                    self.auditor.forget(namespace, id);
+                    let (ns, id) = (namespace.clone(), id.clone());
+                    drop(idx);
+                    self.forget(&ns, &id);
                     return Ok(());
                 }
                 AuditRequest::All => idx.all().cloned().collect(),
@@ -240,7 +273,7 @@ impl<W: Write> Processor<W> {
             let live: std::collections::HashSet<_> = targets.iter().map(|c| c.key()).collect();
             for (ns, id) in self.auditor.keys() {
                 if !live.contains(&(ns.clone(), id.clone())) {
-                    self.auditor.forget(&ns, &id);
+                    self.forget(&ns, &id);
                 }
             }
         }
@@ -249,13 +282,13 @@ impl<W: Write> Processor<W> {
         }
         for c in targets {
             if c.deleted_at.is_some() || c.task_pid.is_none() {
-                self.auditor.forget(&c.namespace, &c.id);
+                self.forget(&c.namespace, &c.id);
                 continue;
             }
             let observed = match audit::observe(self.audit_client.as_ref(), &c, &mem).await {
                 Ok(Some(o)) => o,
                 Ok(None) => {
-                    self.auditor.forget(&c.namespace, &c.id);
+                    self.forget(&c.namespace, &c.id);
                     continue;
                 }
                 Err(audit::AuditError::Containerd(e)) => {
@@ -270,6 +303,9 @@ impl<W: Write> Processor<W> {
                     continue;
                 }
             };
+            if let Some(w) = self.limits.as_mut() {
+                w.set(&c.key(), audit::limit_dirs(&c, &observed, &mem));
+            }
             let assessment = audit::assess(&c, &observed);
             for mut ev in self.auditor.update(&c, &assessment) {
                 self.seq += 1;
@@ -348,6 +384,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     } else {
         info!("containerd disabled: kernel-only mode");
     }
+    let limit_fd = proc.limit_watch_fd();
     let mut lost_seen = 0u64;
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| ObserverError::Stream(e.to_string()))?;
@@ -385,6 +422,9 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
                     p.retry().await;
                 }
             }
+            _ = limits_ready(limit_fd.as_deref()) => {
+                proc.on_limit_change().await.map_err(ObserverError::Output)?;
+            }
             Some(req) = audit_rx.recv() => {
                 proc.audit(req).await.map_err(ObserverError::Output)?;
             }
@@ -397,6 +437,18 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     proc.flush().map_err(ObserverError::Output)?;
     info!(events = proc.seq(), lost = lost_seen, "stopped");
     Ok(())
+}
+
+/// Waits until a watched limit file was written; forever without a watch.
+async fn limits_ready(fd: Option<&AsyncFd<InotifyFd>>) {
+    match fd {
+        Some(fd) => match fd.readable().await {
+            // Cleared before the events are read, so none written after is missed.
+            Ok(mut g) => g.clear_ready(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Sleeps until the spool's retry is due; forever when nothing waits.

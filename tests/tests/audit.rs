@@ -264,19 +264,24 @@ fn sandbox_outside_its_pod(gvisor: bool) {
     });
 
     // Reported within one second of the task's start, before the hog used its limit.
-    let started = sub
-        .seen()
-        .into_iter()
-        .find(|s| s.topic == "/tasks/start" && s.container_id.as_deref() == Some(pod.app))
-        .and_then(|s| s.timestamp)
-        .expect("containerd's /tasks/start for the app");
+    let at = |topic: &str| {
+        sub.seen()
+            .into_iter()
+            .find(|s| s.topic == topic && s.container_id.as_deref() == Some(pod.app))
+            .and_then(|s| s.timestamp)
+            .unwrap_or_else(|| panic!("containerd's {topic} for the app"))
+    };
     let found = rfc3339(f["time"].as_str().unwrap());
-    let ms = found
-        .duration_since(started)
-        .map(|d| d.as_secs_f64() * 1e3)
-        .unwrap_or_else(|e| -e.duration().as_secs_f64() * 1e3);
+    let since = |t: SystemTime| {
+        found
+            .duration_since(t)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or_else(|e| -e.duration().as_secs_f64() * 1e3)
+    };
+    let (from_create, ms) = (since(at("/tasks/create")), since(at("/tasks/start")));
     eprintln!(
-        "LATENCY task start -> limit_unenforced ({}): {ms:.1} ms; hog held {hog_mib_at_finding} MiB of its {POD_MB} MiB",
+        "LATENCY limit_unenforced ({}): {from_create:.1} ms after /tasks/create, {ms:.1} ms after /tasks/start \
+         (negative: found before containerd published the start); hog held {hog_mib_at_finding} MiB of its {POD_MB} MiB",
         if gvisor { "runsc" } else { "runc" }
     );
     assert!(ms < 1000.0, "finding {ms:.1} ms after the task's start");
@@ -360,6 +365,7 @@ fn moving_the_processes_into_their_cgroup_by_hand_clears_the_finding() {
     // Fixed by hand: the process goes where its spec says (what systemd would have made).
     let scope = format!("{pod_slice}/cri-containerd-{}.scope", pod.app);
     tree.mkdir_memory(&scope, None);
+    obs.wait_log(r#"program="cgroup_attach_task" via="tracepoint""#, WAIT);
     let pid = cd.task_pid(pod.app);
     let moved = Instant::now();
     tree.move_memory(&scope, pid);
@@ -413,6 +419,67 @@ fn a_container_that_declares_no_limit_gets_no_finding() {
     assert!(
         !evs.iter().any(|e| e["container"]["id"] == id),
         "{}",
+        pretty(&evs)
+    );
+}
+
+#[test]
+fn a_limit_removed_and_restored_by_hand_is_flagged_then_cleared() {
+    let tree = ScratchTree::new(OUTER_MB);
+    tree.mkdir_all_hierarchies("sys");
+    let cd = Containerd::start_in(tree.procs_files("sys"));
+    let obs = observer_for(&cd);
+    let id = "bylimit";
+    let cg = tree.sub(&format!("ctr/{id}"));
+    cd.run_detached(
+        id,
+        &RunOpts {
+            cgroup: Some(&cg),
+            memory_limit_mb: Some(POD_MB),
+            ..Default::default()
+        },
+        &["/bin/sh", "-c", "exec sleep 3600"],
+    );
+    cd.wait_running(id);
+    let (code, table, err) = audit_cli(&cd, false);
+    assert_eq!(
+        code,
+        Some(0),
+        "runc enforces its spec's limit\n{table}\n{err}"
+    );
+    thread::sleep(Duration::from_millis(500));
+    assert!(obs.events().is_empty(), "{}", pretty(&obs.events()));
+    // Someone lifts the limit by hand: the container is bounded only by the test's cap.
+    let file = tree
+        .memory_dir(&format!("ctr/{id}"))
+        .join("memory.limit_in_bytes");
+    fs::write(&file, "-1").unwrap();
+    let evs = obs.wait_for("limit_unenforced", Duration::from_secs(5), |e| {
+        !findings(e, "limit_unenforced", id).is_empty()
+    });
+    let f = findings(&evs, "limit_unenforced", id)[0];
+    assert_eq!(f["declared"]["container"], POD_MB << 20, "{f}");
+    assert_eq!(f["effective"]["bytes"], OUTER_MB << 20, "{f}");
+    assert_eq!(f["placed_cgroup"], cg.as_str(), "{f}");
+    assert_eq!(f["expected_cgroup"], cg.as_str(), "{f}");
+    assert_eq!(
+        f["reasons"],
+        serde_json::json!(["limit_above_declared"]),
+        "{f}"
+    );
+    let (code, _, _) = audit_cli(&cd, true);
+    assert_eq!(code, Some(1));
+    // And puts it back.
+    fs::write(&file, (POD_MB << 20).to_string()).unwrap();
+    let evs = obs.wait_for("limit_enforced", Duration::from_secs(5), |e| {
+        !findings(e, "limit_enforced", id).is_empty()
+    });
+    let e = findings(&evs, "limit_enforced", id)[0];
+    assert_eq!(e["effective"]["bytes"], POD_MB << 20, "{e}");
+    assert_eq!(
+        findings(&evs, "limit_unenforced", id).len(),
+        1,
+        "raised once: {}",
         pretty(&evs)
     );
 }
