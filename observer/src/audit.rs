@@ -640,7 +640,7 @@ impl FindingEvent {
 
 /// Bytes as MiB for logs and the table.
 pub fn mib(b: u64) -> String {
-    if b % (1 << 20) == 0 {
+    if b.is_multiple_of(1 << 20) {
         format!("{}MiB", b >> 20)
     } else {
         format!("{:.1}MiB", b as f64 / (1u64 << 20) as f64)
@@ -810,7 +810,7 @@ pub async fn one_shot(socket: &Path, namespace: Option<&str>) -> Result<Vec<Row>
     let client = Client::connect(socket).await?;
     let mut all = client.snapshot(layout.memory_on_dfl()).await?;
     all.retain(|c| namespace.is_none_or(|n| c.namespace == n));
-    all.sort_by(|a, b| a.key().cmp(&b.key()));
+    all.sort_by_key(|c| c.key());
     let mut rows = Vec::new();
     for c in all {
         let (assessment, error) = match observe(Some(&client), &c, &mem).await {
@@ -1051,9 +1051,9 @@ mod tests {
     fn total_memory_from_runsc_command_lines() {
         let c = b"runsc-sandbox\0--root=/r\0boot\0--total-memory=536870912\0--cpu-num\x002\0id\0";
         assert_eq!(parse_total_memory(c), Some(512 << 20));
-        let c = b"runsc\0boot\0--total-memory\0001024\0";
+        let c = b"runsc\x00boot\x00--total-memory\x001024\x00";
         assert_eq!(parse_total_memory(c), Some(1024));
-        assert_eq!(parse_total_memory(b"sleep\0100\0"), None);
+        assert_eq!(parse_total_memory(b"sleep\x00100\x00"), None);
     }
 
     fn pod_ctr(id: &str, kind: &str, path: &str, runsc: bool) -> ContainerInfo {
