@@ -143,8 +143,11 @@ impl Client {
             .await?
             .into_inner()
             .tasks;
+            // A stopped task's pid may already belong to another process.
+            let stopped = containerd_client::types::v1::Status::Stopped as i32;
             let pids: HashMap<String, u32> = tasks
                 .into_iter()
+                .filter(|t| t.status != stopped)
                 .map(|t| {
                     (
                         if t.container_id.is_empty() {
