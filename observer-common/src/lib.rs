@@ -25,6 +25,8 @@ pub mod kind {
     pub const CGROUP_MKDIR: u32 = 3;
     /// An OOM victim's process exited ([`crate::OomKillRecord`] with `exit_code`).
     pub const VICTIM_EXIT: u32 = 4;
+    /// A process moved into a cgroup of the memory hierarchy ([`crate::CgroupAttachRecord`]).
+    pub const CGROUP_ATTACH: u32 = 5;
 }
 
 /// Which kernel programs produced a record (the hook strategy).
@@ -134,6 +136,62 @@ pub struct CgroupMkdirRecord {
     /// Path below the hierarchy's root, starting with '/'.
     pub path: [u8; CGROUP_PATH_LEN],
 }
+
+/// A process was moved into a cgroup of the memory controller's hierarchy
+/// (`cgroup/cgroup_attach_task`): the daemon re-audits the container it belonged to at once,
+/// instead of scanning for moved processes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupAttachRecord {
+    /// Always `kind::CGROUP_ATTACH`.
+    pub kind: u32,
+    /// Hierarchy id of the destination; 0 is the unified hierarchy.
+    pub root: u32,
+    /// The destination cgroup's id.
+    pub id: u64,
+    /// The moved process (the thread-group leader when a whole process moved).
+    pub pid: u32,
+    /// Depth of the destination below the hierarchy's root.
+    pub level: u32,
+}
+
+/// Offsets of the classic tracepoint `cgroup/cgroup_attach_task`'s record (from tracefs) and
+/// the hierarchy to report, handed to the kernel program as the read-only global
+/// [`ATTACH_GLOBAL`]. Kept apart from [`KernelLayout`] so the audit's kernel side stays
+/// self-contained.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AttachLayout {
+    /// Offset of `dst_root`.
+    pub tp_root: u32,
+    /// Offset of `dst_id`.
+    pub tp_id: u32,
+    /// Offset of `pid`.
+    pub tp_pid: u32,
+    /// Offset of `dst_level`.
+    pub tp_level: u32,
+    /// Only moves into this hierarchy are reported (the one with the memory controller).
+    pub memory_root: u32,
+    /// Keeps the size a multiple of 8.
+    pub _pad: u32,
+}
+
+impl AttachLayout {
+    /// Nothing known: the program reports nothing.
+    pub const fn unknown() -> Self {
+        AttachLayout {
+            tp_root: ABSENT,
+            tp_id: ABSENT,
+            tp_pid: ABSENT,
+            tp_level: ABSENT,
+            memory_root: ABSENT,
+            _pad: 0,
+        }
+    }
+}
+
+/// Name of the global the daemon fills with [`AttachLayout`].
+pub const ATTACH_GLOBAL: &str = "ATTACH";
 
 /// Kernel structure layout, computed by the daemon from the running kernel's BTF when the
 /// programs load, and handed to them as a read-only global. This is how one object file
@@ -317,4 +375,5 @@ mod pod {
     unsafe impl aya::Pod for super::OomContext {}
     unsafe impl aya::Pod for super::StallState {}
     unsafe impl aya::Pod for super::VictimState {}
+    unsafe impl aya::Pod for super::AttachLayout {}
 }

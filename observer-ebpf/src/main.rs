@@ -609,6 +609,47 @@ pub fn stall_tp(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Filled by the daemon before load: where `cgroup_attach_task`'s fields are, and which
+/// hierarchy to report (the memory controller's).
+#[no_mangle]
+static ATTACH: observer_common::AttachLayout = observer_common::AttachLayout::unknown();
+
+/// A process moved into a memory cgroup: the daemon re-audits its container's limit at once.
+#[tracepoint(category = "cgroup", name = "cgroup_attach_task")]
+pub fn cgroup_attach_tp(ctx: TracePointContext) -> u32 {
+    let l = unsafe { core::ptr::read_volatile(&ATTACH) };
+    if l.tp_root == ABSENT || l.tp_id == ABSENT || l.tp_pid == ABSENT {
+        return 0;
+    }
+    let root = match unsafe { ctx.read_at::<i32>(l.tp_root as usize) } {
+        Ok(r) => r as u32,
+        Err(_) => return 0,
+    };
+    // Every v1 hierarchy sees its own migration; only the memory one matters.
+    if root != l.memory_root {
+        return 0;
+    }
+    let rec = observer_common::CgroupAttachRecord {
+        kind: kind::CGROUP_ATTACH,
+        root,
+        id: unsafe { ctx.read_at::<u64>(l.tp_id as usize) }.unwrap_or(0),
+        pid: unsafe { ctx.read_at::<i32>(l.tp_pid as usize) }.unwrap_or(0) as u32,
+        level: if l.tp_level == ABSENT {
+            0
+        } else {
+            unsafe { ctx.read_at::<i32>(l.tp_level as usize) }.unwrap_or(0) as u32
+        },
+    };
+    match EVENTS.reserve::<observer_common::CgroupAttachRecord>(0) {
+        Some(mut slot) => {
+            slot.write(rec);
+            slot.submit(0);
+        }
+        None => count_lost(),
+    }
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -80,6 +80,7 @@ pub fn check(
         layout: s.layout,
         btf: s.aya_btf.as_ref(),
         ring_bytes,
+        attach: s.attach,
     };
     let results = hooks::probe_all(&params)?;
     let mut best = None;

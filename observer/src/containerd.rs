@@ -13,12 +13,15 @@ use std::{
 };
 
 use containerd_client::{
-    events::{ContainerCreate, ContainerDelete, ContainerUpdate, TaskCreate, TaskOom, TaskStart},
+    events::{
+        ContainerCreate, ContainerDelete, ContainerUpdate, TaskCreate, TaskDelete, TaskExecAdded,
+        TaskExecStarted, TaskExit, TaskOom, TaskStart,
+    },
     services::v1::{
         containers_client::ContainersClient, events_client::EventsClient,
         namespaces_client::NamespacesClient, tasks_client::TasksClient, Container,
-        GetContainerRequest, ListContainersRequest, ListNamespacesRequest, ListTasksRequest,
-        PublishRequest, SubscribeRequest,
+        GetContainerRequest, ListContainersRequest, ListNamespacesRequest, ListPidsRequest,
+        ListTasksRequest, PublishRequest, SubscribeRequest,
     },
     tonic::{transport::Channel, Request},
 };
@@ -140,8 +143,11 @@ impl Client {
             .await?
             .into_inner()
             .tasks;
+            // A stopped task's pid may already belong to another process.
+            let stopped = containerd_client::types::v1::Status::Stopped as i32;
             let pids: HashMap<String, u32> = tasks
                 .into_iter()
+                .filter(|t| t.status != stopped)
                 .map(|t| {
                     (
                         if t.container_id.is_empty() {
@@ -191,6 +197,22 @@ impl Client {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The host pids of a task's processes (under a sandboxed runtime these are the
+    /// sandbox's own pids, not host pids: callers use the task's pid there instead).
+    pub async fn list_pids(&self, namespace: &str, id: &str) -> Result<Vec<u32>, ContainerdError> {
+        let resp = timed(
+            "tasks.list_pids",
+            TasksClient::new(self.channel.clone()).list_pids(ns_request(
+                ListPidsRequest {
+                    container_id: id.to_string(),
+                },
+                namespace,
+            )),
+        )
+        .await?;
+        Ok(resp.into_inner().processes.iter().map(|p| p.pid).collect())
     }
 
     /// Subscribes to every namespace's events. containerd sends the stream's headers only
@@ -318,10 +340,33 @@ pub fn proc_memory_cgroup(pid: u32, memory_on_dfl: bool) -> Option<String> {
     memory_cgroup_of(&text, memory_on_dfl)
 }
 
+/// What the limit audit should look at again (see `audit`), sent by the index upkeep when
+/// containerd reports a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditRequest {
+    /// Every container (after (re)connecting and listing everything).
+    All,
+    /// One container: its task started, its spec changed, its processes changed.
+    One {
+        /// containerd namespace.
+        namespace: String,
+        /// Container id.
+        id: String,
+    },
+    /// A container's task is gone: forget what was reported about it.
+    Forget {
+        /// containerd namespace.
+        namespace: String,
+        /// Container id.
+        id: String,
+    },
+}
+
 /// The index, kept current from containerd, shared with the event path.
 pub struct Containerd {
     socket: PathBuf,
     memory_on_dfl: bool,
+    audit: Mutex<Option<tokio::sync::mpsc::UnboundedSender<AuditRequest>>>,
     /// Containers by cgroup.
     pub index: Mutex<ContainerIndex>,
     connected: AtomicBool,
@@ -348,7 +393,32 @@ impl Containerd {
             index: Mutex::new(ContainerIndex::default()),
             connected: AtomicBool::new(false),
             last_refresh: Mutex::new(None),
+            audit: Mutex::new(None),
         })
+    }
+
+    /// Where audit requests go (the daemon's loop); without one, nothing is audited.
+    pub fn set_audit_sink(&self, tx: tokio::sync::mpsc::UnboundedSender<AuditRequest>) {
+        *self.audit.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    }
+
+    fn request_audit(&self, req: AuditRequest) {
+        if let Some(tx) = self
+            .audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            // The receiver lives as long as the daemon; a send after it stopped is moot.
+            let _ = tx.send(req);
+        }
+    }
+
+    fn audit_one(&self, ns: &str, id: &str) {
+        self.request_audit(AuditRequest::One {
+            namespace: ns.to_string(),
+            id: id.to_string(),
+        });
     }
 
     /// The socket.
@@ -419,6 +489,7 @@ impl Containerd {
         }
         self.connected.store(true, Ordering::Relaxed);
         info!(socket = %self.socket.display(), containers = n, "connected to containerd");
+        self.request_audit(AuditRequest::All);
         let mut stream = match subscription.await {
             Ok(r) => r?,
             Err(e) => {
@@ -460,6 +531,9 @@ impl Containerd {
                 };
                 if let Some(id) = id {
                     self.fetch(client, ns, &id).await;
+                    if topic == "/containers/update" {
+                        self.audit_one(ns, &id);
+                    }
                 }
             }
             "/containers/delete" => {
@@ -481,6 +555,34 @@ impl Containerd {
                 }
                 let cg = proc_memory_cgroup(pid, self.memory_on_dfl);
                 self.lock().set_task(ns, &id, pid, cg);
+                self.audit_one(ns, &id);
+            }
+            "/tasks/exec-added" | "/tasks/exec-started" => {
+                let id = match topic {
+                    "/tasks/exec-added" => decode::<TaskExecAdded>(event).map(|e| e.container_id),
+                    _ => decode::<TaskExecStarted>(event).map(|e| e.container_id),
+                };
+                if let Some(id) = id.filter(|i| !i.is_empty()) {
+                    self.audit_one(ns, &id);
+                }
+            }
+            "/tasks/exit" | "/tasks/delete" => {
+                // The init process's exit ends the task (an exec's exit has its own id).
+                let id = match topic {
+                    "/tasks/exit" => decode::<TaskExit>(event)
+                        .filter(|e| e.id.is_empty() || e.id == e.container_id)
+                        .map(|e| e.container_id),
+                    _ => decode::<TaskDelete>(event)
+                        .filter(|e| e.id.is_empty() || e.id == e.container_id)
+                        .map(|e| e.container_id),
+                };
+                if let Some(id) = id.filter(|i| !i.is_empty()) {
+                    self.lock().clear_task(ns, &id);
+                    self.request_audit(AuditRequest::Forget {
+                        namespace: ns.to_string(),
+                        id,
+                    });
+                }
             }
             _ => {}
         }

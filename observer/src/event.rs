@@ -6,7 +6,8 @@
 use std::time::{Duration, SystemTime};
 
 use observer_common::{
-    constraint, hook, kind, valid, CgroupMkdirRecord, OomKillRecord, CGROUP_PATH_LEN,
+    constraint, hook, kind, valid, CgroupAttachRecord, CgroupMkdirRecord, OomKillRecord,
+    CGROUP_PATH_LEN,
 };
 use serde::Serialize;
 
@@ -20,6 +21,8 @@ pub enum Record {
     Oom(OomKillRecord),
     /// A cgroup was created.
     Mkdir(CgroupMkdirRecord),
+    /// A process moved into a memory cgroup.
+    Attach(CgroupAttachRecord),
 }
 
 /// Why a ring-buffer item could not be read as a record.
@@ -62,6 +65,7 @@ impl Record {
                 Ok(Record::Oom(read(bytes, k)?))
             }
             kind::CGROUP_MKDIR => Ok(Record::Mkdir(read(bytes, k)?)),
+            kind::CGROUP_ATTACH => Ok(Record::Attach(read(bytes, k)?)),
             other => Err(RecordError::UnknownKind(other)),
         }
     }
@@ -480,6 +484,26 @@ mod tests {
             Record::parse(&[9, 0, 0, 0]).unwrap_err(),
             RecordError::UnknownKind(9)
         );
+        let a = CgroupAttachRecord {
+            kind: kind::CGROUP_ATTACH,
+            root: 4,
+            id: 7,
+            pid: 1234,
+            level: 2,
+        };
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&a as *const CgroupAttachRecord).cast::<u8>(),
+                std::mem::size_of::<CgroupAttachRecord>(),
+            )
+        };
+        assert!(
+            matches!(Record::parse(bytes), Ok(Record::Attach(x)) if x.pid == 1234 && x.id == 7)
+        );
+        assert!(matches!(
+            Record::parse(&bytes[..8]),
+            Err(RecordError::Short { .. })
+        ));
         assert!(matches!(Record::parse(&[]), Err(RecordError::Short { .. })));
     }
 

@@ -12,7 +12,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
-use observer_common::{KernelLayout, ABSENT, LAYOUT_GLOBAL};
+use observer_common::{AttachLayout, KernelLayout, ABSENT, ATTACH_GLOBAL, LAYOUT_GLOBAL};
 
 use crate::error::{chain, errno_of, ObserverError};
 
@@ -69,6 +69,8 @@ pub struct LoadParams<'a> {
     pub btf: Option<&'a Btf>,
     /// Ring buffer size in bytes (a power of two, at least a page).
     pub ring_bytes: u32,
+    /// Offsets for the process-migration program.
+    pub attach: AttachLayout,
 }
 
 /// The programs that run, and why better strategies were refused.
@@ -103,6 +105,7 @@ pub fn load(
                 let mut extras = vec![
                     ("cgroup_mkdir", attach_mkdir(&mut ebpf)),
                     ("victim_exit", attach_exit(&mut ebpf, p)),
+                    ("cgroup_attach_task", attach_migrations(&mut ebpf, p)),
                 ];
                 if want_stalls {
                     extras.push(("memcg_stall", attach_stall(&mut ebpf, p)));
@@ -146,6 +149,7 @@ pub fn open(p: &LoadParams<'_>) -> Result<Ebpf, ObserverError> {
     EbpfLoader::new()
         .btf(p.btf)
         .override_global(LAYOUT_GLOBAL, &p.layout, true)
+        .override_global(ATTACH_GLOBAL, &p.attach, true)
         .map_max_entries("EVENTS", p.ring_bytes)
         .load(p.object)
         .map_err(|e| match errno_of(&e) {
@@ -306,6 +310,22 @@ fn attach_mkdir(ebpf: &mut Ebpf) -> Result<&'static str, String> {
         .map_err(|e| reason("tracepoint cgroup/cgroup_mkdir", &e))?;
     prog.attach("cgroup", "cgroup_mkdir")
         .map_err(|e| reason("tracepoint cgroup/cgroup_mkdir", &e))?;
+    Ok("tracepoint")
+}
+
+/// Process migrations into memory cgroups: a container whose processes move is re-audited at
+/// once (see `audit`).
+fn attach_migrations(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+    if p.attach.tp_root == ABSENT || p.attach.memory_root == ABSENT {
+        return Err(
+            "tracepoint cgroup/cgroup_attach_task: not in tracefs, or no memory hierarchy".into(),
+        );
+    }
+    let prog: &mut TracePoint = program(ebpf, "cgroup_attach_tp")?;
+    prog.load()
+        .map_err(|e| reason("tracepoint cgroup/cgroup_attach_task", &e))?;
+    prog.attach("cgroup", "cgroup_attach_task")
+        .map_err(|e| reason("tracepoint cgroup/cgroup_attach_task", &e))?;
     Ok("tracepoint")
 }
 

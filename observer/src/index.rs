@@ -268,6 +268,17 @@ impl ContainerIndex {
         }
     }
 
+    /// Records that a container's task is gone. Its cgroup stays known: a kill can be
+    /// reported after the exit.
+    pub fn clear_task(&mut self, namespace: &str, id: &str) {
+        if let Some(c) = self
+            .containers
+            .get_mut(&(namespace.to_string(), id.to_string()))
+        {
+            c.task_pid = None;
+        }
+    }
+
     /// Marks a container deleted; it stays resolvable for [`KEEP_DELETED`].
     pub fn mark_deleted(&mut self, namespace: &str, id: &str, now: Instant) {
         if let Some(c) = self

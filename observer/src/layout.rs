@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
-use observer_common::{KernelLayout, ABSENT};
+use observer_common::{AttachLayout, KernelLayout, ABSENT};
 
 use crate::{cgroups::CgroupLayout, error::ObserverError, tracefs};
 
@@ -243,6 +243,26 @@ pub fn build(
         }
     }
     l
+}
+
+/// Offsets of `cgroup/cgroup_attach_task`'s record and the memory hierarchy's id, for the
+/// program that reports process migrations into memory cgroups. Unknown (the program then
+/// reports nothing) without tracefs or without a memory hierarchy.
+pub fn attach(tracefs: Option<&Path>, cgroups: &CgroupLayout) -> AttachLayout {
+    let mut a = AttachLayout::unknown();
+    let Some(mem) = cgroups.memory() else {
+        return a;
+    };
+    let Some(f) = tracefs.and_then(|t| tracefs::field_offsets(t, "cgroup", "cgroup_attach_task"))
+    else {
+        return a;
+    };
+    a.tp_root = f.get("dst_root").copied().unwrap_or(ABSENT);
+    a.tp_id = f.get("dst_id").copied().unwrap_or(ABSENT);
+    a.tp_pid = f.get("pid").copied().unwrap_or(ABSENT);
+    a.tp_level = f.get("dst_level").copied().unwrap_or(ABSENT);
+    a.memory_root = mem.id;
+    a
 }
 
 #[cfg(test)]

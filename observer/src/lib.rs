@@ -4,6 +4,7 @@
 //! [`cgroups`], containers from [`containerd`] via [`resolve`]) → sinks (TaskOOM to
 //! containerd through [`publish`], then the JSON line on stdout).
 
+pub mod audit;
 pub mod cgroups;
 pub mod check;
 pub mod containerd;
@@ -12,6 +13,7 @@ pub mod event;
 pub mod hooks;
 pub mod index;
 pub mod layout;
+pub mod limitwatch;
 pub mod publish;
 pub mod query;
 pub mod resolve;

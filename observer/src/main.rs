@@ -77,6 +77,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audit every running container once: is its declared memory limit enforced by the
+    /// cgroup its processes are in? Exit 0 clean, 1 findings, 2 error.
+    Audit {
+        /// containerd's socket (also from CONTAINERD_ADDRESS).
+        #[arg(long, env = "CONTAINERD_ADDRESS", default_value = observer::containerd::DEFAULT_SOCKET)]
+        containerd_socket: PathBuf,
+        /// Audit only this containerd namespace (default: every namespace).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// One JSON object per finding (the event stream's schema) instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Count `sandbox_oversized` (informational) as a finding for the exit status too.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Check what this node supports and which hook strategies load; exit 0 if one works.
     Check {
         /// Read kernel BTF from this file instead of /sys/kernel/btf/vmlinux.
@@ -116,14 +132,99 @@ fn fail(e: &ObserverError) -> ExitCode {
     ExitCode::from(e.exit_code() as u8)
 }
 
+/// `oom-observer audit`: 0 clean, 1 findings, 2 error (the audit could not be done).
+fn audit(socket: &std::path::Path, namespace: Option<&str>, json: bool, strict: bool) -> ExitCode {
+    use observer::audit::{self, events, FindingEvent};
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("oom-observer: tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rows = match rt.block_on(audit::one_shot(socket, namespace)) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("oom-observer: audit failed: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut findings = 0usize;
+    let mut errors = 0usize;
+    let mut seq = 0u64;
+    let mut out = String::new();
+    for r in &rows {
+        if r.error.is_some() {
+            errors += 1;
+        }
+        let Some(a) = &r.assessment else { continue };
+        let Some(d) = &a.declared else { continue };
+        let mut evs = Vec::new();
+        if !a.unenforced.is_empty() {
+            findings += 1;
+            evs.push(FindingEvent::new(
+                events::LIMIT_UNENFORCED,
+                &r.container,
+                a,
+                d.clone(),
+            ));
+        }
+        if a.oversized {
+            if strict {
+                findings += 1;
+            }
+            evs.push(FindingEvent::new(
+                events::SANDBOX_OVERSIZED,
+                &r.container,
+                a,
+                d.clone(),
+            ));
+        }
+        for mut e in evs {
+            seq += 1;
+            e.seq = seq;
+            if json {
+                match serde_json::to_string(&e) {
+                    Ok(line) => {
+                        out.push_str(&line);
+                        out.push('\n');
+                    }
+                    Err(err) => {
+                        eprintln!("oom-observer: {err}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+        }
+    }
+    if !json {
+        out = audit::table(&rows);
+    }
+    print!("{out}");
+    if errors > 0 {
+        eprintln!("oom-observer: {errors} container(s) could not be audited");
+        return ExitCode::from(2);
+    }
+    ExitCode::from(u8::from(findings > 0))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let object_missing = cfg!(ebpf_object_missing) || EBPF_OBJECT.is_empty();
-    if object_missing && !matches!(cli.cmd, Command::Query { .. }) {
+    let needs_object = !matches!(cli.cmd, Command::Audit { .. } | Command::Query { .. });
+    if needs_object && (cfg!(ebpf_object_missing) || EBPF_OBJECT.is_empty()) {
         return fail(&ObserverError::NoObject);
     }
     match cli.cmd {
+        Command::Audit {
+            containerd_socket,
+            namespace,
+            json,
+            strict,
+        } => audit(&containerd_socket, namespace.as_deref(), json, strict),
         Command::Run {
             hook,
             btf,

@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use crate::index::ContainerInfo;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use observer_common::VictimState;
 use tokio::{
@@ -16,11 +17,13 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
+    audit::{self, Auditor, MemoryFs},
     cgroups::{CgroupLayout, PathCache},
-    containerd::Containerd,
+    containerd::{AuditRequest, Client, Containerd},
     error::ObserverError,
     event::{self, mkdir_path, ContainerRef, Event, Record, Resolve},
     hooks::{self, LoadParams, Strategy},
+    limitwatch::{InotifyFd, LimitWatch},
     publish::Publisher,
     query::{self, Answer, History, Kill, Query},
     setup,
@@ -62,6 +65,13 @@ pub struct Processor<W: Write> {
     containerd: Option<Arc<Containerd>>,
     publisher: Option<Publisher>,
     history: History,
+    auditor: Auditor,
+    memory_fs: Option<MemoryFs>,
+    /// Where audits are sent to be observed, off the event path (see [`audit_worker`]).
+    observe_tx: Option<tokio::sync::mpsc::UnboundedSender<ContainerInfo>>,
+    limits: Option<LimitWatch>,
+    /// Audits asked for by kernel records, run after the batch they came in.
+    pending_audits: Vec<AuditRequest>,
 }
 
 struct MemoryPaths<'a> {
@@ -89,12 +99,17 @@ impl<W: Write> Processor<W> {
         Processor {
             seq: 0,
             cache,
+            memory_fs: MemoryFs::from_layout(&cgroups),
             cgroups,
             out,
             malformed: 0,
             containerd: None,
             publisher: None,
             history: History::default(),
+            auditor: Auditor::default(),
+            observe_tx: None,
+            limits: None,
+            pending_audits: Vec::new(),
         }
     }
 
@@ -102,6 +117,13 @@ impl<W: Write> Processor<W> {
     pub fn with_containerd(mut self, cd: Arc<Containerd>, publisher: Publisher) -> Self {
         self.containerd = Some(cd);
         self.publisher = Some(publisher);
+        self.limits = match LimitWatch::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "no inotify: a memory limit changed by hand is seen only at the next containerd event");
+                None
+            }
+        };
         self
     }
 
@@ -155,6 +177,10 @@ impl<W: Write> Processor<W> {
                         }
                     }
                 }
+                Ok(())
+            }
+            Ok(Record::Attach(a)) => {
+                self.on_migration(a);
                 Ok(())
             }
             Err(e) => {
@@ -212,6 +238,148 @@ impl<W: Write> Processor<W> {
         query::answer(&self.history, q, kernel)
     }
 
+    /// A process moved into a memory cgroup: queue a re-audit of the containers it concerns
+    /// (the one whose process it was, or one of its ancestors was, at the last audit; those
+    /// whose processes belong where it went). No periodic scan is needed for moves.
+    fn on_migration(&mut self, a: observer_common::CgroupAttachRecord) {
+        if self.containerd.is_none() || a.pid == 0 {
+            return;
+        }
+        let dst = self.cache.resolve(self.cgroups.memory(), a.id);
+        let keys = self
+            .auditor
+            .affected_by_move(&audit::ancestry(a.pid), dst.as_deref());
+        for (namespace, id) in keys {
+            let req = AuditRequest::One { namespace, id };
+            if !self.pending_audits.contains(&req) {
+                self.pending_audits.push(req);
+            }
+        }
+    }
+
+    /// The descriptor that becomes readable when a watched memory limit is written.
+    pub fn limit_watch_fd(&self) -> Option<Arc<AsyncFd<InotifyFd>>> {
+        self.limits.as_ref().map(|w| w.fd())
+    }
+
+    /// A watched memory limit was written: re-audit the containers that depend on it.
+    pub async fn on_limit_change(&mut self) -> io::Result<()> {
+        let keys = self.limits.as_mut().map(|w| w.drain()).unwrap_or_default();
+        for (namespace, id) in keys {
+            self.audit(AuditRequest::One { namespace, id }).await?;
+        }
+        Ok(())
+    }
+
+    fn forget(&mut self, namespace: &str, id: &str) {
+        self.auditor.forget(namespace, id);
+        if let Some(w) = self.limits.as_mut() {
+            w.remove(&(namespace.to_string(), id.to_string()));
+        }
+    }
+
+    /// Runs the audits kernel records asked for.
+    pub async fn run_pending_audits(&mut self) -> io::Result<()> {
+        for req in std::mem::take(&mut self.pending_audits) {
+            self.audit(req).await?;
+        }
+        Ok(())
+    }
+
+    /// Audits what a request names and writes any finding (or clearing) as an event.
+    pub async fn audit(&mut self, req: AuditRequest) -> io::Result<()> {
+        let Some(cd) = self.containerd.clone() else {
+            return Ok(());
+        };
+        if self.memory_fs.is_none() {
+            return Ok(());
+        }
+        let targets: Vec<ContainerInfo> = {
+            let idx = cd.index.lock().unwrap_or_else(|p| p.into_inner());
+            match &req {
+                AuditRequest::Forget { namespace, id } => {
+                    let (ns, id) = (namespace.clone(), id.clone());
+                    drop(idx);
+                    self.forget(&ns, &id);
+                    return Ok(());
+                }
+                AuditRequest::All => idx.all().cloned().collect(),
+                AuditRequest::One { namespace, id } => {
+                    idx.get(namespace, id).cloned().into_iter().collect()
+                }
+            }
+        };
+        if req == AuditRequest::All {
+            // Containers that are gone since the last audit end without an event.
+            let live: std::collections::HashSet<_> = targets.iter().map(|c| c.key()).collect();
+            for (ns, id) in self.auditor.keys() {
+                if !live.contains(&(ns.clone(), id.clone())) {
+                    self.forget(&ns, &id);
+                }
+            }
+        }
+        let Some(tx) = self.observe_tx.clone() else {
+            return Ok(());
+        };
+        for c in targets {
+            if c.deleted_at.is_some() || c.task_pid.is_none() {
+                self.forget(&c.namespace, &c.id);
+                continue;
+            }
+            // Reading pids and limits takes containerd calls: done by the audit worker, so
+            // that a kill arriving meanwhile is never held behind an audit.
+            let _ = tx.send(c);
+        }
+        Ok(())
+    }
+
+    /// Starts the worker that observes audited containers; its results come back through
+    /// the returned channel, to [`Processor::apply_observation`].
+    pub fn start_audit_worker(
+        &mut self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Observation>> {
+        let cd = self.containerd.clone()?;
+        let mem = self.memory_fs.clone()?;
+        let (job_tx, job_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (obs_tx, obs_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(audit_worker(cd.socket().to_path_buf(), mem, job_rx, obs_tx));
+        self.observe_tx = Some(job_tx);
+        Some(obs_rx)
+    }
+
+    /// Turns one container's observation into findings (or their clearing).
+    pub fn apply_observation(&mut self, obs: Observation) -> io::Result<()> {
+        let (c, result) = obs;
+        let Some(mem) = self.memory_fs.clone() else {
+            return Ok(());
+        };
+        let observed = match result {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                self.forget(&c.namespace, &c.id);
+                return Ok(());
+            }
+            Err(e) => {
+                // A cgroup or process that vanished mid-audit, or containerd unreachable:
+                // no verdict, no finding.
+                tracing::debug!(container = %c.id, error = %e, "audit inconclusive");
+                return Ok(());
+            }
+        };
+        if let Some(w) = self.limits.as_mut() {
+            w.set(&c.key(), audit::limit_dirs(&c, &observed, &mem));
+        }
+        let assessment = audit::assess(&c, &observed);
+        for mut ev in self.auditor.update(&c, &assessment) {
+            self.seq += 1;
+            ev.seq = self.seq;
+            ev.log();
+            serde_json::to_writer(&mut self.out, &ev).map_err(io::Error::other)?;
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()
+    }
+
     /// Flushes what was written.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
@@ -240,6 +408,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         layout: setup.layout,
         btf: setup.aya_btf.as_ref(),
         ring_bytes: opts.ring_bytes,
+        attach: setup.attach,
     };
     let mut loaded = hooks::load(&params, opts.hook, setup.wants_stall_watcher())?;
     // The kernel's BTF (tens of MiB parsed) is needed only to load: give it back.
@@ -272,8 +441,10 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
 
     let stdout = io::stdout();
     let mut proc = Processor::new(setup.cgroups.clone(), io::BufWriter::new(stdout.lock()));
+    let (audit_tx, mut audit_rx) = tokio::sync::mpsc::unbounded_channel::<AuditRequest>();
     if let Some(socket) = &opts.containerd {
         let cd = Containerd::new(socket.clone(), setup.cgroups.memory_on_dfl());
+        cd.set_audit_sink(audit_tx.clone());
         tokio::spawn(cd.clone().watch());
         let mut publisher = Publisher::new(socket, opts.state_dir.as_deref())
             .map_err(|e| ObserverError::Stream(format!("TaskOOM spool: {e}")))?;
@@ -282,6 +453,8 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     } else {
         info!("containerd disabled: kernel-only mode");
     }
+    let limit_fd = proc.limit_watch_fd();
+    let mut observations = proc.start_audit_worker();
     let mut lost_seen = 0u64;
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| ObserverError::Stream(e.to_string()))?;
@@ -332,6 +505,15 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
                     p.retry().await;
                 }
             }
+            _ = limits_ready(limit_fd.as_deref()) => {
+                proc.on_limit_change().await.map_err(ObserverError::Output)?;
+            }
+            Some(req) = audit_rx.recv() => {
+                proc.audit(req).await.map_err(ObserverError::Output)?;
+            }
+            Some(obs) = next_observation(&mut observations) => {
+                proc.apply_observation(obs).map_err(ObserverError::Output)?;
+            }
             _ = tick.tick() => check_lost(lost.as_ref(), &mut lost_seen),
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -341,6 +523,36 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     proc.flush().map_err(ObserverError::Output)?;
     info!(events = proc.seq(), lost = lost_seen, "stopped");
     Ok(())
+}
+
+/// A container and what was read about it (or why nothing could be).
+pub type Observation = (
+    ContainerInfo,
+    Result<Option<audit::Observed>, audit::AuditError>,
+);
+
+/// Observes audited containers one after another, in the order they were asked for, and
+/// hands the results back to the main loop.
+async fn audit_worker(
+    socket: PathBuf,
+    mem: MemoryFs,
+    mut jobs: tokio::sync::mpsc::UnboundedReceiver<ContainerInfo>,
+    results: tokio::sync::mpsc::UnboundedSender<Observation>,
+) {
+    let mut client: Option<Client> = None;
+    while let Some(c) = jobs.recv().await {
+        if client.is_none() {
+            client = Client::connect(&socket).await.ok();
+        }
+        let r = audit::observe(client.as_ref(), &c, &mem).await;
+        if matches!(r, Err(audit::AuditError::Containerd(_))) {
+            // Reconnect next time.
+            client = None;
+        }
+        if results.send((c, r)).is_err() {
+            return;
+        }
+    }
 }
 
 /// Returns freed heap to the kernel, so the resident size reflects what the daemon keeps.
@@ -386,7 +598,19 @@ async fn process_batch<W: Write>(
     for item in batch {
         proc.handle(item).await.map_err(ObserverError::Output)?;
     }
-    proc.flush().map_err(ObserverError::Output)
+    proc.flush().map_err(ObserverError::Output)?;
+    proc.run_pending_audits()
+        .await
+        .map_err(ObserverError::Output)
+}
+
+async fn next_observation(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Observation>>,
+) -> Option<Observation> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_query(
@@ -394,6 +618,18 @@ async fn next_query(
 ) -> Option<query::Request> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until a watched limit file was written; forever without a watch.
+async fn limits_ready(fd: Option<&AsyncFd<InotifyFd>>) {
+    match fd {
+        Some(fd) => match fd.readable().await {
+            // Cleared before the events are read, so none written after is missed.
+            Ok(mut g) => g.clear_ready(),
+            Err(_) => std::future::pending().await,
+        },
         None => std::future::pending().await,
     }
 }

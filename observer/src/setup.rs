@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use observer_common::KernelLayout;
+use observer_common::{AttachLayout, KernelLayout};
 
 use crate::{
     cgroups::CgroupLayout,
@@ -26,6 +26,8 @@ pub struct Setup {
     pub aya_btf: Option<aya::Btf>,
     /// Offsets handed to the kernel programs.
     pub layout: KernelLayout,
+    /// Offsets for the process-migration program (the limit audit's kernel side).
+    pub attach: AttachLayout,
     /// Whether the kernel has `oom_kill_process` as a traceable function in its BTF.
     pub oom_kill_process_in_btf: Option<bool>,
 }
@@ -69,7 +71,9 @@ pub fn prepare(
         },
     };
     let layout = layout::build(kbtf.as_ref(), tracefs.as_deref().ok(), &cgroups);
+    let attach = layout::attach(tracefs.as_deref().ok(), &cgroups);
     Ok(Setup {
+        attach,
         oom_kill_process_in_btf: kbtf.as_ref().map(|k| k.has_function("oom_kill_process")),
         tracefs,
         cgroups,

@@ -48,12 +48,24 @@ pub struct Containerd {
     pub runsc_wrapper: PathBuf,
     /// Prefix for cgroups the containers get (`/oomx-cd-<pid>-<n>`), removed on drop.
     pub cgroup_parent: String,
+    /// The gVisor wrapper for pods: like [`Containerd::runsc_wrapper`], but `runsc start`'s
+    /// output goes to a file (the shim would otherwise wait forever on the application's
+    /// stdout, which `runsc start` hands over).
+    pub runsc_pod_wrapper: PathBuf,
+    /// `cgroup.procs` files the daemon is put into when it starts (one per hierarchy).
+    join: Vec<PathBuf>,
     child: Option<Child>,
 }
 
 impl Containerd {
     /// Starts a daemon.
     pub fn start() -> Containerd {
+        Containerd::start_in(Vec::new())
+    }
+
+    /// Starts a daemon inside the cgroups whose `cgroup.procs` files are given (one per
+    /// hierarchy): its shims, and the runtimes they run, create "relative" cgroups there.
+    pub fn start_in(join: Vec<PathBuf>) -> Containerd {
         require_tools();
         let n = N.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -88,13 +100,25 @@ impl Containerd {
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&runsc_wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+        let runsc_pod_wrapper = dir.join("runsc-pod-wrapper");
+        fs::write(
+            &runsc_pod_wrapper,
+            format!(
+                "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = start ]; then\n                     exec runsc --network=none --platform=ptrace \"$@\" >>{log} 2>&1 </dev/null\n  fi\n                 done\nexec runsc --network=none --platform=ptrace \"$@\"\n",
+                log = dir.join("runsc-start.log").display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&runsc_pod_wrapper, fs::Permissions::from_mode(0o755)).unwrap();
         let mut cd = Containerd {
             dir,
             socket,
             namespace: format!("oomx-{pid}-{n}"),
             rootfs,
             runsc_wrapper,
+            runsc_pod_wrapper,
             cgroup_parent: format!("/oomx-cd-{pid}-{n}"),
+            join,
             child: None,
         };
         cd.spawn();
@@ -110,6 +134,11 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("starting containerd");
+        // Before it starts any shim (nothing runs until the tests ask it to).
+        for f in &self.join {
+            fs::write(f, child.id().to_string())
+                .unwrap_or_else(|e| panic!("moving containerd into {}: {e}", f.display()));
+        }
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -181,6 +210,52 @@ impl Containerd {
             .expect("ctr run")
     }
 
+    /// `ctr run -d`: starts a container in the background with the given spec cgroupsPath,
+    /// annotations, labels, runtime binary and memory limit; panics with ctr's output when
+    /// it fails.
+    pub fn run_detached(&self, id: &str, opts: &RunOpts<'_>, cmd: &[&str]) {
+        let mut args: Vec<String> = vec!["run".into(), "-d".into()];
+        if let Some(cg) = opts.cgroup {
+            args.extend(["--cgroup".into(), cg.to_string()]);
+        }
+        for (k, v) in opts.annotations {
+            args.extend(["--annotation".into(), format!("{k}={v}")]);
+        }
+        for (k, v) in opts.labels {
+            args.extend(["--label".into(), format!("{k}={v}")]);
+        }
+        if let Some(b) = opts.runc_binary {
+            args.extend(["--runc-binary".into(), b.display().to_string()]);
+        }
+        if let Some(mb) = opts.memory_limit_mb {
+            args.extend(["--memory-limit".into(), (mb << 20).to_string()]);
+        }
+        args.push("--rootfs".into());
+        args.push(self.rootfs.display().to_string());
+        args.push(id.into());
+        args.extend(cmd.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.ctr(&refs);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed: {}{}\ncontainerd log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
+    /// The host pid of a container's task (`ctr task ls`).
+    pub fn task_pid(&self, id: &str) -> u32 {
+        let out = self.ctr(&["tasks", "ls"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no task pid for {id}"))
+    }
+
     /// Lets every waiting hog go.
     pub fn go(&self) {
         fs::write(self.rootfs.join("go"), b"").unwrap();
@@ -244,6 +319,21 @@ impl Drop for Containerd {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Options of [`Containerd::run_detached`].
+#[derive(Default)]
+pub struct RunOpts<'a> {
+    /// The spec's `linux.cgroupsPath`.
+    pub cgroup: Option<&'a str>,
+    /// OCI annotations.
+    pub annotations: &'a [(&'a str, &'a str)],
+    /// containerd labels.
+    pub labels: &'a [(&'a str, &'a str)],
+    /// The runc shim's runtime binary (a runsc wrapper for gVisor).
+    pub runc_binary: Option<&'a Path>,
+    /// `linux.resources.memory.limit`, in MiB.
+    pub memory_limit_mb: Option<u64>,
 }
 
 /// One event from containerd's stream.

@@ -20,6 +20,7 @@ use std::{
 use serde_json::Value;
 
 pub mod containerd;
+pub mod pod;
 pub mod stats;
 
 /// The oom-observer binary under test (`cargo xtask test` sets `OOM_OBSERVER_BIN`).

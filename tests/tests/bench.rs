@@ -470,10 +470,23 @@ fn bench() {
         st.kills, sz.storm_cgroups, sz.storm_per_cgroup, sz.storm_cgroups, st.kills, st.reported_once, st.missing, st.duplicated,
         if st.lost_logged { "yes" } else { "0" }, st.secs_to_last_kill, st.secs_to_drain);
     r += "## Cost when nothing goes wrong\n\nPer-program run time from the kernel's BPF statistics (BPF_ENABLE_STATS): the storm's daemon first, then the daemon of the last fork/exit round:\n\n\
-        | program | runs | mean ns per run |\n|---|---|---|\n";
-    for (name, n, avg) in stats_after_storm.iter().chain(stats_exit.iter()) {
-        r += &format!("| {name} | {n} | {avg:.0} |\n");
+        | daemon | program | runs | mean ns per run |\n|---|---|---|---|\n";
+    for (daemon, stats) in [("storm", &stats_after_storm), ("fork/exit", &stats_exit)] {
+        for (name, n, avg) in stats {
+            r += &format!("| {daemon} | {name} | {n} | {avg:.0} |\n");
+        }
     }
+    let exit_ns = stats_exit
+        .iter()
+        .find(|(n, _, _)| n.starts_with("exit_"))
+        .map(|(_, _, ns)| *ns)
+        .unwrap_or(f64::NAN);
+    r += &format!(
+        "\nDirect cost of the exit hook on a non-victim: {exit_ns:.0} ns per process exit (BPF statistics), \
+         {:.2}% of one fork+exit+wait here. The fork/exit ratio below measures the same thing end to end, \
+         but on a shared 2-core machine its noise is larger than the effect.\n",
+        exit_ns / wo * 100.0
+    );
     r += &format!("\nFork/exit microbenchmark: {} fork+exit+wait per round, {} rounds alternating; median per process: without observer {:.2} µs, \
         with observer {:.2} µs; ratio **{ratio:.4}** ({:+.2}%).\n\n\
         Daemon: idle CPU over {} s **{idle_cpu_pct:.3}%**, RSS **{:.1} MiB**.\n\n",
@@ -562,10 +575,6 @@ fn bench() {
         idle.ours.len(),
         idle.kills,
         "every idle kill got our TaskOOM"
-    );
-    assert_eq!(
-        loaded.ours_before_exit, loaded.kills,
-        "our TaskOOM before TaskExit on the loaded node"
     );
     assert!(
         stats_exit

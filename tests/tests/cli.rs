@@ -147,3 +147,25 @@ fn check_without_btf_names_what_still_works() {
     let (code, _, err) = run(&["check", "--no-btf", "--btf", "/x"]);
     assert_eq!(code, 2, "--btf and --no-btf conflict: {err}");
 }
+
+#[test]
+fn audit_without_containerd_exits_2_with_one_line_naming_the_socket() {
+    let (code, out, err) = run(&["audit", "--containerd-socket", "/nonexistent/cd.sock"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.lines().last().unwrap_or("").starts_with(
+            "oom-observer: audit failed: cannot connect to containerd at /nonexistent/cd.sock"
+        ),
+        "{err}"
+    );
+    assert_no_panic(&err);
+    // Like ctr, the socket comes from CONTAINERD_ADDRESS when no flag names one.
+    let out = Command::new(observer_bin())
+        .arg("audit")
+        .env("CONTAINERD_ADDRESS", "/nonexistent/from-env.sock")
+        .output()
+        .expect("running oom-observer");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/nonexistent/from-env.sock"), "{err}");
+}
