@@ -129,10 +129,11 @@ pub fn load(
     Err(ObserverError::NoHook(why))
 }
 
+/// What one strategy's attempt came to: the victim hook it used, or why it failed.
+pub type Outcome = Result<&'static str, String>;
+
 /// Tries every strategy on its own, for `check`.
-pub fn probe_all(
-    p: &LoadParams<'_>,
-) -> Result<Vec<(Strategy, Result<&'static str, String>)>, ObserverError> {
+pub fn probe_all(p: &LoadParams<'_>) -> Result<Vec<(Strategy, Outcome)>, ObserverError> {
     let mut out = Vec::new();
     for s in Strategy::ALL {
         let mut ebpf = open(p)?;

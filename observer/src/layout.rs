@@ -102,7 +102,7 @@ impl KernelBtf {
             let member_name = self.btf.resolve_name(m).unwrap_or_default();
             let bits = base_bits + m.bit_offset();
             if member_name == field {
-                return (bits % 8 == 0).then_some(bits / 8);
+                return bits.is_multiple_of(8).then_some(bits / 8);
             }
             if member_name.is_empty() {
                 let inner = self.btf.resolve_chained_type(m).ok()?;

@@ -412,7 +412,6 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     };
     let mut loaded = hooks::load(&params, opts.hook, setup.wants_stall_watcher())?;
     // The kernel's BTF (tens of MiB parsed) is needed only to load: give it back.
-    drop(params);
     drop(setup.aya_btf.take());
     release_freed_memory();
     for (s, why) in &loaded.refused {
