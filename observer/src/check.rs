@@ -18,11 +18,24 @@ pub struct Report {
     pub best: Option<hooks::Strategy>,
 }
 
+/// The SHA-256 of the embedded eBPF object, in hex: the same object serves every kernel and
+/// architecture, and this is how a node (or the VM matrix) tells which one it runs.
+pub fn object_sha256(object: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(object)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Probes the node. Loading programs needs privilege; without it the error says so.
+/// With `programs`, each strategy that works is loaded in full (with its auxiliary
+/// programs) and the verifier's instruction count of every program is listed.
 pub fn check(
     object: &[u8],
     btf_file: Option<&std::path::Path>,
     ring_bytes: u32,
+    programs: bool,
 ) -> Result<Report, ObserverError> {
     let s = setup::prepare(btf_file, true)?;
     let mut t = String::new();
@@ -41,6 +54,11 @@ pub fn check(
         let _ = writeln!(t, "{k:<18} {v}");
     };
     row(&mut t, "kernel", &kernel);
+    row(
+        &mut t,
+        "ebpf object",
+        &format!("sha256:{} ({} bytes)", object_sha256(object), object.len()),
+    );
     let btf = match (&s.btf_source, &s.btf_problem) {
         (_, Some(p)) => format!("missing: {p}"),
         (BtfSource::Kernel, None) => format!("ok ({})", crate::layout::SYS_BTF),
@@ -97,6 +115,25 @@ pub fn check(
             Err(why) => format!("no: {why}"),
         };
         row(&mut t, &format!("hook {strategy}"), &v);
+    }
+    if programs {
+        for (strategy, outcome) in &results {
+            if outcome.is_err() {
+                continue;
+            }
+            let v = match hooks::load(&params, Some(*strategy), s.wants_stall_watcher()) {
+                Ok(loaded) => hooks::program_stats(&loaded.ebpf)
+                    .iter()
+                    .map(|(name, n)| match n {
+                        Some(n) => format!("{name}={n}"),
+                        None => format!("{name}=?"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Err(e) => format!("load failed: {e}"),
+            };
+            row(&mut t, &format!("insns {strategy}"), &v);
+        }
     }
     if let Some(loss) = s.btf_loss() {
         row(&mut t, "note", &loss);

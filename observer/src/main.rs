@@ -38,6 +38,10 @@ enum Command {
         /// Read kernel BTF from this file instead of /sys/kernel/btf/vmlinux.
         #[arg(long, value_name = "FILE")]
         btf: Option<PathBuf>,
+        /// Also load each working strategy in full and list the verifier's instruction
+        /// count for every program (`insns <strategy> name=N ...`).
+        #[arg(long)]
+        programs: bool,
     },
 }
 
@@ -98,16 +102,18 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Check { btf } => match check::check(EBPF_OBJECT, btf.as_deref(), 256 * 1024) {
-            Ok(report) => {
-                print!("{}", report.text);
-                if report.best.is_some() {
-                    ExitCode::SUCCESS
-                } else {
-                    fail(&ObserverError::NoHook("see the table above".into()))
+        Command::Check { btf, programs } => {
+            match check::check(EBPF_OBJECT, btf.as_deref(), 256 * 1024, programs) {
+                Ok(report) => {
+                    print!("{}", report.text);
+                    if report.best.is_some() {
+                        ExitCode::SUCCESS
+                    } else {
+                        fail(&ObserverError::NoHook("see the table above".into()))
+                    }
                 }
+                Err(e) => fail(&e),
             }
-            Err(e) => fail(&e),
-        },
+        }
     }
 }
