@@ -364,7 +364,10 @@ pub fn oom_kill_fexit(_ctx: FExitContext) -> i32 {
 
 #[kprobe]
 pub fn oom_kill_kprobe(ctx: ProbeContext) -> u32 {
-    if let Some(oc) = ctx.arg::<u64>(0) {
+    // Not `ctx.arg(0)`: aya-ebpf picks the argument register's place in pt_regs for the
+    // architecture the object is *built* on, so on arm64 an x86_64-built object would read
+    // x14 instead of x0. The daemon passes the running kernel's offset instead.
+    if let Some(oc) = read_at::<u64>(ctx.regs as u64, layout!(kprobe_arg0)) {
         stash_oom_control(oc, hook::KPROBE);
     }
     0

@@ -268,6 +268,11 @@ fn attach_strategy(
         }
         Strategy::Kprobe => {
             need_layout(p, "kprobe")?;
+            if p.layout.kprobe_arg0 == ABSENT {
+                return Err(
+                    "kprobe: where this architecture passes arguments in pt_regs is unknown".into(),
+                );
+            }
             for (name, what) in [
                 ("oom_kill_kprobe", "kprobe"),
                 ("oom_kill_kretprobe", "kretprobe"),
