@@ -91,7 +91,12 @@ pub fn victim(err: &mut Errors, e: &Value, sees: Sees, want: &Want<'_>, is_trigg
     let v = &e["victim"];
     err.eq(e, "victim.pid", &v["pid"], want.pid.into());
     // cgroup v2: there is no separate unified id.
-    err.eq(e, "victim.unified_cgroup_id", &v["unified_cgroup_id"], Value::Null);
+    err.eq(
+        e,
+        "victim.unified_cgroup_id",
+        &v["unified_cgroup_id"],
+        Value::Null,
+    );
     if sees.every_victim_task || is_trigger {
         err.eq(e, "victim.tgid", &v["tgid"], want.pid.into());
         err.eq(e, "victim.comm", &v["comm"], want.comm.into());

@@ -220,7 +220,10 @@ fn show(evs: &[Value]) -> String {
     if evs.is_empty() {
         return "none".into();
     }
-    evs.iter().map(Value::to_string).collect::<Vec<_>>().join(" ")
+    evs.iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn spawn_hog(dir: &Path, extra: &[&str], piped: bool) -> Result<Child, String> {

@@ -1,11 +1,6 @@
 //! The guest as a machine: mounts, the console protocol, the kernel log, power-off.
 
-use std::{
-    ffi::CString,
-    fs,
-    io::Write,
-    path::Path,
-};
+use std::{ffi::CString, fs, io::Write, path::Path};
 
 use serde_json::Value;
 
