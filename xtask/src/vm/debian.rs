@@ -26,6 +26,65 @@ pub struct Kernel {
 /// How old apt's package lists may be before the run refreshes them.
 const LISTS_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
 
+/// Which apt to ask: the machine's own configuration, or a private one for a suite the
+/// machine does not use (an older release's security suite), whose lists live in the cache
+/// and which leaves the machine's apt configuration untouched.
+pub struct Apt {
+    opts: Vec<String>,
+}
+
+impl Apt {
+    /// The machine's apt, as configured.
+    pub fn system() -> Apt {
+        Apt { opts: Vec::new() }
+    }
+
+    /// A private apt for one `deb` line (signed by a key the machine already trusts), for
+    /// both architectures; its lists are refreshed like the system's.
+    pub fn private(cache: &Path, name: &str, deb_line: &str) -> Result<Apt> {
+        let dir = cache.join(format!("apt-{name}"));
+        for d in ["lists/partial", "archives/partial", "parts"] {
+            fs::create_dir_all(dir.join(d))?;
+        }
+        fs::write(dir.join("sources.list"), format!("{deb_line}\n"))?;
+        let p = |k: &str, v: &Path| format!("{k}={}", v.display());
+        let apt = Apt {
+            opts: vec![
+                p("Dir::Etc::SourceList", &dir.join("sources.list")),
+                p("Dir::Etc::SourceParts", &dir.join("parts")),
+                p("Dir::State::Lists", &dir.join("lists")),
+                p("Dir::Cache", &dir),
+                "APT::Architectures::=amd64".into(),
+                "APT::Architectures::=arm64".into(),
+            ],
+        };
+        if !is_fresh(&dir.join("updated")) {
+            eprintln!("vm: apt-get update ({deb_line})");
+            match run(apt.cmd("apt-get").args(["update", "-qq"])) {
+                Ok(()) => fs::write(dir.join("updated"), b"")?,
+                Err(e) => eprintln!("vm: apt-get update failed ({e:#}); using the cache"),
+            }
+        }
+        Ok(apt)
+    }
+
+    fn cmd(&self, tool: &str) -> Command {
+        let mut c = Command::new(tool);
+        for o in &self.opts {
+            c.arg("-o").arg(o);
+        }
+        c
+    }
+}
+
+fn is_fresh(stamp: &Path) -> bool {
+    fs::metadata(stamp)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age < LISTS_MAX_AGE)
+}
+
 /// Makes sure dpkg knows `arm64` (to download arm64 kernels) and apt's lists are fresh
 /// enough to resolve the newest kernels. A failed refresh (no network) is not fatal: cached
 /// kernels can still serve.
@@ -37,12 +96,7 @@ pub fn prepare_apt(cache: &Path, foreign_arch: &str) -> Result<()> {
         run(Command::new("dpkg").args(["--add-architecture", foreign_arch]))?;
     }
     let stamp = cache.join("apt-updated");
-    let fresh = fs::metadata(&stamp)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .is_some_and(|age| age < LISTS_MAX_AGE);
-    stale |= !fresh;
+    stale |= !is_fresh(&stamp);
     if stale {
         eprintln!("vm: apt-get update");
         match run(Command::new("apt-get").args(["update", "-qq"])) {
@@ -87,9 +141,9 @@ fn which(bin: &str) -> Option<PathBuf> {
 /// Resolves a meta-package (e.g. `linux-image-6.12-cloud-arm64`) to the kernel image it
 /// currently depends on, which must belong to `series` (e.g. `6.12`), and returns that
 /// kernel, downloading and unpacking it unless this version is cached.
-pub fn kernel(cache: &Path, meta: &str, arch: &str, series: &str) -> Result<Kernel> {
+pub fn kernel(apt: &Apt, cache: &Path, meta: &str, arch: &str, series: &str) -> Result<Kernel> {
     let q = |name: &str| format!("{name}:{arch}");
-    let resolved = resolve(&q(meta), series);
+    let resolved = resolve(apt, &q(meta), series);
     let (package, version) = match resolved {
         Ok(pv) => pv,
         Err(e) => {
@@ -113,11 +167,28 @@ pub fn kernel(cache: &Path, meta: &str, arch: &str, series: &str) -> Result<Kern
     let work = cache.join("download");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
-    run(Command::new("apt-get")
+    let fetched = run(apt
+        .cmd("apt-get")
         .current_dir(&work)
         // Running as root into a directory _apt cannot write: do not drop privileges.
         .args(["-qq", "-o", "APT::Sandbox::User=root", "download"])
-        .arg(format!("{}={version}", q(&package))))?;
+        .arg(format!("{}={version}", q(&package))));
+    if let Err(e) = fetched {
+        // The archive lists a build it does not serve (yet): an older cached one of the
+        // same series still proves the point, and the report names the one used.
+        let (p, v) = newest_cached(cache, series, arch)
+            .with_context(|| format!("downloading {package} {version}: {e:#}"))?;
+        eprintln!("vm: downloading {package} {version} failed ({e:#}); using cached {p} {v}");
+        let vmlinuz = cache
+            .join("kernels")
+            .join(format!("{p}_{v}"))
+            .join("vmlinuz");
+        return Ok(Kernel {
+            package: p,
+            version: v,
+            vmlinuz,
+        });
+    }
     let deb = fs::read_dir(&work)?
         .flatten()
         .map(|e| e.path())
@@ -160,8 +231,8 @@ pub fn kernel(cache: &Path, meta: &str, arch: &str, series: &str) -> Result<Kern
 }
 
 /// The kernel package a meta-package depends on, and its candidate version.
-fn resolve(meta: &str, series: &str) -> Result<(String, String)> {
-    let deps = output(Command::new("apt-cache").args(["depends", meta]))?;
+fn resolve(apt: &Apt, meta: &str, series: &str) -> Result<(String, String)> {
+    let deps = output(apt.cmd("apt-cache").args(["depends", meta]))?;
     let package = deps
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
@@ -172,7 +243,7 @@ fn resolve(meta: &str, series: &str) -> Result<(String, String)> {
         bail!("{meta} now points at {package}, not a Linux {series} kernel");
     }
     let arch = meta.split_once(':').map(|(_, a)| a).unwrap_or("");
-    let show = output(Command::new("apt-cache").args([
+    let show = output(apt.cmd("apt-cache").args([
         "show",
         "--no-all-versions",
         &format!("{package}:{arch}"),
@@ -199,6 +270,16 @@ fn newest_cached(cache: &Path, series: &str, arch: &str) -> Result<(String, Stri
                 .then(|| (p.to_string(), v.to_string()))
         })
         .collect();
-    found.sort_by(|a, b| a.1.cmp(&b.1));
+    found.sort_by(|a, b| {
+        let newer = Command::new("dpkg")
+            .args(["--compare-versions", &a.1, "gt", &b.1])
+            .status()
+            .is_ok_and(|s| s.success());
+        if newer {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Less
+        }
+    });
     found.pop().context("no cached kernel of this series")
 }

@@ -104,16 +104,26 @@ pub struct GuestResult {
     pub problems: Vec<String>,
 }
 
+/// What a guest must show.
+pub struct Expect<'a> {
+    /// `uname -m`.
+    pub machine: &'a str,
+    /// The eBPF object built on the host.
+    pub sha256: &'a str,
+    /// Strategies the kernel is known not to support (n/a allowed).
+    pub unsupported: &'a [&'a str],
+}
+
 /// Judges a guest: it must finish, run the very object the host built, and pass every
 /// scenario of every strategy it is expected to support.
 pub fn judge(
     c: &Console,
-    expect_machine: &str,
-    host_sha256: &str,
+    want: &Expect<'_>,
     timed_out: bool,
     status: &str,
     console_tail: &str,
 ) -> Vec<String> {
+    let (expect_machine, host_sha256) = (want.machine, want.sha256);
     let mut p = Vec::new();
     if timed_out {
         p.push(format!(
@@ -147,6 +157,7 @@ pub fn judge(
     for s in STRATEGIES {
         match c.strategies.get(s) {
             None => p.push(format!("{s}: not reported")),
+            Some(info) if !info.supported && want.unsupported.contains(&s) => {}
             Some(info) if !info.supported => p.push(format!(
                 "{s}: expected to work on this kernel, but check says: {}",
                 info.reason.as_deref().unwrap_or("?")
@@ -156,7 +167,7 @@ pub fn judge(
         for sc in SCENARIOS {
             match c.rows.get(&(s.to_string(), sc.to_string())) {
                 Some(r) if r.status == "pass" => {}
-                Some(r) if r.status == "na" => {}
+                Some(r) if r.status == "na" && want.unsupported.contains(&s) => {}
                 Some(r) => p.push(format!("{s}/{sc}: {}", r.detail)),
                 None if c.done_seconds.is_some() => p.push(format!("{s}/{sc}: no result")),
                 None => {}
@@ -223,36 +234,36 @@ pub fn markdown(results: &[GuestResult], sum: &Summary<'_>) -> String {
     let _ = writeln!(t, "## Results\n");
     let _ = writeln!(
         t,
-        "| kernel (Debian package) | arch | strategy | single | pod | group | global | stream |"
+        "| kernel | arch | strategy | single | pod | group | global | stream |"
     );
     let _ = writeln!(t, "|---|---|---|---|---|---|---|---|");
     for r in results {
-        let kernel = format!(
-            "{} (`{}` {})",
-            r.console.kernel.as_deref().unwrap_or("?"),
-            r.package,
-            r.version
-        );
+        let kernel = r.console.kernel.as_deref().unwrap_or(&r.package);
         for s in STRATEGIES {
-            let mut cells: Vec<String> =
-                SCENARIOS.iter().map(|sc| cell(&r.console, s, sc)).collect();
-            if r.console.kernel.is_none() {
-                cells = vec!["**NO BOOT**".into(); SCENARIOS.len()];
-            }
+            let cells: Vec<String> = if r.console.kernel.is_none() {
+                vec!["**NO BOOT**".into(); SCENARIOS.len()]
+            } else {
+                SCENARIOS.iter().map(|sc| cell(&r.console, s, sc)).collect()
+            };
             let _ = writeln!(t, "| {kernel} | {} | {s} | {} |", r.arch, cells.join(" | "));
         }
     }
     let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "Guests (Debian package and version; time inside the guest, and qemu's wall time):\n"
+    );
     for r in results {
         let _ = writeln!(
             t,
-            "- {} {}: guest ran {} (qemu wall time {}){}",
+            "- {}: `{}` {} — {} inside, {} wall{}",
             r.name,
+            r.package,
             r.version,
             r.console
                 .done_seconds
-                .map(|s| format!("{s:.0} s inside"))
-                .unwrap_or_else(|| "to no end".into()),
+                .map(|s| format!("{s:.0} s"))
+                .unwrap_or_else(|| "no end".into()),
             mmss(r.elapsed),
             if r.problems.is_empty() {
                 ""
@@ -260,6 +271,31 @@ pub fn markdown(results: &[GuestResult], sum: &Summary<'_>) -> String {
                 " — FAILED"
             }
         );
+    }
+    let na: Vec<String> = results
+        .iter()
+        .flat_map(|r| {
+            r.console
+                .strategies
+                .iter()
+                .filter(|(_, i)| !i.supported)
+                .map(move |(s, i)| {
+                    format!(
+                        "- {} {s}: n/a — `oom-observer check` says: {}",
+                        r.name,
+                        i.reason.as_deref().unwrap_or("?")
+                    )
+                })
+        })
+        .collect();
+    if !na.is_empty() {
+        let _ = writeln!(
+            t,
+            "\nStrategies a kernel does not support (expected for these kernels):\n"
+        );
+        for l in na {
+            let _ = writeln!(t, "{l}");
+        }
     }
 
     let mut programs: Vec<String> = results
@@ -274,7 +310,8 @@ pub fn markdown(results: &[GuestResult], sum: &Summary<'_>) -> String {
         t,
         "Instructions the kernel's verifier processed per program (`verified_insns` from \
          `BPF_OBJ_GET_INFO_BY_FD`), as `oom-observer check --programs` reports them in each guest \
-         with every program of the strategy loaded. — : not loaded by that strategy.\n"
+         with every program of the strategy loaded. — : not loaded by that strategy; n/r: not \
+         reported (the kernel reports `verified_insns` since Linux 5.16).\n"
     );
     let _ = writeln!(t, "| kernel | arch | strategy | {} |", programs.join(" | "));
     let _ = writeln!(t, "|---|---|---|{}", "---|".repeat(programs.len()));
@@ -287,7 +324,7 @@ pub fn markdown(results: &[GuestResult], sum: &Summary<'_>) -> String {
                 .iter()
                 .map(|p| match info.insns.get(p) {
                     Some(Some(n)) => n.to_string(),
-                    Some(None) => "?".into(),
+                    Some(None) => "n/r".into(),
                     None => "—".into(),
                 })
                 .collect();

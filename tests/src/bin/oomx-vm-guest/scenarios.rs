@@ -289,8 +289,15 @@ impl Cg {
 impl Drop for Cg {
     fn drop(&mut self) {
         for d in self.children.iter().rev().chain(std::iter::once(&self.dir)) {
-            // cgroup.kill (5.14+) ends everything left inside, then the directory can go.
-            let _ = fs::write(d.join("cgroup.kill"), "1");
+            // cgroup.kill (5.14+) ends everything left inside, then the directory can go;
+            // older kernels get each process killed by pid.
+            if fs::write(d.join("cgroup.kill"), "1").is_err() {
+                let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    // SAFETY: kill(2) on processes in our own scratch cgroup.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
             for _ in 0..500 {
                 if fs::remove_dir(d).is_ok() || !d.exists() {
                     break;
