@@ -299,7 +299,7 @@ fn test(extra: &[OsString]) -> Result<()> {
     let bin_dir = root.join("target/debug");
     run(Command::new("cargo")
         .current_dir(&root)
-        .args(["test", "--workspace", "--exclude", "xtask"])
+        .args(["test", "--workspace"])
         .args(extra)
         .env("OOM_OBSERVER_EBPF_OBJ", &obj)
         .env("OOM_OBSERVER_BIN", bin_dir.join("oom-observer"))

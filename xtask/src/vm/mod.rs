@@ -94,8 +94,12 @@ const MATRIX: [GuestDef; 5] = [
 
 /// Guest RAM: small, so the global scenario's OOM comes quickly.
 const GUEST_MIB: u32 = 256;
-/// A guest that has not powered off by then is hung: kill it and fail.
-const GUEST_LIMIT: Duration = Duration::from_secs(9 * 60);
+/// Emulated CPUs per guest: two, so the OOM killer, its victims and the observer really run
+/// concurrently, as on a node.
+const GUEST_CPUS: u32 = 2;
+/// A guest that has not powered off by then is hung: kill it and fail. A guest takes about
+/// 30 s; with two at a time even a matrix of hung guests ends well inside CI's 20 minutes.
+const GUEST_LIMIT: Duration = Duration::from_secs(4 * 60);
 /// Guests at once: one emulated CPU each, on a 2-core machine.
 const PARALLEL: usize = 2;
 
@@ -108,6 +112,13 @@ pub struct VmOptions {
     /// Write the results page somewhere else than docs/vm-matrix.md.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Wall-clock limit per guest in seconds (default 240).
+    #[arg(long, value_name = "SECS")]
+    pub guest_timeout: Option<u64>,
+    /// Extra kernel command line for every guest (e.g. `loglevel=7` to see the kernel's
+    /// messages on the console).
+    #[arg(long, value_name = "ARGS")]
+    pub append: Option<String>,
 }
 
 pub fn vm_test(opts: &VmOptions) -> Result<()> {
@@ -178,8 +189,15 @@ pub fn vm_test(opts: &VmOptions) -> Result<()> {
         initrds.push((*a, img));
     }
 
-    // Boot the guests, PARALLEL at a time.
-    let queue: Mutex<VecDeque<usize>> = Mutex::new((0..guests.len()).collect());
+    if opts.only.is_none() {
+        prune_kernels(&cache, &kernels);
+    }
+
+    // Boot the guests, PARALLEL at a time, arm64 first: emulating it is the slowest, and
+    // starting the long ones first ends the matrix sooner.
+    let mut order: Vec<usize> = (0..guests.len()).collect();
+    order.sort_by_key(|&i| guests[i].arch != Arch::Aarch64);
+    let queue: Mutex<VecDeque<usize>> = Mutex::new(order.into_iter().collect());
     let results: Mutex<Vec<Option<GuestResult>>> =
         Mutex::new((0..guests.len()).map(|_| None).collect());
     thread::scope(|s| {
@@ -190,7 +208,7 @@ pub fn vm_test(opts: &VmOptions) -> Result<()> {
                 };
                 let g = guests[i];
                 let initrd = &initrds.iter().find(|(a, _)| *a == g.arch).expect("built").1;
-                let r = run_guest(g, &kernels[i], initrd, &work, &sha);
+                let r = run_guest(g, &kernels[i], initrd, &work, &sha, opts);
                 if let Ok(mut rs) = results.lock() {
                     rs[i] = Some(r);
                 }
@@ -266,6 +284,7 @@ fn run_guest(
     initrd: &Path,
     work: &Path,
     sha: &str,
+    opts: &VmOptions,
 ) -> GuestResult {
     eprintln!("vm: {} booting {} {}", g.name, k.package, k.version);
     let log = work.join(format!("{}.console.log", g.name));
@@ -278,7 +297,20 @@ fn run_guest(
         elapsed: Duration::ZERO,
         problems: Vec::new(),
     };
-    match qemu::boot(g.arch, &k.vmlinuz, initrd, GUEST_MIB, &log, GUEST_LIMIT) {
+    let spec = qemu::BootSpec {
+        arch: g.arch,
+        vmlinuz: &k.vmlinuz,
+        initrd,
+        memory_mib: GUEST_MIB,
+        cpus: GUEST_CPUS,
+        extra_append: opts.append.as_deref(),
+        log: &log,
+        limit: opts
+            .guest_timeout
+            .map(Duration::from_secs)
+            .unwrap_or(GUEST_LIMIT),
+    };
+    match qemu::boot(&spec) {
         Ok(b) => {
             r.console = report::parse(&b.console);
             r.elapsed = b.elapsed;
@@ -365,6 +397,20 @@ fn write_initramfs(bins: &GuestBins, out: &Path) -> Result<()> {
     c.file("bin/oom-observer", 0o755, &read(&bins.observer)?);
     c.file("bin/oomx-hog", 0o755, &read(&bins.hog)?);
     fs::write(out, c.finish()).with_context(|| format!("writing {}", out.display()))
+}
+
+/// Removes cached kernels the matrix no longer uses (older builds of each series).
+fn prune_kernels(cache: &Path, used: &[debian::Kernel]) {
+    let Ok(dir) = cache.join("kernels").read_dir() else {
+        return;
+    };
+    for e in dir.flatten() {
+        let p = e.path();
+        if !used.iter().any(|k| k.vmlinuz.parent() == Some(p.as_path())) {
+            eprintln!("vm: removing unused cached kernel {}", p.display());
+            let _ = fs::remove_dir_all(&p);
+        }
+    }
 }
 
 fn hex(b: &[u8]) -> String {

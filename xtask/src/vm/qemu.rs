@@ -80,28 +80,50 @@ pub struct Boot {
     pub log: PathBuf,
 }
 
-/// Boots `vmlinuz` with `initrd`, waits for the guest to power off (or for `limit`), and
-/// returns its console.
-pub fn boot(
-    arch: Arch,
-    vmlinuz: &Path,
-    initrd: &Path,
-    memory_mib: u32,
-    log: &Path,
-    limit: Duration,
-) -> Result<Boot> {
+/// How to boot a guest.
+pub struct BootSpec<'a> {
+    pub arch: Arch,
+    pub vmlinuz: &'a Path,
+    pub initrd: &'a Path,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// Extra kernel command line, after the matrix's own (later settings win).
+    pub extra_append: Option<&'a str>,
+    /// Where the console goes.
+    pub log: &'a Path,
+    /// Wall-clock limit: a guest still running then is killed and reported hung.
+    pub limit: Duration,
+}
+
+/// Boots the guest, waits for it to power off (or for the limit), and returns its console.
+pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
+    let BootSpec {
+        arch,
+        vmlinuz,
+        initrd,
+        memory_mib,
+        cpus,
+        extra_append,
+        log,
+        limit,
+    } = *spec;
     let _ = fs::remove_file(log);
     // loglevel=1: only emergencies (a panic) reach the console, so the kernel's OOM reports
     // do not bury the verdict lines; panic=-1 and oops=panic turn any kernel crash into an
     // immediate reboot, which -no-reboot turns into qemu exiting: never a hung run.
-    let append = format!(
+    let mut append = format!(
         "console={} loglevel=1 panic=-1 oops=panic rdinit=/init",
         arch.console()
     );
+    if let Some(extra) = extra_append {
+        append.push(' ');
+        append.push_str(extra);
+    }
     let mut cmd = Command::new(arch.qemu().0);
     cmd.args(["-accel", "tcg"])
         .args(arch.machine_args())
-        .args(["-m", &format!("{memory_mib}M"), "-smp", "1"])
+        .args(["-m", &format!("{memory_mib}M")])
+        .args(["-smp", &cpus.to_string()])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))

@@ -156,6 +156,8 @@ pub fn judge(
     }
     for s in STRATEGIES {
         match c.strategies.get(s) {
+            // A guest that did not finish has already failed for that reason.
+            None if c.done_seconds.is_none() => {}
             None => p.push(format!("{s}: not reported")),
             Some(info) if !info.supported && want.unsupported.contains(&s) => {}
             Some(info) if !info.supported => p.push(format!(
@@ -381,3 +383,120 @@ an unclaimed one must be `null`:
 Any guest that hangs or panics ends at once (`panic=-1`, `-no-reboot`) or at its time limit, and
 fails with its console tail.
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "ab12";
+
+    /// A console as `oomx-vm-guest` prints it, kernel noise included.
+    fn console(fentry_supported: bool, single: &str) -> String {
+        let mut c = String::from(
+            "[    1.0] random kernel line\n\
+             OOMX {\"type\":\"boot\",\"kernel\":\"6.1.0-56-cloud-amd64\",\"machine\":\"x86_64\"}\n\
+             OOMX-LOG hook fentry        ok\n\
+             OOMX {\"type\":\"object\",\"sha256\":\"ab12\"}\n",
+        );
+        for s in STRATEGIES {
+            let supported = s != "fentry" || fentry_supported;
+            c.push_str(&format!(
+                "OOMX {{\"type\":\"strategy\",\"strategy\":\"{s}\",\"supported\":{supported},\
+                 \"reason\":{},\"insns\":{{\"mark_victim_btf\":120,\"old\":null}}}}\n",
+                if supported {
+                    "null"
+                } else {
+                    "\"no trampolines\""
+                }
+            ));
+            for sc in SCENARIOS {
+                let status = if !supported {
+                    "na"
+                } else if sc == "single" && s == "kprobe" {
+                    single
+                } else {
+                    "pass"
+                };
+                // A kernel message glued in front must not hide the verdict.
+                c.push_str(&format!(
+                    "[ 2.0] x OOMX {{\"type\":\"result\",\"strategy\":\"{s}\",\"scenario\":\"{sc}\",\
+                     \"status\":\"{status}\",\"detail\":\"d\",\"seconds\":1.5}}\n"
+                ));
+            }
+        }
+        c.push_str("OOMX {\"type\":\"done\",\"seconds\":20.0}\n");
+        c
+    }
+
+    fn expect(unsupported: &'static [&'static str]) -> Expect<'static> {
+        Expect {
+            machine: "x86_64",
+            sha256: SHA,
+            unsupported,
+        }
+    }
+
+    #[test]
+    fn a_complete_passing_console_passes() {
+        let c = parse(&console(true, "pass"));
+        assert_eq!(c.kernel.as_deref(), Some("6.1.0-56-cloud-amd64"));
+        assert_eq!(c.rows.len(), STRATEGIES.len() * SCENARIOS.len());
+        assert_eq!(c.strategies["tp_btf"].insns["mark_victim_btf"], Some(120));
+        assert_eq!(c.strategies["tp_btf"].insns["old"], None);
+        assert!(judge(&c, &expect(&[]), false, "exit 0", "").is_empty());
+    }
+
+    #[test]
+    fn a_failed_scenario_or_another_object_fails() {
+        let c = parse(&console(true, "fail"));
+        let p = judge(&c, &expect(&[]), false, "exit 0", "");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("kprobe/single"));
+        let c = parse(&console(true, "pass"));
+        let other = Expect {
+            sha256: "ffff",
+            ..expect(&[])
+        };
+        assert!(judge(&c, &other, false, "exit 0", "")[0].contains("not the one built"));
+    }
+
+    #[test]
+    fn n_a_passes_only_where_expected() {
+        let c = parse(&console(false, "pass"));
+        assert!(judge(&c, &expect(&["fentry"]), false, "exit 0", "").is_empty());
+        let p = judge(&c, &expect(&[]), false, "exit 0", "");
+        assert!(p.iter().any(|l| l.contains("no trampolines")), "{p:?}");
+    }
+
+    #[test]
+    fn a_guest_that_never_finishes_fails_once_with_its_console() {
+        let full = console(true, "pass");
+        let cut: String = full.lines().take(6).collect::<Vec<_>>().join("\n");
+        let c = parse(&cut);
+        let p = judge(&c, &expect(&[]), false, "exit 0", "Kernel panic");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("Kernel panic"));
+        let p = judge(&c, &expect(&[]), true, "killed", "tail");
+        assert!(p[0].contains("hung"), "{p:?}");
+        let md = markdown(
+            &[GuestResult {
+                name: "g".into(),
+                arch: "x86_64",
+                package: "linux-image-x".into(),
+                version: "1".into(),
+                console: c,
+                elapsed: Duration::from_secs(3),
+                problems: p,
+            }],
+            &Summary {
+                date: "today".into(),
+                host_sha256: SHA,
+                object_bytes: 1,
+                qemu: "qemu".into(),
+                wall: Duration::from_secs(61),
+                downloads: "cached".into(),
+            },
+        );
+        assert!(md.contains("FAILURES") && md.contains("1m 01s"), "{md}");
+    }
+}
