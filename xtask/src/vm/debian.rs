@@ -39,27 +39,25 @@ impl Apt {
         Apt { opts: Vec::new() }
     }
 
-    /// A private apt for one `deb` line (signed by a key the machine already trusts), for
-    /// both architectures; its lists are refreshed like the system's.
-    pub fn private(cache: &Path, name: &str, deb_line: &str) -> Result<Apt> {
+    /// A private apt for some `deb` lines (signed by keys the machine already trusts), for
+    /// the given architectures; its lists are refreshed like the system's.
+    pub fn private(cache: &Path, name: &str, deb_lines: &str, archs: &[&str]) -> Result<Apt> {
         let dir = cache.join(format!("apt-{name}"));
         for d in ["lists/partial", "archives/partial", "parts"] {
             fs::create_dir_all(dir.join(d))?;
         }
-        fs::write(dir.join("sources.list"), format!("{deb_line}\n"))?;
+        fs::write(dir.join("sources.list"), format!("{deb_lines}\n"))?;
         let p = |k: &str, v: &Path| format!("{k}={}", v.display());
-        let apt = Apt {
-            opts: vec![
-                p("Dir::Etc::SourceList", &dir.join("sources.list")),
-                p("Dir::Etc::SourceParts", &dir.join("parts")),
-                p("Dir::State::Lists", &dir.join("lists")),
-                p("Dir::Cache", &dir),
-                "APT::Architectures::=amd64".into(),
-                "APT::Architectures::=arm64".into(),
-            ],
-        };
+        let mut opts = vec![
+            p("Dir::Etc::SourceList", &dir.join("sources.list")),
+            p("Dir::Etc::SourceParts", &dir.join("parts")),
+            p("Dir::State::Lists", &dir.join("lists")),
+            p("Dir::Cache", &dir),
+        ];
+        opts.extend(archs.iter().map(|a| format!("APT::Architectures::={a}")));
+        let apt = Apt { opts };
         if !is_fresh(&dir.join("updated")) {
-            eprintln!("vm: apt-get update ({deb_line})");
+            eprintln!("vm: apt-get update (private lists: {name})");
             match run(apt.cmd("apt-get").args(["update", "-qq"])) {
                 Ok(()) => fs::write(dir.join("updated"), b"")?,
                 Err(e) => eprintln!("vm: apt-get update failed ({e:#}); using the cache"),
@@ -110,7 +108,12 @@ pub fn prepare_apt(cache: &Path, foreign_arch: &str) -> Result<()> {
 }
 
 /// Installs Debian's qemu packages if a binary is missing.
-pub fn ensure_qemu(binaries: &[(&str, &str)]) -> Result<()> {
+///
+/// From the release's backports suite when it has them: Debian 12's own qemu-system (7.2)
+/// would replace the newer `qemu-utils` (from backports) that the project's machine image
+/// ships, so a test run would silently remove the machine's `qemu-img`. The backports build
+/// matches it. Without backports, the release's own packages are used.
+pub fn ensure_qemu(cache: &Path, binaries: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = binaries
         .iter()
         .filter(|(bin, _)| which(bin).is_none())
@@ -119,17 +122,53 @@ pub fn ensure_qemu(binaries: &[(&str, &str)]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("vm: installing {}", missing.join(" "));
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let install = |apt: &Apt, extra: &[&str]| {
+        run(apt
+            .cmd("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(extra)
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    let from_backports = os_codename().and_then(|c| {
+        let mirror = "http://deb.debian.org/debian";
+        let lines = format!(
+            "deb {mirror} {c} main\ndeb {mirror} {c}-updates main\n\
+             deb {mirror}-security {c}-security main\ndeb {mirror} {c}-backports main"
+        );
+        let host = output(Command::new("dpkg").arg("--print-architecture"))?;
+        let apt = Apt::private(
+            cache,
+            &format!("{c}-with-backports"),
+            &lines,
+            &[host.trim()],
+        )?;
+        eprintln!("vm: installing {} from {c}-backports", missing.join(" "));
+        install(&apt, &["-t", &format!("{c}-backports")])
+    });
+    if let Err(e) = from_backports {
+        eprintln!(
+            "vm: {e:#}; installing {} from the machine's apt sources",
+            missing.join(" ")
+        );
+        install(&Apt::system(), &[])?;
+    }
     for (bin, pkg) in binaries {
         if which(bin).is_none() {
             bail!("{bin} still missing after installing {pkg}");
         }
     }
     Ok(())
+}
+
+/// The Debian release's code name (`bookworm`), from /etc/os-release.
+fn os_codename() -> Result<String> {
+    let text = fs::read_to_string("/etc/os-release")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+        .context("/etc/os-release names no VERSION_CODENAME")
 }
 
 fn which(bin: &str) -> Option<PathBuf> {

@@ -146,14 +146,19 @@ pub fn vm_test(opts: &VmOptions) -> Result<()> {
     };
 
     // Tools and kernels from Debian's archive.
-    debian::ensure_qemu(&archs.iter().map(|a| a.qemu()).collect::<Vec<_>>())?;
+    debian::ensure_qemu(&cache, &archs.iter().map(|a| a.qemu()).collect::<Vec<_>>())?;
     debian::prepare_apt(&cache, Arch::Aarch64.deb())?;
     let mut downloaded = false;
     let mut kernels = Vec::new();
     for g in &guests {
         let apt = match g.suite {
             None => debian::Apt::system(),
-            Some((name, line)) => debian::Apt::private(&cache, name, line)?,
+            Some((name, line)) => debian::Apt::private(
+                &cache,
+                name,
+                line,
+                &[Arch::X86_64.deb(), Arch::Aarch64.deb()],
+            )?,
         };
         let before = cache
             .join("kernels")
