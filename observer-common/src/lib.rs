@@ -267,8 +267,10 @@ pub struct KernelLayout {
     /// Nonzero when `tp_btf/mark_victim` passes `struct task_struct *` (Linux 6.8+),
     /// zero when it passes only `int pid`.
     pub tp_btf_victim_is_task: u32,
-    /// Keeps the size a multiple of 8.
-    pub _pad: u32,
+    /// Offset in `struct pt_regs` of the register that carries a function's first argument
+    /// (kprobes): `di` on x86_64, `regs[0]` on arm64. It depends on the kernel's
+    /// architecture, which one object file for every architecture cannot know when it is built.
+    pub kprobe_arg0: u32,
 }
 
 impl KernelLayout {
@@ -309,7 +311,7 @@ impl KernelLayout {
             tp_mkdir_level: ABSENT,
             tp_mkdir_path: ABSENT,
             tp_btf_victim_is_task: 0,
-            _pad: 0,
+            kprobe_arg0: ABSENT,
         }
     }
 }

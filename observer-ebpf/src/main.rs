@@ -48,6 +48,21 @@ static OOM_CTX: HashMap<u32, OomContext> = HashMap::with_max_entries(1024, 0);
 #[map]
 static VICTIMS: LruHashMap<u32, VictimState> = LruHashMap::with_max_entries(16384, 0);
 
+/// The task each thread last sent SIGKILL to (see [`kill_signal_btf`]), by sending thread.
+#[map]
+static KILLED: LruHashMap<u32, KilledTask> = LruHashMap::with_max_entries(1024, 0);
+
+/// A SIGKILL's target, as `signal_generate` saw it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct KilledTask {
+    /// `struct task_struct *`.
+    task: u64,
+    /// Its thread id, to match `mark_victim`'s pid.
+    pid: u32,
+    _pad: u32,
+}
+
 /// Threads seen stalled in a memcg OOM, so that one stall is reported once.
 #[map]
 static STALLS: LruHashMap<u32, StallState> = LruHashMap::with_max_entries(4096, 0);
@@ -252,10 +267,19 @@ fn on_mark_victim(victim_hook: u32, victim: Victim, tp: Option<(&TracePointConte
     }
 
     // The task is read where the hook hands it over; otherwise from oom_control.chosen when
-    // the pid matches, or from current when the victim is the allocating task itself.
+    // the pid matches, from the SIGKILL this thread just sent when its target's pid matches
+    // (every victim of a `memory.oom.group` kill, also those that are not `chosen`), or from
+    // current when the victim is the allocating task itself.
     let mut task = victim.task;
     if task == 0 && has_ctx && ctx.chosen_pid == victim.pid {
         task = ctx.chosen;
+    }
+    if task == 0 {
+        if let Some(k) = unsafe { KILLED.get(&tid) } {
+            if k.pid == victim.pid {
+                task = k.task;
+            }
+        }
     }
     if task == 0 && tid == victim.pid {
         task = unsafe { bpf_get_current_task() };
@@ -452,7 +476,10 @@ pub fn oom_kill_fexit(_ctx: FExitContext) -> i32 {
 
 #[kprobe]
 pub fn oom_kill_kprobe(ctx: ProbeContext) -> u32 {
-    if let Some(oc) = ctx.arg::<u64>(0) {
+    // Not `ctx.arg(0)`: aya-ebpf picks the argument register's place in pt_regs for the
+    // architecture the object is *built* on, so on arm64 an x86_64-built object would read
+    // x14 instead of x0. The daemon passes the running kernel's offset instead.
+    if let Some(oc) = read_at::<u64>(ctx.regs as u64, layout!(kprobe_arg0)) {
         stash_oom_control(oc, hook::KPROBE);
     }
     0
@@ -482,6 +509,28 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
     on_mark_victim(hook::TP_BTF, victim, None);
     0
 }
+
+/// Before Linux 6.8 `mark_victim` passes only the victim's pid. The OOM killer sends the
+/// victim SIGKILL from the same thread right before it marks it (`__oom_kill_process`:
+/// `do_send_sig_info` then `mark_oom_victim`), and `signal_generate` hands over the target
+/// task: stash it so `mark_victim` can read the victim's cgroups, comm and uid when the pid
+/// matches. Attached only on kernels whose `mark_victim` lacks the task.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn kill_signal_btf(ctx: BtfTracePointContext) -> i32 {
+    // (int sig, struct kernel_siginfo *info, struct task_struct *task, int group, int result)
+    let sig: u64 = ctx.arg(0);
+    if sig as i32 != SIGKILL {
+        return 0;
+    }
+    let task: u64 = ctx.arg(2);
+    let Some(pid) = read_at::<u32>(task, layout!(task_pid)) else {
+        return 0;
+    };
+    let _ = KILLED.insert(&current_tid(), &KilledTask { task, pid, _pad: 0 }, 0);
+    0
+}
+
+const SIGKILL: i32 = 9;
 
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {

@@ -18,12 +18,25 @@ pub struct Report {
     pub best: Option<hooks::Strategy>,
 }
 
+/// The SHA-256 of the embedded eBPF object, in hex: the same object serves every kernel and
+/// architecture, and this is how a node (or the VM matrix) tells which one it runs.
+pub fn object_sha256(object: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(object)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Probes the node. Loading programs needs privilege; without it the error says so.
+/// With `programs`, each strategy that works is loaded in full (with its auxiliary
+/// programs) and the verifier's instruction count of every program is listed.
 pub fn check(
     object: &[u8],
     btf_file: Option<&std::path::Path>,
     no_btf: bool,
     ring_bytes: u32,
+    programs: bool,
 ) -> Result<Report, ObserverError> {
     let s = setup::prepare(btf_file, no_btf, true)?;
     let mut t = String::new();
@@ -42,6 +55,11 @@ pub fn check(
         let _ = writeln!(t, "{k:<18} {v}");
     };
     row(&mut t, "kernel", &kernel);
+    row(
+        &mut t,
+        "ebpf object",
+        &format!("sha256:{} ({} bytes)", object_sha256(object), object.len()),
+    );
     let btf = match (&s.btf_source, &s.btf_problem) {
         (_, Some(p)) => format!("missing: {p}"),
         (BtfSource::Kernel, None) => format!("ok ({})", crate::layout::SYS_BTF),
@@ -72,7 +90,9 @@ pub fn check(
         row(
             &mut t,
             "oom_kill_process",
-            "not in BTF (inlined or renamed): fentry/kprobe will be refused",
+            // Seen on Debian's arm64 5.10: the function exists (kprobe attaches to its symbol)
+            // but its BTF lacks it, and fentry needs it there.
+            "not in BTF (inlined, renamed, or left out of the BTF): fentry cannot attach; kprobe can if the symbol exists",
         );
     }
     let params = LoadParams {
@@ -99,6 +119,25 @@ pub fn check(
             Err(why) => format!("no: {why}"),
         };
         row(&mut t, &format!("hook {strategy}"), &v);
+    }
+    if programs {
+        for (strategy, outcome) in &results {
+            if outcome.is_err() {
+                continue;
+            }
+            let v = match hooks::load(&params, Some(*strategy), s.wants_stall_watcher()) {
+                Ok(loaded) => hooks::program_stats(&loaded.ebpf)
+                    .iter()
+                    .map(|(name, n)| match n {
+                        Some(n) => format!("{name}={n}"),
+                        None => format!("{name}=?"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Err(e) => format!("load failed: {e}"),
+            };
+            row(&mut t, &format!("insns {strategy}"), &v);
+        }
     }
     if let Some(loss) = s.btf_loss() {
         row(&mut t, "note", &loss);

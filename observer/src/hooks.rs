@@ -107,6 +107,9 @@ pub fn load(
                     ("victim_exit", attach_exit(&mut ebpf, p)),
                     ("cgroup_attach_task", attach_migrations(&mut ebpf, p)),
                 ];
+                if needs_kill_signal(s, p) {
+                    extras.push(("kill_signal", attach_kill_signal(&mut ebpf, p)));
+                }
                 if want_stalls {
                     extras.push(("memcg_stall", attach_stall(&mut ebpf, p)));
                 }
@@ -131,6 +134,21 @@ pub fn load(
 
 /// What one strategy's attempt came to: the victim hook it used, or why it failed.
 pub type Outcome = Result<&'static str, String>;
+
+/// Each loaded program of the object and the number of instructions the kernel's verifier
+/// processed for it (`None` where the kernel does not report it, before Linux 5.16).
+pub fn program_stats(ebpf: &Ebpf) -> Vec<(String, Option<u32>)> {
+    let mut out: Vec<(String, Option<u32>)> = ebpf
+        .programs()
+        .filter_map(|(name, prog)| {
+            // Programs of other strategies are in the object but not loaded: no info.
+            let info = prog.info().ok()?;
+            Some((name.to_string(), info.verified_instruction_count()))
+        })
+        .collect();
+    out.sort();
+    out
+}
 
 /// Tries every strategy on its own, for `check`.
 pub fn probe_all(p: &LoadParams<'_>) -> Result<Vec<(Strategy, Outcome)>, ObserverError> {
@@ -258,6 +276,11 @@ fn attach_strategy(
         }
         Strategy::Kprobe => {
             need_layout(p, "kprobe")?;
+            if p.layout.kprobe_arg0 == ABSENT {
+                return Err(
+                    "kprobe: where this architecture passes arguments in pt_regs is unknown".into(),
+                );
+            }
             for (name, what) in [
                 ("oom_kill_kprobe", "kprobe"),
                 ("oom_kill_kretprobe", "kretprobe"),
@@ -303,6 +326,22 @@ fn attach_victim_tp(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str,
     prog.attach("oom", "mark_victim")
         .map_err(|e| reason("tracepoint oom/mark_victim", &e))?;
     Ok("tracepoint")
+}
+
+/// Whether the strategy reads victims from `tp_btf/mark_victim` on a kernel whose tracepoint
+/// passes only a pid (before Linux 6.8): then `signal_generate` supplies the victim's task.
+fn needs_kill_signal(s: Strategy, p: &LoadParams<'_>) -> bool {
+    s != Strategy::Tracepoint && p.btf.is_some() && p.layout.tp_btf_victim_is_task == 0
+}
+
+fn attach_kill_signal(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+    let btf = need_btf(p, "tp_btf signal_generate")?;
+    let prog: &mut BtfTracePoint = program(ebpf, "kill_signal_btf")?;
+    prog.load("signal_generate", btf)
+        .map_err(|e| reason("tp_btf signal_generate", &e))?;
+    prog.attach()
+        .map_err(|e| reason("tp_btf signal_generate", &e))?;
+    Ok("tp_btf")
 }
 
 fn attach_mkdir(ebpf: &mut Ebpf) -> Result<&'static str, String> {

@@ -223,6 +223,7 @@ pub fn build(
         // (task, group_dead) since Linux 6.16; (task) before.
         l.tp_btf_exit_has_group_dead =
             (b.tracepoint_arg_count("sched_process_exit").unwrap_or(0) >= 2) as u32;
+        l.kprobe_arg0 = kprobe_arg0(b).unwrap_or(ABSENT);
         l.have_btf = 1;
     }
     if let Some(t) = tracefs {
@@ -265,6 +266,20 @@ pub fn attach(tracefs: Option<&Path>, cgroups: &CgroupLayout) -> AttachLayout {
     a
 }
 
+/// Where a kprobe finds the probed function's first argument in `struct pt_regs`. The daemon
+/// runs natively, so the kernel's calling convention is the one this binary was built for;
+/// the offset itself comes from the kernel's BTF.
+fn kprobe_arg0(b: &KernelBtf) -> Option<u32> {
+    if cfg!(target_arch = "x86_64") {
+        b.offset("pt_regs", "di")
+    } else if cfg!(target_arch = "aarch64") {
+        // `regs[31]` in an anonymous struct inside an anonymous union; x0 is regs[0].
+        b.offset("pt_regs", "regs")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +320,9 @@ mod tests {
             b.offset("task_struct", "tgid")
         );
         assert!(b.enum_value("cgroup_subsys_id", "memory_cgrp_id").is_some());
+        // x86_64 pt_regs: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di ...
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(kprobe_arg0(&b), Some(14 * 8));
         assert!(b.offset("task_struct", "no_such_field").is_none());
         assert!(b.has_function("oom_kill_process") || b.has_function("out_of_memory"));
         assert!(b.offset("task_struct", "exit_code").is_some());

@@ -101,6 +101,10 @@ enum Command {
         /// Use no BTF, as on a kernel built without it.
         #[arg(long)]
         no_btf: bool,
+        /// Also load each working strategy in full and list the verifier's instruction
+        /// count for every program (`insns <strategy> name=N ...`).
+        #[arg(long)]
+        programs: bool,
     },
 }
 
@@ -276,19 +280,21 @@ fn main() -> ExitCode {
             &socket,
             json,
         ),
-        Command::Check { btf, no_btf } => {
-            match check::check(EBPF_OBJECT, btf.as_deref(), no_btf, 256 * 1024) {
-                Ok(report) => {
-                    print!("{}", report.text);
-                    if report.best.is_some() {
-                        ExitCode::SUCCESS
-                    } else {
-                        fail(&ObserverError::NoHook("see the table above".into()))
-                    }
+        Command::Check {
+            btf,
+            no_btf,
+            programs,
+        } => match check::check(EBPF_OBJECT, btf.as_deref(), no_btf, 256 * 1024, programs) {
+            Ok(report) => {
+                print!("{}", report.text);
+                if report.best.is_some() {
+                    ExitCode::SUCCESS
+                } else {
+                    fail(&ObserverError::NoHook("see the table above".into()))
                 }
-                Err(e) => fail(&e),
             }
-        }
+            Err(e) => fail(&e),
+        },
     }
 }
 

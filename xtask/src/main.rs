@@ -17,6 +17,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod vm;
+
 /// bpf-linker release that builds with the machines' toolchains (see shared platform notes).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const EBPF_TARGET: &str = "bpfel-unknown-none";
@@ -54,13 +56,19 @@ enum Cmd {
     /// Benchmarks (release build): latency, ordering on a loaded node, OOM storm, cost;
     /// writes docs/bench/.
     Bench,
-    /// Build everything and run every test: unit tests and the host integration tests
-    /// against real OOM kills on this machine's kernel.
+    /// Build everything and run every test: unit tests, the host integration tests against
+    /// real OOM kills on this machine's kernel, then the VM matrix (`vm-test`).
     Test {
+        /// Skip the VM matrix (a quick local loop; CI never sets it).
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for `cargo test` (for example a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// The VM matrix: Debian kernels × architectures × hook strategies, real OOM kills in
+    /// qemu guests; writes docs/vm-matrix.md.
+    VmTest(vm::VmOptions),
 }
 
 fn main() -> Result<()> {
@@ -77,7 +85,14 @@ fn main() -> Result<()> {
             };
             run(Command::new(&bin).args(&args))
         }
-        Cmd::Test { args } => test(&args),
+        Cmd::Test { no_vm, args } => {
+            test(&args)?;
+            if no_vm {
+                return Ok(());
+            }
+            vm::vm_test(&vm::VmOptions::default())
+        }
+        Cmd::VmTest(opts) => vm::vm_test(&opts),
         Cmd::Race { kills } => race(kills),
         Cmd::Bench => bench(),
     }
@@ -330,7 +345,7 @@ fn test(extra: &[OsString]) -> Result<()> {
     let bin_dir = root.join("target/debug");
     run(Command::new("cargo")
         .current_dir(&root)
-        .args(["test", "--workspace", "--exclude", "xtask"])
+        .args(["test", "--workspace"])
         .args(extra)
         .env("OOM_OBSERVER_EBPF_OBJ", &obj)
         .env("OOM_OBSERVER_BIN", bin_dir.join("oom-observer"))

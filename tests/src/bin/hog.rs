@@ -1,7 +1,10 @@
 //! `oomx-hog`: the test workload. Joins a cgroup, optionally waits for a go signal, then
 //! allocates and touches memory 1 MiB at a time until it is killed (or reaches `--max-mb`).
 //!
-//! Usage: oomx-hog [--join CGROUP_DIR] [--wait-for FILE] [--max-mb N]
+//! With `--hold` it keeps what it reached (`--max-mb`) and sleeps until killed, announcing
+//! `holding N MiB` on stdout: a bystander in a `memory.oom.group` cgroup.
+//!
+//! Usage: oomx-hog [--join CGROUP_DIR] [--wait-for FILE] [--max-mb N] [--hold]
 
 use std::{env, fs, path::Path, thread, time::Duration};
 
@@ -10,12 +13,14 @@ fn main() {
     let mut join = None;
     let mut wait_for = None;
     let mut max_mb: Option<usize> = None;
+    let mut hold = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--join" => join = it.next().cloned(),
             "--wait-for" => wait_for = it.next().cloned(),
             "--max-mb" => max_mb = it.next().and_then(|v| v.parse().ok()),
+            "--hold" => hold = true,
             other => {
                 eprintln!("oomx-hog: unknown argument {other}");
                 std::process::exit(2);
@@ -38,6 +43,14 @@ fn main() {
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     loop {
         if max_mb.is_some_and(|m| chunks.len() >= m) {
+            if hold {
+                use std::io::Write;
+                println!("holding {} MiB", chunks.len());
+                let _ = std::io::stdout().flush();
+                loop {
+                    thread::sleep(Duration::from_secs(3600));
+                }
+            }
             println!("reached {} MiB", chunks.len());
             return;
         }

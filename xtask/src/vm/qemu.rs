@@ -1,0 +1,172 @@
+//! Booting one guest under qemu's TCG emulation (KVM does not work on the project's
+//! machines), its console going to a file, with a hard wall-clock limit.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+/// A guest architecture: how qemu boots it and where its console is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
+    /// Debian's architecture name.
+    pub fn deb(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
+    /// The Rust target of the guest's static binaries.
+    pub fn rust_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-musl",
+            Arch::Aarch64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    /// The qemu binary and the Debian package that has it.
+    pub fn qemu(self) -> (&'static str, &'static str) {
+        match self {
+            Arch::X86_64 => ("qemu-system-x86_64", "qemu-system-x86"),
+            Arch::Aarch64 => ("qemu-system-aarch64", "qemu-system-arm"),
+        }
+    }
+
+    fn machine_args(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &["-cpu", "max"],
+            // pauth-impdef: qemu's own pointer-authentication algorithm, far cheaper to
+            // emulate than the architected one, and invisible to the guest's correctness.
+            Arch::Aarch64 => &["-M", "virt", "-cpu", "max,pauth-impdef=on"],
+        }
+    }
+
+    fn console(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "ttyS0",
+            Arch::Aarch64 => "ttyAMA0",
+        }
+    }
+}
+
+/// How a guest run ended.
+pub struct Boot {
+    /// The console output (also left in the log file).
+    pub console: String,
+    /// Wall-clock time of the run.
+    pub elapsed: Duration,
+    /// Whether the wall-clock limit killed it.
+    pub timed_out: bool,
+    /// qemu's exit status, as text.
+    pub status: String,
+    pub log: PathBuf,
+}
+
+/// How to boot a guest.
+pub struct BootSpec<'a> {
+    pub arch: Arch,
+    pub vmlinuz: &'a Path,
+    pub initrd: &'a Path,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// Extra kernel command line, after the matrix's own (later settings win).
+    pub extra_append: Option<&'a str>,
+    /// Where the console goes.
+    pub log: &'a Path,
+    /// Wall-clock limit: a guest still running then is killed and reported hung.
+    pub limit: Duration,
+}
+
+/// Boots the guest, waits for it to power off (or for the limit), and returns its console.
+pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
+    let BootSpec {
+        arch,
+        vmlinuz,
+        initrd,
+        memory_mib,
+        cpus,
+        extra_append,
+        log,
+        limit,
+    } = *spec;
+    let _ = fs::remove_file(log);
+    // loglevel=1: only emergencies (a panic) reach the console, so the kernel's OOM reports
+    // do not bury the verdict lines; panic=-1 and oops=panic turn any kernel crash into an
+    // immediate reboot, which -no-reboot turns into qemu exiting: never a hung run.
+    let mut append = format!(
+        "console={} loglevel=1 panic=-1 oops=panic rdinit=/init",
+        arch.console()
+    );
+    if let Some(extra) = extra_append {
+        append.push(' ');
+        append.push_str(extra);
+    }
+    let mut cmd = Command::new(arch.qemu().0);
+    cmd.args(["-accel", "tcg"])
+        .args(arch.machine_args())
+        .args(["-m", &format!("{memory_mib}M")])
+        .args(["-smp", &cpus.to_string()])
+        .args(["-nodefaults", "-display", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", log.display()))
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", &append])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if start.elapsed() > limit {
+            timed_out = true;
+            // Only the qemu process this function started.
+            let _ = child.kill();
+            break child.wait()?;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let console = fs::read(log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    Ok(Boot {
+        console,
+        elapsed: start.elapsed(),
+        timed_out,
+        status: if stderr.trim().is_empty() {
+            status.to_string()
+        } else {
+            format!("{status}; qemu: {}", stderr.trim())
+        },
+        log: log.to_path_buf(),
+    })
+}
