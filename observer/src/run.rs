@@ -568,7 +568,10 @@ fn release_freed_memory() {
 /// is woken, ahead of every ordinary task on a saturated node; it is idle otherwise, and the
 /// kernel's real-time throttling bounds it should it ever spin.
 fn raise_priority() {
-    let param = nix::libc::sched_param { sched_priority: 1 };
+    // musl's sched_param has more fields than glibc's: start from zero on both.
+    // SAFETY: sched_param is plain integers, for which all-zero is valid.
+    let mut param: nix::libc::sched_param = unsafe { std::mem::zeroed() };
+    param.sched_priority = 1;
     // SAFETY: plain syscall on this process with a valid parameter.
     let rc = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_FIFO, &param) };
     if rc == 0 {
