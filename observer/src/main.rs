@@ -136,18 +136,27 @@ fn fail(e: &ObserverError) -> ExitCode {
     ExitCode::from(e.exit_code() as u8)
 }
 
+/// The single-threaded runtime every command runs on.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// The runtime for the client commands (`query`, `audit`), whose errors exit with 2.
+fn client_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    runtime().map_err(|e| {
+        eprintln!("oom-observer: tokio runtime: {e}");
+        ExitCode::from(2)
+    })
+}
+
 /// `oom-observer audit`: 0 clean, 1 findings, 2 error (the audit could not be done).
 fn audit(socket: &std::path::Path, namespace: Option<&str>, json: bool, strict: bool) -> ExitCode {
     use observer::audit::{self, events, FindingEvent};
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match client_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("oom-observer: tokio runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let rows = match rt.block_on(audit::one_shot(socket, namespace)) {
         Ok(rows) => rows,
@@ -241,10 +250,7 @@ fn main() -> ExitCode {
             no_query,
             no_realtime,
         } => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&ObserverError::Stream(format!("tokio runtime: {e}"))),
             };
@@ -300,15 +306,9 @@ fn main() -> ExitCode {
 
 /// `oom-observer query`: 0 OOM-killed, 1 not, 2 error.
 fn query(q: observer::query::Query, socket: &std::path::Path, json: bool) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match client_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("oom-observer: tokio runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let answer = match rt.block_on(observer::query::ask(socket, &q)) {
         Ok(a) => a,
