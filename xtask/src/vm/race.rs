@@ -1,0 +1,178 @@
+//! `cargo xtask race --vm`: the containerd race (`tests::race`) inside the cgroup v2 guests
+//! (Debian's 6.12 kernels, x86_64 and arm64) with Debian's containerd and runc packed into
+//! the initramfs. The guest's `/init` runs in race mode (`oomx.race=N` on the command line)
+//! and prints one `race` verdict; this module checks it and writes the tables.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::{
+    build_guest_binaries, debian, qemu, qemu::Arch, userland, write_initramfs, GuestDef, MATRIX,
+};
+use crate::{build_ebpf, cache_dir, output, root};
+
+/// containerd, its shims and four containers at once need more than the matrix's 256 MiB.
+const GUEST_MIB: u32 = 1024;
+/// Boot, BPF load and containerd start under TCG, with margin.
+const BASE_LIMIT: Duration = Duration::from_secs(300);
+/// Per kill (arm64 under TCG is the slowest; measured about 1-2 s per kill, doubled).
+const PER_KILL: Duration = Duration::from_secs(4);
+
+/// Runs N kills in each cgroup v2 guest; writes the tables to `report`.
+pub fn race_vm(kills: usize, report: &Path) -> Result<()> {
+    let t0 = Instant::now();
+    let cache = cache_dir().join("vm");
+    fs::create_dir_all(&cache)?;
+    let guests: Vec<&GuestDef> = MATRIX.iter().filter(|g| g.series == "6.12").collect();
+    debian::ensure_qemu(
+        &cache,
+        &guests.iter().map(|g| g.arch.qemu()).collect::<Vec<_>>(),
+    )?;
+    debian::prepare_apt(&cache, Arch::Aarch64.deb())?;
+    let obj = build_ebpf()?;
+    let work = root().join("target/vm");
+    fs::create_dir_all(&work)?;
+    let mut boots = Vec::new();
+    for g in &guests {
+        let k = debian::kernel(
+            &debian::Apt::system(),
+            &cache,
+            g.meta,
+            g.arch.deb(),
+            g.series,
+        )?;
+        let bins = build_guest_binaries(g.arch, &obj)?;
+        let stack = userland::containerd_stack(&cache, g.arch.deb())?;
+        let img = work.join(format!("initramfs-race-{}.cpio", g.arch.name()));
+        write_initramfs(&bins, &stack, &img)?;
+        boots.push((*g, k, img));
+    }
+    let limit = BASE_LIMIT + PER_KILL * kills as u32;
+    let results: Vec<(String, Result<Value>)> = thread::scope(|s| {
+        let handles: Vec<_> = boots
+            .iter()
+            .map(|(g, k, img)| {
+                let work = &work;
+                s.spawn(move || (g.name.to_string(), boot(g, k, img, work, kills, limit)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| ("?".into(), Err(anyhow::anyhow!("runner panicked"))))
+            })
+            .collect()
+    });
+
+    let date = output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+    let mut page = format!(
+        "# The containerd race in cgroup v2 guests\n\n\
+         Written by `cargo xtask race --vm --kills {kills}` — do not edit. Run: {} — wall time \
+         {:.0} s (2 cores, qemu TCG, both guests at once).\n\n\
+         Each guest boots Debian's 6.12 cloud kernel with an initramfs holding Debian's \
+         containerd, runc and busybox-static (with the shared libraries they need) and \
+         oom-observer; `/init` mounts cgroup v2 with the memory controller, starts a private \
+         containerd, and runs `tests::race` (the same code as the host's `tests/tests/race.rs`): \
+         N `ctr run --rm --memory-limit 24MiB` busybox hogs, 4 at a time, each OOM-killed. \
+         Latencies are from the kernel's kill (oom-observer's `time`) to containerd's envelope \
+         timestamp of each event, in ms. The waiter polls a pidfd of every container's task \
+         and asks the query socket the moment it exits.\n",
+        date.trim(),
+        t0.elapsed().as_secs_f64()
+    );
+    let mut failed = Vec::new();
+    for (name, r) in &results {
+        match r {
+            Ok(v) => {
+                page.push_str(&format!(
+                    "\n## {name}: {}, containerd {}, {}\n\n{}\n{}\n\n{}\n",
+                    v["kernel"].as_str().unwrap_or("?"),
+                    v["containerd"].as_str().unwrap_or("?"),
+                    v["runc"].as_str().unwrap_or("?"),
+                    v["head"].as_str().unwrap_or_default(),
+                    v["rows"].as_str().unwrap_or_default(),
+                    v["exit_and_waiter"].as_str().unwrap_or_default(),
+                ));
+                let problems = v["problems"].as_array().cloned().unwrap_or_default();
+                if !problems.is_empty() {
+                    failed.push(format!("{name}: {problems:?}"));
+                }
+            }
+            Err(e) => failed.push(format!("{name}: {e:#}")),
+        }
+    }
+    if let Some(d) = report.parent() {
+        fs::create_dir_all(d)?;
+    }
+    fs::write(report, &page)?;
+    eprintln!("\n{page}\nwritten to {}", report.display());
+    if !failed.is_empty() {
+        bail!("race in the v2 guests failed:\n{}", failed.join("\n"));
+    }
+    Ok(())
+}
+
+/// Boots one guest in race mode and returns its `race` verdict (with its kernel).
+fn boot(
+    g: &GuestDef,
+    k: &debian::Kernel,
+    initrd: &Path,
+    work: &Path,
+    kills: usize,
+    limit: Duration,
+) -> Result<Value> {
+    let log: PathBuf = work.join(format!("{}.race.console.log", g.name));
+    let append = format!("oomx.race={kills}");
+    eprintln!("vm race: {} booting {} {}", g.name, k.package, k.version);
+    let b = qemu::boot(&qemu::BootSpec {
+        arch: g.arch,
+        vmlinuz: &k.vmlinuz,
+        initrd,
+        memory_mib: GUEST_MIB,
+        cpus: super::GUEST_CPUS,
+        extra_append: Some(&append),
+        log: &log,
+        limit,
+    })?;
+    eprintln!(
+        "vm race: {} ended after {:.0} s (console: {})",
+        g.name,
+        b.elapsed.as_secs_f64(),
+        log.display()
+    );
+    let mut kernel = String::new();
+    let mut verdict = None;
+    for line in b.console.lines() {
+        let Some(v) = line
+            .find("OOMX {")
+            .and_then(|i| serde_json::from_str::<Value>(&line[i + 5..]).ok())
+        else {
+            continue;
+        };
+        match v["type"].as_str() {
+            Some("boot") => kernel = v["kernel"].as_str().unwrap_or_default().to_string(),
+            Some("race") => verdict = Some(v),
+            _ => {}
+        }
+    }
+    let tail: Vec<&str> = b.console.lines().rev().take(30).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    let mut v = verdict.with_context(|| {
+        format!(
+            "no race verdict (timed out: {}, {}); console tail:\n{}",
+            b.timed_out,
+            b.status,
+            tail.join("\n")
+        )
+    })?;
+    v["kernel"] = Value::from(kernel);
+    Ok(v)
+}
