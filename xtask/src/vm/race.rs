@@ -22,8 +22,9 @@ use crate::{build_ebpf, cache_dir, output, root};
 const GUEST_MIB: u32 = 1024;
 /// Boot, BPF load and containerd start under TCG, with margin.
 const BASE_LIMIT: Duration = Duration::from_secs(300);
-/// Per kill (arm64 under TCG is the slowest; measured about 1-2 s per kill, doubled).
-const PER_KILL: Duration = Duration::from_secs(4);
+/// Per kill: measured about 5.5 s per kill in both guests (4 at a time, both guests at
+/// once on 2 cores), so a hung guest still ends; this is not a target.
+const PER_KILL: Duration = Duration::from_secs(12);
 
 /// Runs N kills in each cgroup v2 guest; writes the tables to `report`.
 pub fn race_vm(kills: usize, report: &Path) -> Result<()> {
