@@ -19,6 +19,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod audit_v2;
 pub mod containerd;
 pub mod pod;
 pub mod race;

@@ -62,6 +62,13 @@ enum Cmd {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// The unenforced-limit audit scenarios (runc) in the cgroup v2 VM guests; writes
+    /// docs/audit-vm.md.
+    AuditVm {
+        /// Write the results somewhere else.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Benchmarks (release build): latency, ordering on a loaded node, OOM storm, cost;
     /// writes docs/bench/.
     Bench,
@@ -115,6 +122,9 @@ fn main() -> Result<()> {
         ),
         Cmd::Race { kills, .. } => race(kills),
         Cmd::Bench => bench(),
+        Cmd::AuditVm { report } => {
+            vm::audit_vm(&report.unwrap_or_else(|| root().join("docs/audit-vm.md")))
+        }
     }
 }
 

@@ -31,37 +31,27 @@ pub fn race_vm(kills: usize, report: &Path) -> Result<()> {
     let t0 = Instant::now();
     let cache = cache_dir().join("vm");
     fs::create_dir_all(&cache)?;
-    let guests: Vec<&GuestDef> = MATRIX.iter().filter(|g| g.series == "6.12").collect();
-    debian::ensure_qemu(
-        &cache,
-        &guests.iter().map(|g| g.arch.qemu()).collect::<Vec<_>>(),
-    )?;
-    debian::prepare_apt(&cache, Arch::Aarch64.deb())?;
-    let obj = build_ebpf()?;
     let work = root().join("target/vm");
     fs::create_dir_all(&work)?;
-    let mut boots = Vec::new();
-    for g in &guests {
-        let k = debian::kernel(
-            &debian::Apt::system(),
-            &cache,
-            g.meta,
-            g.arch.deb(),
-            g.series,
-        )?;
-        let bins = build_guest_binaries(g.arch, &obj)?;
-        let stack = userland::containerd_stack(&cache, g.arch.deb())?;
-        let img = work.join(format!("initramfs-race-{}.cpio", g.arch.name()));
-        write_initramfs(&bins, &stack, &img)?;
-        boots.push((*g, k, img));
-    }
+    let boots = prepare(&cache, &work)?;
     let limit = BASE_LIMIT + PER_KILL * kills as u32;
     let results: Vec<(String, Result<Value>)> = thread::scope(|s| {
         let handles: Vec<_> = boots
             .iter()
             .map(|(g, k, img)| {
                 let work = &work;
-                s.spawn(move || (g.name.to_string(), boot(g, k, img, work, kills, limit)))
+                let append = format!("oomx.race={kills}");
+                s.spawn(move || {
+                    let r = boot(g, k, img, work, &append, limit).and_then(|(kernel, lines)| {
+                        let mut v = lines
+                            .into_iter()
+                            .find(|v| v["type"] == "race")
+                            .context("no race verdict")?;
+                        v["kernel"] = Value::from(kernel);
+                        Ok(v)
+                    });
+                    (g.name.to_string(), r)
+                })
             })
             .collect();
         handles
@@ -93,6 +83,9 @@ pub fn race_vm(kills: usize, report: &Path) -> Result<()> {
     for (name, r) in &results {
         match r {
             Ok(v) => {
+                if v["problems"].is_null() {
+                    failed.push(format!("{name}: verdict without problems: {v}"));
+                }
                 page.push_str(&format!(
                     "\n## {name}: {}, containerd {}, {}\n\n{}\n{}\n\n{}\n",
                     v["kernel"].as_str().unwrap_or("?"),
@@ -121,36 +114,68 @@ pub fn race_vm(kills: usize, report: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Boots one guest in race mode and returns its `race` verdict (with its kernel).
+/// The cgroup v2 guests, each with its kernel and an initramfs holding the containerd stack.
+fn prepare(cache: &Path, work: &Path) -> Result<Vec<(&'static GuestDef, debian::Kernel, PathBuf)>> {
+    let guests: Vec<&GuestDef> = MATRIX.iter().filter(|g| g.series == "6.12").collect();
+    debian::ensure_qemu(
+        cache,
+        &guests.iter().map(|g| g.arch.qemu()).collect::<Vec<_>>(),
+    )?;
+    debian::prepare_apt(cache, Arch::Aarch64.deb())?;
+    let obj = build_ebpf()?;
+    let mut boots = Vec::new();
+    for g in guests {
+        let k = debian::kernel(
+            &debian::Apt::system(),
+            cache,
+            g.meta,
+            g.arch.deb(),
+            g.series,
+        )?;
+        let bins = build_guest_binaries(g.arch, &obj)?;
+        let stack = userland::containerd_stack(cache, g.arch.deb())?;
+        let img = work.join(format!("initramfs-containerd-{}.cpio", g.arch.name()));
+        write_initramfs(&bins, &stack, &img)?;
+        boots.push((g, k, img));
+    }
+    Ok(boots)
+}
+
+/// A guest's kernel release and its verdict lines.
+type Verdicts = (String, Vec<Value>);
+
+/// Boots one guest with `append` on its command line; returns its kernel release and its
+/// verdict lines (`OOMX {json}`).
 fn boot(
     g: &GuestDef,
     k: &debian::Kernel,
     initrd: &Path,
     work: &Path,
-    kills: usize,
+    append: &str,
     limit: Duration,
-) -> Result<Value> {
-    let log: PathBuf = work.join(format!("{}.race.console.log", g.name));
-    let append = format!("oomx.race={kills}");
-    eprintln!("vm race: {} booting {} {}", g.name, k.package, k.version);
+) -> Result<Verdicts> {
+    let mode = append.split(['.', '=']).nth(1).unwrap_or("run");
+    let log: PathBuf = work.join(format!("{}.{mode}.console.log", g.name));
+    eprintln!("vm {mode}: {} booting {} {}", g.name, k.package, k.version);
     let b = qemu::boot(&qemu::BootSpec {
         arch: g.arch,
         vmlinuz: &k.vmlinuz,
         initrd,
         memory_mib: GUEST_MIB,
         cpus: super::GUEST_CPUS,
-        extra_append: Some(&append),
+        extra_append: Some(append),
         log: &log,
         limit,
     })?;
     eprintln!(
-        "vm race: {} ended after {:.0} s (console: {})",
+        "vm {mode}: {} ended after {:.0} s (console: {})",
         g.name,
         b.elapsed.as_secs_f64(),
         log.display()
     );
     let mut kernel = String::new();
-    let mut verdict = None;
+    let mut lines = Vec::new();
+    let mut done = false;
     for line in b.console.lines() {
         let Some(v) = line
             .find("OOMX {")
@@ -160,20 +185,96 @@ fn boot(
         };
         match v["type"].as_str() {
             Some("boot") => kernel = v["kernel"].as_str().unwrap_or_default().to_string(),
-            Some("race") => verdict = Some(v),
+            Some("done") => done = true,
             _ => {}
         }
+        lines.push(v);
     }
-    let tail: Vec<&str> = b.console.lines().rev().take(30).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    let mut v = verdict.with_context(|| {
-        format!(
-            "no race verdict (timed out: {}, {}); console tail:\n{}",
+    if !done {
+        let tail: Vec<&str> = b.console.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "the guest did not finish (timed out: {}, {}); console tail:\n{}",
             b.timed_out,
             b.status,
             tail.join("\n")
-        )
-    })?;
-    v["kernel"] = Value::from(kernel);
-    Ok(v)
+        );
+    }
+    Ok((kernel, lines))
+}
+
+/// `cargo xtask audit-vm`: the audit scenarios of `tests::audit_v2` (runc) in the cgroup v2
+/// guests; writes the results to `report`.
+pub fn audit_vm(report: &Path) -> Result<()> {
+    let t0 = Instant::now();
+    let cache = cache_dir().join("vm");
+    fs::create_dir_all(&cache)?;
+    let work = root().join("target/vm");
+    fs::create_dir_all(&work)?;
+    let boots = prepare(&cache, &work)?;
+    let results: Vec<(String, Result<Verdicts>)> = thread::scope(|s| {
+        let handles: Vec<_> = boots
+            .iter()
+            .map(|(g, k, img)| {
+                let work = &work;
+                s.spawn(move || {
+                    (
+                        g.name.to_string(),
+                        boot(g, k, img, work, "oomx.audit=1", BASE_LIMIT * 2),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| ("?".into(), Err(anyhow::anyhow!("runner panicked"))))
+            })
+            .collect()
+    });
+    let date = output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+    let mut page = format!(
+        "# Unenforced memory limits in cgroup v2 guests (runc)\n\n\
+         Written by `cargo xtask audit-vm` — do not edit. Run: {} — wall time {:.0} s (2 cores, \
+         qemu TCG, both guests at once). The scenarios are `tests::audit_v2` with Debian's \
+         containerd and runc in the initramfs (gVisor's runsc is not in the guests: under TCG \
+         its ptrace platform is impractical; the host's cgroup v1 tests cover it).\n\n\
+         | guest | kernel | scenario | result | detail |\n|---|---|---|---|---|\n",
+        date.trim(),
+        t0.elapsed().as_secs_f64()
+    );
+    let mut failed = Vec::new();
+    for (name, r) in &results {
+        match r {
+            Ok((kernel, lines)) => {
+                let verdicts: Vec<&Value> = lines.iter().filter(|v| v["type"] == "audit").collect();
+                if verdicts.len() != 3 {
+                    failed.push(format!("{name}: {} verdicts, not 3", verdicts.len()));
+                }
+                for v in verdicts {
+                    let status = v["status"].as_str().unwrap_or("?");
+                    if status != "pass" {
+                        failed.push(format!("{name} {}: {}", v["scenario"], v["detail"]));
+                    }
+                    page.push_str(&format!(
+                        "| {name} | {kernel} | {} | {status} ({:.0} s) | {} |\n",
+                        v["scenario"].as_str().unwrap_or("?"),
+                        v["seconds"].as_f64().unwrap_or(0.0),
+                        v["detail"].as_str().unwrap_or("").replace('|', "/"),
+                    ));
+                }
+            }
+            Err(e) => failed.push(format!("{name}: {e:#}")),
+        }
+    }
+    if let Some(d) = report.parent() {
+        fs::create_dir_all(d)?;
+    }
+    fs::write(report, &page)?;
+    eprintln!("\n{page}\nwritten to {}", report.display());
+    if !failed.is_empty() {
+        bail!("audit in the v2 guests failed:\n{}", failed.join("\n"));
+    }
+    Ok(())
 }

@@ -47,6 +47,10 @@ fn main() {
         race::run(n);
         sys::power_off();
     }
+    if race::cmdline("audit").is_some() {
+        race::run_audit();
+        sys::power_off();
+    }
 
     let check = match Command::new(OBSERVER)
         .args(["check", "--programs"])

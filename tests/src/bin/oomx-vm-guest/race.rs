@@ -21,35 +21,66 @@ const PARALLEL: usize = 4;
 /// The hog's `memory.max`.
 const LIMIT_MB: u64 = 24;
 
+/// The value of `oomx.<key>=` on the kernel command line.
+pub fn cmdline(key: &str) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cmdline").ok()?;
+    let prefix = format!("oomx.{key}=");
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()).map(str::to_string))
+}
+
 /// `N` from `oomx.race=N`, if the guest was booted for the race.
 pub fn kills_requested() -> Option<usize> {
-    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("oomx.race="))
-        .and_then(|n| n.parse().ok())
+    cmdline("race").and_then(|n| n.parse().ok())
+}
+
+/// The library's helpers find their tools on PATH and the observer through this variable;
+/// the guest carries no gVisor.
+fn containerd_env() {
+    std::env::set_var("PATH", "/bin");
+    std::env::set_var("OOM_OBSERVER_BIN", OBSERVER);
+    std::env::set_var("OOMX_NO_RUNSC", "1");
+}
+
+/// The library panics on what it cannot do (it is test code): a panic becomes an error
+/// instead of killing PID 1.
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match panic::catch_unwind(panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => Err(format!(
+            "panicked: {}",
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "?".into())
+        )),
+    }
 }
 
 pub fn run(n: usize) {
     let t0 = Instant::now();
-    // The library's helpers find their tools on PATH and the observer through this
-    // variable; the guest carries no gVisor.
-    std::env::set_var("PATH", "/bin");
-    std::env::set_var("OOM_OBSERVER_BIN", OBSERVER);
-    std::env::set_var("OOMX_NO_RUNSC", "1");
-    // The library panics on what it cannot do (it is test code): turn that into a verdict
-    // instead of killing PID 1.
-    match panic::catch_unwind(|| race(n)) {
-        Ok(Ok(v)) => emit(&v),
-        Ok(Err(e)) => emit(&json!({"type": "race", "problems": [e]})),
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
-            emit(&json!({"type": "race", "problems": [format!("panicked: {msg}")]}));
-        }
+    containerd_env();
+    match guarded(|| race(n)) {
+        Ok(v) => emit(&v),
+        Err(e) => emit(&json!({"type": "race", "problems": [e]})),
+    }
+    emit(&json!({"type": "done", "seconds": t0.elapsed().as_secs_f64()}));
+}
+
+/// `oomx.audit=1`: the audit scenarios of `tests::audit_v2`, one `audit` verdict each.
+pub fn run_audit() {
+    let t0 = Instant::now();
+    containerd_env();
+    for (name, scenario) in tests::audit_v2::ALL {
+        let t = Instant::now();
+        let r = guarded(scenario);
+        emit(&json!({
+            "type": "audit",
+            "scenario": name,
+            "status": if r.is_ok() { "pass" } else { "fail" },
+            "detail": r.unwrap_or_else(|e| e),
+            "seconds": t.elapsed().as_secs_f64(),
+        }));
     }
     emit(&json!({"type": "done", "seconds": t0.elapsed().as_secs_f64()}));
 }
