@@ -80,6 +80,7 @@ pub fn race_vm(kills: usize, report: &Path) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     let mut failed = Vec::new();
+    let mut summaries = Vec::new();
     for (name, r) in &results {
         match r {
             Ok(v) => {
@@ -95,6 +96,9 @@ pub fn race_vm(kills: usize, report: &Path) -> Result<()> {
                     v["rows"].as_str().unwrap_or_default(),
                     v["exit_and_waiter"].as_str().unwrap_or_default(),
                 ));
+                let (table, summary) = latency(name, v);
+                page.push_str(&table);
+                summaries.push(summary);
                 let problems = v["problems"].as_array().cloned().unwrap_or_default();
                 if !problems.is_empty() {
                     failed.push(format!("{name}: {problems:?}"));
@@ -107,11 +111,71 @@ pub fn race_vm(kills: usize, report: &Path) -> Result<()> {
         fs::create_dir_all(d)?;
     }
     fs::write(report, &page)?;
+    // For the benchmark page (`cargo xtask bench` reads docs/race-vm.json).
+    fs::write(
+        report.with_extension("json"),
+        serde_json::to_string_pretty(&Value::from(summaries))?,
+    )?;
     eprintln!("\n{page}\nwritten to {}", report.display());
     if !failed.is_empty() {
         bail!("race in the v2 guests failed:\n{}", failed.join("\n"));
     }
     Ok(())
+}
+
+/// Nearest-rank percentiles of a sorted sample: p50, p90, p99, max.
+fn summary(sorted: &[f64]) -> [f64; 4] {
+    let p = |q: f64| {
+        if sorted.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((q / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+        sorted[i.min(sorted.len() - 1)]
+    };
+    [p(50.0), p(90.0), p(99.0), p(100.0)]
+}
+
+/// Issue 6's latency rows for one guest (kill → our TaskOOM, containerd's own TaskOOM,
+/// TaskExit), as markdown and as JSON for the benchmark page.
+fn latency(name: &str, v: &Value) -> (String, Value) {
+    let sample = |k: &str| -> Vec<f64> {
+        let mut s: Vec<f64> = v[k]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        s.sort_by(|a, b| a.total_cmp(b));
+        s
+    };
+    let (ours, theirs, exit) = (sample("ours_ms"), sample("theirs_ms"), sample("exit_ms"));
+    let (o, t, x) = (summary(&ours), summary(&theirs), summary(&exit));
+    let mut md = String::from(
+        "\nLatency, ms from the kill:\n\n| path | n | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n",
+    );
+    for (label, n, s) in [
+        ("kill → our TaskOOM", ours.len(), o),
+        ("kill → containerd's own TaskOOM", theirs.len(), t),
+        ("kill → TaskExit", exit.len(), x),
+    ] {
+        md.push_str(&format!(
+            "| {label} | {n} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            s[0], s[1], s[2], s[3]
+        ));
+    }
+    let ahead = o[0] < t[0] && o[2] < t[2];
+    md.push_str(&format!(
+        "\nAhead of containerd's own cgroup v2 path (p50 and p99 both lower): **{}**.\n",
+        if ahead { "yes" } else { "no" }
+    ));
+    let json = serde_json::json!({
+        "guest": name,
+        "kernel": v["kernel"],
+        "kills": v["kills"],
+        "ours": o, "theirs": t, "exit": x,
+        // The first row is ours: "| oom-observer | N | 100.0% (N) | ...".
+        "ours_before_exit_all": v["rows"].as_str().and_then(|r| r.lines().next()).map(|l| l.contains("| 100.0% (")),
+        "ahead": ahead,
+    });
+    (md, json)
 }
 
 /// The cgroup v2 guests, each with its kernel and an initramfs holding the containerd stack.
