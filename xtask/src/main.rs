@@ -61,6 +61,10 @@ enum Cmd {
         /// With --vm: write the tables somewhere else than docs/race-vm.md.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// With --vm: boot nothing, write the tables again from the consoles of the last run
+        /// (target/vm/*.race.console.log).
+        #[arg(long)]
+        rerender: bool,
     },
     /// The unenforced-limit audit scenarios (runc) in the cgroup v2 VM guests; writes
     /// docs/audit-vm.md.
@@ -109,16 +113,22 @@ fn main() -> Result<()> {
             vm::vm_test(&vm::VmOptions::default())?;
             // The short containerd race in the cgroup v2 guests (the full one is
             // `cargo xtask race --vm`); its tables go under target/, not into docs/.
-            vm::race_vm(CI_VM_RACE_KILLS, &root().join("target/vm/race-vm.md"))
+            vm::race_vm(
+                CI_VM_RACE_KILLS,
+                &root().join("target/vm/race-vm.md"),
+                false,
+            )
         }
         Cmd::VmTest(opts) => vm::vm_test(&opts),
         Cmd::Race {
             kills,
             vm: true,
             report,
+            rerender,
         } => vm::race_vm(
             kills,
             &report.unwrap_or_else(|| root().join("docs/race-vm.md")),
+            rerender,
         ),
         Cmd::Race { kills, .. } => race(kills),
         Cmd::Bench => bench(),

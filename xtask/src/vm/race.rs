@@ -26,14 +26,80 @@ const BASE_LIMIT: Duration = Duration::from_secs(300);
 /// once on 2 cores), so a hung guest still ends; this is not a target.
 const PER_KILL: Duration = Duration::from_secs(12);
 
-/// Runs N kills in each cgroup v2 guest; writes the tables to `report`.
-pub fn race_vm(kills: usize, report: &Path) -> Result<()> {
+/// Runs N kills in each cgroup v2 guest; writes the tables to `report`. With `rerender`, no
+/// guest boots: the tables are written again from the consoles the last run left in
+/// `target/vm/` (after a change to the page's layout).
+pub fn race_vm(kills: usize, report: &Path, rerender: bool) -> Result<()> {
     let t0 = Instant::now();
-    let cache = cache_dir().join("vm");
-    fs::create_dir_all(&cache)?;
     let work = root().join("target/vm");
     fs::create_dir_all(&work)?;
-    let boots = prepare(&cache, &work)?;
+    let results = if rerender {
+        from_consoles(&work)?
+    } else {
+        boot_all(kills, &work)?
+    };
+    let kills = results
+        .iter()
+        .find_map(|(_, r)| r.as_ref().ok()?["kills"].as_u64())
+        .unwrap_or(kills as u64);
+    let wall = if rerender {
+        // The guests' own time from the consoles (they ran at once).
+        results
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok()?["guest_seconds"].as_f64())
+            .fold(0.0, f64::max)
+    } else {
+        t0.elapsed().as_secs_f64()
+    };
+    let date = if rerender {
+        let log = work.join(format!("{}.race.console.log", MATRIX[1].name));
+        let modified = fs::metadata(&log)?.modified()?;
+        let secs = modified.duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        output(std::process::Command::new("date").args([
+            "-u",
+            "-d",
+            &format!("@{secs}"),
+            "+%Y-%m-%d %H:%M UTC",
+        ]))?
+    } else {
+        output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
+    };
+    write_race_page(kills, report, &results, &date, wall)
+}
+
+/// The verdicts from the consoles of the last run.
+fn from_consoles(work: &Path) -> Result<Vec<(String, Result<Value>)>> {
+    let mut out = Vec::new();
+    for g in MATRIX.iter().filter(|g| g.series == "6.12") {
+        let log = work.join(format!("{}.race.console.log", g.name));
+        let text = fs::read(&log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .with_context(|| format!("reading {}", log.display()))?;
+        let (kernel, lines) = parse_console(&text);
+        out.push((g.name.to_string(), race_verdict(kernel, lines)));
+    }
+    Ok(out)
+}
+
+/// The guest's `race` verdict, with its kernel and its own run time.
+fn race_verdict(kernel: String, lines: Vec<Value>) -> Result<Value> {
+    let seconds = lines
+        .iter()
+        .find(|v| v["type"] == "done")
+        .and_then(|v| v["seconds"].as_f64());
+    let mut v = lines
+        .into_iter()
+        .find(|v| v["type"] == "race")
+        .context("no race verdict")?;
+    v["kernel"] = Value::from(kernel);
+    v["guest_seconds"] = seconds.into();
+    Ok(v)
+}
+
+fn boot_all(kills: usize, work: &Path) -> Result<Vec<(String, Result<Value>)>> {
+    let cache = cache_dir().join("vm");
+    fs::create_dir_all(&cache)?;
+    let boots = prepare(&cache, work)?;
     let limit = BASE_LIMIT + PER_KILL * kills as u32;
     let results: Vec<(String, Result<Value>)> = thread::scope(|s| {
         let handles: Vec<_> = boots
@@ -42,14 +108,8 @@ pub fn race_vm(kills: usize, report: &Path) -> Result<()> {
                 let work = &work;
                 let append = format!("oomx.race={kills}");
                 s.spawn(move || {
-                    let r = boot(g, k, img, work, &append, limit).and_then(|(kernel, lines)| {
-                        let mut v = lines
-                            .into_iter()
-                            .find(|v| v["type"] == "race")
-                            .context("no race verdict")?;
-                        v["kernel"] = Value::from(kernel);
-                        Ok(v)
-                    });
+                    let r = boot(g, k, img, work, &append, limit)
+                        .and_then(|(kernel, lines)| race_verdict(kernel, lines));
                     (g.name.to_string(), r)
                 })
             })
@@ -62,8 +122,16 @@ pub fn race_vm(kills: usize, report: &Path) -> Result<()> {
             })
             .collect()
     });
+    Ok(results)
+}
 
-    let date = output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+fn write_race_page(
+    kills: u64,
+    report: &Path,
+    results: &[(String, Result<Value>)],
+    date: &str,
+    wall: f64,
+) -> Result<()> {
     let mut page = format!(
         "# The containerd race in cgroup v2 guests\n\n\
          Written by `cargo xtask race --vm --kills {kills}` — do not edit. Run: {} — wall time \
@@ -72,16 +140,17 @@ pub fn race_vm(kills: usize, report: &Path) -> Result<()> {
          containerd, runc and busybox-static (with the shared libraries they need) and \
          oom-observer; `/init` mounts cgroup v2 with the memory controller, starts a private \
          containerd, and runs `tests::race` (the same code as the host's `tests/tests/race.rs`): \
-         N `ctr run --rm --memory-limit 24MiB` busybox hogs, 4 at a time, each OOM-killed. \
+         N `ctr run --rm --no-pivot --memory-limit 24MiB` busybox hogs, 4 at a time, each \
+         OOM-killed. \
          Latencies are from the kernel's kill (oom-observer's `time`) to containerd's envelope \
          timestamp of each event, in ms. The waiter polls a pidfd of every container's task \
          and asks the query socket the moment it exits.\n",
         date.trim(),
-        t0.elapsed().as_secs_f64()
+        wall
     );
     let mut failed = Vec::new();
     let mut summaries = Vec::new();
-    for (name, r) in &results {
+    for (name, r) in results {
         match r {
             Ok(v) => {
                 if v["problems"].is_null() {
@@ -237,24 +306,8 @@ fn boot(
         b.elapsed.as_secs_f64(),
         log.display()
     );
-    let mut kernel = String::new();
-    let mut lines = Vec::new();
-    let mut done = false;
-    for line in b.console.lines() {
-        let Some(v) = line
-            .find("OOMX {")
-            .and_then(|i| serde_json::from_str::<Value>(&line[i + 5..]).ok())
-        else {
-            continue;
-        };
-        match v["type"].as_str() {
-            Some("boot") => kernel = v["kernel"].as_str().unwrap_or_default().to_string(),
-            Some("done") => done = true,
-            _ => {}
-        }
-        lines.push(v);
-    }
-    if !done {
+    let (kernel, lines) = parse_console(&b.console);
+    if !lines.iter().any(|v| v["type"] == "done") {
         let tail: Vec<&str> = b.console.lines().rev().take(30).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         bail!(
@@ -265,6 +318,25 @@ fn boot(
         );
     }
     Ok((kernel, lines))
+}
+
+/// The verdict lines (`OOMX {json}`) of a console and the kernel release the guest named.
+fn parse_console(console: &str) -> Verdicts {
+    let mut kernel = String::new();
+    let mut lines = Vec::new();
+    for line in console.lines() {
+        let Some(v) = line
+            .find("OOMX {")
+            .and_then(|i| serde_json::from_str::<Value>(&line[i + 5..]).ok())
+        else {
+            continue;
+        };
+        if v["type"] == "boot" {
+            kernel = v["kernel"].as_str().unwrap_or_default().to_string();
+        }
+        lines.push(v);
+    }
+    (kernel, lines)
 }
 
 /// `cargo xtask audit-vm`: the audit scenarios of `tests::audit_v2` (runc) in the cgroup v2
