@@ -221,6 +221,11 @@ impl Containerd {
     /// it fails.
     pub fn run_detached(&self, id: &str, opts: &RunOpts<'_>, cmd: &[&str]) {
         let mut args: Vec<String> = vec!["run".into(), "-d".into()];
+        // In the VM guests the root filesystem is the initramfs, which pivot_root(2) cannot
+        // leave: runc chroots instead (the guest sets OOMX_NO_PIVOT).
+        if std::env::var_os("OOMX_NO_PIVOT").is_some() {
+            args.push("--no-pivot".into());
+        }
         if let Some(cg) = opts.cgroup {
             args.extend(["--cgroup".into(), cg.to_string()]);
         }

@@ -614,7 +614,7 @@ fn v2_section() -> String {
             r += &format!(
                 "| {} | {label} | {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
                 g["guest"].as_str().unwrap_or("?"),
-                g["kills"],
+                g["n"][key],
                 q(0),
                 q(1),
                 q(2),

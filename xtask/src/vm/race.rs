@@ -240,6 +240,8 @@ fn latency(name: &str, v: &Value) -> (String, Value) {
         "kernel": v["kernel"],
         "kills": v["kills"],
         "ours": o, "theirs": t, "exit": x,
+        // Sample sizes: containerd may send no TaskOOM of its own for a kill.
+        "n": {"ours": ours.len(), "theirs": theirs.len(), "exit": exit.len()},
         // The first row is ours: "| oom-observer | N | 100.0% (N) | ...".
         "ours_before_exit_all": v["rows"].as_str().and_then(|r| r.lines().next()).map(|l| l.contains("| 100.0% (")),
         "ahead": ahead,

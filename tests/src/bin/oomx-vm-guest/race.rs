@@ -40,6 +40,7 @@ fn containerd_env() {
     std::env::set_var("PATH", "/bin");
     std::env::set_var("OOM_OBSERVER_BIN", OBSERVER);
     std::env::set_var("OOMX_NO_RUNSC", "1");
+    std::env::set_var("OOMX_NO_PIVOT", "1");
 }
 
 /// The library panics on what it cannot do (it is test code): a panic becomes an error
