@@ -196,24 +196,38 @@ fn events_for(ctx: &Ctx<'_>, pids: &[u32], before: usize) -> Result<Vec<Value>, 
     thread::sleep(SETTLE);
     let evs = ctx.daemon.events();
     let new = &evs[before.min(evs.len())..];
+    // A victim's exit follows its kill in the same stream; everything else is a kill.
+    let (exits, kills): (Vec<&Value>, Vec<&Value>) =
+        new.iter().partition(|e| e["event"] == "victim_exit");
     for p in pids {
-        let n = new.iter().filter(|e| e["victim"]["pid"] == *p).count();
+        let n = kills.iter().filter(|e| e["victim"]["pid"] == *p).count();
         if n != 1 {
             return Err(format!(
-                "pid {p}: {n} events, want exactly 1: {}",
+                "pid {p}: {n} oom_kill events, want exactly 1: {}",
                 show(new)
             ));
         }
     }
-    if new.len() != pids.len() {
+    if kills.len() != pids.len() {
         return Err(format!(
             "{} events for {} kills (unexpected extra events): {}",
-            new.len(),
+            kills.len(),
             pids.len(),
             show(new)
         ));
     }
-    Ok(new.to_vec())
+    for x in &exits {
+        // An exit of an earlier scenario's victim may land here; it was checked there.
+        let Some(kill) = kills.iter().find(|k| k["seq"] == x["kill_seq"]) else {
+            continue;
+        };
+        if x["seq"].as_u64() <= kill["seq"].as_u64() || x["exit"]["signal"] != 9 {
+            return Err(format!(
+                "victim_exit must follow its kill, by SIGKILL: {x} after {kill}"
+            ));
+        }
+    }
+    Ok(kills.into_iter().cloned().collect())
 }
 
 fn show(evs: &[Value]) -> String {
