@@ -19,8 +19,10 @@ use std::{
 
 use serde_json::Value;
 
+pub mod audit_v2;
 pub mod containerd;
 pub mod pod;
+pub mod race;
 pub mod stats;
 
 /// The oom-observer binary under test (`cargo xtask test` sets `OOM_OBSERVER_BIN`).
@@ -218,6 +220,12 @@ impl Observer {
     /// Starts `oom-observer run` with extra arguments and waits until it is ready.
     pub fn start(args: &[&str]) -> Observer {
         v1_memory_root();
+        Observer::spawn(args, Duration::from_secs(30))
+    }
+
+    /// Starts `oom-observer run` without the host's cgroup v1 checks (the cgroup v2 VM
+    /// guests use it), waiting up to `ready_timeout`: loading is slow under emulation.
+    pub fn spawn(args: &[&str], ready_timeout: Duration) -> Observer {
         // Kernel-only unless a test names a containerd: the machine's own containerd socket
         // (if any) is not the tests' business.
         let kernel_only = !args.contains(&"--containerd-socket");
@@ -275,7 +283,7 @@ impl Observer {
             arrivals,
             stderr,
         };
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        if ready_rx.recv_timeout(ready_timeout).is_err() {
             let status = obs.child.try_wait().ok().flatten();
             panic!(
                 "oom-observer did not become ready (exit: {status:?}); stderr:\n{}",

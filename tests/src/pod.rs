@@ -7,6 +7,10 @@
 //! (`oomx_<pid>_<n>.slice`), so systemd-form cgroupsPaths can name a pod slice inside it.
 //! Everything in it is killed and removed on drop, pass or fail.
 
+use serde_json::Value;
+
+use crate::containerd::{Containerd, RunOpts};
+
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -26,6 +30,13 @@ pub struct ScratchTree {
     /// The hierarchies' mount points.
     hierarchies: Vec<PathBuf>,
     memory: PathBuf,
+    /// cgroup v2 (the VM guests): one hierarchy, `memory.max`, controllers enabled per level.
+    v2: bool,
+}
+
+/// Whether /sys/fs/cgroup is the unified (v2) hierarchy.
+pub fn unified() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
 fn is_cgroup_mount(p: &Path) -> bool {
@@ -47,18 +58,27 @@ impl ScratchTree {
     /// Creates `oomx_<pid>_<n>.slice` at the top of every hierarchy, with `limit_mb` as the
     /// memory (and memory+swap) limit of the whole test.
     pub fn new(limit_mb: u64) -> ScratchTree {
-        let memory = crate::v1_memory_root();
+        let v2 = unified();
+        let memory = if v2 {
+            PathBuf::from("/sys/fs/cgroup")
+        } else {
+            crate::v1_memory_root()
+        };
         let n = N.fetch_add(1, Ordering::SeqCst);
         let base = format!("oomx_{}_{n}", std::process::id());
         let name = format!("{base}.slice");
         let mut hierarchies = Vec::new();
-        for e in fs::read_dir("/sys/fs/cgroup")
-            .expect("/sys/fs/cgroup")
-            .flatten()
-        {
-            let h = e.path();
-            if is_cgroup_mount(&h) {
-                hierarchies.push(h);
+        if v2 {
+            hierarchies.push(memory.clone());
+        } else {
+            for e in fs::read_dir("/sys/fs/cgroup")
+                .expect("/sys/fs/cgroup")
+                .flatten()
+            {
+                let h = e.path();
+                if is_cgroup_mount(&h) {
+                    hierarchies.push(h);
+                }
             }
         }
         let t = ScratchTree {
@@ -66,13 +86,29 @@ impl ScratchTree {
             name,
             hierarchies,
             memory,
+            v2,
         };
         t.mkdir_all_hierarchies("");
         let top = t.memory_dir("");
         let bytes = (limit_mb << 20).to_string();
-        fs::write(top.join("memory.limit_in_bytes"), &bytes).expect("outer limit");
-        let _ = fs::write(top.join("memory.memsw.limit_in_bytes"), &bytes);
+        if v2 {
+            fs::write(top.join("memory.max"), &bytes).expect("outer limit");
+            let _ = fs::write(top.join("memory.swap.max"), "0");
+        } else {
+            fs::write(top.join("memory.limit_in_bytes"), &bytes).expect("outer limit");
+            let _ = fs::write(top.join("memory.memsw.limit_in_bytes"), &bytes);
+        }
         t
+    }
+
+    /// On v2 a child gets a memory limit only if its parent delegates the controller; a
+    /// cgroup that will hold processes (containerd's `sys`) must not delegate it (no
+    /// internal processes), so only the top and pod cgroups do.
+    fn delegate_memory(&self, dir: &Path) {
+        if self.v2 {
+            let f = dir.join("cgroup.subtree_control");
+            fs::write(&f, "+memory").unwrap_or_else(|e| panic!("writing {}: {e}", f.display()));
+        }
     }
 
     /// The top's hierarchy path (`/<base>.slice`).
@@ -110,12 +146,19 @@ impl ScratchTree {
                 copy_cpuset(&d);
             }
         }
+        if rel.is_empty() {
+            self.delegate_memory(&self.memory_dir(""));
+        }
     }
 
     /// Creates `rel` in the memory hierarchy only, with a memory limit if given.
     pub fn mkdir_memory(&self, rel: &str, limit_mb: Option<u64>) -> PathBuf {
         let d = self.memory_dir(rel);
         fs::create_dir_all(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
+        // Pod-level cgroups hold no process themselves: their children get limits.
+        if limit_mb.is_some() {
+            self.delegate_memory(&d);
+        }
         if let Some(mb) = limit_mb {
             self.set_limit(rel, mb);
         }
@@ -124,7 +167,12 @@ impl ScratchTree {
 
     /// Sets `rel`'s memory limit in MiB.
     pub fn set_limit(&self, rel: &str, mb: u64) {
-        let f = self.memory_dir(rel).join("memory.limit_in_bytes");
+        let file = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        let f = self.memory_dir(rel).join(file);
         fs::write(&f, (mb << 20).to_string())
             .unwrap_or_else(|e| panic!("writing {}: {e}", f.display()));
     }
@@ -146,7 +194,12 @@ impl ScratchTree {
 
     /// Memory charged to `rel` now.
     pub fn usage(&self, rel: &str) -> u64 {
-        fs::read_to_string(self.memory_dir(rel).join("memory.usage_in_bytes"))
+        let file = if self.v2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        fs::read_to_string(self.memory_dir(rel).join(file))
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0)
@@ -201,4 +254,85 @@ impl Drop for ScratchTree {
             }
         }
     }
+}
+
+/// A slow memory hog in busybox sh: 1 MiB more every 50 ms, its progress (MiB held) in
+/// `/progress-<id>` of the rootfs; sleeps `delay_s` first. (A go-file gate would not do:
+/// gVisor does not see files the host adds to its rootfs after the sandbox started.)
+pub fn hog_script(id: &str, delay_s: u32) -> String {
+    let gate = format!("sleep {delay_s}; ");
+    format!(
+        "{gate}y=a; i=0; while [ $i -lt 20 ]; do y=$y$y; i=$((i+1)); done; \
+         x=; n=0; while :; do x=$x$y; n=$((n+1)); echo $n > /progress-{id}; sleep 0.05; done"
+    )
+}
+
+pub fn progress(cd: &Containerd, id: &str) -> u64 {
+    fs::read_to_string(cd.rootfs.join(format!("progress-{id}")))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A Kubernetes-shaped pod: a sandbox container and an application container.
+pub struct Pod<'a> {
+    pub sandbox: &'a str,
+    pub app: &'a str,
+    pub uid: &'a str,
+}
+
+impl Pod<'_> {
+    fn labels(&self, container: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("io.kubernetes.pod.name", format!("pod-{}", self.uid)),
+            ("io.kubernetes.pod.namespace", "audit".into()),
+            ("io.kubernetes.pod.uid", self.uid.into()),
+            ("io.kubernetes.container.name", container.into()),
+        ]
+    }
+
+    /// Starts the sandbox (a sleeping pause stand-in) and the application container with
+    /// `app_cmd`, each with the cgroupsPath `cgroup_of(id)`.
+    pub fn start(
+        &self,
+        cd: &Containerd,
+        cgroup_of: &dyn Fn(&str) -> String,
+        gvisor: bool,
+        app_limit_mb: Option<u64>,
+        app_cmd: &str,
+    ) {
+        let wrapper = cd.runsc_pod_wrapper.clone();
+        let binary = gvisor.then_some(wrapper.as_path());
+        for (id, kind, cmd, limit) in [
+            (self.sandbox, "sandbox", "sleep 3600".to_string(), None),
+            (self.app, "container", app_cmd.to_string(), app_limit_mb),
+        ] {
+            let cg = cgroup_of(id);
+            let labels = self.labels(if kind == "sandbox" { "POD" } else { "app" });
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let ann = [
+                ("io.kubernetes.cri.container-type", kind),
+                ("io.kubernetes.cri.sandbox-id", self.sandbox),
+            ];
+            cd.run_detached(
+                id,
+                &RunOpts {
+                    cgroup: Some(&cg),
+                    annotations: &ann,
+                    labels: &labels,
+                    runc_binary: binary,
+                    memory_limit_mb: limit,
+                },
+                &["/bin/sh", "-c", &cmd],
+            );
+            cd.wait_running(id);
+        }
+    }
+}
+
+/// Findings (`limit_unenforced`, ...) of one container.
+pub fn findings<'a>(evs: &'a [Value], kind: &str, id: &str) -> Vec<&'a Value> {
+    evs.iter()
+        .filter(|e| e["event"] == kind && e["container"]["id"] == id)
+        .collect()
 }

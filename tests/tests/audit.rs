@@ -18,7 +18,7 @@ use serde_json::Value;
 use tests::{
     containerd::{Containerd, RunOpts, Subscriber},
     events_in, observer_bin,
-    pod::ScratchTree,
+    pod::{findings, hog_script, progress, Pod, ScratchTree},
     pretty, Observer,
 };
 
@@ -37,85 +37,6 @@ fn observer_for(cd: &Containerd) -> Observer {
     ]);
     obs.wait_log("connected to containerd", WAIT);
     obs
-}
-
-/// A slow memory hog in busybox sh: 1 MiB more every 50 ms, its progress (MiB held) in
-/// `/progress-<id>` of the rootfs; sleeps `delay_s` first. (A go-file gate would not do:
-/// gVisor does not see files the host adds to its rootfs after the sandbox started.)
-fn hog_script(id: &str, delay_s: u32) -> String {
-    let gate = format!("sleep {delay_s}; ");
-    format!(
-        "{gate}y=a; i=0; while [ $i -lt 20 ]; do y=$y$y; i=$((i+1)); done; \
-         x=; n=0; while :; do x=$x$y; n=$((n+1)); echo $n > /progress-{id}; sleep 0.05; done"
-    )
-}
-
-fn progress(cd: &Containerd, id: &str) -> u64 {
-    fs::read_to_string(cd.rootfs.join(format!("progress-{id}")))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-struct Pod<'a> {
-    sandbox: &'a str,
-    app: &'a str,
-    uid: &'a str,
-}
-
-impl Pod<'_> {
-    fn labels(&self, container: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("io.kubernetes.pod.name", format!("pod-{}", self.uid)),
-            ("io.kubernetes.pod.namespace", "audit".into()),
-            ("io.kubernetes.pod.uid", self.uid.into()),
-            ("io.kubernetes.container.name", container.into()),
-        ]
-    }
-
-    /// Starts the sandbox (a sleeping pause stand-in) and the application container with
-    /// `app_cmd`, each with the cgroupsPath `cgroup_of(id)`.
-    fn start(
-        &self,
-        cd: &Containerd,
-        cgroup_of: &dyn Fn(&str) -> String,
-        gvisor: bool,
-        app_limit_mb: Option<u64>,
-        app_cmd: &str,
-    ) {
-        let wrapper = cd.runsc_pod_wrapper.clone();
-        let binary = gvisor.then_some(wrapper.as_path());
-        for (id, kind, cmd, limit) in [
-            (self.sandbox, "sandbox", "sleep 3600".to_string(), None),
-            (self.app, "container", app_cmd.to_string(), app_limit_mb),
-        ] {
-            let cg = cgroup_of(id);
-            let labels = self.labels(if kind == "sandbox" { "POD" } else { "app" });
-            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let ann = [
-                ("io.kubernetes.cri.container-type", kind),
-                ("io.kubernetes.cri.sandbox-id", self.sandbox),
-            ];
-            cd.run_detached(
-                id,
-                &RunOpts {
-                    cgroup: Some(&cg),
-                    annotations: &ann,
-                    labels: &labels,
-                    runc_binary: binary,
-                    memory_limit_mb: limit,
-                },
-                &["/bin/sh", "-c", &cmd],
-            );
-            cd.wait_running(id);
-        }
-    }
-}
-
-fn findings<'a>(evs: &'a [Value], kind: &str, id: &str) -> Vec<&'a Value> {
-    evs.iter()
-        .filter(|e| e["event"] == kind && e["container"]["id"] == id)
-        .collect()
 }
 
 fn rfc3339(s: &str) -> SystemTime {

@@ -22,6 +22,8 @@ mod vm;
 /// bpf-linker release that builds with the machines' toolchains (see shared platform notes).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const EBPF_TARGET: &str = "bpfel-unknown-none";
+/// Container OOM kills per cgroup v2 guest in `cargo xtask test` (CI time: see README).
+const CI_VM_RACE_KILLS: usize = 10;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -47,11 +49,29 @@ enum Cmd {
         args: Vec<OsString>,
     },
     /// Race our TaskOOM against containerd's own and TaskExit over N real container OOM
-    /// kills (release build); writes docs/race-host.md.
+    /// kills (release build); writes docs/race-host.md, or with --vm runs it in the cgroup
+    /// v2 guests (Linux 6.12, x86_64 and arm64) and writes docs/race-vm.md.
     Race {
-        /// How many OOM kills.
+        /// How many OOM kills (per guest with --vm).
         #[arg(long, default_value_t = 200)]
         kills: usize,
+        /// In the cgroup v2 VM guests instead of on this host.
+        #[arg(long)]
+        vm: bool,
+        /// With --vm: write the tables somewhere else than docs/race-vm.md.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// With --vm: boot nothing, write the tables again from the consoles of the last run
+        /// (target/vm/*.race.console.log).
+        #[arg(long)]
+        rerender: bool,
+    },
+    /// The unenforced-limit audit scenarios (runc) in the cgroup v2 VM guests; writes
+    /// docs/audit-vm.md.
+    AuditVm {
+        /// Write the results somewhere else.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Benchmarks (release build): latency, ordering on a loaded node, OOM storm, cost;
     /// writes docs/bench/.
@@ -90,11 +110,31 @@ fn main() -> Result<()> {
             if no_vm {
                 return Ok(());
             }
-            vm::vm_test(&vm::VmOptions::default())
+            vm::vm_test(&vm::VmOptions::default())?;
+            // The short containerd race in the cgroup v2 guests (the full one is
+            // `cargo xtask race --vm`); its tables go under target/, not into docs/.
+            vm::race_vm(
+                CI_VM_RACE_KILLS,
+                &root().join("target/vm/race-vm.md"),
+                false,
+            )
         }
         Cmd::VmTest(opts) => vm::vm_test(&opts),
-        Cmd::Race { kills } => race(kills),
+        Cmd::Race {
+            kills,
+            vm: true,
+            report,
+            rerender,
+        } => vm::race_vm(
+            kills,
+            &report.unwrap_or_else(|| root().join("docs/race-vm.md")),
+            rerender,
+        ),
+        Cmd::Race { kills, .. } => race(kills),
         Cmd::Bench => bench(),
+        Cmd::AuditVm { report } => {
+            vm::audit_vm(&report.unwrap_or_else(|| root().join("docs/audit-vm.md")))
+        }
     }
 }
 

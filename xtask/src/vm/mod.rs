@@ -7,7 +7,9 @@
 mod cpio;
 mod debian;
 mod qemu;
+mod race;
 mod report;
+mod userland;
 
 use std::{
     collections::VecDeque,
@@ -27,6 +29,8 @@ use self::{
     report::{GuestResult, Summary},
 };
 use crate::{build_ebpf, cache_dir, output, root, run};
+
+pub use self::race::{audit_vm, race_vm};
 
 /// One row group of the matrix: a kernel series on an architecture.
 struct GuestDef {
@@ -187,7 +191,7 @@ pub fn vm_test(opts: &VmOptions) -> Result<()> {
     for a in &archs {
         let bins = build_guest_binaries(*a, &obj)?;
         let img = work.join(format!("initramfs-{}.cpio", a.name()));
-        write_initramfs(&bins, &img)?;
+        write_initramfs(&bins, &userland::Files::new(), &img)?;
         initrds.push((*a, img));
     }
 
@@ -387,9 +391,23 @@ fn build_guest_binaries(arch: Arch, obj: &Path) -> Result<GuestBins> {
     Ok(bins)
 }
 
-fn write_initramfs(bins: &GuestBins, out: &Path) -> Result<()> {
+/// The initramfs: the guest binaries, plus `extra` files (guest path → host file; their
+/// parent directories are added).
+fn write_initramfs(bins: &GuestBins, extra: &userland::Files, out: &Path) -> Result<()> {
     let mut c = cpio::Cpio::default();
-    for d in ["dev", "proc", "sys", "tmp", "bin"] {
+    let mut dirs: std::collections::BTreeSet<String> = ["dev", "proc", "sys", "tmp", "bin"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    for guest in extra.keys() {
+        let mut p = Path::new(guest).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_string_lossy().into_owned());
+            p = d.parent();
+        }
+    }
+    // Sorted, so every parent comes before its children.
+    for d in &dirs {
         c.dir(d);
     }
     // The kernel opens /dev/console for init's stdio before anything is mounted.
@@ -398,6 +416,9 @@ fn write_initramfs(bins: &GuestBins, out: &Path) -> Result<()> {
     c.file("init", 0o755, &read(&bins.init)?);
     c.file("bin/oom-observer", 0o755, &read(&bins.observer)?);
     c.file("bin/oomx-hog", 0o755, &read(&bins.hog)?);
+    for (guest, host) in extra {
+        c.file(guest, 0o755, &read(host)?);
+    }
     fs::write(out, c.finish()).with_context(|| format!("writing {}", out.display()))
 }
 

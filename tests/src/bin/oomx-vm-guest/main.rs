@@ -12,6 +12,7 @@
 
 mod daemon;
 mod expect;
+mod race;
 mod scenarios;
 mod sys;
 
@@ -42,6 +43,14 @@ fn main() {
     }
     let (release, machine) = sys::uname();
     emit(&json!({"type": "boot", "kernel": release, "machine": machine}));
+    if let Some(n) = race::kills_requested() {
+        race::run(n);
+        sys::power_off();
+    }
+    if race::cmdline("audit").is_some() {
+        race::run_audit();
+        sys::power_off();
+    }
 
     let check = match Command::new(OBSERVER)
         .args(["check", "--programs"])
