@@ -117,7 +117,9 @@ fn main() -> Result<()> {
                 CI_VM_RACE_KILLS,
                 &root().join("target/vm/race-vm.md"),
                 false,
-            )
+            )?;
+            // The audit's runc scenarios in the same guests (about 90 s).
+            vm::audit_vm(&root().join("target/vm/audit-vm.md"))
         }
         Cmd::VmTest(opts) => vm::vm_test(&opts),
         Cmd::Race {
