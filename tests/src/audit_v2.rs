@@ -18,27 +18,13 @@ use crate::{
     containerd::{Containerd, Subscriber},
     events_in,
     pod::{findings, hog_script, progress, Pod, ScratchTree},
-    pretty, Observer,
+    pretty,
 };
 
 /// Emulated guests are slow: generous waits.
 const WAIT: Duration = Duration::from_secs(120);
 const OUTER_MB: u64 = 512;
 const POD_MB: u64 = 64;
-
-fn observer_for(cd: &Containerd) -> Observer {
-    let obs = Observer::spawn(
-        &[
-            "--containerd-socket",
-            cd.socket.to_str().unwrap_or_default(),
-            "--state-dir",
-            cd.dir.join("observer-state").to_str().unwrap_or_default(),
-        ],
-        Duration::from_secs(240),
-    );
-    obs.wait_log("connected to containerd", WAIT);
-    obs
-}
 
 fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if ok {
@@ -55,7 +41,7 @@ pub fn pod_under_its_limit() -> Result<String, String> {
     tree.mkdir_all_hierarchies("sys");
     tree.mkdir_memory("pod", Some(POD_MB));
     let cd = Containerd::start_in(tree.procs_files("sys"));
-    let obs = observer_for(&cd);
+    let obs = cd.observer(Duration::from_secs(240));
     let pod = Pod {
         sandbox: "good-sb",
         app: "good-app",
@@ -98,7 +84,7 @@ pub fn sandbox_outside_its_pod() -> Result<String, String> {
     tree.mkdir_memory(&pod_slice, Some(POD_MB));
     let cd = Containerd::start_in(tree.procs_files("sys"));
     let sub = Subscriber::start(&cd.socket);
-    let obs = observer_for(&cd);
+    let obs = cd.observer(Duration::from_secs(240));
     let pod = Pod {
         sandbox: "esc-sb",
         app: "esc-app",
@@ -173,7 +159,7 @@ pub fn fixed_by_hand() -> Result<String, String> {
     let pod_slice = format!("{}-pod.slice", tree.base);
     tree.mkdir_memory(&pod_slice, Some(POD_MB));
     let cd = Containerd::start_in(tree.procs_files("sys"));
-    let obs = observer_for(&cd);
+    let obs = cd.observer(Duration::from_secs(240));
     let pod = Pod {
         sandbox: "fix-sb",
         app: "fix-app",

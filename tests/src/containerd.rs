@@ -175,6 +175,30 @@ impl Containerd {
         fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
+    /// Where the observer started by [`Containerd::observer`] keeps its TaskOOM spool.
+    pub fn observer_state(&self) -> PathBuf {
+        self.dir.join("observer-state")
+    }
+
+    /// Starts `oom-observer run` against this daemon and waits until it is ready (within
+    /// `ready`) and connected to containerd.
+    pub fn observer(&self, ready: Duration) -> crate::Observer {
+        let obs = crate::Observer::spawn(
+            &[
+                "--containerd-socket",
+                self.socket.to_str().unwrap_or_default(),
+                "--state-dir",
+                self.observer_state().to_str().unwrap_or_default(),
+            ],
+            ready,
+        );
+        obs.wait_log(
+            "connected to containerd",
+            Duration::from_secs(30).max(ready),
+        );
+        obs
+    }
+
     /// Runs `ctr` against this daemon in the test namespace.
     pub fn ctr(&self, args: &[&str]) -> Output {
         Command::new("ctr")

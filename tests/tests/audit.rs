@@ -19,25 +19,16 @@ use tests::{
     containerd::{Containerd, RunOpts, Subscriber},
     events_in, observer_bin,
     pod::{findings, hog_script, progress, Pod, ScratchTree},
-    pretty, Observer,
+    pretty,
 };
 
+/// How long a host daemon may take to attach.
+const READY: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(30);
 /// The hard limit over the whole test.
 const OUTER_MB: u64 = 768;
 /// The pod's limit.
 const POD_MB: u64 = 64;
-
-fn observer_for(cd: &Containerd) -> Observer {
-    let obs = Observer::start(&[
-        "--containerd-socket",
-        cd.socket.to_str().unwrap(),
-        "--state-dir",
-        cd.dir.join("observer-state").to_str().unwrap(),
-    ]);
-    obs.wait_log("connected to containerd", WAIT);
-    obs
-}
 
 fn rfc3339(s: &str) -> SystemTime {
     humantime::parse_rfc3339(s).unwrap_or_else(|e| panic!("bad time {s:?}: {e}"))
@@ -69,7 +60,7 @@ fn pod_under_its_limit(gvisor: bool) {
     tree.mkdir_all_hierarchies("pod");
     tree.set_limit("pod", POD_MB);
     let cd = Containerd::start_in(tree.procs_files("sys"));
-    let obs = observer_for(&cd);
+    let obs = cd.observer(READY);
     let pod = Pod {
         sandbox: "good-sb",
         app: "good-app",
@@ -139,7 +130,7 @@ fn sandbox_outside_its_pod(gvisor: bool) {
     tree.mkdir_memory(&pod_slice, Some(POD_MB));
     let cd = Containerd::start_in(tree.procs_files("sys"));
     let sub = Subscriber::start(&cd.socket);
-    let obs = observer_for(&cd);
+    let obs = cd.observer(READY);
     let pod = Pod {
         sandbox: "esc-sb",
         app: "esc-app",
@@ -282,7 +273,7 @@ fn moving_the_processes_into_their_cgroup_by_hand_clears_the_finding() {
     let pod_slice = format!("{}-pod.slice", tree.base);
     tree.mkdir_memory(&pod_slice, Some(POD_MB));
     let cd = Containerd::start_in(tree.procs_files("sys"));
-    let obs = observer_for(&cd);
+    let obs = cd.observer(READY);
     let pod = Pod {
         sandbox: "fix-sb",
         app: "fix-app",
@@ -325,7 +316,7 @@ fn a_container_that_declares_no_limit_gets_no_finding() {
     let tree = ScratchTree::new(OUTER_MB);
     tree.mkdir_all_hierarchies("sys");
     let cd = Containerd::start_in(tree.procs_files("sys"));
-    let obs = observer_for(&cd);
+    let obs = cd.observer(READY);
     // Outside any pod, no memory limit, placed "wrongly" by a relative systemd-form path:
     // nothing was promised, so nothing is reported.
     let id = "nolimit";
@@ -360,7 +351,7 @@ fn a_limit_removed_and_restored_by_hand_is_flagged_then_cleared() {
     let tree = ScratchTree::new(OUTER_MB);
     tree.mkdir_all_hierarchies("sys");
     let cd = Containerd::start_in(tree.procs_files("sys"));
-    let obs = observer_for(&cd);
+    let obs = cd.observer(READY);
     let id = "bylimit";
     let cg = tree.sub(&format!("ctr/{id}"));
     cd.run_detached(

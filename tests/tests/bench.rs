@@ -71,13 +71,7 @@ struct KillRun {
 fn container_kills(n: usize, parallel: usize, tag: &str) -> KillRun {
     let cd = Containerd::start();
     let sub = Subscriber::start(&cd.socket);
-    let obs = Observer::start(&[
-        "--containerd-socket",
-        cd.socket.to_str().unwrap(),
-        "--state-dir",
-        cd.dir.join("observer-state").to_str().unwrap(),
-    ]);
-    obs.wait_log("connected to containerd", Duration::from_secs(30));
+    let obs = cd.observer(Duration::from_secs(30));
     cd.go();
     let ids: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
     for chunk in ids.chunks(parallel) {

@@ -15,22 +15,9 @@ use tests::{
     events_in, pretty, spawn_hog, was_sigkilled, Memcg, Observer,
 };
 
+/// How long a host daemon may take to attach.
+const READY: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(30);
-
-fn state_dir(cd: &Containerd) -> PathBuf {
-    cd.dir.join("observer-state")
-}
-
-fn observer_for(cd: &Containerd) -> Observer {
-    let obs = Observer::start(&[
-        "--containerd-socket",
-        cd.socket.to_str().unwrap(),
-        "--state-dir",
-        state_dir(cd).to_str().unwrap(),
-    ]);
-    obs.wait_log("connected to containerd", WAIT);
-    obs
-}
 
 fn kills_of<'a>(evs: &'a [Value], cgroup: &str) -> Vec<&'a Value> {
     events_in(evs, "oom_kill", cgroup)
@@ -51,7 +38,7 @@ fn rfc3339(s: &str) -> SystemTime {
 fn runc_container_oom_kill_publishes_task_oom_with_its_id() {
     let cd = Containerd::start();
     let sub = Subscriber::start(&cd.socket);
-    let obs = observer_for(&cd);
+    let obs = cd.observer(READY);
     let id = "runc-hog";
     let mut ctr = cd.run_hog(
         id,
@@ -107,7 +94,7 @@ fn runc_container_oom_kill_publishes_task_oom_with_its_id() {
 fn gvisor_container_oom_kill_publishes_one_task_oom_for_the_container() {
     let cd = Containerd::start();
     let sub = Subscriber::start(&cd.socket);
-    let obs = observer_for(&cd);
+    let obs = cd.observer(READY);
     let id = "gvisor-hog";
     let wrapper = cd.runsc_wrapper.to_str().unwrap().to_string();
     let mut ctr = cd.run_hog(id, 96, &["--runc-binary", &wrapper]);
@@ -144,7 +131,7 @@ fn gvisor_container_oom_kill_publishes_one_task_oom_for_the_container() {
 fn a_cgroup_no_container_owns_gets_container_null_and_no_task_oom() {
     let cd = Containerd::start();
     let sub = Subscriber::start(&cd.socket);
-    let obs = observer_for(&cd);
+    let obs = cd.observer(READY);
     let cg = Memcg::new("nocontainer");
     cg.limit_mb(32);
     let mut hog = spawn_hog(&cg.dir, &[]);
@@ -165,7 +152,7 @@ fn a_cgroup_no_container_owns_gets_container_null_and_no_task_oom() {
 #[test]
 fn containerd_down_during_the_kill_gets_task_oom_after_restart_exactly_once() {
     let mut cd = Containerd::start();
-    let obs = observer_for(&cd);
+    let obs = cd.observer(READY);
     let id = "while-down";
     let mut ctr = cd.run_hog(id, 32, &[]);
     cd.wait_running(id);
@@ -181,7 +168,7 @@ fn containerd_down_during_the_kill_gets_task_oom_after_restart_exactly_once() {
         "known from before containerd went down: {e}"
     );
     assert_eq!(e["published"], false, "containerd was down: {e}");
-    let spool = state_dir(&cd).join("taskoom-spool.jsonl");
+    let spool = cd.observer_state().join("taskoom-spool.jsonl");
     let spooled = fs::read_to_string(&spool).unwrap_or_default();
     assert!(
         spooled.contains(id),
@@ -233,7 +220,7 @@ fn unreachable_socket_keeps_the_daemon_running_kernel_only() {
 #[test]
 fn malformed_cgroups_path_is_logged_and_the_daemon_keeps_going() {
     let cd = Containerd::start();
-    let obs = observer_for(&cd);
+    let obs = cd.observer(READY);
     // A container (no task) whose spec names an impossible cgroupsPath.
     let spec = cd.ctr(&["oci", "spec"]);
     assert!(spec.status.success());

@@ -13,7 +13,6 @@ use std::{fs, time::Duration};
 use tests::{
     containerd::{Containerd, Subscriber},
     race::{ask_socket, run_kills, tally, TABLE_HEAD},
-    Observer,
 };
 
 const PARALLEL: usize = 4;
@@ -26,13 +25,7 @@ fn our_task_oom_precedes_task_exit_in_every_kill() {
         .unwrap_or(20);
     let cd = Containerd::start();
     let sub = Subscriber::start(&cd.socket);
-    let obs = Observer::start(&[
-        "--containerd-socket",
-        cd.socket.to_str().unwrap(),
-        "--state-dir",
-        cd.dir.join("state-observer").to_str().unwrap(),
-    ]);
-    obs.wait_log("connected to containerd", Duration::from_secs(30));
+    let obs = cd.observer(Duration::from_secs(30));
     let ids: Vec<String> = (0..n).map(|i| format!("race-{i}")).collect();
     let ask = |pid: u32| ask_socket(&obs.query_socket, &format!("{{\"pid\":{pid}}}"));
     let kills = run_kills(&cd, &ids, PARALLEL, 24, &[], &ask).unwrap();

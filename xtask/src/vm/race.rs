@@ -101,26 +101,9 @@ fn boot_all(kills: usize, work: &Path) -> Result<Vec<(String, Result<Value>)>> {
     fs::create_dir_all(&cache)?;
     let boots = prepare(&cache, work)?;
     let limit = BASE_LIMIT + PER_KILL * kills as u32;
-    let results: Vec<(String, Result<Value>)> = thread::scope(|s| {
-        let handles: Vec<_> = boots
-            .iter()
-            .map(|(g, k, img)| {
-                let work = &work;
-                let append = format!("oomx.race={kills}");
-                s.spawn(move || {
-                    let r = boot(g, k, img, work, &append, limit)
-                        .and_then(|(kernel, lines)| race_verdict(kernel, lines));
-                    (g.name.to_string(), r)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| ("?".into(), Err(anyhow::anyhow!("runner panicked"))))
-            })
-            .collect()
+    let append = format!("oomx.race={kills}");
+    let results = boot_each(&boots, work, &append, limit, |(kernel, lines)| {
+        race_verdict(kernel, lines)
     });
     Ok(results)
 }
@@ -281,6 +264,35 @@ type Verdicts = (String, Vec<Value>);
 
 /// Boots one guest with `append` on its command line; returns its kernel release and its
 /// verdict lines (`OOMX {json}`).
+/// Boots every prepared guest at once with `append` and judges each one's verdicts.
+fn boot_each<T: Send>(
+    boots: &[(&'static GuestDef, debian::Kernel, PathBuf)],
+    work: &Path,
+    append: &str,
+    limit: Duration,
+    judge: impl Fn(Verdicts) -> Result<T> + Sync,
+) -> Vec<(String, Result<T>)> {
+    thread::scope(|s| {
+        let handles: Vec<_> = boots
+            .iter()
+            .map(|(g, k, img)| {
+                let judge = &judge;
+                s.spawn(move || {
+                    let r = boot(g, k, img, work, append, limit).and_then(judge);
+                    (g.name.to_string(), r)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| ("?".into(), Err(anyhow::anyhow!("runner panicked"))))
+            })
+            .collect()
+    })
+}
+
 fn boot(
     g: &GuestDef,
     k: &debian::Kernel,
@@ -350,27 +362,7 @@ pub fn audit_vm(report: &Path) -> Result<()> {
     let work = root().join("target/vm");
     fs::create_dir_all(&work)?;
     let boots = prepare(&cache, &work)?;
-    let results: Vec<(String, Result<Verdicts>)> = thread::scope(|s| {
-        let handles: Vec<_> = boots
-            .iter()
-            .map(|(g, k, img)| {
-                let work = &work;
-                s.spawn(move || {
-                    (
-                        g.name.to_string(),
-                        boot(g, k, img, work, "oomx.audit=1", BASE_LIMIT * 2),
-                    )
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| ("?".into(), Err(anyhow::anyhow!("runner panicked"))))
-            })
-            .collect()
-    });
+    let results = boot_each(&boots, &work, "oomx.audit=1", BASE_LIMIT * 2, Ok);
     let date = output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
     let mut page = format!(
         "# Unenforced memory limits in cgroup v2 guests (runc)\n\n\
