@@ -572,8 +572,18 @@ fn raise_priority() {
     // SAFETY: sched_param is plain integers, for which all-zero is valid.
     let mut param: nix::libc::sched_param = unsafe { std::mem::zeroed() };
     param.sched_priority = 1;
+    // The raw system call: musl's sched_setscheduler() is a stub that always fails with
+    // ENOSYS (POSIX means the process, Linux the thread), which left the static builds at
+    // ordinary priority.
     // SAFETY: plain syscall on this process with a valid parameter.
-    let rc = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_FIFO, &param) };
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_sched_setscheduler,
+            0,
+            nix::libc::SCHED_FIFO,
+            &param as *const nix::libc::sched_param,
+        )
+    };
     if rc == 0 {
         info!("running at real-time priority (SCHED_FIFO 1)");
     } else {
