@@ -114,7 +114,8 @@ pub struct VmOptions {
     /// Run only the guests whose name contains this (e.g. `arm64`, `6.1-`).
     #[arg(long)]
     pub only: Option<String>,
-    /// Write the results page somewhere else than docs/vm-matrix.md.
+    /// Write the results page somewhere else than docs/vm-matrix.md (a run with --only
+    /// writes target/vm/vm-matrix-only-<text>.md unless this is given).
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Wall-clock limit per guest in seconds (default 240).
@@ -124,6 +125,28 @@ pub struct VmOptions {
     /// messages on the console).
     #[arg(long, value_name = "ARGS")]
     pub append: Option<String>,
+}
+
+/// Where a run's results page goes unless `--report` says: the full matrix writes
+/// `docs/vm-matrix.md`; a partial run (`--only`) writes under `target/vm/`, so it can never
+/// overwrite the full matrix's page with a few guests' "all rows pass".
+fn default_report(root: &Path, only: Option<&str>) -> PathBuf {
+    match only {
+        None => root.join("docs/vm-matrix.md"),
+        Some(o) => {
+            let tag: String = o
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            root.join(format!("target/vm/vm-matrix-only-{tag}.md"))
+        }
+    }
 }
 
 pub fn vm_test(opts: &VmOptions) -> Result<()> {
@@ -245,11 +268,20 @@ pub fn vm_test(opts: &VmOptions) -> Result<()> {
             "kernels from the cache".into()
         },
     };
-    let page = report::markdown(&results, &summary);
+    let mut page = report::markdown(&results, &summary);
     let out = opts
         .report
         .clone()
-        .unwrap_or_else(|| root.join("docs/vm-matrix.md"));
+        .unwrap_or_else(|| default_report(&root, opts.only.as_deref()));
+    if let Some(only) = &opts.only {
+        // A partial run says so on its own page, never passes for the matrix.
+        page = format!(
+            "> **Partial run** (`--only {only}`): {} of {} guests. The full matrix is \
+             `docs/vm-matrix.md`.\n\n{page}",
+            results.len(),
+            MATRIX.len()
+        );
+    }
     if let Some(d) = out.parent() {
         fs::create_dir_all(d)?;
     }
@@ -438,4 +470,27 @@ fn prune_kernels(cache: &Path, used: &[debian::Kernel]) {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_full_run_writes_the_docs_page() {
+        let root = Path::new("/r");
+        assert_eq!(
+            default_report(root, None),
+            Path::new("/r/docs/vm-matrix.md")
+        );
+        let partial = default_report(root, Some("linux-6.12-arm64"));
+        assert_eq!(
+            partial,
+            Path::new("/r/target/vm/vm-matrix-only-linux-6.12-arm64.md")
+        );
+        // Whatever the filter's text, the page stays under target/vm.
+        let odd = default_report(root, Some("../../docs/x y"));
+        assert!(odd.starts_with("/r/target/vm/"), "{}", odd.display());
+        assert_eq!(odd.parent(), Some(Path::new("/r/target/vm")));
+    }
 }
