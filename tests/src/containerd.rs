@@ -72,6 +72,13 @@ impl Containerd {
     /// Starts a daemon inside the cgroups whose `cgroup.procs` files are given (one per
     /// hierarchy): its shims, and the runtimes they run, create "relative" cgroups there.
     pub fn start_in(join: Vec<PathBuf>) -> Containerd {
+        Containerd::start_with(join, None)
+    }
+
+    /// Like [`Containerd::start_in`], with the CRI plugin on: `cri` makes its config
+    /// sections from the daemon's working directory, and the daemon's namespace is the CRI's
+    /// own, `k8s.io`.
+    pub fn start_with(join: Vec<PathBuf>, cri: Option<&dyn Fn(&Path) -> String>) -> Containerd {
         require_tools();
         let n = N.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -79,11 +86,14 @@ impl Containerd {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("containerd.sock");
+        let plugins = match cri {
+            Some(sections) => sections(&dir),
+            None => "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n".to_string(),
+        };
         fs::write(
             dir.join("config.toml"),
             format!(
-                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n{plugins}\
                  [grpc]\n  address = \"{s}\"\n[ttrpc]\n  address = \"{s}.ttrpc\"\n",
                 d = dir.display(),
                 s = socket.display()
@@ -119,7 +129,11 @@ impl Containerd {
         let mut cd = Containerd {
             dir,
             socket,
-            namespace: format!("oomx-{pid}-{n}"),
+            namespace: if cri.is_some() {
+                "k8s.io".to_string()
+            } else {
+                format!("oomx-{pid}-{n}")
+            },
             rootfs,
             runsc_wrapper,
             runsc_pod_wrapper,
@@ -328,7 +342,11 @@ impl Drop for Containerd {
             let _ = self.ctr(&["tasks", "delete", "-f", id]);
         }
         let out = self.ctr(&["containers", "ls", "-q"]);
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        for id in &ids {
             let _ = self.ctr(&["containers", "delete", id]);
         }
         self.stop();
@@ -337,6 +355,11 @@ impl Drop for Containerd {
             .arg("-f")
             .arg(self.socket.to_str().unwrap())
             .status();
+        // A killed shim leaves its socket in /run/containerd/s (whatever containerd's
+        // state directory): the ones of our containers' shims, by their names.
+        for id in &ids {
+            let _ = fs::remove_file(shim_socket(&self.socket, &self.namespace, id));
+        }
         // The parent cgroups runc made for our --cgroup paths, in every hierarchy.
         if let Ok(hs) = fs::read_dir("/sys/fs/cgroup") {
             for h in hs.flatten() {
@@ -355,6 +378,22 @@ impl Drop for Containerd {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Where the runc v2 shim of a container (or of a pod, by its sandbox id) listens:
+/// `/run/containerd/s/<sha256 of "<containerd address>/<namespace>/<id>">`, as containerd
+/// 1.6's `shim.SocketAddress` names it.
+pub fn shim_socket(address: &Path, namespace: &str, id: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(
+        address
+            .join(namespace)
+            .join(id)
+            .as_os_str()
+            .as_encoded_bytes(),
+    );
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    PathBuf::from("/run/containerd/s").join(hex)
 }
 
 /// Options of [`Containerd::run_detached`].

@@ -100,6 +100,29 @@ impl Pidfd {
         }
         Ok(Pidfd(fd))
     }
+
+    /// Waits until the process has exited (the pidfd turns readable); false on timeout.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut p = libc::pollfd {
+                fd: self.0,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut p, 1, left.as_millis().min(1000) as i32) };
+            if r > 0 {
+                return true;
+            }
+            if left.is_zero()
+                || (r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+            {
+                return false;
+            }
+        }
+    }
 }
 
 impl Drop for Pidfd {
