@@ -173,7 +173,7 @@ pub struct Outcome {
 pub enum Workload {
     /// The init allocates past its limit itself (kill and exit on one CPU).
     Alloc,
-    /// The init grows to most of its limit and sleeps on `victim_cpu`; a child pinned on
+    /// The init grows to half its limit and sleeps on `victim_cpu`; a child pinned on
     /// `trigger_cpu` allocates past the limit, so the OOM killer runs there (a starved CPU in
     /// the loaded rows) and picks the init (the biggest), which exits on the other CPU.
     Starved {
@@ -183,6 +183,19 @@ pub enum Workload {
 }
 
 impl Workload {
+    /// 4 MiB strings the starved pods' init holds: 5/8 of the limit.
+    fn init_chunks(limit_mb: u64) -> u64 {
+        (limit_mb * 5 / 8 / 4).max(1)
+    }
+
+    /// Memory the init holds before it waits at the gate.
+    fn init_bytes(&self, limit_mb: u64) -> u64 {
+        match self {
+            Workload::Alloc => 0,
+            Workload::Starved { .. } => (Workload::init_chunks(limit_mb) + 1) * (4 << 20),
+        }
+    }
+
     fn script(&self, limit_mb: u64) -> String {
         let gate = format!("while [ ! -e {GATE_MOUNT}/go ]; do sleep 0.02; done; ");
         match self {
@@ -191,17 +204,16 @@ impl Workload {
                 trigger_cpu,
                 victim_cpu,
             } => {
-                // The init holds about 3/4 of the limit (2^k bytes doubled in sh), then the
-                // child, pinned elsewhere, adds 1 MiB at a time.
-                let mut k = 0;
-                while (2u64 << k) <= (limit_mb << 20) * 3 / 4 {
-                    k += 1;
-                }
+                // 4 MiB strings (built by doubling: at most 12 MiB for a moment), each
+                // variable a copy: the init holds 5/8 of the limit; the child, pinned
+                // elsewhere, then adds 4 MiB at a time, never outgrowing the init.
+                let chunks = Workload::init_chunks(limit_mb);
+                let mib4 = "y=a; i=0; while [ $i -lt 22 ]; do y=$y$y; i=$((i+1)); done";
                 format!(
-                    "taskset -p -c {victim_cpu} $$ >/dev/null; x=a; i=0; \
-                     while [ $i -lt {k} ]; do x=$x$x; i=$((i+1)); done; {gate}\
-                     taskset -c {trigger_cpu} sh -c 'y=a; i=0; while [ $i -lt 20 ]; do y=$y$y; i=$((i+1)); done; \
-                     z=; while :; do z=$z$y; done' & while :; do sleep 1; done"
+                    "taskset -p -c {victim_cpu} $$ >/dev/null; {mib4}; j=0; \
+                     while [ $j -lt {chunks} ]; do eval \"x$j=\\$y\"; j=$((j+1)); done; {gate}\
+                     taskset -c {trigger_cpu} sh -c '{mib4}; j=0; \
+                     while :; do eval \"z$j=\\$y\"; j=$((j+1)); done' & while :; do sleep 1; done"
                 )
             }
         }
@@ -515,6 +527,7 @@ impl CriNode {
             let k = parallel.max(1).min(count - out.len());
             let _ = fs::remove_file(&go);
             let mut batch = Vec::new();
+            let t0 = Instant::now();
             for _ in 0..k {
                 let pod = self.run_pod(pod_limit_mb, limit_mb, workload);
                 let fd = Pidfd::open(pod.pid)
@@ -522,9 +535,19 @@ impl CriNode {
                 batch.push((pod, fd));
             }
             if let Workload::Starved { .. } = workload {
-                // Until each init holds its share and sleeps (it reads the gate after).
-                thread::sleep(Duration::from_millis(300));
+                // Until each init holds its half and waits at the gate.
+                for (pod, _) in &batch {
+                    let cg = format!("{}/{}", pod.pod_cgroup, pod.container_id);
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while self.tree.usage(&cg) < workload.init_bytes(limit_mb)
+                        && Instant::now() < deadline
+                        && Path::new(&format!("/proc/{}", pod.pid)).exists()
+                    {
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                }
             }
+            let t1 = Instant::now();
             fs::write(&go, b"").unwrap();
             let this = &*self;
             let results: Vec<(Reading, Reading)> = thread::scope(|s| {
@@ -534,6 +557,7 @@ impl CriNode {
                     .collect();
                 hs.into_iter().map(|h| h.join().unwrap()).collect()
             });
+            let t2 = Instant::now();
             for ((pod, _), (at_exit, later)) in batch.into_iter().zip(results) {
                 self.remove_pod(&pod.sandbox_id);
                 out.push(Outcome {
@@ -542,13 +566,21 @@ impl CriNode {
                     later,
                 });
             }
+            if std::env::var_os("OOMX_CRI_DEBUG").is_some() {
+                eprintln!(
+                    "cri: batch of {k}: create+ready {:?}, kills+reads {:?}, removal {:?}",
+                    t1 - t0,
+                    t2 - t1,
+                    t2.elapsed()
+                );
+            }
         }
         let _ = fs::remove_file(&go);
         out
     }
 
     fn watch(&self, pod: &CriPod, fd: &Pidfd) -> (Reading, Reading) {
-        let exited = fd.wait(Duration::from_secs(60));
+        let exited = fd.wait(Duration::from_secs(30));
         let since = Instant::now();
         let not_exited = |why: &str| Reading {
             state: format!("NOT_EXITED ({why})"),
@@ -557,7 +589,7 @@ impl CriNode {
             after_exit: since.elapsed(),
         };
         if !exited {
-            let r = not_exited("init still running after 60 s");
+            let r = not_exited("init still running after 30 s");
             return (r.clone(), r);
         }
         // As the kubelet's relist would, as early as it could: the first EXITED status.

@@ -22,6 +22,7 @@ use serde_json::Value;
 pub mod audit_v2;
 pub mod containerd;
 pub mod cri;
+pub mod load;
 pub mod pod;
 pub mod race;
 pub mod stats;

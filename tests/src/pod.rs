@@ -177,6 +177,31 @@ impl ScratchTree {
             .unwrap_or_else(|e| panic!("writing {}: {e}", f.display()));
     }
 
+    /// Sets `rel`'s CPU weight, as cgroup v1 `cpu.shares` (2–262144); on v2 `cpu.weight`
+    /// by runc's conversion (1 + (shares − 2) · 9999 / 262142), enabling the cpu controller
+    /// on the way down from the tree's top.
+    pub fn set_cpu_shares(&self, rel: &str, shares: u64) {
+        let (dir, file, value) = if self.v2 {
+            let mut d = self.memory_dir("");
+            for part in rel.split('/').filter(|p| !p.is_empty()) {
+                let _ = fs::write(d.join("cgroup.subtree_control"), "+cpu");
+                d = d.join(part);
+            }
+            let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
+            (d, "cpu.weight", weight)
+        } else {
+            let cpu = self
+                .hierarchies
+                .iter()
+                .find(|h| h.join("cpu.shares").exists())
+                .expect("a cgroup v1 cpu hierarchy");
+            (cpu.join(&self.name).join(rel), "cpu.shares", shares)
+        };
+        let f = dir.join(file);
+        fs::write(&f, value.to_string())
+            .unwrap_or_else(|e| panic!("writing {value} to {}: {e}", f.display()));
+    }
+
     /// The `cgroup.procs` files of `rel` in every hierarchy (to put a process there).
     pub fn procs_files(&self, rel: &str) -> Vec<PathBuf> {
         self.hierarchies

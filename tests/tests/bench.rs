@@ -10,17 +10,15 @@ use std::{
     fs,
     path::PathBuf,
     process::Command,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
     thread,
     time::{Duration, Instant, SystemTime},
 };
 
 use tests::{
     containerd::{Containerd, Subscriber},
-    events_in, forker_bin, spawn_hog,
+    events_in, forker_bin,
+    load::Load,
+    spawn_hog,
     stats::{ms, pct, summary},
     was_sigkilled, Memcg, Observer,
 };
@@ -177,68 +175,6 @@ fn ordering_row(name: &str, r: &KillRun) -> String {
         pc(r.theirs_before_exit),
         r.theirs_missing
     )
-}
-
-/// Load that keeps every core busy at ordinary priority and churns cgroups.
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<thread::JoinHandle<()>>,
-    churned: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Load {
-    fn start(busy_per_core: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let churned = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let mut threads = Vec::new();
-        let cores = thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        for _ in 0..cores * busy_per_core {
-            let s = stop.clone();
-            threads.push(thread::spawn(move || {
-                let mut x = 0u64;
-                while !s.load(Ordering::Relaxed) {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    std::hint::black_box(x);
-                }
-            }));
-        }
-        // Cgroup churn: scratch cgroups created and removed as fast as the kernel allows.
-        let s = stop.clone();
-        let c = churned.clone();
-        threads.push(thread::spawn(move || {
-            let root = tests::v1_memory_root();
-            let base = root.join(format!("oomx-churn-{}", std::process::id()));
-            let _ = fs::create_dir(&base);
-            let mut i = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                let d = base.join(format!("c{}", i % 64));
-                if fs::create_dir(&d).is_ok() {
-                    let _ = fs::remove_dir(&d);
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-                i += 1;
-            }
-            for j in 0..64 {
-                let _ = fs::remove_dir(base.join(format!("c{j}")));
-            }
-            let _ = fs::remove_dir(&base);
-        }));
-        Load {
-            stop,
-            threads,
-            churned,
-        }
-    }
-
-    fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            let _ = t.join();
-        }
-        self.churned.load(Ordering::Relaxed)
-    }
 }
 
 struct Storm {

@@ -17,6 +17,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod kubelet;
 mod vm;
 
 /// bpf-linker release that builds with the machines' toolchains (see shared platform notes).
@@ -76,6 +77,14 @@ enum Cmd {
     /// Benchmarks (release build): latency, ordering on a loaded node, OOM storm, cost;
     /// writes docs/bench/.
     Bench,
+    /// What the kubelet reads (release build): pods through containerd's CRI plugin
+    /// OOM-killed with and without oom-observer, idle and loaded; writes docs/kubelet.md
+    /// and docs/kubelet.json.
+    Kubelet {
+        /// OOM-killed pods per row.
+        #[arg(long, default_value_t = 200)]
+        kills: usize,
+    },
     /// Build everything and run every test: unit tests, the host integration tests against
     /// real OOM kills on this machine's kernel, then the VM matrix (`vm-test`).
     Test {
@@ -134,6 +143,7 @@ fn main() -> Result<()> {
         ),
         Cmd::Race { kills, .. } => race(kills),
         Cmd::Bench => bench(),
+        Cmd::Kubelet { kills } => kubelet::kubelet(kills),
         Cmd::AuditVm { report } => {
             vm::audit_vm(&report.unwrap_or_else(|| root().join("docs/audit-vm.md")))
         }
@@ -395,7 +405,7 @@ fn test(extra: &[OsString]) -> Result<()> {
 }
 
 /// Runs one integration test against release builds, with extra environment.
-fn release_test(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
+pub(crate) fn release_test(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
     ensure_packages(BUILD_PACKAGES)?;
     ensure_packages(TEST_PACKAGES)?;
     let bin = build(true)?;
