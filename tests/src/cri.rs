@@ -141,6 +141,21 @@ impl Reading {
     }
 }
 
+/// How a pod is asked for.
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    /// The limit on the pod's cgroup (the cgroup parent), as the kubelet writes it.
+    pub pod_limit_mb: u64,
+    /// The container's own limit; `None`: the pod's alone.
+    pub limit_mb: Option<u64>,
+    /// What the container's shell runs.
+    pub script: String,
+    /// Name the pod's cgroup as a kubelet with the systemd cgroup driver does (a slice),
+    /// while runc runs without the systemd driver: runc then takes the CRI's systemd-form
+    /// cgroupsPath as a path relative to its caller's cgroup, outside the pod's.
+    pub systemd_parent: bool,
+}
+
 /// One pod's container, created and started through the CRI.
 #[derive(Debug)]
 pub struct CriPod {
@@ -349,13 +364,31 @@ impl CriNode {
     /// RunPodSandbox (its cgroup parent with `pod_limit_mb`), CreateContainer (with
     /// `limit_mb` and `workload`), StartContainer; returns when the container runs.
     pub fn run_pod(&mut self, pod_limit_mb: u64, limit_mb: u64, workload: Workload) -> CriPod {
+        self.run_pod_spec(&PodSpec {
+            pod_limit_mb,
+            limit_mb: Some(limit_mb),
+            script: workload.script(limit_mb),
+            systemd_parent: false,
+        })
+    }
+
+    /// RunPodSandbox, CreateContainer and StartContainer of one pod as `spec` says.
+    pub fn run_pod_spec(&mut self, spec: &PodSpec) -> CriPod {
         self.n += 1;
         let n = self.n;
         let uid = format!("oomx-{}-{n}", std::process::id());
         let name = format!("hog-{n}");
         let namespace = "oomx".to_string();
         let container = "hog".to_string();
-        let pod_cgroup = format!("pod{uid}");
+        // A kubelet with the cgroupfs driver names the pod's cgroup `.../pod<uid>`; with the
+        // systemd driver a slice, `<parent>-pod<uid, '-' as '_'>.slice`, from which the CRI
+        // makes the systemd-form cgroupsPath `<slice>:cri-containerd:<id>`.
+        let pod_cgroup = if spec.systemd_parent {
+            format!("{}-pod{}.slice", self.tree.base, uid.replace('-', "_"))
+        } else {
+            format!("pod{uid}")
+        };
+        let pod_limit_mb = spec.pod_limit_mb;
         self.tree.mkdir_memory(&pod_cgroup, Some(pod_limit_mb));
         let node_ns = || NamespaceOption {
             network: NamespaceMode::Node as i32,
@@ -406,7 +439,7 @@ impl CriNode {
                 image: BUSYBOX_IMAGE.into(),
                 ..Default::default()
             }),
-            command: vec!["/bin/sh".into(), "-c".into(), workload.script(limit_mb)],
+            command: vec!["/bin/sh".into(), "-c".into(), spec.script.clone()],
             mounts: vec![Mount {
                 container_path: GATE_MOUNT.into(),
                 host_path: self.gate.display().to_string(),
@@ -424,7 +457,7 @@ impl CriNode {
             ]),
             linux: Some(LinuxContainerConfig {
                 resources: Some(LinuxContainerResources {
-                    memory_limit_in_bytes: (limit_mb << 20) as i64,
+                    memory_limit_in_bytes: spec.limit_mb.map_or(0, |mb| (mb << 20) as i64),
                     ..Default::default()
                 }),
                 security_context: Some(LinuxContainerSecurityContext {

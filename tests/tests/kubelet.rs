@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use tests::{
-    cri::{CriNode, Tally, Verdict, Workload},
+    cri::{CriNode, PodSpec, Tally, Verdict, Workload},
     load::{Load, Starve},
     pretty,
     stats::summary,
@@ -18,8 +18,17 @@ use tests::{
 /// Pods in this test (the README's test command keeps it to seconds).
 const PODS: usize = 3;
 
+/// One test at a time: each runs its own containerd, and the rows' idle node must not run
+/// beside another test's pods (nor their loaded node beside another test).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn every_cri_container_reads_oomkilled_at_exit_and_the_observer_names_it() {
+    let _one = serial();
     let mut node = CriNode::start();
     let obs = node.cd.observer(Duration::from_secs(30));
     let outcomes = node.run_kills(PODS, PODS, 64, 32, Workload::Alloc);
@@ -121,6 +130,7 @@ const STARVE_LOOPS: usize = 8;
 /// `kubelet.md` and `kubelet.json` into OOMX_KUBELET_DIR when set.
 #[test]
 fn kubelet_reads_with_and_without_the_observer_idle_and_loaded() {
+    let _one = serial();
     let kills: usize = std::env::var("OOMX_KUBELET_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -289,4 +299,96 @@ fn markdown_rows(rows: &[Row], kills: usize) -> String {
         );
     }
     s
+}
+
+/// The audit, end to end through the CRI. A kubelet with the systemd cgroup driver names the
+/// pod's cgroup as a slice holding the pod's limit; the CRI plugin then hands the runtime a
+/// systemd-form cgroupsPath (`<slice>:cri-containerd:<id>`), and runc without its systemd
+/// driver creates that as a path below its caller's cgroup (the private containerd's `sys`),
+/// outside the pod's slice: a container that relies on the pod's limit alone runs under no
+/// limit of its own (only the test tree's 768 MiB). The observer must say
+/// `limit_unenforced` as that container starts, and `oom-observer audit` exit 1. A pod the
+/// CRI placed correctly (cgroupfs form, under its pod cgroup) gets no finding.
+#[test]
+fn audit_through_the_cri_finds_the_pod_runc_placed_outside_its_slice() {
+    let _one = serial();
+    let mut node = CriNode::start();
+    let obs = node.cd.observer(Duration::from_secs(30));
+    let sleep = "while :; do sleep 1; done".to_string();
+    let escaped = node.run_pod_spec(&PodSpec {
+        pod_limit_mb: 64,
+        limit_mb: None,
+        script: sleep.clone(),
+        systemd_parent: true,
+    });
+    let placed = node.run_pod_spec(&PodSpec {
+        pod_limit_mb: 64,
+        limit_mb: Some(32),
+        script: sleep,
+        systemd_parent: false,
+    });
+    let evs = obs.wait_for(
+        "limit_unenforced for the escaped pod's container",
+        Duration::from_secs(20),
+        |evs| {
+            evs.iter().any(|e| {
+                e["event"] == "limit_unenforced"
+                    && e["container"]["id"] == escaped.container_id.as_str()
+            })
+        },
+    );
+    let f = evs
+        .iter()
+        .find(|e| {
+            e["event"] == "limit_unenforced"
+                && e["container"]["id"] == escaped.container_id.as_str()
+        })
+        .unwrap();
+    let slice = node.tree.sub(&escaped.pod_cgroup);
+    assert_eq!(f["declared"]["bytes"], 64u64 << 20, "{f}");
+    assert_eq!(f["declared"]["pod_cgroup"], slice.as_str(), "{f}");
+    // Where the spec says it belongs: the systemd form expanded, inside the pod's slice.
+    let scope = format!("{slice}/cri-containerd-{}.scope", escaped.container_id);
+    assert_eq!(f["expected_cgroup"], scope.as_str(), "{f}");
+    let placed_cg = f["placed_cgroup"].as_str().unwrap_or_default();
+    assert!(
+        placed_cg.starts_with(&node.tree.sub("sys/")),
+        "runc put it below containerd's own cgroup: {f}"
+    );
+    assert_eq!(f["container"]["pod"]["uid"], escaped.uid.as_str(), "{f}");
+    assert!(
+        f["reasons"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|x| x == "limit_above_declared" || x == "no_limit")),
+        "the pod's 64 MiB is not what holds it: {f}"
+    );
+    // The one-shot audit agrees (exit 1: a limit unenforced).
+    let out = std::process::Command::new(tests::observer_bin())
+        .args(["audit", "--json", "-n", "k8s.io", "--containerd-socket"])
+        .arg(&node.cd.socket)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "oom-observer audit: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The correctly placed pod: nothing, for its container or its sandbox, by now (its
+    // audit ran at its task's start, before the escaped pod's finding was awaited).
+    std::thread::sleep(Duration::from_secs(1));
+    let evs = obs.events();
+    let about_placed: Vec<_> = evs
+        .iter()
+        .filter(|e| {
+            e["event"] != "oom_kill"
+                && e["event"] != "victim_exit"
+                && e["container"]["pod"]["uid"] == placed.uid.as_str()
+        })
+        .collect();
+    assert!(
+        about_placed.is_empty(),
+        "findings on a correctly placed pod: {about_placed:?}"
+    );
 }
