@@ -56,6 +56,7 @@ fn cri_config(dir: &Path) -> String {
     // In the VM guests the root filesystem is the initramfs, which pivot_root(2) cannot
     // leave (the guest sets OOMX_NO_PIVOT).
     let no_pivot = std::env::var_os("OOMX_NO_PIVOT").is_some();
+    let snapshotter = snapshotter();
     format!(
         r#"[plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
@@ -69,7 +70,7 @@ fn cri_config(dir: &Path) -> String {
     bin_dir = "{d}/cni/bin"
     conf_dir = "{d}/cni/conf"
   [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
+    snapshotter = "{snapshotter}"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
@@ -79,6 +80,13 @@ fn cri_config(dir: &Path) -> String {
         NoPivotRoot = {no_pivot}
 "#
     )
+}
+
+/// The snapshotter the CRI unpacks images into: overlayfs, or what OOMX_SNAPSHOTTER names
+/// (the VM guests: `native`; their kernels have overlayfs as a module, and the initramfs
+/// carries no modules).
+fn snapshotter() -> String {
+    std::env::var("OOMX_SNAPSHOTTER").unwrap_or_else(|_| "overlayfs".into())
 }
 
 /// A root filesystem of the host's static busybox, with the applets the pods use.
@@ -294,7 +302,7 @@ impl CriNode {
                 "images",
                 "import",
                 "--snapshotter",
-                "overlayfs",
+                &snapshotter(),
                 path.to_str().unwrap(),
             ]);
             assert!(
@@ -707,4 +715,229 @@ impl Tally {
         }
         t
     }
+}
+
+/// The comparison rows: the same pods with and without oom-observer, idle and loaded.
+#[derive(Debug, Clone)]
+pub struct RowSpec {
+    /// Pods per row.
+    pub kills: usize,
+    /// Pods at once.
+    pub parallel: usize,
+    /// The pods' limit and their containers'.
+    pub pod_limit_mb: u64,
+    pub limit_mb: u64,
+    /// Busy loops on the starved CPU (kernel.md: 8 lose containerd's own path reliably in
+    /// the cgroup v2 guests).
+    pub starve_loops: usize,
+}
+
+impl RowSpec {
+    /// The sizes the host and the guests use.
+    pub fn new(kills: usize) -> RowSpec {
+        RowSpec {
+            kills,
+            parallel: 2,
+            pod_limit_mb: 128,
+            limit_mb: 64,
+            starve_loops: 8,
+        }
+    }
+}
+
+/// One row of `docs/kubelet.json`.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// `idle` or `loaded`.
+    pub load: &'static str,
+    /// Whether oom-observer ran.
+    pub observer: bool,
+    pub tally: Tally,
+    /// With the observer: kills whose published kill line named the container's init.
+    pub named: Option<usize>,
+    /// Exit visible → first EXITED status: p50, p90, p99, max (ms).
+    pub read_ms: [f64; 4],
+    /// Containers whose status did not end with exit code 137.
+    pub not_137: usize,
+    /// Wall time of the row, s.
+    pub seconds: f64,
+}
+
+impl Row {
+    /// The row as `docs/kubelet.json` has it.
+    pub fn json(&self, where_: &str) -> serde_json::Value {
+        let t = &self.tally;
+        serde_json::json!({
+            "runtime": "runc",
+            "cgroup": if crate::pod::unified() { "v2" } else { "v1" },
+            "arch": arch(),
+            "where": where_,
+            "load": self.load,
+            "observer": self.observer,
+            "kills": t.kills,
+            "oomkilled_at_exit": t.oomkilled_at_exit,
+            "oomkilled_later": t.oomkilled_later,
+            "error": t.error,
+            "other": t.other,
+        })
+    }
+
+    /// What is wrong with the row: a pod not SIGKILLed; with oom-observer, a container not
+    /// read as OOMKilled at exit or a kill line missing.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let name = format!("{} observer={}", self.load, self.observer);
+        if self.not_137 > 0 {
+            p.push(format!(
+                "{name}: {} containers did not end with exit code 137",
+                self.not_137
+            ));
+        }
+        if self.observer {
+            if self.tally.oomkilled_at_exit != self.tally.kills {
+                p.push(format!(
+                    "{name}: {:?}: not every container read OOMKilled at exit",
+                    self.tally
+                ));
+            }
+            if self.named != Some(self.tally.kills) {
+                p.push(format!(
+                    "{name}: {:?} of {} kills had a published kill line naming the init",
+                    self.named, self.tally.kills
+                ));
+            }
+        }
+        p
+    }
+}
+
+/// The architecture as the docs name it.
+pub fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        a => a,
+    }
+}
+
+/// Runs the four rows (idle and loaded, each without and with oom-observer) on `node`. The
+/// pods' kill runs on CPU 0 and their victim exits on CPU 1 ([`Workload::Starved`]);
+/// "loaded" is the bench's loaded node ([`Load`]) plus CPU 0 starved ([`Starve`]).
+pub fn rows(node: &mut CriNode, spec: &RowSpec, observer_ready: Duration) -> Vec<Row> {
+    use crate::load::{Load, Starve};
+    let cpus = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    assert!(
+        cpus >= 2,
+        "THIS NEEDS 2 CPUs (a starved one and the victim's)"
+    );
+    let workload = Workload::Starved {
+        trigger_cpu: 0,
+        victim_cpu: 1,
+    };
+    let mut rows = Vec::new();
+    for load in ["idle", "loaded"] {
+        for observer in [false, true] {
+            let busy = (load == "loaded").then(|| {
+                (
+                    Load::start(2),
+                    Starve::start(&node.tree, 0, spec.starve_loops),
+                )
+            });
+            let obs = observer.then(|| node.cd.observer(observer_ready));
+            let t0 = Instant::now();
+            let outcomes = node.run_kills(
+                spec.kills,
+                spec.parallel,
+                spec.pod_limit_mb,
+                spec.limit_mb,
+                workload,
+            );
+            let seconds = t0.elapsed().as_secs_f64();
+            let named = obs.as_ref().map(|o| {
+                // The kill line precedes our TaskOOM, which precedes the exit's handling:
+                // every one is out by now; a moment for the last lines to be read.
+                thread::sleep(Duration::from_millis(500));
+                let evs = o.events();
+                outcomes
+                    .iter()
+                    .filter(|oc| {
+                        evs.iter().any(|e| {
+                            e["event"] == "oom_kill"
+                                && e["container"]["id"] == oc.pod.container_id.as_str()
+                                && e["victim"]["tgid"] == oc.pod.pid
+                                && e["published"] == true
+                        })
+                    })
+                    .count()
+            });
+            drop(obs);
+            if let Some((l, s)) = busy {
+                drop(s);
+                l.stop();
+            }
+            let tally = Tally::of(&outcomes);
+            let mut read_ms: Vec<f64> = outcomes
+                .iter()
+                .map(|o| o.at_exit.after_exit.as_secs_f64() * 1e3)
+                .collect();
+            eprintln!(
+                "kubelet row: {load} observer={observer}: {tally:?}, named {named:?}, {seconds:.1} s"
+            );
+            for o in outcomes
+                .iter()
+                .filter(|o| o.at_exit.verdict() != Verdict::OomKilled)
+            {
+                eprintln!(
+                    "  {}: at exit {:?}, later {:?}",
+                    o.pod.name, o.at_exit, o.later
+                );
+            }
+            rows.push(Row {
+                load,
+                observer,
+                tally,
+                named,
+                read_ms: crate::stats::summary(&mut read_ms),
+                not_137: outcomes.iter().filter(|o| o.later.exit_code != 137).count(),
+                seconds,
+            });
+        }
+    }
+    rows
+}
+
+/// The rows as a markdown table, headed by where they ran.
+pub fn markdown_rows(rows: &[Row], spec: &RowSpec, where_: &str) -> String {
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cgroup = if crate::pod::unified() { "v2" } else { "v1" };
+    let mut s = format!(
+        "{where_}: Linux {}, cgroup {cgroup}, {}, containerd 1.6.20 (CRI plugin) + runc, {} pods \
+         per row, {} at a time.\n\n\
+         | load | observer | kills | OOMKilled at exit | OOMKilled 1 s later | Error | other | \
+         exit → first EXITED read, p50 / p99 / max ms | row time, s |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        kernel.trim(),
+        arch(),
+        spec.kills,
+        spec.parallel,
+    );
+    for r in rows {
+        let t = &r.tally;
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} | {:.0} |\n",
+            r.load,
+            if r.observer { "yes" } else { "no" },
+            t.kills,
+            t.oomkilled_at_exit,
+            t.oomkilled_later,
+            t.error,
+            t.other,
+            r.read_ms[0],
+            r.read_ms[2],
+            r.read_ms[3],
+            r.seconds
+        );
+    }
+    s
 }

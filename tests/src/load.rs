@@ -45,7 +45,12 @@ impl Load {
         let s = stop.clone();
         let c = churned.clone();
         threads.push(thread::spawn(move || {
-            let root = crate::v1_memory_root();
+            // The memory hierarchy: v1 on the hosts, the unified tree in the VM guests.
+            let root = if crate::pod::unified() {
+                std::path::PathBuf::from("/sys/fs/cgroup")
+            } else {
+                crate::v1_memory_root()
+            };
             let base = root.join(format!("oomx-churn-{}", std::process::id()));
             let _ = fs::create_dir(&base);
             let mut i = 0u64;

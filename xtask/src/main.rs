@@ -81,9 +81,12 @@ enum Cmd {
     /// OOM-killed with and without oom-observer, idle and loaded; writes docs/kubelet.md
     /// and docs/kubelet.json.
     Kubelet {
-        /// OOM-killed pods per row.
+        /// OOM-killed pods per row on this host.
         #[arg(long, default_value_t = 200)]
         kills: usize,
+        /// OOM-killed pods per row in each cgroup v2 guest (0: no guests).
+        #[arg(long, default_value_t = 20)]
+        vm_kills: usize,
     },
     /// Build everything and run every test: unit tests, the host integration tests against
     /// real OOM kills on this machine's kernel, then the VM matrix (`vm-test`).
@@ -143,7 +146,7 @@ fn main() -> Result<()> {
         ),
         Cmd::Race { kills, .. } => race(kills),
         Cmd::Bench => bench(),
-        Cmd::Kubelet { kills } => kubelet::kubelet(kills),
+        Cmd::Kubelet { kills, vm_kills } => kubelet::kubelet(kills, vm_kills),
         Cmd::AuditVm { report } => {
             vm::audit_vm(&report.unwrap_or_else(|| root().join("docs/audit-vm.md")))
         }

@@ -30,7 +30,7 @@ use self::{
 };
 use crate::{build_ebpf, cache_dir, output, root, run};
 
-pub use self::race::{audit_vm, race_vm};
+pub use self::race::{audit_vm, kubelet_vm, race_vm};
 
 /// One row group of the matrix: a kernel series on an architecture.
 struct GuestDef {

@@ -353,6 +353,33 @@ fn parse_console(console: &str) -> Verdicts {
     (kernel, lines)
 }
 
+/// `cargo xtask kubelet`'s guest rows: `tests::cri::rows` (pods through containerd's CRI
+/// plugin, with and without oom-observer, idle and loaded, `kills` pods per row) in each
+/// cgroup v2 guest; returns each guest's `kubelet` verdict (its `rows` and `table`).
+pub fn kubelet_vm(kills: usize) -> Result<Vec<(String, Result<Value>)>> {
+    let work = root().join("target/vm");
+    fs::create_dir_all(&work)?;
+    let cache = cache_dir().join("vm");
+    fs::create_dir_all(&cache)?;
+    let boots = prepare(&cache, &work)?;
+    // Four rows of `kills` pods each.
+    let limit = BASE_LIMIT + PER_KILL * (4 * kills) as u32;
+    Ok(boot_each(
+        &boots,
+        &work,
+        &format!("oomx.kubelet={kills}"),
+        limit,
+        |(kernel, lines)| {
+            let mut v = lines
+                .into_iter()
+                .find(|v| v["type"] == "kubelet")
+                .context("no kubelet verdict")?;
+            v["kernel"] = Value::from(kernel);
+            Ok(v)
+        },
+    ))
+}
+
 /// `cargo xtask audit-vm`: the audit scenarios of `tests::audit_v2` (runc) in the cgroup v2
 /// guests; writes the results to `report`.
 pub fn audit_vm(report: &Path) -> Result<()> {

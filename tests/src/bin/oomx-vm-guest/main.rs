@@ -47,6 +47,10 @@ fn main() {
         race::run(n);
         sys::power_off();
     }
+    if let Some(n) = race::cmdline("kubelet").and_then(|v| v.parse().ok()) {
+        race::run_kubelet(n);
+        sys::power_off();
+    }
     if race::cmdline("audit").is_some() {
         race::run_audit();
         sys::power_off();

@@ -10,6 +10,7 @@ use std::{
 use serde_json::json;
 use tests::{
     containerd::{Containerd, Subscriber},
+    cri::{markdown_rows, rows, CriNode, Row, RowSpec},
     race::{ask_socket, run_kills, tally, TABLE_HEAD},
     Observer,
 };
@@ -84,6 +85,60 @@ pub fn run_audit() {
         }));
     }
     emit(&json!({"type": "done", "seconds": t0.elapsed().as_secs_f64()}));
+}
+
+/// `oomx.kubelet=N`: the kubelet rows of `tests::cri` (pods through containerd's CRI plugin,
+/// with and without oom-observer, idle and loaded, N pods per row) on this guest's cgroup v2.
+/// One `kubelet` verdict line.
+pub fn run_kubelet(n: usize) {
+    let t0 = Instant::now();
+    containerd_env();
+    // overlayfs is a module in Debian's cloud kernels; the initramfs carries none.
+    std::env::set_var("OOMX_SNAPSHOTTER", "native");
+    match guarded(|| kubelet(n)) {
+        Ok(v) => emit(&v),
+        Err(e) => emit(&json!({"type": "kubelet", "problems": [e]})),
+    }
+    emit(&json!({"type": "done", "seconds": t0.elapsed().as_secs_f64()}));
+}
+
+/// What a node has and a bare initramfs lacks for the CRI: the files a host-network pod's
+/// sandbox copies, loopback up (the CRI's streaming server listens on 127.0.0.1), and the
+/// cpu controller for the loaded rows' starved CPU.
+fn cri_node_files() -> Result<(), String> {
+    std::fs::create_dir_all("/etc").map_err(|e| format!("/etc: {e}"))?;
+    for (f, text) in [
+        ("/etc/hosts", "127.0.0.1 localhost\n"),
+        ("/etc/resolv.conf", ""),
+        ("/etc/hostname", "oomx-guest\n"),
+    ] {
+        if !std::path::Path::new(f).exists() {
+            std::fs::write(f, text).map_err(|e| format!("{f}: {e}"))?;
+        }
+    }
+    let up = std::process::Command::new("/bin/busybox")
+        .args(["ip", "link", "set", "lo", "up"])
+        .status()
+        .map_err(|e| format!("ip link set lo up: {e}"))?;
+    if !up.success() {
+        return Err(format!("ip link set lo up: {up}"));
+    }
+    std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+cpu")
+        .map_err(|e| format!("enabling +cpu at the cgroup root: {e}"))
+}
+
+fn kubelet(n: usize) -> Result<serde_json::Value, String> {
+    cri_node_files()?;
+    let mut node = CriNode::start();
+    let spec = RowSpec::new(n);
+    let rows = rows(&mut node, &spec, Duration::from_secs(240));
+    drop(node);
+    Ok(json!({
+        "type": "kubelet",
+        "rows": rows.iter().map(|r| r.json("guest")).collect::<Vec<_>>(),
+        "table": markdown_rows(&rows, &spec, "guest"),
+        "problems": rows.iter().flat_map(Row::problems).collect::<Vec<_>>(),
+    }))
 }
 
 fn race(n: usize) -> Result<serde_json::Value, String> {
