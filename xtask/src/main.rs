@@ -84,9 +84,14 @@ enum Cmd {
         /// OOM-killed pods per row on this host.
         #[arg(long, default_value_t = 200)]
         kills: usize,
-        /// OOM-killed pods per row in each cgroup v2 guest (0: no guests).
-        #[arg(long, default_value_t = 20)]
+        /// OOM-killed pods per row in each cgroup v2 guest (0, the default: no guests; the
+        /// guests' kubelet mode has not been booted yet, see docs/kubelet.md).
+        #[arg(long, default_value_t = 0)]
         vm_kills: usize,
+        /// Run nothing: write docs/kubelet.md again from the host rows of the last run
+        /// (target/kubelet/).
+        #[arg(long)]
+        rerender: bool,
     },
     /// Build everything and run every test: unit tests, the host integration tests against
     /// real OOM kills on this machine's kernel, then the VM matrix (`vm-test`).
@@ -146,7 +151,11 @@ fn main() -> Result<()> {
         ),
         Cmd::Race { kills, .. } => race(kills),
         Cmd::Bench => bench(),
-        Cmd::Kubelet { kills, vm_kills } => kubelet::kubelet(kills, vm_kills),
+        Cmd::Kubelet {
+            kills,
+            vm_kills,
+            rerender,
+        } => kubelet::kubelet(kills, vm_kills, rerender),
         Cmd::AuditVm { report } => {
             vm::audit_vm(&report.unwrap_or_else(|| root().join("docs/audit-vm.md")))
         }
