@@ -158,8 +158,11 @@ On this host (cgroup v1), the runc shim of containerd 1.6 learns of the OOM from
 cgroup's `memory.oom_control` eventfd, which the kernel signals synchronously from the OOM path
 itself, and containerd 1.6's CRI updates a container's status only after its TaskExit handling
 has deleted the task (the "exit → first EXITED read" column: the CRI's own delay after the
-init has exited). Both make containerd alone right here; the kubelet-level race shows on
-cgroup v2, where the shim waits for `memory.events`' inotify notification from a workqueue.
+init has exited). Both give containerd alone a wide margin here: its TaskOOM only has to
+reach the CRI before the CRI has finished deleting the exited task. They do not make it
+certain (the shim still has to be scheduled between the eventfd and the exit); the
+kubelet-level race shows fully on cgroup v2, where the shim waits for `memory.events`' inotify
+notification, which the kernel delivers from a workqueue on the CPU of the kill.
 
 **Noise.** This machine (2 cores) was shared with other builds and tests during the run: the
 timing column and the idle rows are not measured on a quiet machine.
