@@ -6,8 +6,9 @@
 //! the `sys` cgroup of a scratch tree ([`ScratchTree`]) whose top has a hard memory limit.
 //! Each pod gets a pod cgroup in that tree holding the pod-level memory limit (as the
 //! kubelet's cgroup manager writes it), passed to RunPodSandbox as the cgroup parent; then
-//! CreateContainer with the container's own limit and StartContainer. Labels, annotations
-//! and cgroupsPath are the CRI plugin's own. Host network: no CNI.
+//! CreateContainer with the container's own limit and StartContainer. The labels are the
+//! ones the kubelet itself adds (pod name, namespace, uid, container name); annotations,
+//! cgroupsPath and the containerd records are the CRI plugin's own. Host network: no CNI.
 //!
 //! Images are built here, with no registry: a pause image and a busybox image (the host's
 //! static busybox) as OCI archives, imported into `k8s.io` with `ctr images import`.
@@ -15,6 +16,7 @@
 //! Reading a verdict: a pidfd on the container's init says the instant its exit is visible;
 //! from then on ContainerStatus is read without pause until the CRI reports the container
 //! EXITED ("at exit", what the kubelet's next relist sees), and once more a second later.
+//! OOMX_CRI_DEBUG=1 prints each batch's create / kill / removal times.
 
 use std::{
     collections::HashMap,

@@ -131,7 +131,9 @@ Each pod is made the way the kubelet makes it, through containerd's own CRI plug
 memory limit (128 MiB) is passed as RunPodSandbox's cgroup parent, then CreateContainer (limit
 64 MiB, a busybox image built locally), StartContainer. Host network, no CNI; the pause and
 busybox images are OCI archives built by the tests (`oci-archive`) and imported with
-`ctr images import`. Labels, annotations and cgroupsPath are the CRI plugin's own.
+`ctr images import`. The pod and container labels are the ones the kubelet itself adds
+(`io.kubernetes.pod.name`, `.namespace`, `.uid`, `io.kubernetes.container.name`); annotations,
+cgroupsPath and containerd's records are the CRI plugin's own.
 
 The container's init (a shell) holds 5/8 of its limit and sleeps on CPU 1; a child pinned on
 CPU 0 then allocates past the limit, so the OOM killer runs on CPU 0 and kills the init, whose
