@@ -24,7 +24,7 @@ use std::{
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use containerd_client::tonic::{transport::Channel, Request};
@@ -127,6 +127,8 @@ pub struct Reading {
     pub exit_code: i32,
     /// Time since the init's exit was visible (its pidfd readable).
     pub after_exit: Duration,
+    /// When the read returned.
+    pub at: SystemTime,
 }
 
 /// How a kubelet would classify a reading.
@@ -548,6 +550,7 @@ impl CriNode {
             reason: st.reason,
             exit_code: st.exit_code,
             after_exit: since.elapsed(),
+            at: SystemTime::now(),
         })
     }
 
@@ -630,6 +633,7 @@ impl CriNode {
             reason: String::new(),
             exit_code: -1,
             after_exit: since.elapsed(),
+            at: SystemTime::now(),
         };
         if !exited {
             let r = not_exited("init still running after 30 s");
@@ -763,6 +767,9 @@ pub struct Row {
     pub not_137: usize,
     /// Wall time of the row, s.
     pub seconds: f64,
+    /// For each container not read as OOMKilled at exit: containerd's events for it, in
+    /// stream order, in ms relative to that first EXITED read.
+    pub misread: Vec<String>,
 }
 
 impl Row {
@@ -837,6 +844,8 @@ pub fn rows(node: &mut CriNode, spec: &RowSpec, observer_ready: Duration) -> Vec
         trigger_cpu: 0,
         victim_cpu: 1,
     };
+    // containerd's event stream, to tell a late TaskOOM from a CRI that read the exit first.
+    let sub = crate::containerd::Subscriber::start(&node.cd.socket);
     let mut rows = Vec::new();
     for load in ["idle", "loaded"] {
         for observer in [false, true] {
@@ -886,14 +895,16 @@ pub fn rows(node: &mut CriNode, spec: &RowSpec, observer_ready: Duration) -> Vec
             eprintln!(
                 "kubelet row: {load} observer={observer}: {tally:?}, named {named:?}, {seconds:.1} s"
             );
+            thread::sleep(Duration::from_millis(200));
+            let seen = sub.seen();
+            let mut misread = Vec::new();
             for o in outcomes
                 .iter()
                 .filter(|o| o.at_exit.verdict() != Verdict::OomKilled)
             {
-                eprintln!(
-                    "  {}: at exit {:?}, later {:?}",
-                    o.pod.name, o.at_exit, o.later
-                );
+                let line = misread_line(o, &seen);
+                eprintln!("  {line}\n    at exit {:?}, later {:?}", o.at_exit, o.later);
+                misread.push(line);
             }
             rows.push(Row {
                 load,
@@ -903,10 +914,46 @@ pub fn rows(node: &mut CriNode, spec: &RowSpec, observer_ready: Duration) -> Vec
                 read_ms: crate::stats::summary(&mut read_ms),
                 not_137: outcomes.iter().filter(|o| o.later.exit_code != 137).count(),
                 seconds,
+                misread,
             });
         }
     }
     rows
+}
+
+/// One misread container: its status at exit and containerd's events for it (TaskOOM ours or
+/// the shim's, TaskExit), in stream order, in ms from containerd's envelope timestamp to the
+/// status read that said EXITED.
+fn misread_line(o: &Outcome, seen: &[crate::containerd::Seen]) -> String {
+    let mut ev = Vec::new();
+    for e in seen.iter().filter(|e| {
+        e.namespace == "k8s.io"
+            && e.container_id.as_deref() == Some(o.pod.container_id.as_str())
+            && (e.topic == "/tasks/oom" || e.topic == "/tasks/exit")
+    }) {
+        let what = match (e.topic.as_str(), e.ours) {
+            ("/tasks/oom", true) => "our TaskOOM",
+            ("/tasks/oom", false) => "shim's TaskOOM",
+            _ => "TaskExit",
+        };
+        let ms = e
+            .timestamp
+            .map(|t| crate::stats::ms(o.at_exit.at, t))
+            .unwrap_or(f64::NAN);
+        ev.push(format!("{what} {ms:+.1} ms"));
+    }
+    format!(
+        "{} read {} ({}) at exit, {} 1 s later; events from that read: {}",
+        o.pod.name,
+        o.at_exit.reason,
+        o.at_exit.exit_code,
+        o.later.reason,
+        if ev.is_empty() {
+            "none".to_string()
+        } else {
+            ev.join(", ")
+        }
+    )
 }
 
 /// The rows as a markdown table, headed by where they ran.
@@ -939,6 +986,25 @@ pub fn markdown_rows(rows: &[Row], spec: &RowSpec, where_: &str) -> String {
             r.read_ms[2],
             r.read_ms[3],
             r.seconds
+        );
+    }
+    let misread: Vec<String> = rows
+        .iter()
+        .flat_map(|r| {
+            r.misread.iter().map(move |m| {
+                format!(
+                    "- {} row, observer {}: {m}",
+                    r.load,
+                    if r.observer { "yes" } else { "no" }
+                )
+            })
+        })
+        .collect();
+    if !misread.is_empty() {
+        s += &format!(
+            "\nContainers not read as OOMKilled at exit, with containerd's events for each \
+             (ms from the read that said EXITED; negative: before it):\n\n{}\n",
+            misread.join("\n")
         );
     }
     s
