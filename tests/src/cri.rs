@@ -925,7 +925,8 @@ pub fn rows(node: &mut CriNode, spec: &RowSpec, observer_ready: Duration) -> Vec
 /// the shim's, TaskExit), in stream order, in ms from containerd's envelope timestamp to the
 /// status read that said EXITED.
 fn misread_line(o: &Outcome, seen: &[crate::containerd::Seen]) -> String {
-    let mut ev = Vec::new();
+    // Runs of one kind, in stream order: (kind, count, first ms, last ms).
+    let mut ev: Vec<(&str, usize, f64, f64)> = Vec::new();
     for e in seen.iter().filter(|e| {
         e.namespace == "k8s.io"
             && e.container_id.as_deref() == Some(o.pod.container_id.as_str())
@@ -940,8 +941,24 @@ fn misread_line(o: &Outcome, seen: &[crate::containerd::Seen]) -> String {
             .timestamp
             .map(|t| crate::stats::ms(o.at_exit.at, t))
             .unwrap_or(f64::NAN);
-        ev.push(format!("{what} {ms:+.1} ms"));
+        match ev.last_mut() {
+            Some(last) if last.0 == what => {
+                last.1 += 1;
+                last.3 = ms;
+            }
+            _ => ev.push((what, 1, ms, ms)),
+        }
     }
+    let ev: Vec<String> = ev
+        .into_iter()
+        .map(|(what, n, a, b)| {
+            if n == 1 {
+                format!("{what} {a:+.1} ms")
+            } else {
+                format!("{n}× {what} {a:+.1} … {b:+.1} ms")
+            }
+        })
+        .collect();
     format!(
         "{} read {} ({}) at exit, {} 1 s later; events from that read: {}",
         o.pod.name,
