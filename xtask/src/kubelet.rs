@@ -191,10 +191,10 @@ within 10 s, or a reason other than the two). Every container ended with exit co
 How to read it. On this host (cgroup v1) the runc shim of containerd 1.6 learns of an OOM
 from the memory cgroup's `memory.oom_control` eventfd, which the kernel signals from the OOM
 path itself, once per OOM event of the cgroup: the shim's TaskOOM comes before TaskExit on
-containerd's event stream, 10–16 of them for one kill here. Even so, a container can read
-`Error` at its first EXITED status and `OOMKilled` a second later (listed under the table, with
-containerd's events for it: the shim's TaskOOMs 30–100 ms before the TaskExit, both well
-before the read). The reason is in containerd 1.6's CRI plugin: it does not take a container's
+containerd's event stream, often many of them for one kill. Even so, a container can read
+`Error` at its first EXITED status and `OOMKilled` a second later (listed under the table, if
+any, with containerd's events for each: TaskOOMs, oom-observer's included, before the TaskExit
+and all of them well before the read). The reason is in containerd 1.6's CRI plugin: it does not take a container's
 exit from the event stream, in order with its TaskOOMs. It waits for each task's exit on its
 own (`startContainerExitMonitor`, on `task.Wait()`), while TaskOOMs go through the plugin's one
 event loop, which records each of them in the container's status on disk. When that loop
