@@ -74,12 +74,24 @@ impl Load {
         }
     }
 
-    pub fn stop(self) -> u64 {
+    /// Stops the load; returns how many cgroups the churn made and removed.
+    pub fn stop(mut self) -> u64 {
+        self.halt();
+        self.churned.load(Ordering::Relaxed)
+    }
+
+    fn halt(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        self.churned.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Load {
+    /// Also when a test fails mid-load: the churn thread removes its scratch cgroups.
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
