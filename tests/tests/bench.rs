@@ -523,7 +523,7 @@ fn bench() {
         ),
     ];
     r += "## Where kill → TaskOOM time goes on this machine\n\n\
-        With `OOM_OBSERVER_LOG=observer::run=trace` the daemon logs, per kill, when it read the record and how long \
+        With `OOM_OBSERVER_LOG=observer::pipeline::processor=trace` the daemon logs, per kill, when it read the record and how long \
         attribution and publication took. On this host (Firecracker guest, `PREEMPT(none)`, serial console) the kill \
         record is usually read ~1.9 ms after the kill, while a victim's exit record is read 40–80 µs after the exit: \
         right after `mark_victim` the kernel prints its own \"Killed process\" report to the console, and the ring \

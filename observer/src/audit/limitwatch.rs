@@ -38,7 +38,7 @@ impl AsRawFd for InotifyFd {
     }
 }
 
-type Key = (String, String);
+use crate::enrich::container::ContainerKey as Key;
 
 /// The watches, and which containers each one concerns.
 pub struct LimitWatch {
@@ -188,8 +188,8 @@ mod tests {
         let pod = base.join("pod");
         fs::create_dir_all(pod.join("c1")).unwrap();
         let mut w = LimitWatch::new().unwrap();
-        let k1 = ("ns".to_string(), "c1".to_string());
-        let k2 = ("ns".to_string(), "c2".to_string());
+        let k1 = Key::new("ns", "c1");
+        let k2 = Key::new("ns", "c2");
         w.set(&k1, vec![pod.join("c1"), pod.clone()]);
         w.set(&k2, vec![pod.clone(), base.join("missing")]);
         assert_eq!(w.len(), 2, "shared directories are watched once");
