@@ -89,7 +89,8 @@ enum Command {
         /// One JSON object per finding (the event stream's schema) instead of the table.
         #[arg(long)]
         json: bool,
-        /// Count `sandbox_oversized` (informational) as a finding for the exit status too.
+        /// Count `cgroup_misplaced` and `sandbox_oversized` (informational) as findings for
+        /// the exit status too.
         #[arg(long)]
         strict: bool,
     },
