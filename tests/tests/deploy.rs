@@ -76,16 +76,20 @@ fn daemonset() -> Value {
 }
 
 fn env_path(var: &str, what: &str) -> PathBuf {
-    let p = std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("THIS TEST NEEDS {var} ({what}): run it with `cargo xtask test`"));
+    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("THIS TEST NEEDS {var} ({what}): run it with `cargo xtask test`")
+    });
     assert!(p.exists(), "{var}={} does not exist", p.display());
     p
 }
 
 fn strs(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -163,12 +167,17 @@ fn alert_rules_parse_with_promtool_and_use_the_daemons_metrics() {
         .args(["check", "rules"])
         .arg(&file)
         .output()
-        .expect("THIS TEST NEEDS promtool (Debian package prometheus; cargo xtask test installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+        .expect(
+            "THIS TEST NEEDS promtool (Debian package prometheus; cargo xtask test installs it)",
+        );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "promtool check rules:\n{text}");
     let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
-    assert!(text.contains(&format!("SUCCESS: {} rules found", rules.len())), "{text}");
+    assert!(
+        text.contains(&format!("SUCCESS: {} rules found", rules.len())),
+        "{text}"
+    );
     // Every oom_observer_ name in an expression is one the daemon serves.
     for r in rules {
         let expr = r["expr"].as_str().unwrap();
@@ -176,7 +185,11 @@ fn alert_rules_parse_with_promtool_and_use_the_daemons_metrics() {
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|w| w.starts_with("oom_observer_"))
         {
-            assert!(METRICS.contains(&name), "{}: unknown metric {name}", r["alert"]);
+            assert!(
+                METRICS.contains(&name),
+                "{}: unknown metric {name}",
+                r["alert"]
+            );
         }
     }
     let _ = fs::remove_dir_all(&dir);
@@ -208,7 +221,10 @@ fn manifests_agree_with_each_other_and_with_the_image() {
     }
     let sm = &objs["ServiceMonitor/oom-observer"];
     for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
-        assert_eq!(&svc["metadata"]["labels"][k], v, "ServiceMonitor selector {k}");
+        assert_eq!(
+            &svc["metadata"]["labels"][k], v,
+            "ServiceMonitor selector {k}"
+        );
     }
     assert_eq!(sm["spec"]["namespaceSelector"]["matchNames"], json!([ns]));
 
@@ -326,7 +342,10 @@ fn pod_run(ds: &Value, cd: &Containerd, substitute: &BTreeMap<&str, PathBuf>) ->
     let c = &spec["containers"][0];
     let sc = &c["securityContext"];
     let mut flags: Vec<String> = Vec::new();
-    assert_eq!(sc["privileged"], false, "the DaemonSet must not be privileged");
+    assert_eq!(
+        sc["privileged"], false,
+        "the DaemonSet must not be privileged"
+    );
     if spec["hostPID"] == true {
         // The node's PID namespace. This machine's PID 1 (its supervisor) refuses to show its
         // namespace links; the test's own PID namespace is the machine's.
@@ -390,7 +409,10 @@ fn pod_run(ds: &Value, cd: &Containerd, substitute: &BTreeMap<&str, PathBuf>) ->
         let path = hp["path"].as_str().expect("hostPath volumes only");
         let src = match substitute.get(name) {
             Some(p) => {
-                eprintln!("deploy test: volume {name}: {path} on the node is {} here", p.display());
+                eprintln!(
+                    "deploy test: volume {name}: {path} on the node is {} here",
+                    p.display()
+                );
                 p.clone()
             }
             None => PathBuf::from(path),
@@ -428,7 +450,9 @@ fn pod_run(ds: &Value, cd: &Containerd, substitute: &BTreeMap<&str, PathBuf>) ->
         .unwrap();
     if !String::from_utf8_lossy(&help.stdout).contains("--metrics-listen") {
         // Until the metrics sink is in this tree (issue 16): the binary would refuse the flag.
-        eprintln!("deploy test: NOT TESTED: this build has no --metrics-listen; running without it");
+        eprintln!(
+            "deploy test: NOT TESTED: this build has no --metrics-listen; running without it"
+        );
         args.retain(|a| !a.starts_with("--metrics-listen"));
     }
     PodRun {
@@ -456,8 +480,8 @@ fn image_config(archive: &Path) -> (Vec<String>, Vec<String>) {
         let hex = d["digest"].as_str().unwrap().trim_start_matches("sha256:");
         serde_json::from_slice(&files[&format!("blobs/sha256/{hex}")]).unwrap()
     };
-    let mut desc = serde_json::from_slice::<Value>(&files["index.json"]).unwrap()["manifests"][0]
-        .clone();
+    let mut desc =
+        serde_json::from_slice::<Value>(&files["index.json"]).unwrap()["manifests"][0].clone();
     let arch = oci_archive::Platform::host().architecture;
     while desc["mediaType"] == oci_archive::media_type::INDEX {
         desc = blob(&desc)["manifests"]
@@ -486,7 +510,10 @@ fn status_field(pid: u32, field: &str) -> String {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_string())
+        })
         .unwrap_or_default()
 }
 
@@ -582,7 +609,11 @@ fn daemonset_container_runs_in_containerd_and_publishes_task_oom_for_a_kill() {
     let want = cap_mask(&run.caps);
     for f in ["CapEff", "CapPrm", "CapBnd"] {
         let have = u64::from_str_radix(&status_field(pid, f), 16).unwrap();
-        assert_eq!(have, want, "{f} {have:#x}, manifest {want:#x} ({:?})", run.caps);
+        assert_eq!(
+            have, want,
+            "{f} {have:#x}, manifest {want:#x} ({:?})",
+            run.caps
+        );
     }
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
     assert_eq!(
@@ -615,11 +646,14 @@ fn daemonset_container_runs_in_containerd_and_publishes_task_oom_for_a_kill() {
     cd.wait_running(id);
     let rss_idle = status_field(pid, "VmRSS");
     cd.go();
-    assert_eq!(hog.wait().unwrap().code(), Some(137), "the hog must be OOM-killed");
+    assert_eq!(
+        hog.wait().unwrap().code(),
+        Some(137),
+        "the hog must be OOM-killed"
+    );
     sub.wait_for("the containerized observer's TaskOOM", WAIT, |s| {
-        s.iter().any(|e| {
-            e.ours && e.topic == "/tasks/oom" && e.container_id.as_deref() == Some(id)
-        })
+        s.iter()
+            .any(|e| e.ours && e.topic == "/tasks/oom" && e.container_id.as_deref() == Some(id))
     });
     let (ours, _) = sub.task_ooms(&cd.namespace, id);
     assert!(!ours.is_empty());
@@ -634,12 +668,20 @@ fn daemonset_container_runs_in_containerd_and_publishes_task_oom_for_a_kill() {
         if let Some(v) = found {
             break v;
         }
-        assert!(Instant::now() < deadline, "no oom_kill line for {id}:\n{}", read_log());
+        assert!(
+            Instant::now() < deadline,
+            "no oom_kill line for {id}:\n{}",
+            read_log()
+        );
         thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(kill["published"], true, "{kill}");
     assert_eq!(kill["container"]["pod"]["name"], "web-0", "{kill}");
-    assert_eq!(kill["victim"]["cgroup"], cd.cgroup_of(id).as_str(), "{kill}");
+    assert_eq!(
+        kill["victim"]["cgroup"],
+        cd.cgroup_of(id).as_str(),
+        "{kill}"
+    );
     eprintln!(
         "deploy test: containerized observer VmRSS {rss_idle} before the kill, {} after, VmHWM {}",
         status_field(pid, "VmRSS"),
@@ -647,7 +689,11 @@ fn daemonset_container_runs_in_containerd_and_publishes_task_oom_for_a_kill() {
     );
     // The query socket answers on the node side of the volume.
     let query = run.host_dirs["query"].join("query.sock");
-    assert!(query.exists(), "the query socket in the node's {}", query.display());
+    assert!(
+        query.exists(),
+        "the query socket in the node's {}",
+        query.display()
+    );
 
     // It stops cleanly on SIGTERM (what the kubelet sends), exit 0.
     let out = cd.ctr(&["tasks", "kill", "-s", "SIGTERM", "oom-observer"]);
@@ -655,15 +701,24 @@ fn daemonset_container_runs_in_containerd_and_publishes_task_oom_for_a_kill() {
     let deadline = Instant::now() + WAIT;
     loop {
         let tasks = String::from_utf8_lossy(&cd.ctr(&["tasks", "ls"]).stdout).into_owned();
-        if tasks.lines().any(|l| l.starts_with("oom-observer") && l.contains("STOPPED")) {
+        if tasks
+            .lines()
+            .any(|l| l.starts_with("oom-observer") && l.contains("STOPPED"))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "still running after SIGTERM:\n{tasks}");
+        assert!(
+            Instant::now() < deadline,
+            "still running after SIGTERM:\n{tasks}"
+        );
         thread::sleep(Duration::from_millis(100));
     }
     let info = cd.ctr(&["tasks", "delete", "oom-observer"]);
-    let text = String::from_utf8_lossy(&info.stdout).into_owned()
-        + &String::from_utf8_lossy(&info.stderr);
-    assert!(!text.contains("exit status") || text.contains("exit status 0"), "{text}");
+    let text =
+        String::from_utf8_lossy(&info.stdout).into_owned() + &String::from_utf8_lossy(&info.stderr);
+    assert!(
+        !text.contains("exit status") || text.contains("exit status 0"),
+        "{text}"
+    );
     assert!(read_log().contains("stopped"), "{}", read_log());
 }

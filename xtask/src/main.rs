@@ -367,8 +367,13 @@ fn ensure_kubernetes_validate() -> Result<PathBuf> {
     if bin.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(KUBERNETES_VALIDATE) {
         return Ok(bin);
     }
-    eprintln!("xtask: installing {KUBERNETES_VALIDATE} into {}", venv.display());
-    run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))?;
+    eprintln!(
+        "xtask: installing {KUBERNETES_VALIDATE} into {}",
+        venv.display()
+    );
+    run(Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))?;
     run(Command::new(venv.join("bin/pip")).args([
         "install",
         "-q",
@@ -388,12 +393,12 @@ fn ensure_packages(pkgs: &[&str]) -> Result<()> {
         .iter()
         .copied()
         .filter(|p| {
-            reinstall ||
-            Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .map(|o| !String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-                .unwrap_or(true)
+            reinstall
+                || Command::new("dpkg-query")
+                    .args(["-W", "-f=${Status}", p])
+                    .output()
+                    .map(|o| !String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                    .unwrap_or(true)
         })
         .collect();
     if missing.is_empty() {
@@ -443,7 +448,10 @@ fn check_setup_output() -> Result<()> {
         .context("running xtask build")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        bail!("xtask build (setup output check) failed: {}\n{stderr}", out.status);
+        bail!(
+            "xtask build (setup output check) failed: {}\n{stderr}",
+            out.status
+        );
     }
     if !out.stdout.is_empty() {
         bail!(

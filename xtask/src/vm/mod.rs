@@ -25,9 +25,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 pub(crate) use self::qemu::Arch;
-use self::{
-    report::{GuestResult, Summary},
-};
+use self::report::{GuestResult, Summary};
 use crate::{build_ebpf, cache_dir, output, root, run};
 
 pub use self::race::{audit_vm, race_vm};
