@@ -464,11 +464,10 @@ fn pod_run(ds: &Value, cd: &Containerd, substitute: &BTreeMap<&str, PathBuf>) ->
     }
 }
 
-/// The Entrypoint and Cmd of the archive's image for this machine's platform, read the way
-/// containerd does: index.json → (multi-arch index →) manifest → config.
-fn image_config(archive: &Path) -> (Vec<String>, Vec<String>) {
-    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut ar = tar::Archive::new(fs::File::open(archive).unwrap());
+/// The members of a tar stream, by path.
+fn tar_members(r: impl std::io::Read) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut ar = tar::Archive::new(r);
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
         let path = e.path().unwrap().to_string_lossy().into_owned();
@@ -476,27 +475,105 @@ fn image_config(archive: &Path) -> (Vec<String>, Vec<String>) {
         std::io::Read::read_to_end(&mut e, &mut data).unwrap();
         files.insert(path, data);
     }
-    let blob = |d: &Value| -> Value {
+    files
+}
+
+/// One platform's image in an OCI archive: its config and its layers' files, read the way
+/// containerd does (index.json → multi-arch index → manifest → config, layers).
+struct ArchImage {
+    config: Value,
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+fn arch_image(archive: &Path, arch: &str) -> ArchImage {
+    let blobs = tar_members(fs::File::open(archive).unwrap());
+    let raw = |d: &Value| -> &[u8] {
         let hex = d["digest"].as_str().unwrap().trim_start_matches("sha256:");
-        serde_json::from_slice(&files[&format!("blobs/sha256/{hex}")]).unwrap()
+        &blobs[&format!("blobs/sha256/{hex}")]
     };
+    let json = |d: &Value| -> Value { serde_json::from_slice(raw(d)).unwrap() };
     let mut desc =
-        serde_json::from_slice::<Value>(&files["index.json"]).unwrap()["manifests"][0].clone();
-    let arch = oci_archive::Platform::host().architecture;
+        serde_json::from_slice::<Value>(&blobs["index.json"]).unwrap()["manifests"][0].clone();
     while desc["mediaType"] == oci_archive::media_type::INDEX {
-        desc = blob(&desc)["manifests"]
+        desc = json(&desc)["manifests"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|m| m["platform"]["architecture"] == arch.as_str())
+            .find(|m| m["platform"]["architecture"] == arch)
             .unwrap_or_else(|| panic!("no {arch} image in the archive"))
             .clone();
     }
-    let config = blob(&blob(&desc)["config"]);
+    let manifest = json(&desc);
+    let mut files = BTreeMap::new();
+    for l in manifest["layers"].as_array().unwrap() {
+        let data = raw(l);
+        if l["mediaType"] == oci_archive::media_type::LAYER_TAR_GZIP {
+            files.extend(tar_members(flate2::read::GzDecoder::new(data)));
+        } else {
+            files.extend(tar_members(data));
+        }
+    }
+    ArchImage {
+        config: json(&manifest["config"]),
+        files,
+    }
+}
+
+/// The Entrypoint and Cmd of the archive's image for this machine's platform.
+fn image_config(archive: &Path) -> (Vec<String>, Vec<String>) {
+    let img = arch_image(archive, &oci_archive::Platform::host().architecture);
     (
-        strs(&config["config"]["Entrypoint"]),
-        strs(&config["config"]["Cmd"]),
+        strs(&img.config["config"]["Entrypoint"]),
+        strs(&img.config["config"]["Cmd"]),
     )
+}
+
+#[test]
+fn image_holds_the_static_binary_for_each_architecture() {
+    let archive = env_path("OOMX_IMAGE_ARCHIVE", "the archive of `cargo xtask image`");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    // ELF e_machine: x86_64 62, AArch64 183.
+    for (arch, triple, machine) in [
+        ("amd64", "x86_64-unknown-linux-musl", 62u16),
+        ("arm64", "aarch64-unknown-linux-musl", 183),
+    ] {
+        let img = arch_image(&archive, arch);
+        assert_eq!(img.config["architecture"], arch);
+        assert_eq!(img.config["os"], "linux");
+        assert_eq!(
+            strs(&img.config["config"]["Entrypoint"]),
+            ["/usr/bin/oom-observer"]
+        );
+        assert_eq!(strs(&img.config["config"]["Cmd"]), ["run"]);
+        let bin = img
+            .files
+            .get("usr/bin/oom-observer")
+            .unwrap_or_else(|| panic!("{arch}: no /usr/bin/oom-observer"));
+        assert_eq!(&bin[..4], b"\x7fELF", "{arch}");
+        assert_eq!(
+            u16::from_le_bytes([bin[18], bin[19]]),
+            machine,
+            "{arch}: ELF machine"
+        );
+        // Static: no PT_INTERP program header (no dynamic loader), so it runs on any node,
+        // whatever its libc. ELF64: e_phoff at 32, e_phentsize at 54, e_phnum at 56.
+        let u16_at = |o: usize| u16::from_le_bytes([bin[o], bin[o + 1]]) as usize;
+        let phoff = u64::from_le_bytes(bin[32..40].try_into().unwrap()) as usize;
+        let (phentsize, phnum) = (u16_at(54), u16_at(56));
+        assert!(phnum > 0, "{arch}: no program headers");
+        for i in 0..phnum {
+            let o = phoff + i * phentsize;
+            let p_type = u32::from_le_bytes(bin[o..o + 4].try_into().unwrap());
+            assert_ne!(p_type, 3, "{arch}: PT_INTERP, a dynamically linked binary");
+        }
+        // The very file the VM matrix boots on that architecture's kernels.
+        let built = target.join(triple).join("release/oom-observer");
+        assert!(
+            fs::read(&built).unwrap() == *bin,
+            "{arch}: the image's binary is not {}",
+            built.display()
+        );
+    }
 }
 
 fn nix_hostname() -> String {
