@@ -334,10 +334,11 @@ fn container_info(namespace: &str, c: Container) -> ContainerInfo {
     info
 }
 
-/// The memory cgroup a process lives in.
+/// The memory cgroup a process lives in, named from the real root (also when the daemon runs
+/// in a cgroup namespace, where `/proc` shows it relative to the namespace).
 pub fn proc_memory_cgroup(pid: u32, memory_on_dfl: bool) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    memory_cgroup_of(&text, memory_on_dfl)
+    memory_cgroup_of(&text, memory_on_dfl).map(|p| crate::cgroups::from_namespace(&p))
 }
 
 /// What the limit audit should look at again (see `audit`), sent by the index upkeep when

@@ -464,6 +464,97 @@ fn pod_run(ds: &Value, cd: &Containerd, substitute: &BTreeMap<&str, PathBuf>) ->
     }
 }
 
+/// `ctr run` has no flag for a new cgroup namespace: the container is made by
+/// `ctr containers create` with the same flags, its spec given a cgroup namespace through
+/// containerd's API (Containers.Update), and its task started with `ctr tasks start`. Returns
+/// those `ctr` arguments.
+fn with_cgroup_namespace(cd: &Containerd, run_argv: &[String], image: &str) -> Vec<String> {
+    use containerd_client::{
+        services::v1::{
+            containers_client::ContainersClient, GetContainerRequest, UpdateContainerRequest,
+        },
+        tonic::Request,
+    };
+    let id = "oom-observer";
+    let mut create: Vec<String> = vec!["containers".into(), "create".into()];
+    let mut log_uri = String::new();
+    let mut cgroup = String::new();
+    let mut rest = run_argv[2..].iter();
+    for a in rest.by_ref() {
+        // `run`'s own flags; the cgroup goes into the spec.
+        if a.starts_with("--log-uri=") {
+            log_uri = a.clone();
+        } else if let Some(cg) = a.strip_prefix("--cgroup=") {
+            cgroup = cg.to_string();
+        } else if a == image {
+            break;
+        } else {
+            create.push(a.clone());
+        }
+    }
+    create.push(image.into());
+    create.extend(rest.cloned());
+    let refs: Vec<&str> = create.iter().map(String::as_str).collect();
+    let out = cd.ctr(&refs);
+    assert!(
+        out.status.success(),
+        "ctr {create:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = containerd_client::connect(&cd.socket).await.unwrap();
+        let mut client = ContainersClient::new(ch);
+        fn with_ns<T>(ns: &str, r: T) -> Request<T> {
+            let mut r = Request::new(r);
+            r.metadata_mut()
+                .insert("containerd-namespace", ns.parse().unwrap());
+            r
+        }
+        let mut c = client
+            .get(with_ns(
+                &cd.namespace,
+                GetContainerRequest { id: id.into() },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .container
+            .unwrap();
+        let any = c.spec.as_mut().unwrap();
+        let mut spec: Value = serde_json::from_slice(&any.value).unwrap();
+        spec["linux"]["cgroupsPath"] = json!(cgroup);
+        let nss = spec["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces in the spec");
+        assert!(!nss.iter().any(|n| n["type"] == "cgroup"));
+        nss.push(json!({"type": "cgroup"}));
+        any.value = serde_json::to_vec(&spec).unwrap();
+        client
+            .update(with_ns(
+                &cd.namespace,
+                UpdateContainerRequest {
+                    container: Some(c),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["spec".into()],
+                    }),
+                },
+            ))
+            .await
+            .unwrap();
+    });
+    vec![
+        "tasks".into(),
+        "start".into(),
+        "-d".into(),
+        log_uri,
+        id.into(),
+    ]
+}
+
 /// The members of a tar stream, by path.
 fn tar_members(r: impl std::io::Read) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
@@ -596,6 +687,17 @@ fn status_field(pid: u32, field: &str) -> String {
 
 #[test]
 fn daemonset_container_runs_in_containerd_and_publishes_task_oom_for_a_kill() {
+    run_daemonset_container(false);
+}
+
+/// On cgroup v2 nodes the CRI gives every unprivileged container a cgroup namespace of its
+/// own (`/proc` then shows cgroups relative to the container's): the same run with one.
+#[test]
+fn daemonset_container_in_its_own_cgroup_namespace_names_cgroups_from_the_real_root() {
+    run_daemonset_container(true);
+}
+
+fn run_daemonset_container(private_cgroupns: bool) {
     tests::v1_memory_root();
     let archive = env_path("OOMX_IMAGE_ARCHIVE", "the archive of `cargo xtask image`");
     let ds = daemonset();
@@ -654,6 +756,9 @@ fn daemonset_container_runs_in_containerd_and_publishes_task_oom_for_a_kill() {
     assert_eq!(entrypoint, ["/usr/bin/oom-observer"]);
     argv.extend(entrypoint);
     argv.extend(run.args.iter().cloned());
+    if private_cgroupns {
+        argv = with_cgroup_namespace(&cd, &argv, &image);
+    }
     eprintln!("deploy test: ctr {}", argv.join(" "));
     let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
     let out = cd.ctr(&refs);
@@ -698,6 +803,12 @@ fn daemonset_container_runs_in_containerd_and_publishes_task_oom_for_a_kill() {
         fs::read_link("/proc/self/ns/pid").unwrap(),
         "hostPID: the node's PID namespace"
     );
+    let own_cgroupns = fs::read_link(format!("/proc/{pid}/ns/cgroup")).unwrap()
+        != fs::read_link("/proc/self/ns/cgroup").unwrap();
+    assert_eq!(own_cgroupns, private_cgroupns, "its cgroup namespace");
+    if private_cgroupns {
+        wait_log("in a cgroup namespace: cgroups are named from the real root");
+    }
     let memcg = tests::v1_memory_root().join(cgroup.trim_start_matches('/'));
     let limit: u64 = fs::read_to_string(memcg.join("memory.limit_in_bytes"))
         .unwrap()
