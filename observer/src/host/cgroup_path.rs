@@ -65,6 +65,21 @@ pub fn from_dir(mount: &Path, root: &str, dir: &Path) -> Option<String> {
     })
 }
 
+/// `base` + `rel` with `.` and `..` resolved (never above `/`).
+pub fn join_resolved(base: &str, rel: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in base.split('/').chain(rel.split('/')) {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
 /// The cgroup path a spec's `linux.cgroupsPath` names, in the hierarchy's own terms.
 ///
 /// - cgroupfs form: an absolute path is taken as is; a relative one is relative to the

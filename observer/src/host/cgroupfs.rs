@@ -43,11 +43,41 @@ pub struct CgroupMounts {
 }
 
 impl CgroupMounts {
-    /// Reads `/proc/self/mountinfo` and `/proc/cgroups`.
+    /// Reads `/proc/self/mountinfo` and `/proc/cgroups`; inside a cgroup namespace, names the
+    /// hierarchies from the real root (see [`namespace_root`]).
     pub fn discover() -> std::io::Result<Self> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
         let proc_cgroups = fs::read_to_string("/proc/cgroups").unwrap_or_default();
-        Ok(Self::from_texts(&mountinfo, &proc_cgroups))
+        let mut layout = Self::from_texts(&mountinfo, &proc_cgroups);
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let memory_v1 = layout.memory_v1.is_some();
+        for (h, v2) in [(&mut layout.memory_v1, false), (&mut layout.unified, true)] {
+            let Some(h) = h.as_mut() else { continue };
+            if !h.root.split('/').any(|c| c == "..") {
+                continue;
+            }
+            match namespace_root(h, &own, v2, std::process::id()) {
+                Some(ns) => {
+                    tracing::info!(
+                        mount = %h.mount.display(),
+                        namespace_root = %ns,
+                        "in a cgroup namespace: cgroups are named from the real root"
+                    );
+                    h.root = "/".into();
+                    // /proc/<pid>/cgroup is read for the memory hierarchy only.
+                    if v2 != memory_v1 {
+                        let _ = NAMESPACE_ROOT.set(ns);
+                    }
+                }
+                None => tracing::warn!(
+                    mount = %h.mount.display(),
+                    root = %h.root,
+                    "in a cgroup namespace whose root could not be placed: cgroup paths are \
+                     relative to it (mount the node's whole cgroup tree at this mount point)"
+                ),
+            }
+        }
+        Ok(layout)
     }
 
     /// Builds the layout from the texts of `/proc/self/mountinfo` and `/proc/cgroups`.
@@ -171,9 +201,77 @@ fn parse_proc_cgroups(text: &str) -> (Option<u32>, bool) {
     (None, false)
 }
 
+/// The root of this process's cgroup namespace in the memory hierarchy, named from the real
+/// root (`/kubepods/burstable/pod…/<id>`); unset outside a namespace.
+static NAMESPACE_ROOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Inside a cgroup namespace (on cgroup v2 the CRI gives every unprivileged container one),
+/// mountinfo and `/proc/<pid>/cgroup` show cgroups relative to the namespace's root
+/// (`/../../kubepods/…`), while the kernel's records name them from the real root. When the
+/// hierarchy mounted at `h.mount` is the node's whole tree (its root shows as `..` only, and
+/// the mount point is a hierarchy's root), this finds the namespace's root from the real one:
+/// the directory below the mount whose `cgroup.procs` lists `pid`, less the process's own
+/// path in `proc_self_cgroup`. `v2`: `h` is the unified hierarchy.
+pub fn namespace_root(h: &Hierarchy, proc_self_cgroup: &str, v2: bool, pid: u32) -> Option<String> {
+    let ups = h.root.split('/').filter(|c| !c.is_empty()).count();
+    if ups == 0 || h.root.split('/').any(|c| !c.is_empty() && c != "..") {
+        return None;
+    }
+    // Only a hierarchy's root has these: the mount is the whole tree, not a subtree.
+    let is_root = if v2 {
+        !h.mount.join("cgroup.type").exists() && h.mount.join("cgroup.procs").exists()
+    } else {
+        h.mount.join("release_agent").exists()
+    };
+    if !is_root {
+        return None;
+    }
+    let own = super::procfs::memory_cgroup_of(proc_self_cgroup, v2)?;
+    let own: Vec<&str> = own.split('/').filter(|c| !c.is_empty()).collect();
+    if own.contains(&"..") {
+        return None;
+    }
+    // The process's cgroup is `ups` levels below the mount's root plus its own depth.
+    let depth = ups + own.len();
+    let pid = pid.to_string();
+    let mut level = vec![h.mount.clone()];
+    for _ in 0..depth {
+        level = level
+            .iter()
+            .filter_map(|d| fs::read_dir(d).ok())
+            .flat_map(|rd| rd.flatten())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+    }
+    let found = level.into_iter().find(|d| {
+        fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|t| t.lines().any(|l| l.trim() == pid))
+    })?;
+    let rel = found
+        .strip_prefix(&h.mount)
+        .ok()?
+        .to_string_lossy()
+        .into_owned();
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    if !comps.ends_with(&own) {
+        return None;
+    }
+    Some(format!("/{}", comps[..comps.len() - own.len()].join("/")))
+}
+
+/// A memory-hierarchy path as `/proc/<pid>/cgroup` shows it, named from the real root: the
+/// same inside no namespace; inside one, joined to the namespace's root (`..` resolved).
+pub fn from_namespace(path: &str) -> String {
+    match NAMESPACE_ROOT.get() {
+        Some(root) => cgroup_path::join_resolved(root, path),
+        None => path.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::cgroup_path::join_resolved;
 
     const HYBRID: &str = "\
 25 1 0:23 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
@@ -235,5 +333,109 @@ mod tests {
     fn malformed_lines_are_skipped() {
         let l = CgroupMounts::from_texts("garbage\n1 2 3\n - \n", "memory x");
         assert_eq!(l, CgroupMounts::default());
+    }
+
+    /// A fake hierarchy mounted at a temporary directory: `dirs` below it, `procs` listing
+    /// pid 4242 in `at`, and the root's marker file for v1 or v2.
+    fn fake_tree(tag: &str, dirs: &[&str], at: &str, v2: bool, is_root: bool) -> PathBuf {
+        let m = std::env::temp_dir().join(format!("oomx-nsroot-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&m);
+        fs::create_dir_all(&m).unwrap();
+        fs::write(m.join("cgroup.procs"), "1\n").unwrap();
+        if v2 && !is_root {
+            fs::write(m.join("cgroup.type"), "domain\n").unwrap();
+        }
+        if !v2 && is_root {
+            fs::write(m.join("release_agent"), "").unwrap();
+        }
+        for d in dirs {
+            fs::create_dir_all(m.join(d)).unwrap();
+            let procs = if *d == at { "17\n4242\n" } else { "17\n" };
+            fs::write(m.join(d).join("cgroup.procs"), procs).unwrap();
+        }
+        m
+    }
+
+    #[test]
+    fn namespace_root_is_found_from_the_real_root() {
+        let dirs = [
+            "kubepods",
+            "kubepods/pod1",
+            "kubepods/pod1/ctr",
+            "kubepods/pod2",
+            "kubepods/pod2/ctr",
+        ];
+        // A container in its own cgroup namespace, at its root (the CRI's way): v2 shows
+        // `0::/` for itself and `/../../..` for the mount of the node's tree.
+        let m = fake_tree("v2", &dirs, "kubepods/pod2/ctr", true, true);
+        let h = Hierarchy {
+            id: 0,
+            mount: m.clone(),
+            root: "/../../..".into(),
+        };
+        assert_eq!(
+            namespace_root(&h, "0::/\n", true, 4242).as_deref(),
+            Some("/kubepods/pod2/ctr")
+        );
+        // Moved below the namespace's root after it was made.
+        let h2 = Hierarchy {
+            root: "/../..".into(),
+            ..h.clone()
+        };
+        assert_eq!(
+            namespace_root(&h2, "0::/ctr\n", true, 4242).as_deref(),
+            Some("/kubepods/pod2")
+        );
+        // Not listed anywhere at that depth: unplaced.
+        assert_eq!(namespace_root(&h, "0::/\n", true, 999), None);
+        // A mount of a subtree (a cgroup.type file: not a hierarchy's root) cannot be placed.
+        let sub = fake_tree("v2sub", &dirs, "kubepods/pod2/ctr", true, false);
+        let hs = Hierarchy {
+            mount: sub.clone(),
+            ..h.clone()
+        };
+        assert_eq!(namespace_root(&hs, "0::/\n", true, 4242), None);
+        // Not in a namespace, or a root naming real directories: nothing to do.
+        let plain = Hierarchy {
+            root: "/".into(),
+            ..h.clone()
+        };
+        assert_eq!(namespace_root(&plain, "0::/\n", true, 4242), None);
+        let named = Hierarchy {
+            root: "/../kubepods".into(),
+            ..h
+        };
+        assert_eq!(namespace_root(&named, "0::/\n", true, 4242), None);
+        // v1: the memory line, and release_agent marks the root.
+        let v1 = fake_tree("v1", &dirs, "kubepods/pod1/ctr", false, true);
+        let h1 = Hierarchy {
+            id: 4,
+            mount: v1.clone(),
+            root: "/../../..".into(),
+        };
+        assert_eq!(
+            namespace_root(&h1, "5:pids:/\n4:memory:/\n0::/\n", false, 4242).as_deref(),
+            Some("/kubepods/pod1/ctr")
+        );
+        for d in [m, sub, v1] {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+
+    #[test]
+    fn namespace_paths_join_the_namespace_root() {
+        assert_eq!(
+            join_resolved("/kubepods/pod2/ctr", "/"),
+            "/kubepods/pod2/ctr"
+        );
+        assert_eq!(
+            join_resolved("/kubepods/pod2/ctr", "/../../pod1/ctr"),
+            "/kubepods/pod1/ctr"
+        );
+        assert_eq!(join_resolved("/a", "/../../../x"), "/x");
+        assert_eq!(
+            join_resolved("/", "/system.slice/./containerd.service"),
+            "/system.slice/containerd.service"
+        );
     }
 }

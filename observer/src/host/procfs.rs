@@ -2,10 +2,11 @@
 
 use std::fs;
 
-/// The memory cgroup a process lives in.
+/// The memory cgroup a process lives in, named from the real root (also when the daemon runs
+/// in a cgroup namespace, where `/proc` shows it relative to the namespace).
 pub fn proc_memory_cgroup(pid: u32, memory_on_dfl: bool) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    memory_cgroup_of(&text, memory_on_dfl)
+    memory_cgroup_of(&text, memory_on_dfl).map(|p| super::cgroupfs::from_namespace(&p))
 }
 
 /// `pid` and its ancestors (parent, grandparent, …), from `/proc/<pid>/stat`: a process
