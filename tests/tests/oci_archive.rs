@@ -74,7 +74,10 @@ fn multi_arch_archive_imports_and_runs_with_its_config() {
         "a multi-arch index: {line}"
     );
     // Entrypoint, Cmd and Env from the config; this machine's platform unpacked.
-    let out = cd.ctr(&["run", "--rm", name, "oci-archive-multi"]);
+    // Under the containerd's own cgroup parent, removed when it drops (ctr's default cgroup,
+    // `/<namespace>/<id>`, would be left behind).
+    let cg = cd.cgroup_of("oci-archive-multi");
+    let out = cd.ctr(&["run", "--rm", "--cgroup", &cg, name, "oci-archive-multi"]);
     let stdout = ok(&out, "ctr run", &cd);
     let arch = Platform::host().architecture;
     assert_eq!(stdout.trim(), format!("multi-{arch} from-the-config"));
@@ -91,7 +94,8 @@ fn single_image_archive_imports_under_its_name() {
         "ctr images import",
         &cd,
     );
-    let out = cd.ctr(&["run", "--rm", name, "oci-archive-single"]);
+    let cg = cd.cgroup_of("oci-archive-single");
+    let out = cd.ctr(&["run", "--rm", "--cgroup", &cg, name, "oci-archive-single"]);
     assert_eq!(ok(&out, "ctr run", &cd).trim(), "single from-the-config");
     // A second import of the same bytes changes nothing (same digests).
     let before = ok(&cd.ctr(&["images", "ls"]), "ctr images ls", &cd);

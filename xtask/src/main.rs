@@ -17,6 +17,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod image;
 mod kubelet;
 mod vm;
 
@@ -103,6 +104,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// The container image: static musl builds for x86_64 and arm64 in one OCI archive
+    /// (multi-arch index), target/oom-observer-image.oci.tar; offline, no registry.
+    Image,
     /// The VM matrix: Debian kernels × architectures × hook strategies, real OOM kills in
     /// qemu guests; writes docs/vm-matrix.md.
     VmTest(vm::VmOptions),
@@ -120,7 +124,7 @@ fn main() -> Result<()> {
             } else {
                 args
             };
-            run(Command::new(&bin).args(&args))
+            run_daemon(Command::new(&bin).args(&args))
         }
         Cmd::Test { no_vm, args } => {
             test(&args)?;
@@ -139,6 +143,7 @@ fn main() -> Result<()> {
             vm::audit_vm(&root().join("target/vm/audit-vm.md"))
         }
         Cmd::VmTest(opts) => vm::vm_test(&opts),
+        Cmd::Image => image::image().map(|_| ()),
         Cmd::Race {
             kills,
             vm: true,
@@ -180,12 +185,30 @@ fn cache_dir() -> PathBuf {
     base.join("oom-observer")
 }
 
+/// Runs a setup, build or test step. Its stdout goes to our stderr (apt-get and dpkg print
+/// there): xtask's own stdout is the daemon's, so `cargo xtask run` writes JSON lines only.
 fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    let status = cmd
+        .stdout(std::io::stderr())
+        .status()
+        .with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
     Ok(())
+}
+
+/// Runs the daemon with our stdout (its JSON lines) and exits with its exit code (see the
+/// README's table), or 128 + the signal that ended it.
+fn run_daemon(cmd: &mut Command) -> Result<()> {
+    use std::os::unix::process::ExitStatusExt;
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    std::process::exit(
+        status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(1),
+    )
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
@@ -344,30 +367,74 @@ fn build_ebpf() -> Result<PathBuf> {
 /// Debian packages the build needs (containerd-client generates its gRPC code with protoc).
 const BUILD_PACKAGES: &[&str] = &["protobuf-compiler"];
 /// Debian packages the tests need: a real containerd with real runc and gVisor, busybox for
-/// the containers' root filesystem, systemd-analyze for the unit file.
-const TEST_PACKAGES: &[&str] = &["containerd", "runc", "runsc", "busybox-static", "systemd"];
+/// the containers' root filesystem, systemd-analyze for the unit file, promtool for the alert
+/// rules, a Python venv for kubernetes-validate.
+const TEST_PACKAGES: &[&str] = &[
+    "containerd",
+    "runc",
+    "runsc",
+    "busybox-static",
+    "systemd",
+    "prometheus",
+    "python3-venv",
+];
+/// Validates the manifests offline against this Kubernetes version's schema (PyPI).
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
-/// Installs whichever of `pkgs` is missing, with apt.
+/// kubernetes-validate in a venv under the cache (installed with pip once); returns its path.
+fn ensure_kubernetes_validate() -> Result<PathBuf> {
+    let venv = cache_dir().join("venv");
+    let bin = venv.join("bin/kubernetes-validate");
+    let stamp = venv.join("oomx-installed");
+    if bin.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(KUBERNETES_VALIDATE) {
+        return Ok(bin);
+    }
+    eprintln!(
+        "xtask: installing {KUBERNETES_VALIDATE} into {}",
+        venv.display()
+    );
+    run(Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        KUBERNETES_VALIDATE,
+    ]))?;
+    fs::write(&stamp, KUBERNETES_VALIDATE)?;
+    Ok(bin)
+}
+
+/// Installs whichever of `pkgs` is missing, with apt. With `XTASK_APT_REINSTALL=1` it
+/// reinstalls them all (xtask/tests/setup_output.rs: apt's and dpkg's output must not reach
+/// stdout).
 fn ensure_packages(pkgs: &[&str]) -> Result<()> {
+    let reinstall = env::var_os("XTASK_APT_REINSTALL").is_some_and(|v| v == "1");
     let missing: Vec<&str> = pkgs
         .iter()
         .copied()
         .filter(|p| {
-            Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .map(|o| !String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-                .unwrap_or(true)
+            reinstall
+                || Command::new("dpkg-query")
+                    .args(["-W", "-f=${Status}", p])
+                    .output()
+                    .map(|o| !String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                    .unwrap_or(true)
         })
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-qq"]))
+    // Another apt on a shared machine may hold the lock for a while: wait for it.
+    let lock = ["-o", "DPkg::Lock::Timeout=300"];
+    run(Command::new("apt-get").args(lock).args(["update", "-qq"]))
         .context("apt-get update (installing packages needs root)")?;
     run(Command::new("apt-get")
+        .args(lock)
         .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(reinstall.then_some("--reinstall"))
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
@@ -390,6 +457,41 @@ fn build(release: bool) -> Result<PathBuf> {
         .join("oom-observer"))
 }
 
+/// What `cargo xtask run` does before it starts the daemon, checked: `xtask build` (the same
+/// setup: apt-get, rustup, bpf-linker, the builds) with apt forced to reinstall the build
+/// packages must print nothing on stdout, and dpkg's output must show on stderr.
+fn check_setup_output() -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let out = Command::new(env::current_exe()?)
+        .arg("build")
+        .env("XTASK_APT_REINSTALL", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running xtask build")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!(
+            "xtask build (setup output check) failed: {}\n{stderr}",
+            out.status
+        );
+    }
+    if !out.stdout.is_empty() {
+        bail!(
+            "setup output reached stdout, where `cargo xtask run` writes the daemon's JSON lines:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let pkg = BUILD_PACKAGES[0];
+    if !stderr.contains(&format!("Setting up {pkg}")) {
+        bail!("the forced reinstall of {pkg} did not run (no dpkg output on stderr):\n{stderr}");
+    }
+    eprintln!(
+        "xtask: setup output goes to stderr, stdout stays empty ({:.1} s)",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn test(extra: &[OsString]) -> Result<()> {
     ensure_packages(BUILD_PACKAGES)?;
     ensure_packages(TEST_PACKAGES)?;
@@ -406,11 +508,19 @@ fn test(extra: &[OsString]) -> Result<()> {
             "--bins",
         ])
         .env("OOM_OBSERVER_EBPF_OBJ", &obj))?;
+    // After that build, so `xtask build` inside it has nothing left to compile.
+    check_setup_output()?;
+    // The container image and the manifest validator for tests/tests/deploy.rs.
+    let archive = image::image()?;
+    let kubernetes_validate = ensure_kubernetes_validate()?;
     let bin_dir = root.join("target/debug");
     run(Command::new("cargo")
         .current_dir(&root)
         .args(["test", "--workspace"])
         .args(extra)
+        .env("OOMX_IMAGE_ARCHIVE", &archive)
+        .env("OOMX_IMAGE_NAME", image::IMAGE_NAME)
+        .env("OOMX_KUBERNETES_VALIDATE", &kubernetes_validate)
         .env("OOM_OBSERVER_EBPF_OBJ", &obj)
         .env("OOM_OBSERVER_BIN", bin_dir.join("oom-observer"))
         .env("OOMX_HOG_BIN", bin_dir.join("oomx-hog")))

@@ -24,10 +24,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use self::{
-    qemu::Arch,
-    report::{GuestResult, Summary},
-};
+pub(crate) use self::qemu::Arch;
+use self::report::{GuestResult, Summary};
 use crate::{build_ebpf, cache_dir, output, root, run};
 
 pub use self::race::{audit_vm, kubelet_vm, race_vm};
@@ -387,13 +385,15 @@ fn run_guest(
 }
 
 /// The static binaries a guest needs, cross-built for its architecture.
-struct GuestBins {
-    init: PathBuf,
-    observer: PathBuf,
-    hog: PathBuf,
+pub(crate) struct GuestBins {
+    pub init: PathBuf,
+    pub observer: PathBuf,
+    pub hog: PathBuf,
 }
 
-fn build_guest_binaries(arch: Arch, obj: &Path) -> Result<GuestBins> {
+/// Cross-builds the guests' static musl binaries for `arch` (release, each embedding `obj`).
+/// `cargo xtask image` takes its `oom-observer` from here too: one build, one cache.
+pub(crate) fn build_guest_binaries(arch: Arch, obj: &Path) -> Result<GuestBins> {
     let target = arch.rust_target();
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
     if !installed.lines().any(|l| l.trim() == target) {

@@ -1,0 +1,260 @@
+//! The processor: each kernel record becomes an event, is enriched with its container, and
+//! goes to the sinks in order (TaskOOM to containerd first, then the JSON line). It owns the
+//! event sequence, so kills and audit findings share one gap-free `seq`.
+
+use std::{io, io::Write, sync::Arc};
+
+use observer_common::{kind, CgroupAttachRecord, CgroupMkdirRecord};
+use tracing::{info, warn};
+
+use super::event::{self, ContainerRef, Event, Resolve};
+use crate::{
+    audit::{driver::AuditDriver, finding::FindingEvent},
+    enrich::upkeep::Containerd,
+    host::{cgroupfs::CgroupMounts, path_cache::PathCache},
+    kernel::{
+        clock::boot_ns,
+        record::{mkdir_path, Record},
+    },
+    query::history::{self, Answer, History, Kill, Query},
+    sinks::{json::JsonLines, taskoom::Publisher},
+};
+
+/// Turns records into events and hands them to the sinks.
+pub struct Processor<W: Write> {
+    seq: u64,
+    cache: PathCache,
+    cgroups: CgroupMounts,
+    out: JsonLines<W>,
+    malformed: u64,
+    containerd: Option<Arc<Containerd>>,
+    publisher: Option<Publisher>,
+    history: History,
+    audits: Option<AuditDriver>,
+}
+
+/// Paths in the memory controller's hierarchy, for [`event::build`].
+struct MemoryPaths<'a> {
+    cache: &'a mut PathCache,
+    cgroups: &'a CgroupMounts,
+}
+
+impl Resolve for MemoryPaths<'_> {
+    fn memory_path(&mut self, id: u64) -> Option<String> {
+        self.cache.resolve(self.cgroups.memory(), id)
+    }
+}
+
+impl<W: Write> Processor<W> {
+    /// A processor writing to `out`; scans the mounted hierarchies first.
+    pub fn new(cgroups: CgroupMounts, out: W) -> Self {
+        let mut cache = PathCache::default();
+        for h in cgroups.hierarchies() {
+            let n = cache.scan(h);
+            info!(hierarchy = h.id, mount = %h.mount.display(), cgroups = n, "scanned cgroup hierarchy");
+        }
+        Processor {
+            seq: 0,
+            cache,
+            cgroups,
+            out: JsonLines::new(out),
+            malformed: 0,
+            containerd: None,
+            publisher: None,
+            history: History::default(),
+            audits: None,
+        }
+    }
+
+    /// Adds the containerd index (container names), the TaskOOM sink and the limit audit.
+    pub fn with_containerd(
+        mut self,
+        cd: Arc<Containerd>,
+        publisher: Publisher,
+        audits: Option<AuditDriver>,
+    ) -> Self {
+        self.containerd = Some(cd);
+        self.publisher = Some(publisher);
+        self.audits = audits;
+        self
+    }
+
+    /// The TaskOOM sink, if any.
+    pub fn publisher(&mut self) -> Option<&mut Publisher> {
+        self.publisher.as_mut()
+    }
+
+    /// The limit audit, if any.
+    pub fn audits(&mut self) -> Option<&mut AuditDriver> {
+        self.audits.as_mut()
+    }
+
+    /// Handles one ring-buffer item.
+    pub async fn handle(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match Record::parse(bytes) {
+            Ok(Record::Oom(r)) => {
+                let received_us = boot_ns().saturating_sub(r.ktime_ns) / 1000;
+                tracing::trace!(received_us, kind = r.kind, "record read");
+                self.seq += 1;
+                let memory_on_dfl = self.cgroups.memory_on_dfl();
+                let mut paths = MemoryPaths {
+                    cache: &mut self.cache,
+                    cgroups: &self.cgroups,
+                };
+                let mut ev = event::build(&r, self.seq, memory_on_dfl, &mut paths);
+                if r.kind == kind::VICTIM_EXIT {
+                    // The exit belongs to the container its kill was attributed to.
+                    let kill = self.history.record_exit(&ev);
+                    ev.kill_seq = Some(kill.map(|k| k.seq));
+                    ev.container = kill.and_then(|k| k.container.clone());
+                } else {
+                    self.enrich_and_publish(&mut ev).await;
+                    if r.kind == kind::OOM_KILL {
+                        self.history.record_kill(&ev);
+                    }
+                }
+                self.out.write(&ev)
+            }
+            Ok(Record::Mkdir(m)) => {
+                self.learn_path(&m);
+                Ok(())
+            }
+            Ok(Record::Attach(a)) => {
+                self.on_migration(&a);
+                Ok(())
+            }
+            Err(e) => {
+                self.malformed += 1;
+                warn!(error = %e, malformed_total = self.malformed, "dropped a malformed ring-buffer record");
+                Ok(())
+            }
+        }
+    }
+
+    fn learn_path(&mut self, m: &CgroupMkdirRecord) {
+        match mkdir_path(m) {
+            Some(p) => self.cache.learn(m.root, m.id, p),
+            None => {
+                // Too long to carry: read it from the filesystem while it exists.
+                if let Some(h) = self.cgroups.hierarchies().find(|h| h.id == m.root) {
+                    self.cache.resolve(Some(h), m.id);
+                }
+            }
+        }
+    }
+
+    /// A process moved into a memory cgroup: the audit decides whom it concerns.
+    fn on_migration(&mut self, a: &CgroupAttachRecord) {
+        let Some(audits) = self.audits.as_mut() else {
+            return;
+        };
+        let dst = self.cache.resolve(self.cgroups.memory(), a.id);
+        audits.on_migration(a.pid, dst.as_deref());
+    }
+
+    /// Names the container(s) and, for a kill, hands TaskOOM to containerd before the JSON
+    /// line is written.
+    async fn enrich_and_publish(&mut self, ev: &mut Event) {
+        let Some(cd) = &self.containerd else { return };
+        let oom = ev.oom_cgroup.as_ref().and_then(|c| c.path.as_deref());
+        // A memcg OOM without a kill is attributed through the cgroup that hit its limit.
+        let victim = match &ev.victim {
+            Some(v) => v.cgroup.as_deref(),
+            None => oom,
+        };
+        let t0 = std::time::Instant::now();
+        let woke_us = boot_ns().saturating_sub(ev.ktime_ns) / 1000;
+        let owners = cd.attribute(victim, oom).await;
+        let attributed = t0.elapsed();
+        if owners.is_empty() {
+            return;
+        }
+        ev.container = owners.first().map(ContainerRef::from);
+        if owners.len() > 1 {
+            ev.containers = owners.iter().map(ContainerRef::from).collect();
+        }
+        if ev.event != "oom_kill" {
+            return;
+        }
+        let Some(publisher) = self.publisher.as_mut() else {
+            return;
+        };
+        let mut all = true;
+        for c in &owners {
+            all &= publisher.oom(&c.namespace, &c.id, ev.ktime_ns).await;
+        }
+        ev.published = all;
+        tracing::debug!(
+            seq = ev.seq,
+            woke_us,
+            since_kill_us = boot_ns().saturating_sub(ev.ktime_ns) / 1000,
+            attribute_us = attributed.as_micros() as u64,
+            publish_us = (t0.elapsed() - attributed).as_micros() as u64,
+            "kill handed to containerd"
+        );
+    }
+
+    /// Answers a query from what this run has seen, else from the kernel's victim map.
+    pub fn answer(&self, q: &Query, kernel: impl Fn(u32) -> Option<Kill>) -> Answer {
+        history::answer(&self.history, q, kernel)
+    }
+
+    /// Writes audit findings as events, in the same sequence as the kills.
+    pub fn write_findings(&mut self, findings: Vec<FindingEvent>) -> io::Result<()> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        for mut ev in findings {
+            self.seq += 1;
+            ev.seq = self.seq;
+            ev.log();
+            self.out.write(&ev)?;
+        }
+        self.out.flush()
+    }
+
+    /// Hands what was written to the reader.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Events written so far.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use observer_common::CGROUP_PATH_LEN;
+
+    fn bytes<T>(v: &T) -> &[u8] {
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+    }
+
+    #[tokio::test]
+    async fn learns_paths_from_mkdir_records_and_counts_malformed() {
+        let cg = CgroupMounts::from_texts(
+            "30 25 0:27 / /nonexistent-for-test rw - cgroup cgroup rw,memory\n",
+            "memory\t4\t1\t1\n",
+        );
+        let mut p = Processor::new(cg, Vec::new());
+        let mut m = CgroupMkdirRecord {
+            kind: kind::CGROUP_MKDIR,
+            root: 4,
+            id: 99,
+            level: 1,
+            path_len: 3,
+            path: [0; CGROUP_PATH_LEN],
+        };
+        m.path[..3].copy_from_slice(b"/xy");
+        p.handle(bytes(&m)).await.unwrap();
+        assert_eq!(p.cache.get(4, 99), Some("/xy"));
+        p.handle(&[200, 0, 0, 0]).await.unwrap();
+        assert_eq!(p.malformed, 1);
+        assert_eq!(p.seq(), 0, "mkdir and malformed records are not events");
+    }
+}
