@@ -792,8 +792,15 @@ impl Row {
     }
 
     /// What is wrong with the row: a pod not SIGKILLed; with oom-observer, a container not
-    /// read as OOMKilled at exit or a kill line missing.
-    pub fn problems(&self) -> Vec<String> {
+    /// read as OOMKilled a second after its exit, or a kill line missing; with `at_exit`, also
+    /// a container not read as OOMKilled at its exit.
+    ///
+    /// At exit is a goal, not a guarantee, on containerd 1.6: its CRI records an exit from
+    /// `task.Wait()` in a goroutine of its own while TaskOOMs queue in its single event loop,
+    /// so a TaskOOM that reached containerd first can still be applied second (measured:
+    /// docs/kubelet.md). The README's test command checks the guarantee; `cargo xtask
+    /// kubelet` reports the goal and fails when it is missed.
+    pub fn problems(&self, at_exit: bool) -> Vec<String> {
         let mut p = Vec::new();
         let name = format!("{} observer={}", self.load, self.observer);
         if self.not_137 > 0 {
@@ -803,7 +810,13 @@ impl Row {
             ));
         }
         if self.observer {
-            if self.tally.oomkilled_at_exit != self.tally.kills {
+            if self.tally.oomkilled_later != self.tally.kills {
+                p.push(format!(
+                    "{name}: {:?}: not every container read OOMKilled a second after its exit",
+                    self.tally
+                ));
+            }
+            if at_exit && self.tally.oomkilled_at_exit != self.tally.kills {
                 p.push(format!(
                     "{name}: {:?}: not every container read OOMKilled at exit",
                     self.tally
