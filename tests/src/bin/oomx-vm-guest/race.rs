@@ -137,7 +137,7 @@ fn kubelet(n: usize) -> Result<serde_json::Value, String> {
         "type": "kubelet",
         "rows": rows.iter().map(|r| r.json("guest")).collect::<Vec<_>>(),
         "table": markdown_rows(&rows, &spec, "guest"),
-        "problems": rows.iter().flat_map(Row::problems).collect::<Vec<_>>(),
+        "problems": rows.iter().flat_map(|r| r.problems(true)).collect::<Vec<_>>(),
     }))
 }
 
