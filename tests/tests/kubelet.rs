@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use tests::{
-    cri::{markdown_rows, rows, CriNode, PodSpec, Row, RowSpec, Verdict, Workload},
+    cri::{markdown_rows, rows, CriNode, PodSpec, RowSpec, Verdict, Workload},
     pretty,
 };
 

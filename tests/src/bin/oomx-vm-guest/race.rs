@@ -10,7 +10,7 @@ use std::{
 use serde_json::json;
 use tests::{
     containerd::{Containerd, Subscriber},
-    cri::{markdown_rows, rows, CriNode, Row, RowSpec},
+    cri::{markdown_rows, rows, CriNode, RowSpec},
     race::{ask_socket, run_kills, tally, TABLE_HEAD},
     Observer,
 };
