@@ -212,6 +212,71 @@ pub mod valid {
     pub const VICTIM_PID: u32 = 1 << 6;
     /// `exit_code` (victim exits only).
     pub const EXIT_CODE: u32 = 1 << 7;
+    /// [`crate::KillDetail`]: `domain_usage_pages` and `domain_limit_pages` (the OOM memcg's
+    /// page counter).
+    pub const DOMAIN_MEMORY: u32 = 1 << 8;
+    /// `domain_swap_usage_pages` and `domain_swap_limit_pages` (cgroup v2 only).
+    pub const DOMAIN_SWAP: u32 = 1 << 9;
+    /// `total_pages` (`oom_control.totalpages`, the OOM domain's size).
+    pub const TOTAL_PAGES: u32 = 1 << 10;
+    /// `chosen_points` (the victim was `oom_control.chosen`).
+    pub const POINTS: u32 = 1 << 11;
+    /// `incident_id` and `incident_victims`.
+    pub const INCIDENT: u32 = 1 << 12;
+    /// `total_vm_pages`.
+    pub const TOTAL_VM: u32 = 1 << 13;
+    /// `anon_rss_pages`, `file_rss_pages`, `shmem_rss_pages` and `swap_ents`.
+    pub const RSS: u32 = 1 << 14;
+    /// `pgtables_bytes`.
+    pub const PGTABLES: u32 = 1 << 15;
+    /// `oom_score_adj`.
+    pub const OOM_SCORE_ADJ: u32 = 1 << 16;
+    /// `ns_pid` and `ns_level`.
+    pub const NS_PID: u32 = 1 << 17;
+}
+
+/// What the kernel knows about a kill beyond who was killed: the OOM domain's page counter,
+/// the victim's memory (the numbers of the kernel's own "Killed process" line), its badness
+/// and its pid in its own namespace. Each group of fields has its [`valid`] bit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KillDetail {
+    /// `oom_control.totalpages`: the size of the OOM domain, in pages.
+    pub total_pages: u64,
+    /// `oom_control.chosen_points`: the victim's badness.
+    pub chosen_points: i64,
+    /// One id per invocation of the OOM killer (`bpf_ktime_get_boot_ns()` at the entry of
+    /// `oom_kill_process`), shared by every victim of a `memory.oom.group` kill.
+    pub incident_id: u64,
+    /// The OOM memcg's `memory.usage` page counter, in pages.
+    pub domain_usage_pages: u64,
+    /// The OOM memcg's `memory.max` (page counter limit), in pages.
+    pub domain_limit_pages: u64,
+    /// The OOM memcg's swap page counter usage, in pages (cgroup v2).
+    pub domain_swap_usage_pages: u64,
+    /// The OOM memcg's swap limit, in pages (cgroup v2).
+    pub domain_swap_limit_pages: u64,
+    /// `mm->total_vm`, in pages.
+    pub total_vm_pages: u64,
+    /// `MM_ANONPAGES` of `mm->rss_stat`, in pages (on Linux 6.2+ a per-CPU counter's central
+    /// value, as `get_mm_counter()` and the kernel's own report read it).
+    pub anon_rss_pages: i64,
+    /// `MM_FILEPAGES`, in pages.
+    pub file_rss_pages: i64,
+    /// `MM_SHMEMPAGES`, in pages.
+    pub shmem_rss_pages: i64,
+    /// `MM_SWAPENTS`: swap entries, in pages.
+    pub swap_ents: i64,
+    /// `mm->pgtables_bytes`.
+    pub pgtables_bytes: i64,
+    /// `signal->oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// Victims of this incident recorded so far, this one included (1 for the first).
+    pub incident_victims: u32,
+    /// The victim's process id in its own pid namespace.
+    pub ns_pid: u32,
+    /// Depth of that pid namespace (0: the node's own).
+    pub ns_level: u32,
 }
 
 /// An OOM kill ([`RecordKind::OomKill`]), a memcg OOM without a kill ([`RecordKind::MemcgOom`])
@@ -252,6 +317,8 @@ pub struct OomKillRecord {
     pub victim_comm: [u8; COMM_LEN],
     /// Triggering task's `comm`, NUL padded.
     pub trigger_comm: [u8; COMM_LEN],
+    /// Kills only: what the kernel knew about the kill (zero for other kinds).
+    pub detail: KillDetail,
 }
 
 /// A cgroup was created: lets the daemon learn id → path before the cgroup can vanish.
@@ -406,6 +473,47 @@ pub struct KernelLayout {
     /// (kprobes): `di` on x86_64, `regs[0]` on arm64. It depends on the kernel's
     /// architecture, which one object file for every architecture cannot know when it is built.
     pub kprobe_arg0: u32,
+    /// `oom_control.totalpages`.
+    pub oc_totalpages: u32,
+    /// `oom_control.chosen_points`.
+    pub oc_chosen_points: u32,
+    /// `mem_cgroup.memory` (`struct page_counter`).
+    pub memcg_memory: u32,
+    /// `mem_cgroup.swap` (`struct page_counter`), or ABSENT.
+    pub memcg_swap: u32,
+    /// `page_counter.usage` (`atomic_long_t`).
+    pub page_counter_usage: u32,
+    /// `page_counter.max`.
+    pub page_counter_max: u32,
+    /// `task_struct.mm`.
+    pub task_mm: u32,
+    /// `task_struct.signal`.
+    pub task_signal: u32,
+    /// `signal_struct.oom_score_adj` (`short`).
+    pub signal_oom_score_adj: u32,
+    /// `task_struct.group_leader`.
+    pub task_group_leader: u32,
+    /// `task_struct.thread_pid` (`struct pid *`).
+    pub task_thread_pid: u32,
+    /// `pid.level`.
+    pub pid_level: u32,
+    /// Offset of `pid.numbers[0].nr`.
+    pub pid_numbers_nr: u32,
+    /// `sizeof(struct upid)`, the stride of `pid.numbers[]`.
+    pub upid_size: u32,
+    /// `mm_struct.total_vm`.
+    pub mm_total_vm: u32,
+    /// The counter of `MM_FILEPAGES` in `mm_struct.rss_stat` (the `atomic_long_t` of 5.x's
+    /// `count[]`, or the `.count` of 6.2+'s `percpu_counter`).
+    pub mm_file_rss: u32,
+    /// The counter of `MM_ANONPAGES`.
+    pub mm_anon_rss: u32,
+    /// The counter of `MM_SWAPENTS`.
+    pub mm_swap_ents: u32,
+    /// The counter of `MM_SHMEMPAGES`.
+    pub mm_shmem_rss: u32,
+    /// `mm_struct.pgtables_bytes` (`atomic_long_t`).
+    pub mm_pgtables_bytes: u32,
 }
 
 impl KernelLayout {
@@ -447,6 +555,26 @@ impl KernelLayout {
             tp_mkdir_path: ABSENT,
             tp_btf_victim_is_task: 0,
             kprobe_arg0: ABSENT,
+            oc_totalpages: ABSENT,
+            oc_chosen_points: ABSENT,
+            memcg_memory: ABSENT,
+            memcg_swap: ABSENT,
+            page_counter_usage: ABSENT,
+            page_counter_max: ABSENT,
+            task_mm: ABSENT,
+            task_signal: ABSENT,
+            signal_oom_score_adj: ABSENT,
+            task_group_leader: ABSENT,
+            task_thread_pid: ABSENT,
+            pid_level: ABSENT,
+            pid_numbers_nr: ABSENT,
+            upid_size: ABSENT,
+            mm_total_vm: ABSENT,
+            mm_file_rss: ABSENT,
+            mm_anon_rss: ABSENT,
+            mm_swap_ents: ABSENT,
+            mm_shmem_rss: ABSENT,
+            mm_pgtables_bytes: ABSENT,
         }
     }
 }
@@ -466,8 +594,16 @@ pub struct OomContext {
     pub chosen_pid: u32,
     /// [`Hook`] value of the program that stored it.
     pub hook: u32,
-    /// Keeps the size a multiple of 8.
-    pub _pad: u32,
+    /// Victims marked so far in this invocation (`mark_victim` counts them).
+    pub victims: u32,
+    /// `struct mem_cgroup *` of `oom_control.memcg` (0 for a global OOM).
+    pub memcg: u64,
+    /// `oom_control.totalpages`, or `u64::MAX` when unseen.
+    pub total_pages: u64,
+    /// `oom_control.chosen_points`.
+    pub chosen_points: i64,
+    /// `bpf_ktime_get_boot_ns()` at the entry of `oom_kill_process`: the incident id.
+    pub incident_id: u64,
 }
 
 /// An OOM victim, remembered in the kernel from its kill until long after its exit: the
@@ -544,12 +680,13 @@ macro_rules! plain {
 }
 
 plain! {
-    OomKillRecord = 104;
+    KillDetail = 13 * 8 + 4 * 4;
+    OomKillRecord = 104 + size_of::<KillDetail>();
     CgroupMkdirRecord = 24 + CGROUP_PATH_LEN;
     CgroupAttachRecord = 24;
     AttachLayout = 24;
-    KernelLayout = 34 * 4;
-    OomContext = 32;
+    KernelLayout = 54 * 4;
+    OomContext = 64;
     VictimState = 40;
     StallState = 16;
 }

@@ -91,6 +91,40 @@ impl Task {
         read_at(self.0, layout!(task_exit_code))
     }
 
+    /// `task->mm`; `None` for a kernel thread or a task past `exit_mm`.
+    #[inline(always)]
+    pub fn mm(self) -> Option<Mm> {
+        read_ptr(self.0, layout!(task_mm)).map(Mm)
+    }
+
+    /// `task->signal->oom_score_adj`.
+    #[inline(always)]
+    pub fn oom_score_adj(self) -> Option<i16> {
+        let signal = read_ptr(self.0, layout!(task_signal))?;
+        read_at(signal, layout!(signal_oom_score_adj))
+    }
+
+    /// `task->group_leader`: the task whose pid is the process id.
+    #[inline(always)]
+    pub fn group_leader(self) -> Option<Task> {
+        read_ptr(self.0, layout!(task_group_leader)).map(Task)
+    }
+
+    /// The task's pid as its own pid namespace numbers it, and that namespace's depth:
+    /// `thread_pid->numbers[thread_pid->level].nr`.
+    #[inline(always)]
+    pub fn ns_pid(self) -> Option<(u32, u32)> {
+        let pid = read_ptr(self.0, layout!(task_thread_pid))?;
+        let level: u32 = read_at(pid, layout!(pid_level))?;
+        let (nr_off, stride) = (layout!(pid_numbers_nr), layout!(upid_size));
+        // MAX_PID_NS_LEVEL is 32.
+        if nr_off == ABSENT || stride == ABSENT || level >= 32 || stride > 64 {
+            return None;
+        }
+        let nr: u32 = read_at(pid, nr_off + level * stride)?;
+        Some((nr, level))
+    }
+
     /// `task->memcg_in_oom`: the memcg a cgroup v1 task waits on with the OOM killer disabled.
     #[inline(always)]
     pub fn memcg_in_oom(self) -> Option<MemCgroup> {
@@ -189,10 +223,65 @@ impl MemCgroup {
         self.css()?.cgroup_id()
     }
 
+    /// `memcg->memory`: (usage, max) of its page counter, in pages.
+    #[inline(always)]
+    pub fn memory_counter(self) -> Option<(u64, u64)> {
+        page_counter(self.0, layout!(memcg_memory))
+    }
+
+    /// `memcg->swap`: (usage, max) of the swap page counter (cgroup v2), in pages.
+    #[inline(always)]
+    pub fn swap_counter(self) -> Option<(u64, u64)> {
+        page_counter(self.0, layout!(memcg_swap))
+    }
+
     /// `memcg->oom_lock` (cgroup v1): held on the OOM memcg's subtree while the OOM killer runs.
     #[inline(always)]
     pub fn oom_locked(self) -> Option<bool> {
         read_at::<u8>(self.0, layout!(memcg_oom_lock)).map(|b| b != 0)
+    }
+}
+
+/// (usage, max) of the `struct page_counter` at `base + off`.
+#[inline(always)]
+fn page_counter(base: u64, off: u32) -> Option<(u64, u64)> {
+    if off == ABSENT || base == 0 {
+        return None;
+    }
+    let pc = base + off as u64;
+    Some((
+        read_at(pc, layout!(page_counter_usage))?,
+        read_at(pc, layout!(page_counter_max))?,
+    ))
+}
+
+/// `struct mm_struct *`.
+#[derive(Clone, Copy)]
+pub struct Mm(u64);
+
+impl Mm {
+    /// `mm->total_vm`, in pages.
+    #[inline(always)]
+    pub fn total_vm(self) -> Option<u64> {
+        read_at(self.0, layout!(mm_total_vm))
+    }
+
+    /// (file, anon, swap entries, shmem) of `mm->rss_stat`, in pages, as `get_mm_counter()`
+    /// reads them (on 6.2+ the per-CPU counters' central value).
+    #[inline(always)]
+    pub fn rss(self) -> Option<(i64, i64, i64, i64)> {
+        Some((
+            read_at(self.0, layout!(mm_file_rss))?,
+            read_at(self.0, layout!(mm_anon_rss))?,
+            read_at(self.0, layout!(mm_swap_ents))?,
+            read_at(self.0, layout!(mm_shmem_rss))?,
+        ))
+    }
+
+    /// `mm->pgtables_bytes`.
+    #[inline(always)]
+    pub fn pgtables_bytes(self) -> Option<i64> {
+        read_at(self.0, layout!(mm_pgtables_bytes))
     }
 }
 
@@ -212,6 +301,18 @@ impl OomControl {
     #[inline(always)]
     pub fn chosen(self) -> Option<Task> {
         read_ptr(self.0, layout!(oc_chosen)).map(Task)
+    }
+
+    /// `oc->totalpages`: the OOM domain's size, in pages.
+    #[inline(always)]
+    pub fn total_pages(self) -> Option<u64> {
+        read_at(self.0, layout!(oc_totalpages))
+    }
+
+    /// `oc->chosen_points`: the chosen victim's badness.
+    #[inline(always)]
+    pub fn chosen_points(self) -> Option<i64> {
+        read_at(self.0, layout!(oc_chosen_points))
     }
 
     /// `oc->constraint`.

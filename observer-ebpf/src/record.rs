@@ -1,9 +1,10 @@
 //! Building kill records and handing them to the daemon.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns};
-use observer_common::{
-    valid, Constraint, Hook, OomKillRecord, RecordKind, VictimState, COMM_LEN,
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    maps::ring_buf::RingBufEntry,
 };
+use observer_common::{valid, Constraint, Hook, OomKillRecord, RecordKind, VictimState};
 
 use crate::{
     kernel::Task,
@@ -24,38 +25,40 @@ pub fn count_lost(kind: RecordKind) {
     }
 }
 
-/// A record of `kind` from `hook`, stamped now, with nothing seen yet.
-#[inline(always)]
-pub fn empty_record(kind: RecordKind, hook: Hook) -> OomKillRecord {
-    OomKillRecord {
-        kind: kind as u32,
-        hook: hook as u32,
-        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
-        valid: 0,
-        victim_pid: 0,
-        victim_tgid: 0,
-        victim_uid: 0,
-        victim_memcg_id: 0,
-        victim_dfl_cgroup_id: 0,
-        oom_memcg_id: 0,
-        constraint: Constraint::UNSEEN,
-        trigger_pid: 0,
-        trigger_tgid: 0,
-        exit_code: 0,
-        victim_comm: [0; COMM_LEN],
-        trigger_comm: [0; COMM_LEN],
-    }
-}
+/// A kill, stall or exit record being filled in place in [`EVENTS`] (the record is too big
+/// for the programs' 512-byte stack with everything else they hold).
+pub struct Slot(RingBufEntry<OomKillRecord>);
 
-/// Submits a kill, stall or exit record to [`EVENTS`], or counts it lost.
-#[inline(always)]
-pub fn submit(rec: &OomKillRecord, kind: RecordKind) {
-    match EVENTS.reserve::<OomKillRecord>(0) {
-        Some(mut slot) => {
-            slot.write(*rec);
-            slot.submit(0);
+impl Slot {
+    /// Reserves a record of `kind` from `hook`, stamped now, with nothing seen yet; counts it
+    /// lost when the ring is full.
+    #[inline(always)]
+    pub fn reserve(kind: RecordKind, hook: Hook) -> Option<Slot> {
+        let Some(mut entry) = EVENTS.reserve::<OomKillRecord>(0) else {
+            count_lost(kind);
+            return None;
+        };
+        let rec = entry.as_mut_ptr();
+        unsafe {
+            core::ptr::write_bytes(rec, 0, 1);
+            (*rec).kind = kind as u32;
+            (*rec).hook = hook as u32;
+            (*rec).ktime_ns = bpf_ktime_get_boot_ns();
+            (*rec).constraint = Constraint::UNSEEN;
         }
-        None => count_lost(kind),
+        Some(Slot(entry))
+    }
+
+    /// The record.
+    #[inline(always)]
+    pub fn rec(&mut self) -> &mut OomKillRecord {
+        unsafe { &mut *self.0.as_mut_ptr() }
+    }
+
+    /// Hands the record to the daemon.
+    #[inline(always)]
+    pub fn submit(self) {
+        self.0.submit(0);
     }
 }
 
@@ -103,29 +106,42 @@ pub fn fill_trigger(rec: &mut OomKillRecord) {
 }
 
 /// Records the victim before its kill record is submitted, so its exit (which cannot come
-/// earlier: the SIGKILL is only being delivered) always finds it.
+/// earlier: the SIGKILL is only being delivered) always finds it. `key` is its process id
+/// (its thread id when the hook could not see the process id); cgroup ids are 0 when unknown.
 #[inline(always)]
-pub fn remember_victim(rec: &OomKillRecord) {
-    let key = if rec.valid & valid::VICTIM_TGID != 0 {
-        rec.victim_tgid
-    } else {
-        rec.victim_pid
-    };
+pub fn remember_victim(key: u32, pid: u32, kill_ktime_ns: u64, memcg_id: u64, dfl_cgroup_id: u64) {
     let v = VictimState {
-        kill_ktime_ns: rec.ktime_ns,
-        memcg_id: if rec.valid & valid::VICTIM_MEMCG != 0 {
+        kill_ktime_ns,
+        memcg_id,
+        dfl_cgroup_id,
+        exit_ktime_ns: 0,
+        pid,
+        exit_code: 0,
+    };
+    let _ = VICTIMS.insert(&key, &v, 0);
+}
+
+/// [`remember_victim`] for a filled kill record.
+#[inline(always)]
+pub fn remember_recorded_victim(rec: &OomKillRecord) {
+    let has = |bit: u32| rec.valid & bit != 0;
+    remember_victim(
+        if has(valid::VICTIM_TGID) {
+            rec.victim_tgid
+        } else {
+            rec.victim_pid
+        },
+        rec.victim_pid,
+        rec.ktime_ns,
+        if has(valid::VICTIM_MEMCG) {
             rec.victim_memcg_id
         } else {
             0
         },
-        dfl_cgroup_id: if rec.valid & valid::VICTIM_DFL_CGROUP != 0 {
+        if has(valid::VICTIM_DFL_CGROUP) {
             rec.victim_dfl_cgroup_id
         } else {
             0
         },
-        exit_ktime_ns: 0,
-        pid: rec.victim_pid,
-        exit_code: 0,
-    };
-    let _ = VICTIMS.insert(&key, &v, 0);
+    );
 }

@@ -11,7 +11,7 @@ use observer_common::{valid, Hook, RecordKind, ABSENT};
 use crate::{
     kernel::{layout, Task},
     maps::VICTIMS,
-    record::{empty_record, submit},
+    record::Slot,
 };
 
 /// Every process exit on the node passes here: one map lookup decides it is not a victim.
@@ -33,7 +33,15 @@ fn on_exit(group_dead: Option<bool>) {
         return;
     }
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let mut rec = empty_record(RecordKind::VictimExit, Hook::SchedProcessExit);
+    let code = Task::current().exit_code();
+    unsafe {
+        (*v).exit_ktime_ns = now;
+        (*v).exit_code = code.unwrap_or(0);
+    }
+    let Some(mut slot) = Slot::reserve(RecordKind::VictimExit, Hook::SchedProcessExit) else {
+        return;
+    };
+    let rec = slot.rec();
     rec.ktime_ns = now;
     rec.victim_pid = pid;
     rec.victim_tgid = tgid;
@@ -51,16 +59,12 @@ fn on_exit(group_dead: Option<bool>) {
         rec.victim_dfl_cgroup_id = dfl;
         rec.valid |= valid::VICTIM_DFL_CGROUP;
     }
-    if let Some(code) = Task::current().exit_code() {
+    if let Some(code) = code {
         rec.exit_code = code;
         rec.valid |= valid::EXIT_CODE;
     }
-    unsafe {
-        (*v).exit_ktime_ns = now;
-        (*v).exit_code = rec.exit_code;
-    }
     // The daemon pairs the exit with its kill by tgid (the kill record came first).
-    submit(&rec, RecordKind::VictimExit);
+    slot.submit();
 }
 
 #[btf_tracepoint(function = "sched_process_exit")]

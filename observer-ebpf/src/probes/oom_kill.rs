@@ -2,6 +2,7 @@
 //! killer's `struct oom_control`, stashed for this thread's `mark_victim`.
 
 use aya_ebpf::{
+    helpers::bpf_ktime_get_boot_ns,
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
@@ -20,7 +21,8 @@ fn stash_oom_control(oc: u64, hook: Hook) {
         return;
     }
     let oc = OomControl(oc);
-    let oom_memcg_id = match oc.memcg().unwrap_or(None) {
+    let memcg = oc.memcg().unwrap_or(None);
+    let oom_memcg_id = match memcg {
         None => 0,
         Some(memcg) => match memcg.cgroup_id() {
             Some(id) => id,
@@ -37,7 +39,11 @@ fn stash_oom_control(oc: u64, hook: Hook) {
         constraint: oc.constraint().unwrap_or(Constraint::UNSEEN),
         chosen_pid,
         hook: hook as u32,
-        _pad: 0,
+        victims: 0,
+        memcg: memcg.map(|m| m.0).unwrap_or(0),
+        total_pages: oc.total_pages().unwrap_or(u64::MAX),
+        chosen_points: oc.chosen_points().unwrap_or(i64::MIN),
+        incident_id: unsafe { bpf_ktime_get_boot_ns() },
     };
     let _ = OOM_CTX.insert(&current_tid(), &c, 0);
 }

@@ -14,7 +14,7 @@ use observer_common::{valid, Constraint, Hook, RecordKind, StallState, STALL_REP
 use crate::{
     kernel::Task,
     maps::STALLS,
-    record::{current_tid, empty_record, fill_trigger, submit},
+    record::{current_tid, fill_trigger, Slot},
 };
 
 #[inline(always)]
@@ -38,12 +38,15 @@ fn on_switch_out() {
         }
     }
     let _ = STALLS.insert(&tid, &seen, 0);
-    let mut rec = empty_record(RecordKind::MemcgOom, Hook::SchedSwitch);
+    let Some(mut slot) = Slot::reserve(RecordKind::MemcgOom, Hook::SchedSwitch) else {
+        return;
+    };
+    let rec = slot.rec();
     rec.oom_memcg_id = memcg_id;
     rec.constraint = Constraint::Memcg as u32;
     rec.valid |= valid::OOM_MEMCG;
-    fill_trigger(&mut rec);
-    submit(&rec, RecordKind::MemcgOom);
+    fill_trigger(rec);
+    slot.submit();
 }
 
 #[btf_tracepoint(function = "sched_switch")]
