@@ -1,57 +1,111 @@
-//! The daemon's errors, each with its own process exit code.
+//! The daemon's errors, each with its own process exit code and the cause it came from.
 
-use std::io;
+use std::{io, path::PathBuf};
+
+use crate::query::socket::QueryError;
+
+/// A parse error from either BTF reader (aya's, for loading; btf-rs's, for offsets).
+pub type BtfParseError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Everything that stops `oom-observer` from starting or running.
 #[derive(Debug, thiserror::Error)]
 pub enum ObserverError {
     /// The kernel refused to create maps or load programs for lack of privilege.
-    #[error("not permitted to load eBPF programs ({0}): run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE")]
-    NotPermitted(String),
+    #[error("not permitted to load eBPF programs ({}): run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE", first_line(.0))]
+    NotPermitted(#[source] Box<aya::EbpfError>),
     /// No hook strategy could be loaded and attached.
-    #[error("no usable OOM hook on this kernel: {0}")]
-    NoHook(String),
+    #[error("no usable OOM hook on this kernel: {}", refusals(.0))]
+    NoHook(Vec<(String, String)>),
     /// A BTF file was named but could not be read or parsed.
-    #[error("cannot use BTF from {path}: {reason}")]
+    #[error("cannot use BTF from {}", .path.display())]
     Btf {
         /// The file that was tried.
-        path: String,
+        path: PathBuf,
         /// Why it failed.
-        reason: String,
+        #[source]
+        source: BtfParseError,
     },
     /// Neither tracefs nor debugfs tracing is mounted, and mounting tracefs failed.
-    #[error("tracefs is not available: {0}")]
-    Tracefs(String),
+    #[error("tracefs is not available: mounting it on {} failed", .target.display())]
+    TracefsMount {
+        /// Where it was to be mounted.
+        target: PathBuf,
+        /// Why the mount failed.
+        #[source]
+        source: nix::Error,
+    },
+    /// tracefs was mounted but shows no tracepoints.
+    #[error("tracefs is not available: mounted on {} but it has no events", .0.display())]
+    TracefsEmpty(PathBuf),
     /// The binary was built without the kernel programs.
     #[error(
         "this oom-observer was built without its eBPF object: build it with `cargo xtask build`"
     )]
     NoObject,
     /// The eBPF object could not be parsed or relocated.
-    #[error("cannot load the eBPF object: {0}")]
-    Load(String),
+    #[error("cannot load the eBPF object")]
+    Load(#[source] Box<aya::EbpfError>),
+    /// The object lacks a map the daemon reads.
+    #[error("cannot load the eBPF object: map {0} is missing from it")]
+    MapMissing(&'static str),
+    /// A map of the object is not of the type the daemon reads it as.
+    #[error("cannot load the eBPF object: map {name}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// Why it cannot be used.
+        #[source]
+        source: aya::maps::MapError,
+    },
     /// Writing the event stream failed (for example, stdout was closed).
-    #[error("cannot write events: {0}")]
+    #[error("cannot write events")]
     Output(#[source] io::Error),
-    /// The ring buffer or another kernel resource failed while running.
+    /// Waiting on the ring buffer failed.
+    #[error("event stream failed: the ring buffer cannot be read")]
+    RingBuffer(#[source] io::Error),
+    /// The async runtime could not be built.
+    #[error("event stream failed: cannot start the async runtime")]
+    Runtime(#[source] io::Error),
+    /// SIGTERM/SIGINT/SIGHUP handlers could not be installed.
+    #[error("event stream failed: cannot handle signals")]
+    Signals(#[source] io::Error),
+    /// The query socket could not be served.
     #[error("event stream failed: {0}")]
-    Stream(String),
+    Query(#[from] QueryError),
+    /// The TaskOOM spool could not be opened.
+    #[error("event stream failed: the TaskOOM spool cannot be opened")]
+    Spool(#[source] io::Error),
 }
 
 impl ObserverError {
     /// The process exit code for this error; 2 is reserved for usage errors (clap).
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> u8 {
         match self {
             ObserverError::NotPermitted(_) => 3,
             ObserverError::NoHook(_) => 4,
             ObserverError::Btf { .. } => 5,
-            ObserverError::Tracefs(_) => 6,
+            ObserverError::TracefsMount { .. } | ObserverError::TracefsEmpty(_) => 6,
             ObserverError::NoObject => 7,
-            ObserverError::Load(_) => 8,
+            ObserverError::Load(_) | ObserverError::MapMissing(_) | ObserverError::Map { .. } => 8,
             ObserverError::Output(_) => 9,
-            ObserverError::Stream(_) => 10,
+            ObserverError::RingBuffer(_)
+            | ObserverError::Runtime(_)
+            | ObserverError::Signals(_)
+            | ObserverError::Query(_)
+            | ObserverError::Spool(_) => 10,
         }
     }
+}
+
+fn first_line(e: &aya::EbpfError) -> String {
+    chain(e).lines().next().unwrap_or_default().to_string()
+}
+
+fn refusals(r: &[(String, String)]) -> String {
+    r.iter()
+        .map(|(s, why)| format!("{s}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The errno behind an error, looking through its chain of sources.
@@ -81,4 +135,29 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         cur = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_names_what_failed_and_why() {
+        let e = ObserverError::Query(QueryError::InUse("/run/oom-observer/query.sock".into()));
+        assert_eq!(e.exit_code(), 10);
+        assert!(
+            chain(&e)
+                .contains("another oom-observer already answers on /run/oom-observer/query.sock"),
+            "{}",
+            chain(&e)
+        );
+        let e = ObserverError::Spool(io::Error::from_raw_os_error(nix::libc::ENOSPC));
+        assert!(chain(&e).contains("spool") && chain(&e).contains("No space left"));
+        let e = ObserverError::NoHook(vec![("fentry".into(), "denied".into())]);
+        assert_eq!(
+            e.to_string(),
+            "no usable OOM hook on this kernel: fentry: denied"
+        );
+        assert_eq!(e.exit_code(), 4);
+    }
 }

@@ -4,10 +4,10 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use observer::{
-    check,
-    error::ObserverError,
-    hooks::Strategy,
-    run::{self, RunOptions},
+    cli,
+    daemon::{self, RunOptions},
+    error::{chain, ObserverError},
+    kernel::hooks::Strategy,
     EBPF_OBJECT,
 };
 
@@ -36,7 +36,7 @@ enum Command {
         #[arg(long, default_value_t = 256, value_parser = parse_ring_kib)]
         ring_kib: u32,
         /// containerd's socket (also from CONTAINERD_ADDRESS).
-        #[arg(long, env = "CONTAINERD_ADDRESS", default_value = observer::containerd::DEFAULT_SOCKET)]
+        #[arg(long, env = "CONTAINERD_ADDRESS", default_value = observer::enrich::containerd::DEFAULT_SOCKET)]
         containerd_socket: PathBuf,
         /// Do not talk to containerd: no container names, no TaskOOM.
         #[arg(long)]
@@ -45,7 +45,7 @@ enum Command {
         #[arg(long, default_value = "/var/lib/oom-observer")]
         state_dir: PathBuf,
         /// Unix socket answering "was it OOM-killed?" (root-only).
-        #[arg(long, default_value = observer::query::DEFAULT_SOCKET)]
+        #[arg(long, default_value = observer::query::socket::DEFAULT_SOCKET)]
         query_socket: PathBuf,
         /// Serve no queries.
         #[arg(long)]
@@ -71,7 +71,7 @@ enum Command {
         #[arg(long, group = "what")]
         cgroup: Option<String>,
         /// The daemon's query socket.
-        #[arg(long, default_value = observer::query::DEFAULT_SOCKET)]
+        #[arg(long, default_value = observer::query::socket::DEFAULT_SOCKET)]
         socket: PathBuf,
         /// Print the daemon's JSON answer instead of a sentence.
         #[arg(long)]
@@ -81,7 +81,7 @@ enum Command {
     /// cgroup its processes are in? Exit 0 clean, 1 findings, 2 error.
     Audit {
         /// containerd's socket (also from CONTAINERD_ADDRESS).
-        #[arg(long, env = "CONTAINERD_ADDRESS", default_value = observer::containerd::DEFAULT_SOCKET)]
+        #[arg(long, env = "CONTAINERD_ADDRESS", default_value = observer::enrich::containerd::DEFAULT_SOCKET)]
         containerd_socket: PathBuf,
         /// Audit only this containerd namespace (default: every namespace).
         #[arg(long, short = 'n')]
@@ -132,96 +132,8 @@ fn init_logging() {
 
 fn fail(e: &ObserverError) -> ExitCode {
     // One line, no backtrace: the cause and what to do.
-    eprintln!("oom-observer: {e}");
-    ExitCode::from(e.exit_code() as u8)
-}
-
-/// The single-threaded runtime every command runs on.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-}
-
-/// The runtime for the client commands (`query`, `audit`), whose errors exit with 2.
-fn client_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    runtime().map_err(|e| {
-        eprintln!("oom-observer: tokio runtime: {e}");
-        ExitCode::from(2)
-    })
-}
-
-/// `oom-observer audit`: 0 clean, 1 findings, 2 error (the audit could not be done).
-fn audit(socket: &std::path::Path, namespace: Option<&str>, json: bool, strict: bool) -> ExitCode {
-    use observer::audit::{self, events, FindingEvent};
-    let rt = match client_runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let rows = match rt.block_on(audit::one_shot(socket, namespace)) {
-        Ok(rows) => rows,
-        Err(e) => {
-            eprintln!("oom-observer: audit failed: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut findings = 0usize;
-    let mut errors = 0usize;
-    let mut seq = 0u64;
-    let mut out = String::new();
-    for r in &rows {
-        if r.error.is_some() {
-            errors += 1;
-        }
-        let Some(a) = &r.assessment else { continue };
-        let Some(d) = &a.declared else { continue };
-        let mut evs = Vec::new();
-        if !a.unenforced.is_empty() {
-            findings += 1;
-            evs.push(FindingEvent::new(
-                events::LIMIT_UNENFORCED,
-                &r.container,
-                a,
-                d.clone(),
-            ));
-        }
-        if a.oversized {
-            if strict {
-                findings += 1;
-            }
-            evs.push(FindingEvent::new(
-                events::SANDBOX_OVERSIZED,
-                &r.container,
-                a,
-                d.clone(),
-            ));
-        }
-        for mut e in evs {
-            seq += 1;
-            e.seq = seq;
-            if json {
-                match serde_json::to_string(&e) {
-                    Ok(line) => {
-                        out.push_str(&line);
-                        out.push('\n');
-                    }
-                    Err(err) => {
-                        eprintln!("oom-observer: {err}");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-        }
-    }
-    if !json {
-        out = audit::table(&rows);
-    }
-    print!("{out}");
-    if errors > 0 {
-        eprintln!("oom-observer: {errors} container(s) could not be audited");
-        return ExitCode::from(2);
-    }
-    ExitCode::from(u8::from(findings > 0))
+    eprintln!("oom-observer: {}", chain(e));
+    ExitCode::from(e.exit_code())
 }
 
 fn main() -> ExitCode {
@@ -237,7 +149,7 @@ fn main() -> ExitCode {
             namespace,
             json,
             strict,
-        } => audit(&containerd_socket, namespace.as_deref(), json, strict),
+        } => cli::audit::run(&containerd_socket, namespace.as_deref(), json, strict),
         Command::Run {
             hook,
             btf,
@@ -250,9 +162,9 @@ fn main() -> ExitCode {
             no_query,
             no_realtime,
         } => {
-            let rt = match runtime() {
+            let rt = match cli::runtime() {
                 Ok(rt) => rt,
-                Err(e) => return fail(&ObserverError::Stream(format!("tokio runtime: {e}"))),
+                Err(e) => return fail(&ObserverError::Runtime(e)),
             };
             let opts = RunOptions {
                 hook,
@@ -264,7 +176,7 @@ fn main() -> ExitCode {
                 query_socket: (!no_query).then_some(query_socket),
                 realtime: !no_realtime,
             };
-            match rt.block_on(run::run(opts, EBPF_OBJECT)) {
+            match rt.block_on(daemon::run(opts, EBPF_OBJECT)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
@@ -276,8 +188,8 @@ fn main() -> ExitCode {
             cgroup,
             socket,
             json,
-        } => query(
-            observer::query::Query {
+        } => cli::query::run(
+            observer::query::history::Query {
                 pid,
                 container,
                 namespace,
@@ -290,61 +202,19 @@ fn main() -> ExitCode {
             btf,
             no_btf,
             programs,
-        } => match check::check(EBPF_OBJECT, btf.as_deref(), no_btf, 256 * 1024, programs) {
+        } => match cli::check::check(EBPF_OBJECT, btf.as_deref(), no_btf, 256 * 1024, programs) {
             Ok(report) => {
                 print!("{}", report.text);
                 if report.best.is_some() {
                     ExitCode::SUCCESS
                 } else {
-                    fail(&ObserverError::NoHook("see the table above".into()))
+                    fail(&ObserverError::NoHook(vec![(
+                        "every strategy".into(),
+                        "see the table above".into(),
+                    )]))
                 }
             }
             Err(e) => fail(&e),
         },
     }
-}
-
-/// `oom-observer query`: 0 OOM-killed, 1 not, 2 error.
-fn query(q: observer::query::Query, socket: &std::path::Path, json: bool) -> ExitCode {
-    let rt = match client_runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let answer = match rt.block_on(observer::query::ask(socket, &q)) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("oom-observer: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Some(err) = &answer.error {
-        eprintln!("oom-observer: {err}");
-        return ExitCode::from(2);
-    }
-    if json {
-        println!("{}", serde_json::to_string(&answer).unwrap_or_default());
-    } else if answer.oom_killed {
-        for k in &answer.kills {
-            println!(
-                "OOM-killed at {} (pid {}, {}{}){}",
-                k.time,
-                k.tgid
-                    .or(k.pid)
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "?".into()),
-                k.comm.as_deref().unwrap_or("?"),
-                k.cgroup
-                    .as_deref()
-                    .map(|c| format!(", cgroup {c}"))
-                    .unwrap_or_default(),
-                k.container
-                    .as_ref()
-                    .map(|c| format!(", container {}/{}", c.namespace, c.id))
-                    .unwrap_or_default(),
-            );
-        }
-    } else {
-        println!("not OOM-killed");
-    }
-    ExitCode::from(if answer.oom_killed { 0 } else { 1 })
 }

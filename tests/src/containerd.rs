@@ -18,7 +18,7 @@ use containerd_client::{
     services::v1::{events_client::EventsClient, PublishRequest, SubscribeRequest},
     tonic::Request,
 };
-use observer::containerd::{proto_string_field, MARKER_FIELD, MARKER_PREFIX};
+use observer::enrich::containerd::{proto_string_field, MARKER_FIELD, MARKER_PREFIX};
 use prost::Message;
 
 static N: AtomicUsize = AtomicUsize::new(0);

@@ -374,9 +374,10 @@ fn bar_svg(title: &str, rows: &[(String, f64)], unit: &str) -> String {
 fn bench() {
     let full = std::env::var("OOMX_BENCH_FULL").is_ok_and(|v| v == "1");
     let sz = if full { FULL } else { QUICK };
+    let tmp = tempfile::tempdir().unwrap();
     let dir = std::env::var_os("OOMX_BENCH_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("oomx-bench-{}", std::process::id())));
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     fs::create_dir_all(&dir).unwrap();
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
 
@@ -523,7 +524,7 @@ fn bench() {
         ),
     ];
     r += "## Where kill → TaskOOM time goes on this machine\n\n\
-        With `OOM_OBSERVER_LOG=observer::run=trace` the daemon logs, per kill, when it read the record and how long \
+        With `OOM_OBSERVER_LOG=observer::pipeline::processor=trace` the daemon logs, per kill, when it read the record and how long \
         attribution and publication took. On this host (Firecracker guest, `PREEMPT(none)`, serial console) the kill \
         record is usually read ~1.9 ms after the kill, while a victim's exit record is read 40–80 µs after the exit: \
         right after `mark_victim` the kernel prints its own \"Killed process\" report to the console, and the ring \

@@ -38,7 +38,7 @@ impl AsRawFd for InotifyFd {
     }
 }
 
-type Key = (String, String);
+use crate::enrich::container::ContainerKey as Key;
 
 /// The watches, and which containers each one concerns.
 pub struct LimitWatch {
@@ -183,13 +183,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_limit_write_names_the_containers_that_depend_on_it() {
-        let base = std::env::temp_dir().join(format!("oomx-limitwatch-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&base);
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
         let pod = base.join("pod");
         fs::create_dir_all(pod.join("c1")).unwrap();
         let mut w = LimitWatch::new().unwrap();
-        let k1 = ("ns".to_string(), "c1".to_string());
-        let k2 = ("ns".to_string(), "c2".to_string());
+        let k1 = Key::new("ns", "c1");
+        let k2 = Key::new("ns", "c2");
         w.set(&k1, vec![pod.join("c1"), pod.clone()]);
         w.set(&k2, vec![pod.clone(), base.join("missing")]);
         assert_eq!(w.len(), 2, "shared directories are watched once");
@@ -206,6 +206,5 @@ mod tests {
         assert_eq!(w.drain(), vec![k2.clone()]);
         w.remove(&k2);
         assert!(w.is_empty());
-        let _ = fs::remove_dir_all(&base);
     }
 }

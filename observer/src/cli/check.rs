@@ -5,9 +5,11 @@ use std::fmt::Write as _;
 
 use crate::{
     error::ObserverError,
-    hooks::{self, LoadParams},
-    layout::BtfSource,
-    setup,
+    kernel::{
+        btf::BtfSource,
+        hooks::{self, LoadParams},
+        setup,
+    },
 };
 
 /// The table, and whether anything can work.
@@ -62,7 +64,7 @@ pub fn check(
     );
     let btf = match (&s.btf_source, &s.btf_problem) {
         (_, Some(p)) => format!("missing: {p}"),
-        (BtfSource::Kernel, None) => format!("ok ({})", crate::layout::SYS_BTF),
+        (BtfSource::Kernel, None) => format!("ok ({})", crate::kernel::btf::SYS_BTF),
         (BtfSource::File(f), None) => format!("ok ({})", f.display()),
         (BtfSource::None, None) => "missing".into(),
     };

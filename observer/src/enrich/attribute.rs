@@ -11,7 +11,8 @@
 //!    every application container of the sandbox.
 //! 4. Anything else is unknown: no container, and nothing is published.
 
-use crate::index::{ContainerIndex, ContainerInfo};
+use super::{container::ContainerInfo, index::ContainerIndex};
+use crate::host::cgroup_path;
 
 /// The containers an OOM kill is attributed to (empty when unknown), most specific first.
 pub fn attribute(
@@ -22,17 +23,12 @@ pub fn attribute(
     let Some(victim) = victim_cgroup else {
         return Vec::new();
     };
-    let mut path = victim;
-    let owners = loop {
-        let found = idx.at_cgroup(path);
-        if !found.is_empty() {
-            break found;
-        }
-        match path.rfind('/') {
-            Some(0) | None => break found,
-            Some(i) => path = &path[..i],
-        }
-    };
+    // The nearest cgroup up the victim's path that is some container's; the root never is.
+    let owners = cgroup_path::ancestors(victim)
+        .filter(|p| *p != "/")
+        .map(|p| idx.at_cgroup(p))
+        .find(|found| !found.is_empty())
+        .unwrap_or_default();
     let mut out: Vec<ContainerInfo> = Vec::new();
     for owner in owners {
         if owner.is_sandbox() && owner.sandboxed_runtime() {

@@ -1,17 +1,12 @@
-//! The node's cgroup layout (which hierarchy holds the memory controller, where it is
-//! mounted) and the cache that turns kernel cgroup ids into paths.
-//!
-//! Ids are learned twice over: a scan of the mounted hierarchies at start-up, and every
-//! `cgroup_mkdir` the kernel reports afterwards. A cgroup removed right after its OOM kill
-//! (containers are torn down fast) is still known by the time its kill is reported.
+//! The node's cgroup mounts: which hierarchy holds the memory controller, and where it is
+//! mounted (from `/proc/self/mountinfo` and `/proc/cgroups`).
 
 use std::{
-    collections::{HashMap, VecDeque},
     fs,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
+
+use super::cgroup_path;
 
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,9 +19,21 @@ pub struct Hierarchy {
     pub root: String,
 }
 
+impl Hierarchy {
+    /// The directory of a hierarchy path under this mount (see [`cgroup_path::to_dir`]).
+    pub fn dir(&self, path: &str) -> Option<PathBuf> {
+        cgroup_path::to_dir(&self.mount, &self.root, path)
+    }
+
+    /// The hierarchy path of a directory under this mount.
+    pub fn path_of(&self, dir: &Path) -> Option<String> {
+        cgroup_path::from_dir(&self.mount, &self.root, dir)
+    }
+}
+
 /// Which hierarchies exist and which one has the memory controller.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CgroupLayout {
+pub struct CgroupMounts {
     /// The unified (v2) hierarchy, if mounted.
     pub unified: Option<Hierarchy>,
     /// The cgroup v1 hierarchy with the memory controller, if any.
@@ -35,7 +42,7 @@ pub struct CgroupLayout {
     pub memory_enabled: bool,
 }
 
-impl CgroupLayout {
+impl CgroupMounts {
     /// Reads `/proc/self/mountinfo` and `/proc/cgroups`.
     pub fn discover() -> std::io::Result<Self> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
@@ -46,7 +53,7 @@ impl CgroupLayout {
     /// Builds the layout from the texts of `/proc/self/mountinfo` and `/proc/cgroups`.
     pub fn from_texts(mountinfo: &str, proc_cgroups: &str) -> Self {
         let (memory_hier, memory_enabled) = parse_proc_cgroups(proc_cgroups);
-        let mut layout = CgroupLayout {
+        let mut layout = CgroupMounts {
             memory_enabled,
             ..Default::default()
         };
@@ -83,6 +90,13 @@ impl CgroupLayout {
     /// The hierarchy that holds the memory controller.
     pub fn memory(&self) -> Option<&Hierarchy> {
         self.memory_v1.as_ref().or(self.unified.as_ref())
+    }
+
+    /// Every mounted hierarchy this daemon reads (the v1 memory one, the unified one).
+    pub fn hierarchies(&self) -> impl Iterator<Item = &Hierarchy> {
+        [self.memory_v1.as_ref(), self.unified.as_ref()]
+            .into_iter()
+            .flatten()
     }
 
     /// A one-word description for `check` and the start-up log.
@@ -157,112 +171,6 @@ fn parse_proc_cgroups(text: &str) -> (Option<u32>, bool) {
     (None, false)
 }
 
-/// How many removed cgroups' paths are kept after their removal is noticed.
-const MAX_ENTRIES: usize = 1 << 18;
-/// A miss triggers at most one filesystem rescan per this interval.
-const RESCAN_EVERY: Duration = Duration::from_secs(1);
-
-/// Cgroup id → path, per hierarchy.
-#[derive(Debug, Default)]
-pub struct PathCache {
-    paths: HashMap<(u32, u64), String>,
-    order: VecDeque<(u32, u64)>,
-    last_rescan: Option<Instant>,
-}
-
-impl PathCache {
-    /// Records a path for an id; the oldest entries go first once the cache is full.
-    pub fn learn(&mut self, hierarchy: u32, id: u64, path: String) {
-        if self.paths.insert((hierarchy, id), path).is_none() {
-            self.order.push_back((hierarchy, id));
-            while self.order.len() > MAX_ENTRIES {
-                if let Some(old) = self.order.pop_front() {
-                    self.paths.remove(&old);
-                }
-            }
-        }
-    }
-
-    /// The path of a cgroup id, if known.
-    pub fn get(&self, hierarchy: u32, id: u64) -> Option<&str> {
-        self.paths.get(&(hierarchy, id)).map(String::as_str)
-    }
-
-    /// Number of known ids.
-    pub fn len(&self) -> usize {
-        self.paths.len()
-    }
-
-    /// Whether no id is known.
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
-    }
-
-    /// Walks a mounted hierarchy and learns every directory's id (its inode number).
-    pub fn scan(&mut self, h: &Hierarchy) -> usize {
-        let mut n = 0;
-        let mut stack = vec![h.mount.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(meta) = fs::metadata(&dir) else {
-                continue;
-            };
-            if let Some(p) = hierarchy_path(h, &dir) {
-                self.learn(h.id, meta.ino(), p);
-                n += 1;
-            }
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    stack.push(e.path());
-                }
-            }
-        }
-        n
-    }
-
-    /// Looks an id up, rescanning the hierarchy once (rate-limited) on a miss: a cgroup
-    /// whose creation record was lost or whose path was too long to carry.
-    pub fn resolve(&mut self, h: Option<&Hierarchy>, id: u64) -> Option<String> {
-        let h = h?;
-        if let Some(p) = self.get(h.id, id) {
-            return Some(p.to_string());
-        }
-        let due = self.last_rescan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY);
-        if !due {
-            return None;
-        }
-        self.last_rescan = Some(Instant::now());
-        let t = Instant::now();
-        let n = self.scan(h);
-        tracing::debug!(
-            id,
-            hierarchy = h.id,
-            cgroups = n,
-            took_us = t.elapsed().as_micros() as u64,
-            "cgroup id not known: rescanned the hierarchy"
-        );
-        self.get(h.id, id).map(str::to_string)
-    }
-}
-
-/// The hierarchy path of a directory under a hierarchy's mount point.
-fn hierarchy_path(h: &Hierarchy, dir: &Path) -> Option<String> {
-    let rel = dir.strip_prefix(&h.mount).ok()?;
-    let base = h.root.trim_end_matches('/');
-    let rel = rel.to_string_lossy();
-    Some(if rel.is_empty() {
-        if base.is_empty() {
-            "/".into()
-        } else {
-            base.to_string()
-        }
-    } else {
-        format!("{base}/{rel}")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,7 +185,7 @@ mod tests {
 
     #[test]
     fn hybrid_host_has_memory_on_v1() {
-        let l = CgroupLayout::from_texts(HYBRID, PROC_CGROUPS);
+        let l = CgroupMounts::from_texts(HYBRID, PROC_CGROUPS);
         let m = l.memory_v1.as_ref().unwrap();
         assert_eq!(m.id, 4);
         assert_eq!(m.mount, PathBuf::from("/sys/fs/cgroup/memory"));
@@ -294,7 +202,7 @@ mod tests {
     fn pure_v2_has_memory_on_unified() {
         let mi = "29 1 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
         let pc = "#subsys_name\thierarchy\tnum_cgroups\tenabled\nmemory\t0\t90\t1\n";
-        let l = CgroupLayout::from_texts(mi, pc);
+        let l = CgroupMounts::from_texts(mi, pc);
         assert!(l.memory_on_dfl());
         assert_eq!(l.memory().unwrap().id, 0);
         assert_eq!(l.memory().unwrap().mount, PathBuf::from("/sys/fs/cgroup"));
@@ -304,7 +212,7 @@ mod tests {
     fn mountinfo_escapes_and_namespaced_roots() {
         let mi =
             "40 1 0:30 /kubepods/pod\\040a /mnt/cg\\040x rw - cgroup cgroup rw,memory,nosuid\n";
-        let l = CgroupLayout::from_texts(mi, PROC_CGROUPS);
+        let l = CgroupMounts::from_texts(mi, PROC_CGROUPS);
         let m = l.memory_v1.unwrap();
         assert_eq!(m.mount, PathBuf::from("/mnt/cg x"));
         assert_eq!(m.root, "/kubepods/pod a");
@@ -314,32 +222,18 @@ mod tests {
             root: "/kubepods/pod a".into(),
         };
         assert_eq!(
-            hierarchy_path(&h, Path::new("/mnt/cg x/c1")).unwrap(),
+            h.path_of(Path::new("/mnt/cg x/c1")).unwrap(),
             "/kubepods/pod a/c1"
         );
         assert_eq!(
-            hierarchy_path(&h, Path::new("/mnt/cg x")).unwrap(),
+            h.path_of(Path::new("/mnt/cg x")).unwrap(),
             "/kubepods/pod a"
         );
     }
 
     #[test]
     fn malformed_lines_are_skipped() {
-        let l = CgroupLayout::from_texts("garbage\n1 2 3\n - \n", "memory x");
-        assert_eq!(l, CgroupLayout::default());
-    }
-
-    #[test]
-    fn cache_keeps_hierarchies_apart_and_evicts_oldest() {
-        let mut c = PathCache::default();
-        c.learn(0, 7, "/a".into());
-        c.learn(4, 7, "/b".into());
-        assert_eq!(c.get(0, 7), Some("/a"));
-        assert_eq!(c.get(4, 7), Some("/b"));
-        for i in 0..(MAX_ENTRIES as u64 + 1) {
-            c.learn(9, 100 + i, format!("/x{i}"));
-        }
-        assert_eq!(c.get(0, 7), None, "oldest entry evicted");
-        assert_eq!(c.len(), MAX_ENTRIES);
+        let l = CgroupMounts::from_texts("garbage\n1 2 3\n - \n", "memory x");
+        assert_eq!(l, CgroupMounts::default());
     }
 }

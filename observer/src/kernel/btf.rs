@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use btf_rs::{Btf, Type};
 use observer_common::{AttachLayout, KernelLayout, ABSENT};
 
-use crate::{cgroups::CgroupLayout, error::ObserverError, tracefs};
+use super::tracefs;
+use crate::{error::ObserverError, host::cgroupfs::CgroupMounts};
 
 /// Where the kernel publishes its own BTF.
 pub const SYS_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -51,14 +52,14 @@ impl BtfSource {
                     .map(Some)
                     .map_err(|e| ObserverError::Btf {
                         path: SYS_BTF.into(),
-                        reason: e.to_string(),
+                        source: Box::new(e),
                     })
             }
             BtfSource::File(p) => aya::Btf::parse_file(p, aya::Endianness::default())
                 .map(Some)
                 .map_err(|e| ObserverError::Btf {
-                    path: p.display().to_string(),
-                    reason: e.to_string(),
+                    path: p.clone(),
+                    source: Box::new(e),
                 }),
             BtfSource::None => Ok(None),
         }
@@ -74,8 +75,8 @@ impl KernelBtf {
     /// Reads and parses a BTF file.
     pub fn open(path: &Path) -> Result<Self, ObserverError> {
         let btf = Btf::from_file(path).map_err(|e| ObserverError::Btf {
-            path: path.display().to_string(),
-            reason: e.to_string(),
+            path: path.to_path_buf(),
+            source: e.into(),
         })?;
         Ok(KernelBtf { btf })
     }
@@ -188,7 +189,7 @@ impl KernelBtf {
 pub fn build(
     btf: Option<&KernelBtf>,
     tracefs: Option<&Path>,
-    cgroups: &CgroupLayout,
+    cgroups: &CgroupMounts,
 ) -> KernelLayout {
     let mut l = KernelLayout::unknown();
     l.memory_on_dfl = cgroups.memory_on_dfl() as u32;
@@ -249,7 +250,7 @@ pub fn build(
 /// Offsets of `cgroup/cgroup_attach_task`'s record and the memory hierarchy's id, for the
 /// program that reports process migrations into memory cgroups. Unknown (the program then
 /// reports nothing) without tracefs or without a memory hierarchy.
-pub fn attach(tracefs: Option<&Path>, cgroups: &CgroupLayout) -> AttachLayout {
+pub fn attach(tracefs: Option<&Path>, cgroups: &CgroupMounts) -> AttachLayout {
     let mut a = AttachLayout::unknown();
     let Some(mem) = cgroups.memory() else {
         return a;
@@ -344,7 +345,7 @@ mod tests {
 
     #[test]
     fn unknown_layout_without_btf_or_tracefs() {
-        let l = build(None, None, &CgroupLayout::default());
+        let l = build(None, None, &CgroupMounts::default());
         assert_eq!(l.have_btf, 0);
         assert_eq!(l.task_pid, ABSENT);
         assert_eq!(l.tp_victim_pid, ABSENT);

@@ -10,7 +10,7 @@ use std::fmt;
 
 use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
-    Btf, Ebpf, EbpfError, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
 };
 use observer_common::{AttachLayout, KernelLayout, ABSENT, ATTACH_GLOBAL, LAYOUT_GLOBAL};
 
@@ -124,12 +124,12 @@ pub fn load(
             Err(reason) => refused.push((s, reason)),
         }
     }
-    let why = refused
-        .iter()
-        .map(|(s, r)| format!("{s}: {r}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Err(ObserverError::NoHook(why))
+    Err(ObserverError::NoHook(
+        refused
+            .into_iter()
+            .map(|(s, r)| (s.to_string(), r))
+            .collect(),
+    ))
 }
 
 /// What one strategy's attempt came to: the victim hook it used, or why it failed.
@@ -173,14 +173,10 @@ pub fn open(p: &LoadParams<'_>) -> Result<Ebpf, ObserverError> {
         .load(p.object)
         .map_err(|e| match errno_of(&e) {
             Some(c) if c == nix::libc::EPERM || c == nix::libc::EACCES => {
-                ObserverError::NotPermitted(short(&e))
+                ObserverError::NotPermitted(Box::new(e))
             }
-            _ => ObserverError::Load(chain(&e)),
+            _ => ObserverError::Load(Box::new(e)),
         })
-}
-
-fn short(e: &EbpfError) -> String {
-    chain(e).lines().next().unwrap_or_default().to_string()
 }
 
 /// Turns a program error into a short reason: what a person needs to know.

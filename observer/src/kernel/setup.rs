@@ -5,19 +5,18 @@ use std::path::{Path, PathBuf};
 
 use observer_common::{AttachLayout, KernelLayout};
 
-use crate::{
-    cgroups::CgroupLayout,
-    error::ObserverError,
-    layout::{self, BtfSource, KernelBtf},
+use super::{
+    btf::{self, BtfSource, KernelBtf},
     tracefs,
 };
+use crate::{error::ObserverError, host::cgroupfs::CgroupMounts};
 
 /// The facts about this node that loading depends on.
 pub struct Setup {
     /// The tracefs directory, if one is available.
     pub tracefs: Result<PathBuf, String>,
     /// Cgroup hierarchies and where memory lives.
-    pub cgroups: CgroupLayout,
+    pub cgroups: CgroupMounts,
     /// Where BTF came from.
     pub btf_source: BtfSource,
     /// Why BTF is unavailable, when it is.
@@ -44,7 +43,7 @@ pub fn prepare(
     } else {
         tracefs::find().ok_or_else(|| "not mounted".to_string())
     };
-    let cgroups = CgroupLayout::discover().unwrap_or_default();
+    let cgroups = CgroupMounts::discover().unwrap_or_default();
     let btf_source = if no_btf {
         BtfSource::None
     } else {
@@ -55,10 +54,7 @@ pub fn prepare(
         None => (
             None,
             None,
-            Some(format!(
-                "{} not present and no --btf given",
-                layout::SYS_BTF
-            )),
+            Some(format!("{} not present and no --btf given", btf::SYS_BTF)),
         ),
         Some(path) => match (KernelBtf::open(path), btf_source.aya_btf()) {
             (Ok(k), Ok(a)) => (Some(k), a, None),
@@ -70,8 +66,8 @@ pub fn prepare(
             }
         },
     };
-    let layout = layout::build(kbtf.as_ref(), tracefs.as_deref().ok(), &cgroups);
-    let attach = layout::attach(tracefs.as_deref().ok(), &cgroups);
+    let layout = btf::build(kbtf.as_ref(), tracefs.as_deref().ok(), &cgroups);
+    let attach = btf::attach(tracefs.as_deref().ok(), &cgroups);
     Ok(Setup {
         attach,
         oom_kill_process_in_btf: kbtf.as_ref().map(|k| k.has_function("oom_kill_process")),

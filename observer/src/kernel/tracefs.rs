@@ -26,11 +26,12 @@ pub fn ensure_mounted() -> Result<PathBuf, ObserverError> {
             | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(|e| {
-        ObserverError::Tracefs(format!("mounting tracefs on {}: {e}", target.display()))
+    .map_err(|source| ObserverError::TracefsMount {
+        target: target.to_path_buf(),
+        source,
     })?;
     tracing::info!(path = %target.display(), "mounted tracefs");
-    find().ok_or_else(|| ObserverError::Tracefs("tracefs mounted but has no events".into()))
+    find().ok_or_else(|| ObserverError::TracefsEmpty(target.to_path_buf()))
 }
 
 /// The tracefs directory, if one is mounted.

@@ -3,85 +3,13 @@
 //! Schema 1 is documented in the README. Later versions add fields; they never rename or
 //! drop one.
 
-use std::time::{Duration, SystemTime};
-
-use observer_common::{
-    constraint, hook, kind, valid, CgroupAttachRecord, CgroupMkdirRecord, OomKillRecord,
-    CGROUP_PATH_LEN,
-};
+use observer_common::{constraint, hook, kind, valid, OomKillRecord};
 use serde::Serialize;
+
+use crate::kernel::clock::boot_rfc3339;
 
 /// The JSON schema version written in every event.
 pub const SCHEMA: u32 = 1;
-
-/// A record read from the ring buffer.
-#[derive(Debug, Clone)]
-pub enum Record {
-    /// An OOM kill or a memcg OOM without a kill.
-    Oom(OomKillRecord),
-    /// A cgroup was created.
-    Mkdir(CgroupMkdirRecord),
-    /// A process moved into a memory cgroup.
-    Attach(CgroupAttachRecord),
-}
-
-/// Why a ring-buffer item could not be read as a record.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RecordError {
-    /// Shorter than its kind's record.
-    #[error("record of kind {kind} is {len} bytes, expected {want}")]
-    Short {
-        /// The kind field.
-        kind: u32,
-        /// Bytes received.
-        len: usize,
-        /// Bytes expected.
-        want: usize,
-    },
-    /// A kind this daemon does not know (an object/daemon mismatch).
-    #[error("unknown record kind {0}")]
-    UnknownKind(u32),
-}
-
-fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, RecordError> {
-    let want = std::mem::size_of::<T>();
-    if bytes.len() < want {
-        return Err(RecordError::Short {
-            kind,
-            len: bytes.len(),
-            want,
-        });
-    }
-    // SAFETY: the length was checked; T is a repr(C) plain-data record the kernel wrote.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
-
-impl Record {
-    /// Parses one ring-buffer item.
-    pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
-        let k = read::<u32>(bytes, 0)?;
-        match k {
-            kind::OOM_KILL | kind::MEMCG_OOM | kind::VICTIM_EXIT => {
-                Ok(Record::Oom(read(bytes, k)?))
-            }
-            kind::CGROUP_MKDIR => Ok(Record::Mkdir(read(bytes, k)?)),
-            kind::CGROUP_ATTACH => Ok(Record::Attach(read(bytes, k)?)),
-            other => Err(RecordError::UnknownKind(other)),
-        }
-    }
-}
-
-/// The path carried by a mkdir record, or `None` when it was cut short.
-pub fn mkdir_path(r: &CgroupMkdirRecord) -> Option<String> {
-    let n = r.path_len as usize;
-    if n >= CGROUP_PATH_LEN {
-        return None;
-    }
-    let bytes = &r.path[..n.min(CGROUP_PATH_LEN)];
-    let bytes = bytes.split(|b| *b == 0).next().unwrap_or(bytes);
-    let s = String::from_utf8_lossy(bytes).into_owned();
-    Some(if s.is_empty() { "/".into() } else { s })
-}
 
 /// A cgroup named by id and, when known, path.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -157,11 +85,11 @@ pub struct ContainerRef {
     /// containerd runtime name.
     pub runtime: String,
     /// Kubernetes pod, if any.
-    pub pod: Option<crate::index::Pod>,
+    pub pod: Option<crate::enrich::container::Pod>,
 }
 
-impl From<&crate::index::ContainerInfo> for ContainerRef {
-    fn from(c: &crate::index::ContainerInfo) -> Self {
+impl From<&crate::enrich::container::ContainerInfo> for ContainerRef {
+    fn from(c: &crate::enrich::container::ContainerInfo) -> Self {
         ContainerRef {
             id: c.id.clone(),
             namespace: c.namespace.clone(),
@@ -241,27 +169,6 @@ fn comm(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
-/// `CLOCK_BOOTTIME` now, in nanoseconds (the clock of `ktime_ns`).
-pub fn boot_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
-
-/// Converts `CLOCK_BOOTTIME` nanoseconds to wall-clock time.
-pub fn boot_to_wall(ktime_ns: u64) -> SystemTime {
-    use nix::time::{clock_gettime, ClockId};
-    let now_wall = SystemTime::now();
-    let Ok(boot) = clock_gettime(ClockId::CLOCK_BOOTTIME) else {
-        return now_wall;
-    };
-    let boot_ns = boot.tv_sec() as u64 * 1_000_000_000 + boot.tv_nsec() as u64;
-    match boot_ns.checked_sub(ktime_ns) {
-        Some(ago) => now_wall - Duration::from_nanos(ago),
-        None => now_wall + Duration::from_nanos(ktime_ns - boot_ns),
-    }
-}
-
 /// Resolves cgroup ids to paths for [`build`].
 pub trait Resolve {
     /// Path of a cgroup id in the memory controller's hierarchy.
@@ -303,7 +210,7 @@ pub fn build(r: &OomKillRecord, seq: u64, memory_on_dfl: bool, res: &mut dyn Res
             kind::VICTIM_EXIT => "victim_exit",
             _ => "oom_kill",
         },
-        time: humantime::format_rfc3339_nanos(boot_to_wall(r.ktime_ns)).to_string(),
+        time: boot_rfc3339(r.ktime_ns),
         ktime_ns: r.ktime_ns,
         hook: hook_name(r.hook),
         victim,
@@ -326,7 +233,8 @@ pub fn build(r: &OomKillRecord, seq: u64, memory_on_dfl: bool, res: &mut dyn Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use observer_common::COMM_LEN;
+    use crate::kernel::record::{mkdir_path, Record, RecordError};
+    use observer_common::{CgroupAttachRecord, CgroupMkdirRecord, CGROUP_PATH_LEN, COMM_LEN};
 
     struct Paths;
     impl Resolve for Paths {

@@ -1,36 +1,16 @@
-//! "Was it OOM-killed?", answered synchronously on a Unix socket.
-//!
-//! Protocol: one JSON request per connection, one JSON answer, both a single line.
-//! Request: `{"pid":N}`, `{"container":"ID"}` (optionally with `"namespace"`) or
-//! `{"cgroup":"/path"}`. Answer: `{"oom_killed":bool,"kills":[...],"source":"events"|"kernel"}`
-//! or `{"error":"..."}`.
-//!
-//! The answer is right even when asked the instant the victim's exit is visible: the kernel
-//! records the kill before the victim can exit, and the daemon drains everything the kernel
-//! has recorded before it answers (falling back to the kernel's victim map for a pid).
+//! The kills this daemon run has seen, and the answers drawn from them.
 
-use std::{
-    collections::VecDeque,
-    fs, io,
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+
+use crate::{
+    host::cgroup_path::is_under,
+    pipeline::event::{ContainerRef, Event},
 };
 
-use crate::event::{ContainerRef, Event};
-
-/// Where the daemon answers by default.
-pub const DEFAULT_SOCKET: &str = "/run/oom-observer/query.sock";
 /// Kills remembered for queries (the kernel's victim map holds more, by pid).
 const HISTORY: usize = 16384;
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What is asked.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -112,7 +92,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn error(msg: impl Into<String>) -> Answer {
+    pub(crate) fn error(msg: impl Into<String>) -> Answer {
         Answer {
             error: Some(msg.into()),
             ..Default::default()
@@ -177,10 +157,7 @@ impl History {
                     });
                 }
                 if let Some(cg) = &q.cgroup {
-                    let cg = cg.trim_end_matches('/');
-                    return k.cgroup.as_deref().is_some_and(|p| {
-                        p == cg || p.starts_with(&format!("{cg}/")) || cg.is_empty()
-                    });
+                    return k.cgroup.as_deref().is_some_and(|p| is_under(p, cg));
                 }
                 false
             })
@@ -219,133 +196,10 @@ pub fn answer(history: &History, q: &Query, kernel: impl Fn(u32) -> Option<Kill>
     }
 }
 
-/// A query waiting for the main loop.
-pub struct Request {
-    /// What is asked.
-    pub query: Query,
-    /// Where the answer goes.
-    pub reply: oneshot::Sender<Answer>,
-}
-
-/// Errors of the query socket and its client.
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    /// Another daemon answers on the socket.
-    #[error("another oom-observer already answers on {0}")]
-    InUse(String),
-    /// The socket could not be set up or reached.
-    #[error("query socket {path}: {source}")]
-    Io {
-        /// The socket path.
-        path: String,
-        /// The failure.
-        #[source]
-        source: io::Error,
-    },
-    /// The answer was not understood.
-    #[error("bad answer from {path}: {reason}")]
-    Protocol {
-        /// The socket path.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> QueryError + '_ {
-    move |source| QueryError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-/// Binds the socket (root-only) and accepts connections in the background; requests come
-/// out of the returned channel for the main loop to answer in order with the event stream.
-pub async fn serve(path: &Path) -> Result<mpsc::Receiver<Request>, QueryError> {
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            return Err(QueryError::InUse(path.display().to_string()));
-        }
-        fs::remove_file(path).map_err(io_err(path))?;
-    }
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io_err(path))?;
-    }
-    let listener = UnixListener::bind(path).map_err(io_err(path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
-    let (tx, rx) = mpsc::channel(64);
-    let path_owned: PathBuf = path.to_path_buf();
-    tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(handle(stream, tx.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(socket = %path_owned.display(), error = %e, "query socket accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
-    Ok(rx)
-}
-
-async fn handle(stream: UnixStream, tx: mpsc::Sender<Request>) {
-    let (r, mut w) = stream.into_split();
-    let mut line = String::new();
-    // Bounds what one request may send.
-    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(r, 4096));
-    let read = tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line)).await;
-    let answer = match read {
-        Ok(Ok(_)) => match serde_json::from_str::<Query>(line.trim()) {
-            Ok(query) => {
-                let (reply, rx) = oneshot::channel();
-                if tx.send(Request { query, reply }).await.is_err() {
-                    Answer::error("daemon is stopping")
-                } else {
-                    rx.await
-                        .unwrap_or_else(|_| Answer::error("daemon is stopping"))
-                }
-            }
-            Err(e) => Answer::error(format!("bad request: {e}")),
-        },
-        Ok(Err(e)) => Answer::error(format!("reading request: {e}")),
-        Err(_) => Answer::error("request timed out"),
-    };
-    let mut out =
-        serde_json::to_vec(&answer).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
-    out.push(b'\n');
-    let _ = tokio::time::timeout(IO_TIMEOUT, w.write_all(&out)).await;
-}
-
-/// Asks a running daemon.
-pub async fn ask(path: &Path, q: &Query) -> Result<Answer, QueryError> {
-    let mut s = tokio::time::timeout(IO_TIMEOUT, UnixStream::connect(path))
-        .await
-        .map_err(|_| io_err(path)(io::Error::from(io::ErrorKind::TimedOut)))?
-        .map_err(io_err(path))?;
-    let mut req = serde_json::to_vec(q).map_err(|e| QueryError::Protocol {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    req.push(b'\n');
-    s.write_all(&req).await.map_err(io_err(path))?;
-    let mut line = String::new();
-    tokio::time::timeout(IO_TIMEOUT, BufReader::new(s).read_line(&mut line))
-        .await
-        .map_err(|_| io_err(path)(io::Error::from(io::ErrorKind::TimedOut)))?
-        .map_err(io_err(path))?;
-    serde_json::from_str(line.trim()).map_err(|e| QueryError::Protocol {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, Victim};
+    use crate::pipeline::event::{Event, Victim};
 
     fn ev(seq: u64, kind: &'static str, tgid: u32, cgroup: &str, container: Option<&str>) -> Event {
         Event {
@@ -463,7 +317,7 @@ mod tests {
         let mut h = History::default();
         h.record_kill(&ev(1, "oom_kill", 10, "/a", None));
         let mut exit = ev(2, "victim_exit", 10, "/a", None);
-        exit.exit = Some(crate::event::ExitInfo::from_status(9));
+        exit.exit = Some(crate::pipeline::event::ExitInfo::from_status(9));
         assert_eq!(h.record_exit(&exit).map(|k| k.seq), Some(1));
         let a = answer(
             &h,

@@ -9,10 +9,8 @@ use std::{
 
 use tracing::{info, warn};
 
-use crate::{
-    containerd::Client,
-    spool::{Pending, Spool},
-};
+use super::spool::{Pending, Spool};
+use crate::enrich::{container::ContainerKey, containerd::Client};
 
 /// Victims of one container within this window are one kill: a sandbox or a
 /// `memory.oom.group` kill takes several processes at once, and gets one TaskOOM.
@@ -26,7 +24,7 @@ pub struct Publisher {
     socket: PathBuf,
     client: Option<Client>,
     spool: Spool,
-    recent: HashMap<(String, String), (Instant, bool)>,
+    recent: HashMap<ContainerKey, (Instant, bool)>,
     retry_at: Option<Instant>,
     backoff: Duration,
     delivered: u64,
@@ -85,7 +83,7 @@ impl Publisher {
             // containerd would drop it, and so do we.
             return false;
         }
-        let key = (namespace.to_string(), container_id.to_string());
+        let key = ContainerKey::new(namespace, container_id);
         let now = Instant::now();
         self.recent
             .retain(|_, (t, _)| now.duration_since(*t) < SAME_KILL);
@@ -93,8 +91,8 @@ impl Publisher {
             return *delivered;
         }
         let p = Pending {
-            namespace: key.0.clone(),
-            container_id: key.1.clone(),
+            namespace: key.namespace.clone(),
+            container_id: key.id.clone(),
             ktime_ns,
         };
         // Order: nothing new overtakes what is already waiting.
@@ -167,5 +165,40 @@ impl Publisher {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No containerd at all: every TaskOOM is spooled, in order, once per kill.
+    #[tokio::test]
+    async fn one_taskoom_per_container_and_kill_spooled_in_order_without_containerd() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("no-containerd.sock");
+        let mut p = Publisher::new(&socket, Some(dir.path())).unwrap();
+        assert!(!p.oom("k8s.io", "a", 1).await, "nothing can be published");
+        assert!(
+            !p.oom("k8s.io", "a", 2).await,
+            "same container within SAME_KILL"
+        );
+        assert!(!p.oom("k8s.io", "b", 3).await);
+        assert!(
+            !p.oom("k8s.io", "", 4).await,
+            "an empty id is never published"
+        );
+        assert_eq!(p.pending(), 2, "one entry per container and kill");
+        assert!(p.retry_at().is_some(), "a retry is scheduled");
+        // The spool survives a restart, oldest first.
+        drop(p);
+        let p = Publisher::new(&socket, Some(dir.path())).unwrap();
+        assert_eq!(p.pending(), 2);
+        assert_eq!(
+            p.spool
+                .front()
+                .map(|e| (e.container_id.as_str(), e.ktime_ns)),
+            Some(("a", 1))
+        );
     }
 }

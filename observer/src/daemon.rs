@@ -1,0 +1,268 @@
+//! The daemon: set up, load and attach the kernel programs, wire the pipeline (kernel
+//! records → processor → sinks), then run the select loop until told to stop.
+
+use std::{io, path::PathBuf, time::Duration};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::{
+    audit::{driver::AuditDriver, limitwatch::InotifyFd, memory_fs::MemoryFs, worker::Observation},
+    enrich::upkeep::{Containerd, IndexChange},
+    error::ObserverError,
+    kernel::{
+        hooks::{self, LoadParams, Strategy},
+        maps::KernelMaps,
+        setup,
+    },
+    pipeline::processor::Processor,
+    query::socket::{self as query_socket, Request},
+    sinks::taskoom::Publisher,
+};
+use tokio::io::unix::AsyncFd;
+
+/// Options of `oom-observer run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Use exactly this strategy instead of the best one that works.
+    pub hook: Option<Strategy>,
+    /// BTF file to use instead of the kernel's own.
+    pub btf: Option<PathBuf>,
+    /// Use no BTF at all, as on a kernel built without it.
+    pub no_btf: bool,
+    /// Ring buffer size in bytes.
+    pub ring_bytes: u32,
+    /// containerd's socket; `None` runs kernel-only (no container names, no TaskOOM).
+    pub containerd: Option<PathBuf>,
+    /// Where undelivered TaskOOMs are kept across restarts; `None` keeps them in memory.
+    pub state_dir: Option<PathBuf>,
+    /// The query socket; `None` serves no queries.
+    pub query_socket: Option<PathBuf>,
+    /// Run at real-time priority (SCHED_FIFO 1) so a busy node cannot delay TaskOOM behind
+    /// the container's exit.
+    pub realtime: bool,
+}
+
+/// How often the lost-record counter is read when no events arrive.
+const LOST_CHECK: Duration = Duration::from_secs(5);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
+    if opts.realtime {
+        raise_priority();
+    }
+    let mut setup = setup::prepare(opts.btf.as_deref(), opts.no_btf, true)?;
+    if let Err(e) = &setup.tracefs {
+        warn!(error = %e, "no tracefs: classic tracepoints (oom/mark_victim, cgroup_mkdir) cannot attach");
+    }
+    if let Some(loss) = setup.btf_loss() {
+        warn!("{loss}");
+    }
+    let params = LoadParams {
+        object,
+        layout: setup.layout,
+        btf: setup.aya_btf.as_ref(),
+        ring_bytes: opts.ring_bytes,
+        attach: setup.attach,
+    };
+    let mut loaded = hooks::load(&params, opts.hook, setup.wants_stall_watcher())?;
+    // The kernel's BTF (tens of MiB parsed) is needed only to load: give it back.
+    drop(setup.aya_btf.take());
+    release_freed_memory();
+    for (s, why) in &loaded.refused {
+        info!(strategy = %s, reason = %why, "strategy refused");
+    }
+    for (name, outcome) in &loaded.extras {
+        match outcome {
+            Ok(how) => info!(program = name, via = how, "attached"),
+            Err(why) => warn!(program = name, reason = %why, "not attached"),
+        }
+    }
+    let mut maps = KernelMaps::take(&mut loaded.ebpf)?;
+
+    let stdout = io::stdout();
+    let mut proc = Processor::new(setup.cgroups.clone(), io::BufWriter::new(stdout.lock()));
+    let (change_tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<IndexChange>();
+    let mut observations = None;
+    if let Some(socket) = &opts.containerd {
+        let cd = Containerd::new(socket.clone(), setup.cgroups.memory_on_dfl());
+        cd.subscribe_changes(change_tx);
+        tokio::spawn(cd.clone().watch());
+        let mut publisher =
+            Publisher::new(socket, opts.state_dir.as_deref()).map_err(ObserverError::Spool)?;
+        publisher.warm_up().await;
+        let audits = MemoryFs::from_mounts(&setup.cgroups).map(|mem| {
+            let (driver, rx) = AuditDriver::start(cd.clone(), mem);
+            observations = Some(rx);
+            driver
+        });
+        proc = proc.with_containerd(cd, publisher, audits);
+    } else {
+        info!("containerd disabled: kernel-only mode");
+    }
+    let limit_fd = proc.audits().and_then(|a| a.limit_watch_fd());
+    let mut term = signal(SignalKind::terminate()).map_err(ObserverError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ObserverError::Signals)?;
+    let mut tick = tokio::time::interval(LOST_CHECK);
+    let mut queries = match &opts.query_socket {
+        Some(path) => {
+            let rx = query_socket::serve(path).await?;
+            info!(socket = %path.display(), "answering queries");
+            Some(rx)
+        }
+        None => None,
+    };
+
+    info!(
+        strategy = %loaded.strategy,
+        victim_hook = loaded.victim_hook,
+        cgroups = %setup.cgroups.describe(),
+        btf = ?setup.btf_source,
+        "ready"
+    );
+    loop {
+        tokio::select! {
+            guard = maps.ring.readable_mut() => {
+                let mut guard = guard.map_err(ObserverError::RingBuffer)?;
+                let batch = crate::kernel::maps::take_batch(guard.get_inner_mut());
+                guard.clear_ready();
+                process_batch(&mut proc, &batch).await?;
+                maps.check_lost();
+            }
+            Some(req) = next_query(&mut queries) => {
+                // Everything the kernel recorded before this moment is read first, so a
+                // kill can never be missed by a question asked right after it.
+                let batch = maps.take_batch();
+                process_batch(&mut proc, &batch).await?;
+                let answer = proc.answer(&req.query, |pid| maps.victim(pid));
+                let _ = req.reply.send(answer);
+            }
+            _ = retry_due(proc.publisher().and_then(|p| p.retry_at())) => {
+                if let Some(p) = proc.publisher() {
+                    p.retry().await;
+                }
+            }
+            _ = limits_ready(limit_fd.as_deref()) => {
+                if let Some(a) = proc.audits() {
+                    a.on_limit_change();
+                }
+            }
+            Some(change) = changes.recv() => {
+                if let Some(a) = proc.audits() {
+                    a.on_index_change(change);
+                }
+            }
+            Some(obs) = next_observation(&mut observations) => {
+                apply_observation(&mut proc, obs)?;
+            }
+            _ = tick.tick() => maps.check_lost(),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    maps.check_lost();
+    proc.flush().map_err(ObserverError::Output)?;
+    info!(events = proc.seq(), lost = maps.lost(), "stopped");
+    Ok(())
+}
+
+/// Hands one batch of records to the processor, then runs the audits they asked for.
+async fn process_batch<W: io::Write>(
+    proc: &mut Processor<W>,
+    batch: &[Vec<u8>],
+) -> Result<(), ObserverError> {
+    for item in batch {
+        proc.handle(item).await.map_err(ObserverError::Output)?;
+    }
+    proc.flush().map_err(ObserverError::Output)?;
+    if let Some(a) = proc.audits() {
+        a.run_pending();
+    }
+    Ok(())
+}
+
+fn apply_observation<W: io::Write>(
+    proc: &mut Processor<W>,
+    obs: Observation,
+) -> Result<(), ObserverError> {
+    let findings = proc.audits().map(|a| a.apply(obs)).unwrap_or_default();
+    proc.write_findings(findings).map_err(ObserverError::Output)
+}
+
+/// The next query; forever without the query socket.
+async fn next_query(rx: &mut Option<tokio::sync::mpsc::Receiver<Request>>) -> Option<Request> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next audit observation; forever without the audit.
+async fn next_observation(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Observation>>,
+) -> Option<Observation> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until a watched limit file was written; forever without a watch.
+async fn limits_ready(fd: Option<&AsyncFd<InotifyFd>>) {
+    match fd {
+        Some(fd) => match fd.readable().await {
+            // Cleared before the events are read, so none written after is missed.
+            Ok(mut g) => g.clear_ready(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until the spool's retry is due; forever when nothing waits.
+async fn retry_due(at: Option<std::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Returns freed heap to the kernel, so the resident size reflects what the daemon keeps.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
+/// The daemon sleeps until the kernel hands it a kill, then races the container's exit
+/// through the runtime shim and containerd. At SCHED_FIFO priority 1 it runs the moment it
+/// is woken, ahead of every ordinary task on a saturated node; it is idle otherwise, and the
+/// kernel's real-time throttling bounds it should it ever spin.
+fn raise_priority() {
+    // musl's sched_param has more fields than glibc's: start from zero on both.
+    // SAFETY: sched_param is plain integers, for which all-zero is valid.
+    let mut param: nix::libc::sched_param = unsafe { std::mem::zeroed() };
+    param.sched_priority = 1;
+    // The raw system call: musl's sched_setscheduler() is a stub that always fails with
+    // ENOSYS (POSIX means the process, Linux the thread), which left the static builds at
+    // ordinary priority.
+    // SAFETY: plain syscall on this process with a valid parameter.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_sched_setscheduler,
+            0,
+            nix::libc::SCHED_FIFO,
+            &param as *const nix::libc::sched_param,
+        )
+    };
+    if rc == 0 {
+        info!("running at real-time priority (SCHED_FIFO 1)");
+    } else {
+        warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot take real-time priority (needs CAP_SYS_NICE); a busy node may delay TaskOOM"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! Enrichment: which container a kill belongs to, from containerd's view of the node.
+//!
+//! [`containerd`] is the API client, [`upkeep`] keeps the [`index`] of [`container`]s current
+//! from containerd's event stream, and [`attribute`] applies the attribution rules.
+
+pub mod attribute;
+pub mod container;
+pub mod containerd;
+pub mod index;
+pub mod upkeep;

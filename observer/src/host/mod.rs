@@ -1,0 +1,6 @@
+//! The host's own view: cgroupfs mounts, cgroup path algebra, the id → path cache, `/proc`.
+
+pub mod cgroup_path;
+pub mod cgroupfs;
+pub mod path_cache;
+pub mod procfs;
