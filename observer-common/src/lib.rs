@@ -144,7 +144,15 @@ pub mod map {
     /// Threads seen stalled in a memcg OOM ([`crate::StallState`]).
     pub const STALLS: &str = "STALLS";
     /// Every map, for the check that the object has them.
-    pub const ALL: &[&str] = &[EVENTS, CGROUP_EVENTS, LOST, OOM_CTX, VICTIMS, KILLED, STALLS];
+    pub const ALL: &[&str] = &[
+        EVENTS,
+        CGROUP_EVENTS,
+        LOST,
+        OOM_CTX,
+        VICTIMS,
+        KILLED,
+        STALLS,
+    ];
 }
 
 /// Names of the object's programs (the kernel side's function names).
