@@ -313,3 +313,44 @@ fn a_worker_killed_while_the_init_survives_says_the_container_keeps_running() {
         "the init must survive: {text}"
     );
 }
+
+/// The limit on the pod's cgroup, the victim in a container below it: the limit that fired
+/// is the pod's, and the event names it so.
+#[test]
+fn a_pod_level_limit_is_named_pod() {
+    // Declared first, dropped last: containerd removes the container's cgroup before this.
+    let pod = Memcg::new("pod-limit");
+    pod.limit_mb(48);
+    let cd = Containerd::start();
+    let obs = cd.observer(READY);
+    let id = "runc-in-pod";
+    let cg = format!("{}/{id}", pod.path);
+    cd.run_detached(
+        id,
+        &RunOpts {
+            cgroup: Some(&cg),
+            annotations: &[],
+            labels: &[
+                ("io.kubernetes.pod.name", "web-1"),
+                ("io.kubernetes.pod.namespace", "shop"),
+                ("io.kubernetes.pod.uid", "uid-456"),
+                ("io.kubernetes.container.name", "app"),
+            ],
+            runc_binary: None,
+            memory_limit_mb: None,
+        },
+        &["/bin/sh", "-c", "x=a; while :; do x=$x$x; done"],
+    );
+    let evs = obs.wait_for("the kill", WAIT, |e| !kills_of(e, &cg).is_empty());
+    let e = kills_of(&evs, &cg)[0].clone();
+    assert_eq!(e["container"]["id"], id, "{e}");
+    assert_eq!(e["oom_cgroup"]["path"], pod.path.as_str(), "{e}");
+    assert_eq!(e["limit"], "pod", "{e}");
+    assert_eq!(e["oom_domain"]["limit_bytes"], 48u64 << 20, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("OOM-killed: pod shop/web-1 reached its 48.0 MiB limit")),
+        "{e}"
+    );
+}
