@@ -722,4 +722,89 @@ mod tests {
         assert_eq!(v["lost"]["cgroup_mkdir"], 3);
         assert_eq!(v["lost"]["oom_kill"], 0);
     }
+
+    #[test]
+    fn a_kill_is_explained_from_the_kernels_detail() {
+        let ps = page_size();
+        let mut r = kill();
+        r.valid |= valid::DOMAIN_MEMORY | valid::RSS | valid::OOM_SCORE_ADJ | valid::NS_PID;
+        r.detail.domain_usage_pages = (64 << 20) / ps;
+        r.detail.domain_limit_pages = (64 << 20) / ps;
+        r.detail.anon_rss_pages = (60 << 20) / ps as i64;
+        r.detail.file_rss_pages = -3; // a per-CPU counter's central value can lag below zero
+        r.detail.oom_score_adj = 500;
+        r.detail.ns_pid = 1;
+        let mut e = build(&r, 1, false, &mut Paths);
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["oom_domain"]["limit_bytes"], 64u64 << 20);
+        assert!(v["oom_domain"]["total_pages"].is_null(), "not seen: null");
+        assert!(v["incident"].is_null());
+        assert_eq!(v["victim"]["memory"]["anon_rss_bytes"], 60u64 << 20);
+        assert_eq!(v["victim"]["memory"]["file_rss_bytes"], 0);
+        assert!(v["victim"]["memory"]["total_vm_bytes"].is_null());
+        assert_eq!(v["victim"]["oom_score_adj"], 500);
+        assert_eq!(v["victim"]["ns_pid"], 1);
+        assert!(v["victim"]["points"].is_null());
+
+        e.container = Some(ContainerRef {
+            id: "0123456789abcdef".into(),
+            namespace: "k8s.io".into(),
+            name: Some("app".into()),
+            runtime: "io.containerd.runc.v2".into(),
+            pod: Some(crate::enrich::container::Pod {
+                name: Some("web-0".into()),
+                namespace: Some("shop".into()),
+                uid: None,
+            }),
+        });
+        assert_eq!(
+            limit_in_words(&e, &["/pod/ctr"], Some("/pod")),
+            Some("container")
+        );
+        assert_eq!(
+            limit_in_words(&e, &["/pod/ctr/x"], Some("/pod/ctr")),
+            Some("pod")
+        );
+        assert_eq!(limit_in_words(&e, &["/other"], Some("/o")), Some("cgroup"));
+        let x = e.explained.as_mut().unwrap();
+        x.limit = Some("container".into());
+        x.container_exits = Some(true);
+        assert_eq!(
+            message(&e).unwrap(),
+            "hog (pid 77) OOM-killed: container app of pod shop/web-0 reached its 64.0 MiB limit \
+             (usage 64.0 MiB); hog held 60.0 MiB anon; the container exits"
+        );
+    }
+
+    #[test]
+    fn a_global_oom_is_the_nodes_and_an_unlimited_counter_is_null() {
+        let ps = page_size();
+        let mut r = kill();
+        r.oom_memcg_id = 0;
+        r.constraint = Constraint::Global as u32;
+        r.valid |= valid::TOTAL_PAGES | valid::INCIDENT | valid::POINTS;
+        r.detail.total_pages = (2u64 << 30) / ps;
+        r.detail.incident_id = 99;
+        r.detail.incident_victims = 1;
+        r.detail.chosen_points = 1234;
+        let mut e = build(&r, 1, false, &mut Paths);
+        assert_eq!(limit_in_words(&e, &[], None), Some("node"));
+        e.explained.as_mut().unwrap().limit = Some("node".into());
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["oom_domain"]["limit_bytes"], 2u64 << 30, "RAM and swap");
+        assert_eq!(v["incident"]["id"], 99);
+        assert_eq!(v["victim"]["points"], 1234);
+        assert_eq!(
+            message(&e).unwrap(),
+            "hog (pid 77) OOM-killed: the node ran out of memory (2.0 GiB of RAM and swap)"
+        );
+        // PAGE_COUNTER_MAX is "no limit".
+        assert_eq!(limit(i64::MAX as u64 / ps), None);
+        assert_eq!(limit(10), Some(10 * ps));
+        // Exits carry none of it.
+        r.kind = RecordKind::VictimExit as u32;
+        let v = serde_json::to_value(build(&r, 2, false, &mut Paths)).unwrap();
+        assert!(v.get("oom_domain").is_none() && v.get("message").is_none());
+        assert!(v["victim"]["memory"].is_null());
+    }
 }
