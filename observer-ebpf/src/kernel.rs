@@ -61,8 +61,7 @@ impl Task {
         let off = layout!(task_comm);
         off != ABSENT
             && self.0 != 0
-            && unsafe { bpf_probe_read_kernel_buf((self.0 + off as u64) as *const u8, out) }
-                .is_ok()
+            && unsafe { bpf_probe_read_kernel_buf((self.0 + off as u64) as *const u8, out) }.is_ok()
     }
 
     /// `task->real_cred->uid`.

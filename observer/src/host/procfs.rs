@@ -54,29 +54,6 @@ pub fn memory_cgroup_of(proc_cgroup: &str, memory_on_dfl: bool) -> Option<String
     None
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proc_cgroup_memory_line() {
-        let v1 = "12:pids:/x\n4:memory:/process_api/abc\n0::/\n";
-        assert_eq!(
-            memory_cgroup_of(v1, false).as_deref(),
-            Some("/process_api/abc")
-        );
-        let v1multi = "5:cpu,memory:/p\n";
-        assert_eq!(memory_cgroup_of(v1multi, false).as_deref(), Some("/p"));
-        let v2 = "0::/kubepods.slice/x.scope\n";
-        assert_eq!(
-            memory_cgroup_of(v2, true).as_deref(),
-            Some("/kubepods.slice/x.scope")
-        );
-        assert_eq!(memory_cgroup_of(v2, false), None);
-        assert_eq!(memory_cgroup_of("garbage", true), None);
-    }
-}
-
 /// `/proc/<pid>/exe` and the arguments of `/proc/<pid>/cmdline`, when the process there is
 /// still the one named `comm` (a reaped victim's pid may already be another process's);
 /// `None` for what cannot be read (a process that is gone, a zombie).
@@ -99,4 +76,27 @@ pub fn exe_and_cmdline(pid: u32, comm: Option<&str>) -> (Option<String>, Option<
                 .collect()
         });
     (exe, cmdline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_cgroup_memory_line() {
+        let v1 = "12:pids:/x\n4:memory:/process_api/abc\n0::/\n";
+        assert_eq!(
+            memory_cgroup_of(v1, false).as_deref(),
+            Some("/process_api/abc")
+        );
+        let v1multi = "5:cpu,memory:/p\n";
+        assert_eq!(memory_cgroup_of(v1multi, false).as_deref(), Some("/p"));
+        let v2 = "0::/kubepods.slice/x.scope\n";
+        assert_eq!(
+            memory_cgroup_of(v2, true).as_deref(),
+            Some("/kubepods.slice/x.scope")
+        );
+        assert_eq!(memory_cgroup_of(v2, false), None);
+        assert_eq!(memory_cgroup_of("garbage", true), None);
+    }
 }
