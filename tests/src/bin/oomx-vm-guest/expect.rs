@@ -180,12 +180,13 @@ pub fn explained(
                     &d["limit_bytes"],
                     (*limit).into(),
                 );
-                let usage = d["usage_bytes"].as_u64().unwrap_or(0);
+                // Read at each victim's mark: the chosen one sees the usage that hit the
+                // limit; later victims of a group kill see what the earlier ones freed.
+                let usage = d["usage_bytes"].as_u64().unwrap_or(u64::MAX);
+                let margin = if chosen { 4 << 20 } else { *limit };
                 err.check(
-                    usage <= *limit && usage + (4 << 20) >= *limit,
-                    format!(
-                        "oom_domain.usage_bytes {usage} not within 4 MiB of the limit {limit}: {e}"
-                    ),
+                    usage <= *limit && usage + margin >= *limit,
+                    format!("oom_domain.usage_bytes {usage} not within {margin} bytes of the limit {limit}: {e}"),
                 );
                 err.check(
                     d["swap_usage_bytes"].as_u64().is_some(),
