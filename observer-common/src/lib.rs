@@ -15,48 +15,190 @@ pub const COMM_LEN: usize = 16;
 /// cut and flagged, and the daemon then resolves them from the filesystem instead.
 pub const CGROUP_PATH_LEN: usize = 256;
 
-/// Record kinds, the first field of every ring-buffer record.
-pub mod kind {
-    /// A process chosen and killed by the OOM killer ([`crate::OomKillRecord`]).
-    pub const OOM_KILL: u32 = 1;
-    /// A memory cgroup that hit OOM and is waiting instead of killing ([`crate::OomKillRecord`]).
-    pub const MEMCG_OOM: u32 = 2;
-    /// A cgroup was created ([`crate::CgroupMkdirRecord`]).
-    pub const CGROUP_MKDIR: u32 = 3;
-    /// An OOM victim's process exited ([`crate::OomKillRecord`] with `exit_code`).
-    pub const VICTIM_EXIT: u32 = 4;
-    /// A process moved into a cgroup of the memory hierarchy ([`crate::CgroupAttachRecord`]).
-    pub const CGROUP_ATTACH: u32 = 5;
+/// Defines a `#[repr(u32)]` enum whose values cross the kernel/user boundary as `u32`, with
+/// its JSON name, and the checked conversion back from the raw value a record carries.
+macro_rules! abi_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $value:expr => $str:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant = $value, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name used in logs and in the JSON events.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $str, )+
+                }
+            }
+
+            /// The value a record carries for a raw `u32`, or `None` for one this build does
+            /// not know (an object/daemon mismatch, or "not seen").
+            pub const fn from_u32(v: u32) -> Option<Self> {
+                match v {
+                    $( x if x == $value => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
+        }
+
+        impl TryFrom<u32> for $name {
+            type Error = u32;
+            fn try_from(v: u32) -> Result<Self, u32> {
+                Self::from_u32(v).ok_or(v)
+            }
+        }
+
+        impl From<$name> for u32 {
+            fn from(v: $name) -> u32 {
+                v as u32
+            }
+        }
+    };
 }
 
-/// Which kernel programs produced a record (the hook strategy).
-pub mod hook {
-    /// fentry on `oom_kill_process` for the OOM context, victims from `mark_victim`.
-    pub const FENTRY: u32 = 1;
-    /// kprobe on `oom_kill_process` for the OOM context, victims from `mark_victim`.
-    pub const KPROBE: u32 = 2;
-    /// BTF-typed raw tracepoint `mark_victim`.
-    pub const TP_BTF: u32 = 3;
-    /// Classic tracepoint `oom/mark_victim`.
-    pub const TRACEPOINT: u32 = 4;
-    /// `sched_switch`, used to see tasks stalled in a memcg OOM (cgroup v1 `oom_kill_disable`).
-    pub const SCHED_SWITCH: u32 = 5;
-    /// `sched_process_exit`, which reports an OOM victim's exit.
-    pub const SCHED_PROCESS_EXIT: u32 = 6;
+abi_enum! {
+    /// Record kinds, the first field of every ring-buffer record.
+    pub enum RecordKind {
+        /// A process chosen and killed by the OOM killer ([`OomKillRecord`]).
+        OomKill = 1 => "oom_kill",
+        /// A memory cgroup that hit OOM and is waiting instead of killing ([`OomKillRecord`]).
+        MemcgOom = 2 => "memcg_oom",
+        /// A cgroup was created ([`CgroupMkdirRecord`]).
+        CgroupMkdir = 3 => "cgroup_mkdir",
+        /// An OOM victim's process exited ([`OomKillRecord`] with `exit_code`).
+        VictimExit = 4 => "victim_exit",
+        /// A process moved into a cgroup of the memory hierarchy ([`CgroupAttachRecord`]).
+        CgroupAttach = 5 => "cgroup_attach",
+    }
 }
 
-/// `enum oom_constraint` values as the kernel defines them, plus "unknown".
-pub mod constraint {
-    /// `CONSTRAINT_NONE`: a system-wide OOM.
-    pub const GLOBAL: u32 = 0;
-    /// `CONSTRAINT_CPUSET`.
-    pub const CPUSET: u32 = 1;
-    /// `CONSTRAINT_MEMORY_POLICY`.
-    pub const MEMPOLICY: u32 = 2;
-    /// `CONSTRAINT_MEMCG`.
-    pub const MEMCG: u32 = 3;
-    /// The hook could not see the constraint.
-    pub const UNKNOWN: u32 = u32::MAX;
+/// Slots of the [`map::LOST`] per-CPU array: one per [`RecordKind`] value (slot 0 unused).
+pub const LOST_SLOTS: u32 = 6;
+
+abi_enum! {
+    /// Which kernel program produced a record (the hook strategy, or the auxiliary program).
+    pub enum Hook {
+        /// fentry on `oom_kill_process` for the OOM context, victims from `mark_victim`.
+        Fentry = 1 => "fentry",
+        /// kprobe on `oom_kill_process` for the OOM context, victims from `mark_victim`.
+        Kprobe = 2 => "kprobe",
+        /// BTF-typed raw tracepoint `mark_victim`.
+        TpBtf = 3 => "tp_btf",
+        /// Classic tracepoint `oom/mark_victim`.
+        Tracepoint = 4 => "tracepoint",
+        /// `sched_switch`, used to see tasks stalled in a memcg OOM (cgroup v1 `oom_kill_disable`).
+        SchedSwitch = 5 => "sched_switch",
+        /// `sched_process_exit`, which reports an OOM victim's exit.
+        SchedProcessExit = 6 => "sched_process_exit",
+    }
+}
+
+abi_enum! {
+    /// `enum oom_constraint` values as the kernel defines them. A record whose hook could
+    /// not see the constraint carries [`Constraint::UNSEEN`] instead.
+    pub enum Constraint {
+        /// `CONSTRAINT_NONE`: a system-wide OOM.
+        Global = 0 => "global",
+        /// `CONSTRAINT_CPUSET`.
+        Cpuset = 1 => "cpuset",
+        /// `CONSTRAINT_MEMORY_POLICY`.
+        Mempolicy = 2 => "mempolicy",
+        /// `CONSTRAINT_MEMCG`.
+        Memcg = 3 => "memcg",
+    }
+}
+
+impl Constraint {
+    /// The raw value of "the hook could not see the constraint" (JSON `null`).
+    pub const UNSEEN: u32 = u32::MAX;
+}
+
+/// Names of the object's maps, as the kernel programs declare them (`#[map]` takes the
+/// static's name) and the daemon looks them up. A unit test in `observer` checks each one is
+/// in the embedded object.
+pub mod map {
+    /// Ring buffer of kill, exit and stall records ([`crate::OomKillRecord`]).
+    pub const EVENTS: &str = "EVENTS";
+    /// Ring buffer of cgroup mkdir and attach records, kept apart so that a flood of them
+    /// cannot displace a kill.
+    pub const CGROUP_EVENTS: &str = "CGROUP_EVENTS";
+    /// Per-CPU count of records that found their ring full, by [`crate::RecordKind`].
+    pub const LOST: &str = "LOST";
+    /// OOM context stashed by the `oom_kill_process` hooks.
+    pub const OOM_CTX: &str = "OOM_CTX";
+    /// OOM victims by process id ([`crate::VictimState`]).
+    pub const VICTIMS: &str = "VICTIMS";
+    /// The task each thread last sent SIGKILL to.
+    pub const KILLED: &str = "KILLED";
+    /// Threads seen stalled in a memcg OOM ([`crate::StallState`]).
+    pub const STALLS: &str = "STALLS";
+    /// Every map, for the check that the object has them.
+    pub const ALL: &[&str] = &[
+        EVENTS,
+        CGROUP_EVENTS,
+        LOST,
+        OOM_CTX,
+        VICTIMS,
+        KILLED,
+        STALLS,
+    ];
+}
+
+/// Names of the object's programs (the kernel side's function names).
+pub mod program {
+    /// fentry on `oom_kill_process`.
+    pub const OOM_KILL_FENTRY: &str = "oom_kill_fentry";
+    /// fexit on `oom_kill_process`.
+    pub const OOM_KILL_FEXIT: &str = "oom_kill_fexit";
+    /// kprobe on `oom_kill_process`.
+    pub const OOM_KILL_KPROBE: &str = "oom_kill_kprobe";
+    /// kretprobe on `oom_kill_process`.
+    pub const OOM_KILL_KRETPROBE: &str = "oom_kill_kretprobe";
+    /// `tp_btf/mark_victim`.
+    pub const MARK_VICTIM_BTF: &str = "mark_victim_btf";
+    /// `tracepoint/oom/mark_victim`.
+    pub const MARK_VICTIM_TP: &str = "mark_victim_tp";
+    /// `tp_btf/signal_generate` (the SIGKILL's target before Linux 6.8).
+    pub const KILL_SIGNAL_BTF: &str = "kill_signal_btf";
+    /// `tp_btf/sched_process_exit`.
+    pub const EXIT_BTF: &str = "exit_btf";
+    /// `tracepoint/sched/sched_process_exit`.
+    pub const EXIT_TP: &str = "exit_tp";
+    /// `tracepoint/cgroup/cgroup_mkdir`.
+    pub const CGROUP_MKDIR_TP: &str = "cgroup_mkdir_tp";
+    /// `tracepoint/cgroup/cgroup_attach_task`.
+    pub const CGROUP_ATTACH_TP: &str = "cgroup_attach_tp";
+    /// `tp_btf/sched_switch` (memcg OOM stalls).
+    pub const STALL_BTF: &str = "stall_btf";
+    /// `tracepoint/sched/sched_switch`.
+    pub const STALL_TP: &str = "stall_tp";
+    /// Every program, for the check that the object has them.
+    pub const ALL: &[&str] = &[
+        OOM_KILL_FENTRY,
+        OOM_KILL_FEXIT,
+        OOM_KILL_KPROBE,
+        OOM_KILL_KRETPROBE,
+        MARK_VICTIM_BTF,
+        MARK_VICTIM_TP,
+        KILL_SIGNAL_BTF,
+        EXIT_BTF,
+        EXIT_TP,
+        CGROUP_MKDIR_TP,
+        CGROUP_ATTACH_TP,
+        STALL_BTF,
+        STALL_TP,
+    ];
 }
 
 /// Bits of [`OomKillRecord::valid`]: which fields the hook could actually see.
@@ -78,15 +220,81 @@ pub mod valid {
     pub const VICTIM_PID: u32 = 1 << 6;
     /// `exit_code` (victim exits only).
     pub const EXIT_CODE: u32 = 1 << 7;
+    /// [`crate::KillDetail`]: `domain_usage_pages` and `domain_limit_pages` (the OOM memcg's
+    /// page counter).
+    pub const DOMAIN_MEMORY: u32 = 1 << 8;
+    /// `domain_swap_usage_pages` and `domain_swap_limit_pages` (cgroup v2 only).
+    pub const DOMAIN_SWAP: u32 = 1 << 9;
+    /// `total_pages` (`oom_control.totalpages`, the OOM domain's size).
+    pub const TOTAL_PAGES: u32 = 1 << 10;
+    /// `chosen_points` (the victim was `oom_control.chosen`).
+    pub const POINTS: u32 = 1 << 11;
+    /// `incident_id` and `incident_victims`.
+    pub const INCIDENT: u32 = 1 << 12;
+    /// `total_vm_pages`.
+    pub const TOTAL_VM: u32 = 1 << 13;
+    /// `anon_rss_pages`, `file_rss_pages`, `shmem_rss_pages` and `swap_ents`.
+    pub const RSS: u32 = 1 << 14;
+    /// `pgtables_bytes`.
+    pub const PGTABLES: u32 = 1 << 15;
+    /// `oom_score_adj`.
+    pub const OOM_SCORE_ADJ: u32 = 1 << 16;
+    /// `ns_pid` and `ns_level`.
+    pub const NS_PID: u32 = 1 << 17;
 }
 
-/// An OOM kill (`kind::OOM_KILL`) or a memcg OOM without a kill (`kind::MEMCG_OOM`).
+/// What the kernel knows about a kill beyond who was killed: the OOM domain's page counter,
+/// the victim's memory (the numbers of the kernel's own "Killed process" line), its badness
+/// and its pid in its own namespace. Each group of fields has its [`valid`] bit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KillDetail {
+    /// `oom_control.totalpages`: the size of the OOM domain, in pages.
+    pub total_pages: u64,
+    /// `oom_control.chosen_points`: the victim's badness.
+    pub chosen_points: i64,
+    /// One id per invocation of the OOM killer (`bpf_ktime_get_boot_ns()` at the entry of
+    /// `oom_kill_process`), shared by every victim of a `memory.oom.group` kill.
+    pub incident_id: u64,
+    /// The OOM memcg's `memory.usage` page counter, in pages.
+    pub domain_usage_pages: u64,
+    /// The OOM memcg's `memory.max` (page counter limit), in pages.
+    pub domain_limit_pages: u64,
+    /// The OOM memcg's swap page counter usage, in pages (cgroup v2).
+    pub domain_swap_usage_pages: u64,
+    /// The OOM memcg's swap limit, in pages (cgroup v2).
+    pub domain_swap_limit_pages: u64,
+    /// `mm->total_vm`, in pages.
+    pub total_vm_pages: u64,
+    /// `MM_ANONPAGES` of `mm->rss_stat`, in pages (on Linux 6.2+ a per-CPU counter's central
+    /// value, as `get_mm_counter()` and the kernel's own report read it).
+    pub anon_rss_pages: i64,
+    /// `MM_FILEPAGES`, in pages.
+    pub file_rss_pages: i64,
+    /// `MM_SHMEMPAGES`, in pages.
+    pub shmem_rss_pages: i64,
+    /// `MM_SWAPENTS`: swap entries, in pages.
+    pub swap_ents: i64,
+    /// `mm->pgtables_bytes`.
+    pub pgtables_bytes: i64,
+    /// `signal->oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// Victims of this incident recorded so far, this one included (1 for the first).
+    pub incident_victims: u32,
+    /// The victim's process id in its own pid namespace.
+    pub ns_pid: u32,
+    /// Depth of that pid namespace (0: the node's own).
+    pub ns_level: u32,
+}
+
+/// An OOM kill ([`RecordKind::OomKill`]), a memcg OOM without a kill ([`RecordKind::MemcgOom`])
+/// or a victim's exit ([`RecordKind::VictimExit`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OomKillRecord {
-    /// [`kind`] value.
+    /// [`RecordKind`] value.
     pub kind: u32,
-    /// [`hook`] value of the program that saw it.
+    /// [`Hook`] value of the program that saw it.
     pub hook: u32,
     /// `bpf_ktime_get_boot_ns()` when the program ran.
     pub ktime_ns: u64,
@@ -104,26 +312,28 @@ pub struct OomKillRecord {
     pub victim_dfl_cgroup_id: u64,
     /// Id of the memory cgroup whose limit was hit; 0 for a global OOM.
     pub oom_memcg_id: u64,
-    /// [`constraint`] value.
+    /// [`Constraint`] value, or [`Constraint::UNSEEN`].
     pub constraint: u32,
     /// Thread id of the task that ran into the OOM (the allocating task).
     pub trigger_pid: u32,
     /// Process id of the triggering task.
     pub trigger_tgid: u32,
-    /// For [`kind::VICTIM_EXIT`]: the exit status as the kernel keeps it (`task->exit_code`:
+    /// For [`RecordKind::VictimExit`]: the exit status as the kernel keeps it (`task->exit_code`:
     /// signal in the low 7 bits, exit code in bits 8..16). Zero otherwise.
     pub exit_code: i32,
     /// Victim's `comm`, NUL padded.
     pub victim_comm: [u8; COMM_LEN],
     /// Triggering task's `comm`, NUL padded.
     pub trigger_comm: [u8; COMM_LEN],
+    /// Kills only: what the kernel knew about the kill (zero for other kinds).
+    pub detail: KillDetail,
 }
 
 /// A cgroup was created: lets the daemon learn id → path before the cgroup can vanish.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CgroupMkdirRecord {
-    /// Always `kind::CGROUP_MKDIR`.
+    /// Always [`RecordKind::CgroupMkdir`].
     pub kind: u32,
     /// Hierarchy id (`cgroup_root->hierarchy_id`); 0 is the unified hierarchy.
     pub root: u32,
@@ -143,7 +353,7 @@ pub struct CgroupMkdirRecord {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CgroupAttachRecord {
-    /// Always `kind::CGROUP_ATTACH`.
+    /// Always [`RecordKind::CgroupAttach`].
     pub kind: u32,
     /// Hierarchy id of the destination; 0 is the unified hierarchy.
     pub root: u32,
@@ -271,6 +481,47 @@ pub struct KernelLayout {
     /// (kprobes): `di` on x86_64, `regs[0]` on arm64. It depends on the kernel's
     /// architecture, which one object file for every architecture cannot know when it is built.
     pub kprobe_arg0: u32,
+    /// `oom_control.totalpages`.
+    pub oc_totalpages: u32,
+    /// `oom_control.chosen_points`.
+    pub oc_chosen_points: u32,
+    /// `mem_cgroup.memory` (`struct page_counter`).
+    pub memcg_memory: u32,
+    /// `mem_cgroup.swap` (`struct page_counter`), or ABSENT.
+    pub memcg_swap: u32,
+    /// `page_counter.usage` (`atomic_long_t`).
+    pub page_counter_usage: u32,
+    /// `page_counter.max`.
+    pub page_counter_max: u32,
+    /// `task_struct.mm`.
+    pub task_mm: u32,
+    /// `task_struct.signal`.
+    pub task_signal: u32,
+    /// `signal_struct.oom_score_adj` (`short`).
+    pub signal_oom_score_adj: u32,
+    /// `task_struct.group_leader`.
+    pub task_group_leader: u32,
+    /// `task_struct.thread_pid` (`struct pid *`).
+    pub task_thread_pid: u32,
+    /// `pid.level`.
+    pub pid_level: u32,
+    /// Offset of `pid.numbers[0].nr`.
+    pub pid_numbers_nr: u32,
+    /// `sizeof(struct upid)`, the stride of `pid.numbers[]`.
+    pub upid_size: u32,
+    /// `mm_struct.total_vm`.
+    pub mm_total_vm: u32,
+    /// The counter of `MM_FILEPAGES` in `mm_struct.rss_stat` (the `atomic_long_t` of 5.x's
+    /// `count[]`, or the `.count` of 6.2+'s `percpu_counter`).
+    pub mm_file_rss: u32,
+    /// The counter of `MM_ANONPAGES`.
+    pub mm_anon_rss: u32,
+    /// The counter of `MM_SWAPENTS`.
+    pub mm_swap_ents: u32,
+    /// The counter of `MM_SHMEMPAGES`.
+    pub mm_shmem_rss: u32,
+    /// `mm_struct.pgtables_bytes` (`atomic_long_t`).
+    pub mm_pgtables_bytes: u32,
 }
 
 impl KernelLayout {
@@ -312,6 +563,26 @@ impl KernelLayout {
             tp_mkdir_path: ABSENT,
             tp_btf_victim_is_task: 0,
             kprobe_arg0: ABSENT,
+            oc_totalpages: ABSENT,
+            oc_chosen_points: ABSENT,
+            memcg_memory: ABSENT,
+            memcg_swap: ABSENT,
+            page_counter_usage: ABSENT,
+            page_counter_max: ABSENT,
+            task_mm: ABSENT,
+            task_signal: ABSENT,
+            signal_oom_score_adj: ABSENT,
+            task_group_leader: ABSENT,
+            task_thread_pid: ABSENT,
+            pid_level: ABSENT,
+            pid_numbers_nr: ABSENT,
+            upid_size: ABSENT,
+            mm_total_vm: ABSENT,
+            mm_file_rss: ABSENT,
+            mm_anon_rss: ABSENT,
+            mm_swap_ents: ABSENT,
+            mm_shmem_rss: ABSENT,
+            mm_pgtables_bytes: ABSENT,
         }
     }
 }
@@ -329,10 +600,18 @@ pub struct OomContext {
     pub constraint: u32,
     /// `chosen->pid`.
     pub chosen_pid: u32,
-    /// [`hook`] value of the program that stored it.
+    /// [`Hook`] value of the program that stored it.
     pub hook: u32,
-    /// Keeps the size a multiple of 8.
-    pub _pad: u32,
+    /// Victims marked so far in this invocation (`mark_victim` counts them).
+    pub victims: u32,
+    /// `struct mem_cgroup *` of `oom_control.memcg` (0 for a global OOM).
+    pub memcg: u64,
+    /// `oom_control.totalpages`, or `u64::MAX` when unseen.
+    pub total_pages: u64,
+    /// `oom_control.chosen_points`.
+    pub chosen_points: i64,
+    /// `bpf_ktime_get_boot_ns()` at the entry of `oom_kill_process`: the incident id.
+    pub incident_id: u64,
 }
 
 /// An OOM victim, remembered in the kernel from its kill until long after its exit: the
@@ -369,6 +648,56 @@ pub const STALL_REPEAT_NS: u64 = 1_000_000_000;
 
 /// Name of the global the daemon fills with [`KernelLayout`].
 pub const LAYOUT_GLOBAL: &str = "LAYOUT";
+
+/// Plain-data records that cross the kernel/user boundary byte for byte.
+///
+/// # Safety
+/// Implemented (by [`plain!`]) only for `#[repr(C)]` types made of integers and integer
+/// arrays with no implicit padding (the size asserts below check that), so every byte is
+/// initialised and every bit pattern is a valid value.
+pub unsafe trait Plain: Copy + Sized {
+    /// The record as the bytes the kernel writes.
+    fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `Plain` types have no padding, so all `size_of::<Self>()` bytes are
+        // initialised.
+        unsafe {
+            core::slice::from_raw_parts((self as *const Self).cast::<u8>(), size_of::<Self>())
+        }
+    }
+
+    /// Reads the record from the start of `bytes`; `None` when they are too short.
+    fn read_from(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: the length was checked, any bit pattern is valid, and the read is unaligned.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+}
+
+/// Implements [`Plain`] for a type and asserts its size, at compile time, so both sides and
+/// any change to a record agree on the bytes.
+macro_rules! plain {
+    ($($t:ty = $size:expr;)+) => {
+        $(
+            const _: () = assert!(size_of::<$t>() == $size);
+            // SAFETY: repr(C), integers only, and the size assert leaves no room for padding.
+            unsafe impl Plain for $t {}
+        )+
+    };
+}
+
+plain! {
+    KillDetail = 13 * 8 + 4 * 4;
+    OomKillRecord = 104 + size_of::<KillDetail>();
+    CgroupMkdirRecord = 24 + CGROUP_PATH_LEN;
+    CgroupAttachRecord = 24;
+    AttachLayout = 24;
+    KernelLayout = 54 * 4;
+    OomContext = 64;
+    VictimState = 40;
+    StallState = 16;
+}
 
 #[cfg(feature = "user")]
 mod pod {

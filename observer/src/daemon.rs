@@ -123,11 +123,17 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     loop {
         tokio::select! {
             guard = maps.ring.readable_mut() => {
-                let mut guard = guard.map_err(ObserverError::RingBuffer)?;
-                let batch = crate::kernel::maps::take_batch(guard.get_inner_mut());
-                guard.clear_ready();
+                // Cleared before draining: a record submitted meanwhile wakes the loop again.
+                guard.map_err(ObserverError::RingBuffer)?.clear_ready();
+                let batch = maps.take_batch();
                 process_batch(&mut proc, &batch).await?;
-                maps.check_lost();
+                report_lost(&mut proc, &mut maps)?;
+            }
+            guard = maps.cgroup_ring.readable_mut() => {
+                guard.map_err(ObserverError::RingBuffer)?.clear_ready();
+                let batch = maps.take_batch();
+                process_batch(&mut proc, &batch).await?;
+                report_lost(&mut proc, &mut maps)?;
             }
             Some(req) = next_query(&mut queries) => {
                 // Everything the kernel recorded before this moment is read first, so a
@@ -155,15 +161,26 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
             Some(obs) = next_observation(&mut observations) => {
                 apply_observation(&mut proc, obs)?;
             }
-            _ = tick.tick() => maps.check_lost(),
+            _ = tick.tick() => report_lost(&mut proc, &mut maps)?,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
-    maps.check_lost();
+    report_lost(&mut proc, &mut maps)?;
     proc.flush().map_err(ObserverError::Output)?;
     info!(events = proc.seq(), lost = maps.lost(), "stopped");
     Ok(())
+}
+
+/// Writes a `lost` event when the kernel lost records since the last look.
+fn report_lost<W: io::Write>(
+    proc: &mut Processor<W>,
+    maps: &mut KernelMaps,
+) -> Result<(), ObserverError> {
+    match maps.check_lost() {
+        Some((lost, total)) => proc.write_lost(lost, total).map_err(ObserverError::Output),
+        None => Ok(()),
+    }
 }
 
 /// Hands one batch of records to the processor, then runs the audits they asked for.

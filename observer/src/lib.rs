@@ -28,4 +28,29 @@ pub mod query;
 pub mod sinks;
 
 /// The kernel programs, embedded at build time (empty when built without them).
-pub static EBPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/observer.bpf.o"));
+/// Aligned to 8 bytes, as an ELF64 object must be for aya to parse it in place.
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer.bpf.o"));
+
+#[cfg(all(test, not(ebpf_object_missing)))]
+mod tests {
+    /// The names the daemon looks maps and programs up by are the kernel side's.
+    #[test]
+    fn the_object_has_every_map_and_program_the_daemon_names() {
+        assert_eq!(
+            super::EBPF_OBJECT.as_ptr() as usize % 8,
+            0,
+            "ELF64 wants 8-byte alignment"
+        );
+        let obj = aya_obj::Object::parse(super::EBPF_OBJECT).expect("the embedded object parses");
+        for m in observer_common::map::ALL {
+            assert!(obj.maps.contains_key(*m), "map {m} missing from the object");
+        }
+        for p in observer_common::program::ALL {
+            assert!(
+                obj.programs.contains_key(*p),
+                "program {p} missing from the object"
+            );
+        }
+    }
+}

@@ -32,7 +32,8 @@ enum Command {
         /// Use no BTF, as on a kernel built without it (only the classic tracepoint works).
         #[arg(long)]
         no_btf: bool,
-        /// Ring buffer size in KiB (a power of two, at least 4).
+        /// Size of each of the two ring buffers (kills and exits; cgroup records) in KiB (a
+        /// power of two, at least 4).
         #[arg(long, default_value_t = 256, value_parser = parse_ring_kib)]
         ring_kib: u32,
         /// containerd's socket (also from CONTAINERD_ADDRESS).

@@ -27,6 +27,22 @@ pub mod pod;
 pub mod race;
 pub mod stats;
 
+/// The event schema the README documents, `docs/event.schema.json`.
+pub const EVENT_SCHEMA: &str = include_str!("../../docs/event.schema.json");
+
+/// Why `event` does not match [`EVENT_SCHEMA`]: one line per violation, empty when it does.
+pub fn schema_violations(event: &Value) -> Vec<String> {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let v = VALIDATOR.get_or_init(|| {
+        let schema: Value =
+            serde_json::from_str(EVENT_SCHEMA).expect("docs/event.schema.json is JSON");
+        jsonschema::validator_for(&schema).expect("docs/event.schema.json is a valid JSON Schema")
+    });
+    v.iter_errors(event)
+        .map(|e| format!("{} at {}: {event}", e, e.instance_path()))
+        .collect()
+}
+
 /// The oom-observer binary under test (`cargo xtask test` sets `OOM_OBSERVER_BIN`).
 pub fn observer_bin() -> PathBuf {
     bin_from_env("OOM_OBSERVER_BIN", "oom-observer")
@@ -218,6 +234,8 @@ pub struct Observer {
     events: Arc<Mutex<Vec<Value>>>,
     arrivals: Arc<Mutex<Vec<std::time::SystemTime>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Lines that broke `docs/event.schema.json`; every read of the events fails on them.
+    invalid: Arc<Mutex<Vec<String>>>,
 }
 
 impl Observer {
@@ -258,11 +276,21 @@ impl Observer {
         let ev = events.clone();
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         let arr = arrivals.clone();
+        let invalid = Arc::new(Mutex::new(Vec::new()));
+        let inv = invalid.clone();
         thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let at = std::time::SystemTime::now();
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                let v: Value = match serde_json::from_str(&line) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        inv.lock()
+                            .unwrap()
+                            .push(format!("stdout line is not JSON ({e}): {line}"));
+                        continue;
+                    }
+                };
+                inv.lock().unwrap().extend(schema_violations(&v));
                 // Both under one lock order: events first, then arrivals, same index.
                 let mut e = ev.lock().unwrap();
                 arr.lock().unwrap().push(at);
@@ -289,6 +317,7 @@ impl Observer {
             events,
             arrivals,
             stderr,
+            invalid,
         };
         if ready_rx.recv_timeout(ready_timeout).is_err() {
             let status = obs.child.try_wait().ok().flatten();
@@ -319,8 +348,19 @@ impl Observer {
         }
     }
 
+    /// Panics on any line that broke the documented schema.
+    fn assert_schema(&self) {
+        let bad = self.invalid.lock().unwrap();
+        assert!(
+            bad.is_empty(),
+            "events that do not match docs/event.schema.json:\n{}",
+            bad.join("\n")
+        );
+    }
+
     /// Events so far, each with the moment its line was read from the daemon's stdout.
     pub fn events_timed(&self) -> Vec<(Value, std::time::SystemTime)> {
+        self.assert_schema();
         let e = self.events.lock().unwrap();
         let a = self.arrivals.lock().unwrap();
         e.iter().cloned().zip(a.iter().copied()).collect()
@@ -331,8 +371,9 @@ impl Observer {
         self.child.id()
     }
 
-    /// Events so far.
+    /// Events so far (each checked against the schema).
     pub fn events(&self) -> Vec<Value> {
+        self.assert_schema();
         self.events.lock().unwrap().clone()
     }
 

@@ -11,7 +11,7 @@ use std::{
 
 use serde_json::Value;
 use tests::{
-    containerd::{Containerd, Subscriber},
+    containerd::{Containerd, RunOpts, Subscriber},
     events_in, pretty, spawn_hog, was_sigkilled, Memcg, Observer,
 };
 
@@ -72,6 +72,17 @@ fn runc_container_oom_kill_publishes_task_oom_with_its_id() {
     assert_eq!(e["container"]["pod"]["uid"], "uid-123", "{e}");
     assert_eq!(e["victim"]["cgroup"], cg.as_str(), "{e}");
     assert_eq!(e["published"], true, "{e}");
+    // The kill explained: the container's own limit, and its init was the victim.
+    assert_eq!(e["limit"], "container", "{e}");
+    assert_eq!(e["oom_domain"]["limit_bytes"], 32u64 << 20, "{e}");
+    assert_eq!(e["victim"]["ns_pid"], 1, "the container's init: {e}");
+    assert_eq!(e["container_exits"], true, "{e}");
+    let msg = e["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("OOM-killed: container app of pod shop/web-0 reached its 32.0 MiB limit")
+            && msg.ends_with("; the container exits"),
+        "{msg}"
+    );
     sub.wait_for("our TaskOOM", WAIT, |s| {
         s.iter()
             .any(|x| x.ours && x.container_id.as_deref() == Some(id))
@@ -250,4 +261,96 @@ fn malformed_cgroups_path_is_logged_and_the_daemon_keeps_going() {
     let cg = cd.cgroup_of(id);
     let evs = obs.wait_for("the kill", WAIT, |e| !kills_of(e, &cg).is_empty());
     assert_eq!(kills_of(&evs, &cg)[0]["container"]["id"], id);
+}
+
+/// A worker killed while the container's init survives: the container keeps running, which
+/// Kubernetes never reports, and the event says so.
+#[test]
+fn a_worker_killed_while_the_init_survives_says_the_container_keeps_running() {
+    let cd = Containerd::start();
+    let obs = cd.observer(READY);
+    let id = "runc-worker";
+    let cg = cd.cgroup_of(id);
+    // The init (a shell) starts a worker that grows until the limit, then sleeps on.
+    let worker = "x=a; while :; do x=$x$x; done";
+    let init = format!("sh -c '{worker}'; sleep 600");
+    cd.run_detached(
+        id,
+        &RunOpts {
+            cgroup: Some(&cg),
+            annotations: &[],
+            labels: &[("io.kubernetes.container.name", "app")],
+            runc_binary: None,
+            memory_limit_mb: Some(32),
+        },
+        &["/bin/sh", "-c", &init],
+    );
+    cd.wait_running(id);
+    let init_pid = cd.task_pid(id);
+    let evs = obs.wait_for("the worker's kill", WAIT, |e| !kills_of(e, &cg).is_empty());
+    let e = kills_of(&evs, &cg)[0].clone();
+    assert_eq!(e["container"]["id"], id, "{e}");
+    assert_ne!(
+        e["victim"]["tgid"], init_pid,
+        "the worker, not the init: {e}"
+    );
+    assert_ne!(e["victim"]["ns_pid"], 1, "{e}");
+    assert_eq!(e["limit"], "container", "{e}");
+    assert_eq!(e["container_exits"], false, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("a process was killed and the container keeps running")),
+        "{e}"
+    );
+    // And it does keep running.
+    thread::sleep(Duration::from_millis(500));
+    let out = cd.ctr(&["tasks", "ls"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(id) && l.contains("RUNNING")),
+        "the init must survive: {text}"
+    );
+}
+
+/// The limit on the pod's cgroup, the victim in a container below it: the limit that fired
+/// is the pod's, and the event names it so.
+#[test]
+fn a_pod_level_limit_is_named_pod() {
+    // Declared first, dropped last: containerd removes the container's cgroup before this.
+    let pod = Memcg::new("pod-limit");
+    pod.limit_mb(48);
+    let cd = Containerd::start();
+    let obs = cd.observer(READY);
+    let id = "runc-in-pod";
+    let cg = format!("{}/{id}", pod.path);
+    cd.run_detached(
+        id,
+        &RunOpts {
+            cgroup: Some(&cg),
+            annotations: &[],
+            labels: &[
+                ("io.kubernetes.pod.name", "web-1"),
+                ("io.kubernetes.pod.namespace", "shop"),
+                ("io.kubernetes.pod.uid", "uid-456"),
+                ("io.kubernetes.container.name", "app"),
+            ],
+            runc_binary: None,
+            memory_limit_mb: None,
+        },
+        &["/bin/sh", "-c", "x=a; while :; do x=$x$x; done"],
+    );
+    let evs = obs.wait_for("the kill", WAIT, |e| !kills_of(e, &cg).is_empty());
+    let e = kills_of(&evs, &cg)[0].clone();
+    assert_eq!(e["container"]["id"], id, "{e}");
+    assert_eq!(e["oom_cgroup"]["path"], pod.path.as_str(), "{e}");
+    assert_eq!(e["limit"], "pod", "{e}");
+    assert_eq!(e["oom_domain"]["limit_bytes"], 48u64 << 20, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("OOM-killed: pod shop/web-1 reached its 48.0 MiB limit")),
+        "{e}"
+    );
 }

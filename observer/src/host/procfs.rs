@@ -55,6 +55,30 @@ pub fn memory_cgroup_of(proc_cgroup: &str, memory_on_dfl: bool) -> Option<String
     None
 }
 
+/// `/proc/<pid>/exe` and the arguments of `/proc/<pid>/cmdline`, when the process there is
+/// still the one named `comm` (a reaped victim's pid may already be another process's);
+/// `None` for what cannot be read (a process that is gone, a zombie).
+pub fn exe_and_cmdline(pid: u32, comm: Option<&str>) -> (Option<String>, Option<Vec<String>>) {
+    let now = fs::read_to_string(format!("/proc/{pid}/comm")).ok();
+    if comm.is_none() || now.as_deref().map(str::trim_end) != comm {
+        return (None, None);
+    }
+    let exe = fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            b.strip_suffix(&[0])
+                .unwrap_or(&b)
+                .split(|c| *c == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        });
+    (exe, cmdline)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

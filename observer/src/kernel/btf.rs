@@ -225,6 +225,7 @@ pub fn build(
         l.tp_btf_exit_has_group_dead =
             (b.tracepoint_arg_count("sched_process_exit").unwrap_or(0) >= 2) as u32;
         l.kprobe_arg0 = kprobe_arg0(b).unwrap_or(ABSENT);
+        kill_detail(b, &mut l);
         l.have_btf = 1;
     }
     if let Some(t) = tracefs {
@@ -279,6 +280,164 @@ fn kprobe_arg0(b: &KernelBtf) -> Option<u32> {
     } else {
         None
     }
+}
+
+impl KernelBtf {
+    /// `field` of `struct name`: its byte offset and its type (typedefs, const and volatile
+    /// looked through), looking through anonymous unions and structs.
+    pub fn member(&self, name: &str, field: &str) -> Option<(u32, Type)> {
+        let s = self.named_struct(name)?;
+        self.find_member_typed(&s, field, 0)
+    }
+
+    fn find_member_typed(
+        &self,
+        s: &btf_rs::Struct,
+        field: &str,
+        base_bits: u32,
+    ) -> Option<(u32, Type)> {
+        for m in &s.members {
+            let member_name = self.btf.resolve_name(m).unwrap_or_default();
+            let bits = base_bits + m.bit_offset();
+            if member_name == field {
+                if !bits.is_multiple_of(8) {
+                    return None;
+                }
+                return Some((
+                    bits / 8,
+                    self.strip(self.btf.resolve_chained_type(m).ok()?)?,
+                ));
+            }
+            if member_name.is_empty() {
+                let inner = self.btf.resolve_chained_type(m).ok()?;
+                if let Type::Struct(inner) | Type::Union(inner) = inner {
+                    if let Some(found) = self.find_member_typed(&inner, field, bits) {
+                        return Some(found);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The type under typedefs and qualifiers.
+    fn strip(&self, mut t: Type) -> Option<Type> {
+        loop {
+            t = match t {
+                Type::Typedef(ref x) => self.btf.resolve_chained_type(x).ok()?,
+                Type::Const(ref x) | Type::Volatile(ref x) => {
+                    self.btf.resolve_chained_type(x).ok()?
+                }
+                other => return Some(other),
+            };
+        }
+    }
+
+    /// Size in bytes of `struct name`.
+    pub fn struct_size(&self, name: &str) -> Option<u32> {
+        self.named_struct(name).map(|s| s.size() as u32)
+    }
+
+    /// Values of the named enumerators, found in any enum (some, like `MM_ANONPAGES`, belong
+    /// to an anonymous one); one pass over the types.
+    pub fn enumerators(&self, names: &[&str]) -> Vec<Option<u32>> {
+        let mut out = vec![None; names.len()];
+        // Type ids are dense from 1: walk them until the first that does not resolve.
+        let mut id = 1;
+        while let Ok(t) = self.btf.resolve_type_by_id(id) {
+            id += 1;
+            if let Type::Enum(e) = &t {
+                for m in &e.members {
+                    let Ok(n) = self.btf.resolve_name(m) else {
+                        continue;
+                    };
+                    if let Some(i) = names.iter().position(|x| *x == n) {
+                        out[i] = Some(m.val());
+                    }
+                }
+                if out.iter().all(Option::is_some) {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Offset in `mm_struct` of each `rss_stat` counter, in the order of `MM_*` indices given:
+    /// `atomic_long_t rss_stat.count[i]` before Linux 6.2, the `.count` of
+    /// `struct percpu_counter rss_stat[i]` since.
+    fn rss_counter_offsets(&self, idx: &[Option<u32>]) -> Vec<u32> {
+        let absent = || vec![ABSENT; idx.len()];
+        let Some((base, t)) = self.member("mm_struct", "rss_stat") else {
+            return absent();
+        };
+        let (base, stride, count_off) = match t {
+            // 5.x: struct mm_rss_stat { atomic_long_t count[NR_MM_COUNTERS]; }
+            Type::Struct(s) => match self.find_member_typed(&s, "count", 0) {
+                Some((off, Type::Array(_))) => (base + off, 8, 0),
+                _ => return absent(),
+            },
+            // 6.2+: struct percpu_counter rss_stat[NR_MM_COUNTERS]
+            Type::Array(a) => {
+                let Some(Type::Struct(pc)) = self
+                    .btf
+                    .resolve_chained_type(&a)
+                    .ok()
+                    .and_then(|t| self.strip(t))
+                else {
+                    return absent();
+                };
+                let Some((count_off, _)) = self.find_member_typed(&pc, "count", 0) else {
+                    return absent();
+                };
+                (base, pc.size() as u32, count_off)
+            }
+            _ => return absent(),
+        };
+        idx.iter()
+            .map(|i| match i {
+                Some(i) if *i < 16 => base + i * stride + count_off,
+                _ => ABSENT,
+            })
+            .collect()
+    }
+}
+
+/// Offsets for the kill's detail: the OOM domain's page counters, the victim's memory
+/// counters, badness and namespace pid. Each one is ABSENT where this kernel lacks it.
+fn kill_detail(b: &KernelBtf, l: &mut KernelLayout) {
+    let o = |s: &str, f: &str| b.offset(s, f).unwrap_or(ABSENT);
+    l.oc_totalpages = o("oom_control", "totalpages");
+    l.oc_chosen_points = o("oom_control", "chosen_points");
+    l.memcg_memory = o("mem_cgroup", "memory");
+    l.memcg_swap = o("mem_cgroup", "swap");
+    l.page_counter_usage = o("page_counter", "usage");
+    l.page_counter_max = o("page_counter", "max");
+    l.task_mm = o("task_struct", "mm");
+    l.task_signal = o("task_struct", "signal");
+    l.signal_oom_score_adj = o("signal_struct", "oom_score_adj");
+    l.task_group_leader = o("task_struct", "group_leader");
+    l.task_thread_pid = o("task_struct", "thread_pid");
+    l.pid_level = o("pid", "level");
+    let numbers = o("pid", "numbers");
+    let nr = o("upid", "nr");
+    l.pid_numbers_nr = if numbers == ABSENT || nr == ABSENT {
+        ABSENT
+    } else {
+        numbers + nr
+    };
+    l.upid_size = b.struct_size("upid").unwrap_or(ABSENT);
+    l.mm_total_vm = o("mm_struct", "total_vm");
+    l.mm_pgtables_bytes = o("mm_struct", "pgtables_bytes");
+    let idx = b.enumerators(&[
+        "MM_FILEPAGES",
+        "MM_ANONPAGES",
+        "MM_SWAPENTS",
+        "MM_SHMEMPAGES",
+    ]);
+    let rss = b.rss_counter_offsets(&idx);
+    (l.mm_file_rss, l.mm_anon_rss, l.mm_swap_ents, l.mm_shmem_rss) =
+        (rss[0], rss[1], rss[2], rss[3]);
 }
 
 #[cfg(test)]

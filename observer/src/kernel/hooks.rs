@@ -12,7 +12,9 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use observer_common::{AttachLayout, KernelLayout, ABSENT, ATTACH_GLOBAL, LAYOUT_GLOBAL};
+use observer_common::{
+    map, program, AttachLayout, KernelLayout, ABSENT, ATTACH_GLOBAL, LAYOUT_GLOBAL,
+};
 
 use crate::error::{chain, errno_of, ObserverError};
 
@@ -239,7 +241,8 @@ pub fn open(p: &LoadParams<'_>) -> Result<Ebpf, ObserverError> {
         .btf(p.btf)
         .override_global(LAYOUT_GLOBAL, &p.layout, true)
         .override_global(ATTACH_GLOBAL, &p.attach, true)
-        .map_max_entries("EVENTS", p.ring_bytes)
+        .map_max_entries(map::EVENTS, p.ring_bytes)
+        .map_max_entries(map::CGROUP_EVENTS, p.ring_bytes)
         .load(p.object)
         .map_err(|e| match errno_of(&e) {
             Some(c) if c == nix::libc::EPERM || c == nix::libc::EACCES => {
@@ -329,12 +332,12 @@ fn attach_strategy(ebpf: &mut Ebpf, s: Strategy, p: &LoadParams<'_>) -> Outcome 
         Strategy::Fentry => {
             let btf = need_btf(p, "fentry")?;
             need_layout(p, "fentry")?;
-            let prog: &mut FEntry = program(ebpf, "oom_kill_fentry")?;
+            let prog: &mut FEntry = program(ebpf, program::OOM_KILL_FENTRY)?;
             prog.load("oom_kill_process", btf)
                 .map_err(|e| reason("fentry oom_kill_process", &e))?;
             prog.attach()
                 .map_err(|e| reason("fentry oom_kill_process", &e))?;
-            let prog: &mut FExit = program(ebpf, "oom_kill_fexit")?;
+            let prog: &mut FExit = program(ebpf, program::OOM_KILL_FEXIT)?;
             prog.load("oom_kill_process", btf)
                 .map_err(|e| reason("fexit oom_kill_process", &e))?;
             prog.attach()
@@ -350,8 +353,8 @@ fn attach_strategy(ebpf: &mut Ebpf, s: Strategy, p: &LoadParams<'_>) -> Outcome 
                 ));
             }
             for (name, what) in [
-                ("oom_kill_kprobe", "kprobe"),
-                ("oom_kill_kretprobe", "kretprobe"),
+                (program::OOM_KILL_KPROBE, "kprobe"),
+                (program::OOM_KILL_KRETPROBE, "kretprobe"),
             ] {
                 let prog: &mut KProbe = program(ebpf, name)?;
                 prog.load().map_err(|e| reason(what, &e))?;
@@ -378,7 +381,7 @@ fn attach_victims(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
 
 fn attach_victim_btf(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     let btf = need_btf(p, "tp_btf")?;
-    let prog: &mut BtfTracePoint = program(ebpf, "mark_victim_btf")?;
+    let prog: &mut BtfTracePoint = program(ebpf, program::MARK_VICTIM_BTF)?;
     prog.load("mark_victim", btf)
         .map_err(|e| reason("tp_btf mark_victim", &e))?;
     prog.attach()
@@ -393,7 +396,7 @@ fn attach_victim_tp(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
             "not in tracefs",
         ));
     }
-    let prog: &mut TracePoint = program(ebpf, "mark_victim_tp")?;
+    let prog: &mut TracePoint = program(ebpf, program::MARK_VICTIM_TP)?;
     prog.load()
         .map_err(|e| reason("tracepoint oom/mark_victim", &e))?;
     prog.attach("oom", "mark_victim")
@@ -409,7 +412,7 @@ fn needs_kill_signal(s: Strategy, p: &LoadParams<'_>) -> bool {
 
 fn attach_kill_signal(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     let btf = need_btf(p, "tp_btf signal_generate")?;
-    let prog: &mut BtfTracePoint = program(ebpf, "kill_signal_btf")?;
+    let prog: &mut BtfTracePoint = program(ebpf, program::KILL_SIGNAL_BTF)?;
     prog.load("signal_generate", btf)
         .map_err(|e| reason("tp_btf signal_generate", &e))?;
     prog.attach()
@@ -418,7 +421,7 @@ fn attach_kill_signal(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
 }
 
 fn attach_mkdir(ebpf: &mut Ebpf) -> Outcome {
-    let prog: &mut TracePoint = program(ebpf, "cgroup_mkdir_tp")?;
+    let prog: &mut TracePoint = program(ebpf, program::CGROUP_MKDIR_TP)?;
     prog.load()
         .map_err(|e| reason("tracepoint cgroup/cgroup_mkdir", &e))?;
     prog.attach("cgroup", "cgroup_mkdir")
@@ -435,7 +438,7 @@ fn attach_migrations(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
             "not in tracefs, or no memory hierarchy",
         ));
     }
-    let prog: &mut TracePoint = program(ebpf, "cgroup_attach_tp")?;
+    let prog: &mut TracePoint = program(ebpf, program::CGROUP_ATTACH_TP)?;
     prog.load()
         .map_err(|e| reason("tracepoint cgroup/cgroup_attach_task", &e))?;
     prog.attach("cgroup", "cgroup_attach_task")
@@ -451,7 +454,14 @@ fn attach_stall(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
             "not in this kernel",
         ));
     }
-    attach_btf_or_tracepoint(ebpf, p, "stall_btf", "stall_tp", "sched", "sched_switch")
+    attach_btf_or_tracepoint(
+        ebpf,
+        p,
+        program::STALL_BTF,
+        program::STALL_TP,
+        "sched",
+        "sched_switch",
+    )
 }
 
 /// The victim-exit hook, on `sched_process_exit`.
@@ -459,8 +469,8 @@ fn attach_exit(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     attach_btf_or_tracepoint(
         ebpf,
         p,
-        "exit_btf",
-        "exit_tp",
+        program::EXIT_BTF,
+        program::EXIT_TP,
         "sched",
         "sched_process_exit",
     )

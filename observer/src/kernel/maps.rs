@@ -1,11 +1,14 @@
-//! The daemon's handles on the kernel programs' maps: the ring buffer it reads, the
-//! lost-record counter, and the victim map the query socket falls back to.
+//! The daemon's handles on the kernel programs' maps: the two ring buffers it reads (kills,
+//! stalls and exits; cgroup mkdir and attach records apart, so a flood of those cannot
+//! displace a kill), the lost-record counters, and the victim map the query socket falls
+//! back to.
 
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
-use observer_common::VictimState;
+use observer_common::{map, RecordKind, VictimState, LOST_SLOTS};
+use serde::Serialize;
 use tokio::io::{unix::AsyncFd, Interest};
 use tracing::warn;
 
@@ -18,64 +21,79 @@ use crate::{
 
 /// The maps the daemon reads while running.
 pub struct KernelMaps {
-    /// The ring buffer, registered with tokio.
+    /// The ring buffer of kill, stall and exit records, registered with tokio.
     pub ring: AsyncFd<RingBuf<MapData>>,
+    /// The ring buffer of cgroup mkdir and attach records, registered with tokio.
+    pub cgroup_ring: AsyncFd<RingBuf<MapData>>,
     lost: Option<PerCpuArray<MapData, u64>>,
-    lost_seen: u64,
+    lost_seen: LostCounts,
     victims: Option<HashMap<MapData, u32, VictimState>>,
 }
 
 impl KernelMaps {
     /// Takes the maps out of the loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<KernelMaps, ObserverError> {
-        let ring = ebpf
-            .take_map("EVENTS")
-            .ok_or(ObserverError::MapMissing("EVENTS"))?;
-        let ring = RingBuf::try_from(ring).map_err(|source| ObserverError::Map {
-            name: "EVENTS",
-            source,
-        })?;
-        // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the RingBuf, and
-        // always returns that same fd.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|e| ObserverError::RingBuffer(e.into()))?;
+        let ring = take_ring(ebpf, map::EVENTS)?;
+        let cgroup_ring = take_ring(ebpf, map::CGROUP_EVENTS)?;
         let lost = ebpf
-            .take_map("LOST")
+            .take_map(map::LOST)
             .and_then(|m| PerCpuArray::try_from(m).ok());
         let victims = ebpf
-            .take_map("VICTIMS")
+            .take_map(map::VICTIMS)
             .and_then(|m| HashMap::try_from(m).ok());
         Ok(KernelMaps {
             ring,
+            cgroup_ring,
             lost,
-            lost_seen: 0,
+            lost_seen: LostCounts::default(),
             victims,
         })
     }
 
-    /// Copies out every record the ring buffer holds (the sinks await, and items borrow it).
+    /// Copies out every record both ring buffers hold (the sinks await, and items borrow
+    /// them): the cgroup records first, so that a path learnt from a mkdir is known before a
+    /// kill of the same wake-up needs it.
     pub fn take_batch(&mut self) -> Vec<Vec<u8>> {
-        take_batch(self.ring.get_mut())
+        let mut batch = take_batch(self.cgroup_ring.get_mut());
+        batch.extend(take_batch(self.ring.get_mut()));
+        batch
     }
 
-    /// Reads the kernel's lost-record counter and logs any increase: no drop is silent.
-    pub fn check_lost(&mut self) {
-        let Some(map) = &self.lost else { return };
-        let Ok(values) = map.get(&0, 0) else { return };
-        let total: u64 = values.iter().sum();
-        if total > self.lost_seen {
-            warn!(
-                lost = total - self.lost_seen,
-                lost_total = total,
-                "ring buffer full: kernel records were lost"
-            );
-            self.lost_seen = total;
+    /// Reads the kernel's lost-record counters and logs any increase: no drop is silent.
+    /// Returns what was lost since the last call and since the start, when anything was.
+    pub fn check_lost(&mut self) -> Option<(LostCounts, LostCounts)> {
+        let map = self.lost.as_ref()?;
+        let mut total = LostCounts::default();
+        for slot in 1..LOST_SLOTS {
+            let Some(kind) = RecordKind::from_u32(slot) else {
+                continue;
+            };
+            let Ok(values) = map.get(&slot, 0) else {
+                continue;
+            };
+            *total.of(kind) = values.iter().sum();
         }
+        let new = total.since(&self.lost_seen);
+        if new.sum() == 0 {
+            return None;
+        }
+        warn!(
+            lost = new.sum(),
+            lost_total = total.sum(),
+            oom_kill = new.oom_kill,
+            victim_exit = new.victim_exit,
+            memcg_oom = new.memcg_oom,
+            cgroup_mkdir = new.cgroup_mkdir,
+            cgroup_attach = new.cgroup_attach,
+            "ring buffer full: kernel records were lost"
+        );
+        self.lost_seen = total;
+        Some((new, total))
     }
 
     /// Records lost so far, as last read.
     pub fn lost(&self) -> u64 {
-        self.lost_seen
+        self.lost_seen.sum()
     }
 
     /// A kill the daemon has not seen (an earlier run's, or one whose record was lost),
@@ -84,6 +102,8 @@ impl KernelMaps {
         let v = self.victims.as_ref()?.get(&pid, 0).ok()?;
         Some(Kill {
             seq: 0,
+            facts: Default::default(),
+            explained: Default::default(),
             time: boot_rfc3339(v.kill_ktime_ns),
             ktime_ns: v.kill_ktime_ns,
             pid: Some(v.pid),
@@ -98,6 +118,63 @@ impl KernelMaps {
             }),
         })
     }
+}
+
+/// Records the kernel could not hand over (their ring was full), by record kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LostCounts {
+    /// Kill records.
+    pub oom_kill: u64,
+    /// Memcg OOM stall records.
+    pub memcg_oom: u64,
+    /// Victim exit records.
+    pub victim_exit: u64,
+    /// Cgroup creation records.
+    pub cgroup_mkdir: u64,
+    /// Process migration records.
+    pub cgroup_attach: u64,
+}
+
+impl LostCounts {
+    /// The count of one kind.
+    pub fn of(&mut self, kind: RecordKind) -> &mut u64 {
+        match kind {
+            RecordKind::OomKill => &mut self.oom_kill,
+            RecordKind::MemcgOom => &mut self.memcg_oom,
+            RecordKind::VictimExit => &mut self.victim_exit,
+            RecordKind::CgroupMkdir => &mut self.cgroup_mkdir,
+            RecordKind::CgroupAttach => &mut self.cgroup_attach,
+        }
+    }
+
+    /// All kinds together.
+    pub fn sum(&self) -> u64 {
+        self.oom_kill + self.memcg_oom + self.victim_exit + self.cgroup_mkdir + self.cgroup_attach
+    }
+
+    /// What was added since `earlier`.
+    pub fn since(&self, earlier: &LostCounts) -> LostCounts {
+        LostCounts {
+            oom_kill: self.oom_kill.saturating_sub(earlier.oom_kill),
+            memcg_oom: self.memcg_oom.saturating_sub(earlier.memcg_oom),
+            victim_exit: self.victim_exit.saturating_sub(earlier.victim_exit),
+            cgroup_mkdir: self.cgroup_mkdir.saturating_sub(earlier.cgroup_mkdir),
+            cgroup_attach: self.cgroup_attach.saturating_sub(earlier.cgroup_attach),
+        }
+    }
+}
+
+/// Takes a ring buffer out of the object and registers it with tokio.
+fn take_ring(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<AsyncFd<RingBuf<MapData>>, ObserverError> {
+    let m = ebpf.take_map(name).ok_or(ObserverError::MapMissing(name))?;
+    let rb = RingBuf::try_from(m).map_err(|source| ObserverError::Map { name, source })?;
+    // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the RingBuf, and
+    // always returns that same fd.
+    unsafe { AsyncFd::register_with_interest(rb, Interest::READABLE) }
+        .map_err(|e| ObserverError::RingBuffer(e.into()))
 }
 
 /// Every record the ring buffer holds now.

@@ -1,7 +1,7 @@
 //! Ring-buffer items as typed records, checked for kind and size.
 
 use observer_common::{
-    kind, CgroupAttachRecord, CgroupMkdirRecord, OomKillRecord, CGROUP_PATH_LEN,
+    CgroupAttachRecord, CgroupMkdirRecord, OomKillRecord, Plain, RecordKind, CGROUP_PATH_LEN,
 };
 
 /// A record read from the ring buffer.
@@ -33,30 +33,31 @@ pub enum RecordError {
     UnknownKind(u32),
 }
 
-fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, RecordError> {
-    let want = std::mem::size_of::<T>();
-    if bytes.len() < want {
-        return Err(RecordError::Short {
-            kind,
-            len: bytes.len(),
-            want,
-        });
-    }
-    // SAFETY: the length was checked; T is a repr(C) plain-data record the kernel wrote.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+fn read<T: Plain>(bytes: &[u8], kind: u32) -> Result<T, RecordError> {
+    T::read_from(bytes).ok_or(RecordError::Short {
+        kind,
+        len: bytes.len(),
+        want: size_of::<T>(),
+    })
 }
 
 impl Record {
     /// Parses one ring-buffer item.
     pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
-        let k = read::<u32>(bytes, 0)?;
-        match k {
-            kind::OOM_KILL | kind::MEMCG_OOM | kind::VICTIM_EXIT => {
+        let Some(k) = bytes.first_chunk::<4>().map(|b| u32::from_ne_bytes(*b)) else {
+            return Err(RecordError::Short {
+                kind: 0,
+                len: bytes.len(),
+                want: 4,
+            });
+        };
+        match RecordKind::from_u32(k) {
+            Some(RecordKind::OomKill | RecordKind::MemcgOom | RecordKind::VictimExit) => {
                 Ok(Record::Oom(read(bytes, k)?))
             }
-            kind::CGROUP_MKDIR => Ok(Record::Mkdir(read(bytes, k)?)),
-            kind::CGROUP_ATTACH => Ok(Record::Attach(read(bytes, k)?)),
-            other => Err(RecordError::UnknownKind(other)),
+            Some(RecordKind::CgroupMkdir) => Ok(Record::Mkdir(read(bytes, k)?)),
+            Some(RecordKind::CgroupAttach) => Ok(Record::Attach(read(bytes, k)?)),
+            None => Err(RecordError::UnknownKind(k)),
         }
     }
 }

@@ -4,16 +4,19 @@
 
 use std::{io, io::Write, sync::Arc};
 
-use observer_common::{kind, CgroupAttachRecord, CgroupMkdirRecord};
+use observer_common::{CgroupAttachRecord, CgroupMkdirRecord, RecordKind};
 use tracing::{info, warn};
 
 use super::event::{self, ContainerRef, Event, Resolve};
 use crate::{
     audit::{driver::AuditDriver, finding::FindingEvent},
+    enrich::container::ContainerInfo,
     enrich::upkeep::Containerd,
+    host::{cgroup_path, procfs},
     host::{cgroupfs::CgroupMounts, path_cache::PathCache},
     kernel::{
         clock::boot_ns,
+        maps::LostCounts,
         record::{mkdir_path, Record},
     },
     query::history::{self, Answer, History, Kill, Query},
@@ -102,14 +105,16 @@ impl<W: Write> Processor<W> {
                     cgroups: &self.cgroups,
                 };
                 let mut ev = event::build(&r, self.seq, memory_on_dfl, &mut paths);
-                if r.kind == kind::VICTIM_EXIT {
+                if r.kind == RecordKind::VictimExit as u32 {
                     // The exit belongs to the container its kill was attributed to.
                     let kill = self.history.record_exit(&ev);
                     ev.kill_seq = Some(kill.map(|k| k.seq));
                     ev.container = kill.and_then(|k| k.container.clone());
                 } else {
-                    self.enrich_and_publish(&mut ev).await;
-                    if r.kind == kind::OOM_KILL {
+                    let owners = self.enrich_and_publish(&mut ev).await;
+                    // After the TaskOOM: what follows only explains the kill.
+                    explain(&mut ev, &owners);
+                    if r.kind == RecordKind::OomKill as u32 {
                         self.history.record_kill(&ev);
                     }
                 }
@@ -153,9 +158,11 @@ impl<W: Write> Processor<W> {
     }
 
     /// Names the container(s) and, for a kill, hands TaskOOM to containerd before the JSON
-    /// line is written.
-    async fn enrich_and_publish(&mut self, ev: &mut Event) {
-        let Some(cd) = &self.containerd else { return };
+    /// line is written. Returns the owners.
+    async fn enrich_and_publish(&mut self, ev: &mut Event) -> Vec<ContainerInfo> {
+        let Some(cd) = &self.containerd else {
+            return Vec::new();
+        };
         let oom = ev.oom_cgroup.as_ref().and_then(|c| c.path.as_deref());
         // A memcg OOM without a kill is attributed through the cgroup that hit its limit.
         let victim = match &ev.victim {
@@ -167,17 +174,17 @@ impl<W: Write> Processor<W> {
         let owners = cd.attribute(victim, oom).await;
         let attributed = t0.elapsed();
         if owners.is_empty() {
-            return;
+            return owners;
         }
         ev.container = owners.first().map(ContainerRef::from);
         if owners.len() > 1 {
             ev.containers = owners.iter().map(ContainerRef::from).collect();
         }
         if ev.event != "oom_kill" {
-            return;
+            return owners;
         }
         let Some(publisher) = self.publisher.as_mut() else {
-            return;
+            return owners;
         };
         let mut all = true;
         for c in &owners {
@@ -192,6 +199,7 @@ impl<W: Write> Processor<W> {
             publish_us = (t0.elapsed() - attributed).as_micros() as u64,
             "kill handed to containerd"
         );
+        owners
     }
 
     /// Answers a query from what this run has seen, else from the kernel's victim map.
@@ -213,6 +221,14 @@ impl<W: Write> Processor<W> {
         self.out.flush()
     }
 
+    /// Writes a `lost` event: what the kernel could not hand over since the last one.
+    pub fn write_lost(&mut self, lost: LostCounts, total: LostCounts) -> io::Result<()> {
+        self.seq += 1;
+        self.out
+            .write(&event::LostEvent::new(self.seq, lost, total))?;
+        self.out.flush()
+    }
+
     /// Hands what was written to the reader.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
@@ -224,16 +240,52 @@ impl<W: Write> Processor<W> {
     }
 }
 
+/// Fills what explains a kill once its container is known: which limit fired, whether the
+/// container lives on, what ran (from `/proc`, while it is still there) and the summary.
+fn explain(ev: &mut Event, owners: &[ContainerInfo]) {
+    if ev.explained.is_none() {
+        return;
+    }
+    let owner = owners.first();
+    let cgroups: Vec<&str> = owner.map(|c| c.cgroups().collect()).unwrap_or_default();
+    // A Kubernetes container's cgroup sits directly in its pod's.
+    let pod_cgroup = owner
+        .filter(|c| c.pod.is_some() || c.sandbox_id.is_some())
+        .and_then(|c| c.cgroups().next())
+        .and_then(cgroup_path::parent);
+    let limit = event::limit_in_words(ev, &cgroups, pod_cgroup);
+    let exits = owner.and_then(|c| container_exits(ev, c));
+    if let Some(v) = ev.victim.as_mut() {
+        if let Some(pid) = v.tgid.or(v.pid) {
+            let (exe, cmdline) = procfs::exe_and_cmdline(pid, v.comm.as_deref());
+            v.facts.exe = exe;
+            v.facts.cmdline = cmdline;
+        }
+    }
+    if let Some(x) = ev.explained.as_mut() {
+        x.limit = limit.map(String::from);
+        x.container_exits = exits;
+    }
+    let msg = event::message(ev);
+    if let Some(x) = ev.explained.as_mut() {
+        x.message = msg;
+    }
+}
+
+/// Whether the victim was the container's init: its task's pid, or pid 1 of its namespace.
+fn container_exits(ev: &Event, c: &ContainerInfo) -> Option<bool> {
+    let v = ev.victim.as_ref()?;
+    let tgid = v.tgid.or(v.pid)?;
+    if c.task_pid == Some(tgid) || v.facts.ns_pid == Some(1) {
+        return Some(true);
+    }
+    (c.task_pid.is_some() || v.facts.ns_pid.is_some()).then_some(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use observer_common::CGROUP_PATH_LEN;
-
-    fn bytes<T>(v: &T) -> &[u8] {
-        unsafe {
-            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
-        }
-    }
+    use observer_common::{Plain, CGROUP_PATH_LEN};
 
     #[tokio::test]
     async fn learns_paths_from_mkdir_records_and_counts_malformed() {
@@ -243,7 +295,7 @@ mod tests {
         );
         let mut p = Processor::new(cg, Vec::new());
         let mut m = CgroupMkdirRecord {
-            kind: kind::CGROUP_MKDIR,
+            kind: RecordKind::CgroupMkdir as u32,
             root: 4,
             id: 99,
             level: 1,
@@ -251,7 +303,7 @@ mod tests {
             path: [0; CGROUP_PATH_LEN],
         };
         m.path[..3].copy_from_slice(b"/xy");
-        p.handle(bytes(&m)).await.unwrap();
+        p.handle(m.as_bytes()).await.unwrap();
         assert_eq!(p.cache.get(4, 99), Some("/xy"));
         p.handle(&[200, 0, 0, 0]).await.unwrap();
         assert_eq!(p.malformed, 1);

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     host::cgroup_path::is_under,
-    pipeline::event::{ContainerRef, Event},
+    pipeline::event::{ContainerRef, Event, Explained, VictimFacts},
 };
 
 /// Kills remembered for queries (the kernel's victim map holds more, by pid).
@@ -75,6 +75,12 @@ pub struct Kill {
     pub container: Option<ContainerRef>,
     /// The exit, once seen.
     pub exit: Option<ExitSeen>,
+    /// The victim at its kill (memory, badness, what ran).
+    #[serde(flatten, default)]
+    pub facts: VictimFacts,
+    /// Why it was killed, and what happens now.
+    #[serde(flatten, default)]
+    pub explained: Explained,
 }
 
 /// The answer.
@@ -120,6 +126,8 @@ impl History {
             cgroup: v.cgroup.clone(),
             container: ev.container.clone(),
             exit: None,
+            facts: v.facts.clone(),
+            explained: ev.explained.clone().unwrap_or_default(),
         });
         while self.kills.len() > HISTORY {
             self.kills.pop_front();
@@ -217,6 +225,8 @@ mod tests {
                 cgroup_id: Some(1),
                 cgroup: Some(cgroup.into()),
                 unified_cgroup_id: None,
+
+                facts: Default::default(),
             }),
             oom_cgroup: None,
             constraint: None,
@@ -232,6 +242,8 @@ mod tests {
             published: false,
             exit: None,
             kill_seq: None,
+
+            explained: None,
         }
     }
 
@@ -331,6 +343,8 @@ mod tests {
         let k = |pid: u32| {
             (pid == 99).then(|| Kill {
                 seq: 0,
+                facts: Default::default(),
+                explained: Default::default(),
                 time: "t".into(),
                 ktime_ns: 1,
                 pid: Some(99),

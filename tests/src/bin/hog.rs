@@ -4,7 +4,9 @@
 //! With `--hold` it keeps what it reached (`--max-mb`) and sleeps until killed, announcing
 //! `holding N MiB` on stdout: a bystander in a `memory.oom.group` cgroup.
 //!
-//! Usage: oomx-hog [--join CGROUP_DIR] [--wait-for FILE] [--max-mb N] [--hold]
+//! `--oom-score-adj N` writes its own `/proc/self/oom_score_adj` first.
+//!
+//! Usage: oomx-hog [--join CGROUP_DIR] [--wait-for FILE] [--max-mb N] [--hold] [--oom-score-adj N]
 
 use std::{env, fs, path::Path, thread, time::Duration};
 
@@ -14,6 +16,7 @@ fn main() {
     let mut wait_for = None;
     let mut max_mb: Option<usize> = None;
     let mut hold = false;
+    let mut score_adj = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -21,10 +24,17 @@ fn main() {
             "--wait-for" => wait_for = it.next().cloned(),
             "--max-mb" => max_mb = it.next().and_then(|v| v.parse().ok()),
             "--hold" => hold = true,
+            "--oom-score-adj" => score_adj = it.next().cloned(),
             other => {
                 eprintln!("oomx-hog: unknown argument {other}");
                 std::process::exit(2);
             }
+        }
+    }
+    if let Some(adj) = score_adj {
+        if let Err(e) = fs::write("/proc/self/oom_score_adj", &adj) {
+            eprintln!("oomx-hog: setting oom_score_adj {adj}: {e}");
+            std::process::exit(3);
         }
     }
     if let Some(dir) = join {

@@ -66,8 +66,11 @@ pub struct Want<'a> {
     pub cgroup: &'a str,
 }
 
-/// The fields every event carries whatever the hook.
+/// The fields every event carries whatever the hook, and the documented schema.
 pub fn common(err: &mut Errors, e: &Value, strategy: &str) {
+    for v in tests::schema_violations(e) {
+        err.0.push(format!("schema: {v}"));
+    }
     err.eq(e, "schema", &e["schema"], 1.into());
     err.eq(e, "event", &e["event"], "oom_kill".into());
     err.eq(e, "hook", &e["hook"], strategy.into());
@@ -142,4 +145,118 @@ pub fn oom(err: &mut Errors, e: &Value, sees: Sees, oom_cgroup: Option<&str>) {
             err.eq(e, "constraint", &e["constraint"], "global".into());
         }
     }
+}
+
+/// Where the limit that fired was, for [`explained`].
+pub enum Domain {
+    /// A memory cgroup whose `memory.max` the scenario wrote, in bytes.
+    Memcg(u64),
+    /// The whole guest (global OOM).
+    Node,
+}
+
+/// The kill explained (issue 14): the OOM domain's counter and size, the incident, the
+/// victim's badness, memory, `oom_score_adj` and namespace pid. `has_task`: the hook could
+/// read the victim's task (every victim for fentry, kprobe and tp_btf; the allocating task
+/// for the tracepoint). `chosen`: this victim is the one the OOM killer chose (not another
+/// member of a `memory.oom.group` kill).
+pub fn explained(
+    err: &mut Errors,
+    e: &Value,
+    sees: Sees,
+    domain: &Domain,
+    has_task: bool,
+    chosen: bool,
+) {
+    let d = &e["oom_domain"];
+    if sees.oom_control {
+        let total = d["total_pages"].as_u64().unwrap_or(0);
+        err.check(total > 0, format!("oom_domain.total_pages missing: {e}"));
+        match domain {
+            Domain::Memcg(limit) => {
+                err.eq(
+                    e,
+                    "oom_domain.limit_bytes",
+                    &d["limit_bytes"],
+                    (*limit).into(),
+                );
+                // Read at each victim's mark: the chosen one sees the usage that hit the
+                // limit; later victims of a group kill see what the earlier ones freed.
+                let usage = d["usage_bytes"].as_u64().unwrap_or(u64::MAX);
+                let margin = if chosen { 4 << 20 } else { *limit };
+                err.check(
+                    usage <= *limit && usage + margin >= *limit,
+                    format!("oom_domain.usage_bytes {usage} not within {margin} bytes of the limit {limit}: {e}"),
+                );
+                err.check(
+                    d["swap_usage_bytes"].as_u64().is_some(),
+                    format!("oom_domain.swap_usage_bytes missing on cgroup v2: {e}"),
+                );
+                err.eq(e, "limit", &e["limit"], "cgroup".into());
+            }
+            Domain::Node => {
+                // The node's totals: the domain is all of RAM and swap.
+                err.eq(
+                    e,
+                    "oom_domain.limit_bytes",
+                    &d["limit_bytes"],
+                    (total * 4096).into(),
+                );
+                err.eq(e, "limit", &e["limit"], "node".into());
+            }
+        }
+        let inc = &e["incident"];
+        err.check(
+            inc["id"].as_u64().is_some_and(|i| i > 0)
+                && inc["victims"].as_u64().is_some_and(|n| n >= 1),
+            format!("incident missing: {e}"),
+        );
+        let points = &e["victim"]["points"];
+        if chosen {
+            err.check(
+                points.as_i64().is_some(),
+                format!("victim.points missing for the chosen victim: {e}"),
+            );
+        } else {
+            err.eq(e, "victim.points", points, Value::Null);
+        }
+    } else {
+        // cgroup v2 without oom_control: neither the OOM cgroup nor the domain is seen.
+        err.eq(e, "oom_domain", d, Value::Null);
+        err.eq(e, "incident", &e["incident"], Value::Null);
+        err.eq(e, "victim.points", &e["victim"]["points"], Value::Null);
+        err.eq(e, "limit", &e["limit"], Value::Null);
+    }
+    let v = &e["victim"];
+    if has_task {
+        err.eq(e, "victim.ns_pid", &v["ns_pid"], v["pid"].clone());
+        err.eq(e, "victim.oom_score_adj", &v["oom_score_adj"], 0.into());
+        let anon = v["memory"]["anon_rss_bytes"].as_u64().unwrap_or(0);
+        let most = match domain {
+            Domain::Memcg(limit) => *limit,
+            Domain::Node => u64::MAX,
+        };
+        err.check(
+            anon > (1 << 20) && anon <= most,
+            format!("victim.memory.anon_rss_bytes {anon}: {e}"),
+        );
+        err.check(
+            v["memory"]["pgtables_bytes"]
+                .as_u64()
+                .is_some_and(|b| b > 0),
+            format!("victim.memory.pgtables_bytes missing: {e}"),
+        );
+        err.check(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("OOM-killed")),
+            format!("message missing: {e}"),
+        );
+    } else {
+        err.eq(e, "victim.ns_pid", &v["ns_pid"], Value::Null);
+        err.eq(e, "victim.oom_score_adj", &v["oom_score_adj"], Value::Null);
+        err.eq(e, "victim.memory", &v["memory"], Value::Null);
+    }
+    // No container in the guests' kernel scenarios.
+    err.eq(e, "container_exits", &e["container_exits"], Value::Null);
 }

@@ -64,6 +64,14 @@ fn single(ctx: &Ctx<'_>) -> Result<String, String> {
     };
     expect::victim(&mut err, e, ctx.sees, &want, true);
     expect::oom(&mut err, e, ctx.sees, Some(&cg.path));
+    expect::explained(
+        &mut err,
+        e,
+        ctx.sees,
+        &expect::Domain::Memcg(32 << 20),
+        true,
+        true,
+    );
     err.eq(e, "trigger.pid", &e["trigger"]["pid"], pid.into());
     verdict(err, e)
 }
@@ -90,6 +98,15 @@ fn pod(ctx: &Ctx<'_>) -> Result<String, String> {
     };
     expect::victim(&mut err, e, ctx.sees, &want, true);
     expect::oom(&mut err, e, ctx.sees, Some(&pod.path));
+    // The pod's counter, not the container's.
+    expect::explained(
+        &mut err,
+        e,
+        ctx.sees,
+        &expect::Domain::Memcg(48 << 20),
+        true,
+        true,
+    );
     err.eq(e, "trigger.pid", &e["trigger"]["pid"], pid.into());
     verdict(err, e)
 }
@@ -133,7 +150,34 @@ fn group(ctx: &Ctx<'_>) -> Result<String, String> {
         };
         expect::victim(&mut err, e, ctx.sees, &want, pid == trigger);
         expect::oom(&mut err, e, ctx.sees, Some(&cg.path));
+        let has_task = ctx.sees.every_victim_task || pid == trigger;
+        let chosen = evs[0]["victim"]["pid"] == e["victim"]["pid"];
+        expect::explained(
+            &mut err,
+            e,
+            ctx.sees,
+            &expect::Domain::Memcg(64 << 20),
+            has_task,
+            chosen,
+        );
         err.eq(e, "trigger.pid", &e["trigger"]["pid"], trigger.into());
+    }
+    if ctx.sees.oom_control {
+        // One invocation of the OOM killer: one incident id on all four, counted 1..=4.
+        let ids: Vec<&Value> = evs.iter().map(|e| &e["incident"]["id"]).collect();
+        err.check(
+            ids.iter().all(|i| *i == ids[0]),
+            format!("one incident id on every victim: {ids:?}"),
+        );
+        let mut n: Vec<u64> = evs
+            .iter()
+            .filter_map(|e| e["incident"]["victims"].as_u64())
+            .collect();
+        n.sort_unstable();
+        err.check(
+            n == (1..=evs.len() as u64).collect::<Vec<_>>(),
+            format!("incident.victims {n:?}"),
+        );
     }
     verdict(err, &evs[0]).map(|_| {
         format!(
@@ -167,6 +211,8 @@ fn global(ctx: &Ctx<'_>) -> Result<String, String> {
     let is_trigger = e["trigger"]["pid"] == pid;
     expect::victim(&mut err, e, ctx.sees, &want, is_trigger);
     expect::oom(&mut err, e, ctx.sees, None);
+    let has_task = ctx.sees.every_victim_task || is_trigger;
+    expect::explained(&mut err, e, ctx.sees, &expect::Domain::Node, has_task, true);
     verdict(err, e)
 }
 

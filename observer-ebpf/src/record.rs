@@ -1,0 +1,147 @@
+//! Building kill records and handing them to the daemon.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    maps::ring_buf::RingBufEntry,
+};
+use observer_common::{valid, Constraint, Hook, OomKillRecord, RecordKind, VictimState};
+
+use crate::{
+    kernel::Task,
+    maps::{EVENTS, LOST, VICTIMS},
+};
+
+/// The thread running this program.
+#[inline(always)]
+pub fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+/// Counts a record of `kind` that found its ring full.
+#[inline(always)]
+pub fn count_lost(kind: RecordKind) {
+    if let Some(p) = LOST.get_ptr_mut(kind as u32) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// A kill, stall or exit record being filled in place in [`EVENTS`] (the record is too big
+/// for the programs' 512-byte stack with everything else they hold).
+pub struct Slot(RingBufEntry<OomKillRecord>);
+
+impl Slot {
+    /// Reserves a record of `kind` from `hook`, stamped now, with nothing seen yet; counts it
+    /// lost when the ring is full.
+    #[inline(always)]
+    pub fn reserve(kind: RecordKind, hook: Hook) -> Option<Slot> {
+        let Some(mut entry) = EVENTS.reserve::<OomKillRecord>(0) else {
+            count_lost(kind);
+            return None;
+        };
+        let rec = entry.as_mut_ptr();
+        unsafe {
+            core::ptr::write_bytes(rec, 0, 1);
+            (*rec).kind = kind as u32;
+            (*rec).hook = hook as u32;
+            (*rec).ktime_ns = bpf_ktime_get_boot_ns();
+            (*rec).constraint = Constraint::UNSEEN;
+        }
+        Some(Slot(entry))
+    }
+
+    /// The record.
+    #[inline(always)]
+    pub fn rec(&mut self) -> &mut OomKillRecord {
+        unsafe { &mut *self.0.as_mut_ptr() }
+    }
+
+    /// Hands the record to the daemon.
+    #[inline(always)]
+    pub fn submit(self) {
+        self.0.submit(0);
+    }
+}
+
+/// Fills the victim fields of `rec` from its task.
+#[inline(always)]
+pub fn fill_victim(rec: &mut OomKillRecord, task: Task) {
+    if let Some(pid) = task.pid() {
+        rec.victim_pid = pid;
+        rec.valid |= valid::VICTIM_PID;
+    }
+    if let Some(tgid) = task.tgid() {
+        rec.victim_tgid = tgid;
+        rec.valid |= valid::VICTIM_TGID;
+    }
+    if task.read_comm(&mut rec.victim_comm) {
+        rec.valid |= valid::VICTIM_COMM;
+    }
+    if let Some(uid) = task.real_uid() {
+        rec.victim_uid = uid;
+        rec.valid |= valid::VICTIM_UID;
+    }
+    if let Some(id) = task.memory_css().and_then(|css| css.cgroup_id()) {
+        rec.victim_memcg_id = id;
+        rec.valid |= valid::VICTIM_MEMCG;
+    }
+    if let Some(id) = task
+        .css_set()
+        .and_then(|cset| cset.dfl_cgroup())
+        .and_then(|cgrp| cgrp.id())
+    {
+        rec.victim_dfl_cgroup_id = id;
+        rec.valid |= valid::VICTIM_DFL_CGROUP;
+    }
+}
+
+/// Fills the triggering task (the one that ran into the OOM: `current`).
+#[inline(always)]
+pub fn fill_trigger(rec: &mut OomKillRecord) {
+    let id = bpf_get_current_pid_tgid();
+    rec.trigger_pid = id as u32;
+    rec.trigger_tgid = (id >> 32) as u32;
+    if let Ok(comm) = bpf_get_current_comm() {
+        rec.trigger_comm = comm;
+    }
+}
+
+/// Records the victim before its kill record is submitted, so its exit (which cannot come
+/// earlier: the SIGKILL is only being delivered) always finds it. `key` is its process id
+/// (its thread id when the hook could not see the process id); cgroup ids are 0 when unknown.
+#[inline(always)]
+pub fn remember_victim(key: u32, pid: u32, kill_ktime_ns: u64, memcg_id: u64, dfl_cgroup_id: u64) {
+    let v = VictimState {
+        kill_ktime_ns,
+        memcg_id,
+        dfl_cgroup_id,
+        exit_ktime_ns: 0,
+        pid,
+        exit_code: 0,
+    };
+    let _ = VICTIMS.insert(&key, &v, 0);
+}
+
+/// [`remember_victim`] for a filled kill record.
+#[inline(always)]
+pub fn remember_recorded_victim(rec: &OomKillRecord) {
+    let has = |bit: u32| rec.valid & bit != 0;
+    remember_victim(
+        if has(valid::VICTIM_TGID) {
+            rec.victim_tgid
+        } else {
+            rec.victim_pid
+        },
+        rec.victim_pid,
+        rec.ktime_ns,
+        if has(valid::VICTIM_MEMCG) {
+            rec.victim_memcg_id
+        } else {
+            0
+        },
+        if has(valid::VICTIM_DFL_CGROUP) {
+            rec.victim_dfl_cgroup_id
+        } else {
+            0
+        },
+    );
+}
