@@ -1,7 +1,7 @@
 //! The daemon: set up, load and attach the kernel programs, wire the pipeline (kernel
 //! records → processor → sinks), then run the select loop until told to stop.
 
-use std::{io, path::PathBuf, time::Duration};
+use std::{io, net::SocketAddr, path::PathBuf, time::Duration};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
@@ -17,7 +17,7 @@ use crate::{
     },
     pipeline::processor::Processor,
     query::socket::{self as query_socket, Request},
-    sinks::taskoom::Publisher,
+    sinks::{metrics, taskoom::Publisher},
 };
 use tokio::io::unix::AsyncFd;
 
@@ -41,6 +41,8 @@ pub struct RunOptions {
     /// Run at real-time priority (SCHED_FIFO 1) so a busy node cannot delay TaskOOM behind
     /// the container's exit.
     pub realtime: bool,
+    /// Serve Prometheus metrics on this address; `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How often the lost-record counter is read when no events arrive.
@@ -48,6 +50,13 @@ const LOST_CHECK: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
+    // Bound first: a taken or forbidden address fails the start before anything loads.
+    let metrics_listener = match opts.metrics_listen {
+        Some(addr) => Some(
+            metrics::bind(addr).map_err(|source| ObserverError::MetricsListen { addr, source })?,
+        ),
+        None => None,
+    };
     if opts.realtime {
         raise_priority();
     }
@@ -99,6 +108,12 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         proc = proc.with_containerd(cd, publisher, audits);
     } else {
         info!("containerd disabled: kernel-only mode");
+    }
+    if let (Some(listener), Some(addr)) = (metrics_listener, opts.metrics_listen) {
+        let m = metrics::Metrics::new(env!("CARGO_PKG_VERSION"), &loaded.strategy.to_string());
+        m.serve(listener)
+            .map_err(|source| ObserverError::MetricsListen { addr, source })?;
+        proc = proc.with_metrics(m);
     }
     let limit_fd = proc.audits().and_then(|a| a.limit_watch_fd());
     let mut term = signal(SignalKind::terminate()).map_err(ObserverError::Signals)?;
@@ -155,10 +170,15 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
             Some(obs) = next_observation(&mut observations) => {
                 apply_observation(&mut proc, obs)?;
             }
-            _ = tick.tick() => maps.check_lost(),
+            _ = tick.tick() => {
+                maps.check_lost();
+                proc.expire_metrics();
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+        // Counted after the turn's events went out: the scrape never waits for a kill.
+        proc.sync_metrics(&[("any", maps.lost())]);
     }
     maps.check_lost();
     proc.flush().map_err(ObserverError::Output)?;

@@ -75,6 +75,15 @@ pub enum ObserverError {
     /// The TaskOOM spool could not be opened.
     #[error("event stream failed: the TaskOOM spool cannot be opened")]
     Spool(#[source] io::Error),
+    /// The metrics address could not be bound (in use, not local, not permitted).
+    #[error("cannot serve metrics on {addr}")]
+    MetricsListen {
+        /// The `--metrics-listen` address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl ObserverError {
@@ -93,6 +102,7 @@ impl ObserverError {
             | ObserverError::Signals(_)
             | ObserverError::Query(_)
             | ObserverError::Spool(_) => 10,
+            ObserverError::MetricsListen { .. } => 11,
         }
     }
 }

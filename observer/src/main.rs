@@ -53,6 +53,10 @@ enum Command {
         /// Stay at ordinary scheduling priority instead of SCHED_FIFO 1.
         #[arg(long)]
         no_realtime: bool,
+        /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9695; off when
+        /// not given).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Ask a running oom-observer whether a container, cgroup or process was OOM-killed.
     /// Exit status: 0 OOM-killed, 1 not, 2 error.
@@ -161,6 +165,7 @@ fn main() -> ExitCode {
             query_socket,
             no_query,
             no_realtime,
+            metrics_listen,
         } => {
             let rt = match cli::runtime() {
                 Ok(rt) => rt,
@@ -175,6 +180,7 @@ fn main() -> ExitCode {
                 state_dir: Some(state_dir),
                 query_socket: (!no_query).then_some(query_socket),
                 realtime: !no_realtime,
+                metrics_listen,
             };
             match rt.block_on(daemon::run(opts, EBPF_OBJECT)) {
                 Ok(()) => ExitCode::SUCCESS,

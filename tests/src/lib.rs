@@ -22,6 +22,7 @@ use serde_json::Value;
 pub mod audit_v2;
 pub mod containerd;
 pub mod pod;
+pub mod prometheus;
 pub mod race;
 pub mod stats;
 

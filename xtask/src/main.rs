@@ -322,8 +322,16 @@ fn build_ebpf() -> Result<PathBuf> {
 /// Debian packages the build needs (containerd-client generates its gRPC code with protoc).
 const BUILD_PACKAGES: &[&str] = &["protobuf-compiler"];
 /// Debian packages the tests need: a real containerd with real runc and gVisor, busybox for
-/// the containers' root filesystem, systemd-analyze for the unit file.
-const TEST_PACKAGES: &[&str] = &["containerd", "runc", "runsc", "busybox-static", "systemd"];
+/// the containers' root filesystem, systemd-analyze for the unit file, Prometheus to scrape the
+/// metrics.
+const TEST_PACKAGES: &[&str] = &[
+    "containerd",
+    "runc",
+    "runsc",
+    "busybox-static",
+    "systemd",
+    "prometheus",
+];
 
 /// Installs whichever of `pkgs` is missing, with apt.
 fn ensure_packages(pkgs: &[&str]) -> Result<()> {

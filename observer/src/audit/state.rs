@@ -95,6 +95,13 @@ impl Auditor {
         self.reported.remove(key);
     }
 
+    /// Open findings: `limit_unenforced` and `sandbox_oversized`.
+    pub fn open(&self) -> (usize, usize) {
+        let r = self.reported.values();
+        let unenforced = r.clone().filter(|r| r.unenforced.is_some()).count();
+        (unenforced, r.filter(|r| r.oversized.is_some()).count())
+    }
+
     /// Containers audited so far.
     pub fn keys(&self) -> Vec<ContainerKey> {
         self.reported.keys().cloned().collect()

@@ -17,7 +17,11 @@ use crate::{
         record::{mkdir_path, Record},
     },
     query::history::{self, Answer, History, Kill, Query},
-    sinks::{json::JsonLines, taskoom::Publisher},
+    sinks::{
+        json::JsonLines,
+        metrics::{Metrics, Totals},
+        taskoom::Publisher,
+    },
 };
 
 /// Turns records into events and hands them to the sinks.
@@ -31,6 +35,7 @@ pub struct Processor<W: Write> {
     publisher: Option<Publisher>,
     history: History,
     audits: Option<AuditDriver>,
+    metrics: Option<Metrics>,
 }
 
 /// Paths in the memory controller's hierarchy, for [`event::build`].
@@ -63,6 +68,7 @@ impl<W: Write> Processor<W> {
             publisher: None,
             history: History::default(),
             audits: None,
+            metrics: None,
         }
     }
 
@@ -77,6 +83,40 @@ impl<W: Write> Processor<W> {
         self.publisher = Some(publisher);
         self.audits = audits;
         self
+    }
+
+    /// Adds the Prometheus sink, counted after each line is written.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Brings the metrics up to the sinks' totals, the audit's open findings and the
+    /// kernel's lost records (per kind). Off the kill path: the daemon calls it after each
+    /// turn of its loop.
+    pub fn sync_metrics(&mut self, lost: &[(&str, u64)]) {
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        let mut t = Totals::default();
+        if let Some(p) = &self.publisher {
+            t.published = p.delivered();
+            t.spooled = p.spooled();
+            t.dropped = p.dropped();
+        }
+        if let Some(a) = &self.audits {
+            let (unenforced, oversized) = a.open_findings();
+            t.limit_unenforced = unenforced as u64;
+            t.sandbox_oversized = oversized as u64;
+        }
+        m.sync(t, lost);
+    }
+
+    /// Drops the kill series of containers deleted longer ago than the index keeps them.
+    pub fn expire_metrics(&mut self) {
+        if let (Some(m), Some(cd)) = (self.metrics.as_mut(), &self.containerd) {
+            m.expire(|k| cd.container(k).map(|c| c.deleted_at));
+        }
     }
 
     /// The TaskOOM sink, if any.
@@ -113,7 +153,11 @@ impl<W: Write> Processor<W> {
                         self.history.record_kill(&ev);
                     }
                 }
-                self.out.write(&ev)
+                self.out.write(&ev)?;
+                if let Some(m) = self.metrics.as_mut() {
+                    m.on_event(&ev);
+                }
+                Ok(())
             }
             Ok(Record::Mkdir(m)) => {
                 self.learn_path(&m);
