@@ -759,15 +759,21 @@ fn metrics_footprint() {
     let with = footprint(Some(interval), secs, kills, "mon");
     let without = footprint(None, secs, kills, "moff");
     let r = format!(
-        "# Metrics: the daemon's footprint\n\n{} run, {}. Reproduce: `cargo xtask bench`.\n\n\
+        "# Metrics: the daemon's footprint\n\n{} run, {}, commit `{}`. Reproduce: `cargo xtask bench`.\n\n\
          Each row: one daemon (release build) against a private containerd for {secs} s, {kills} runc containers OOM-killed, evenly spread, \
          each with its own container name (one more kill series each). With metrics, a real Prometheus (Debian's 2.42) scrapes \
-         `/metrics` every {interval}. CPU: user+system time of the daemon over the window; RSS at its end.\n\n\
+         `/metrics` every {interval}. CPU: user+system time of the daemon over the window; RSS at its end. The daemon sees every \
+         OOM kill of the host, so kills by other work on the machine during the window are in both rows.\n\n\
          | daemon | CPU | RSS | scrapes | kills counted by Prometheus |\n|---|---|---|---|---|\n\
          | `--metrics-listen`, scraped every {interval} | {:.3}% | {:.1} MiB | {} | {}/{kills} |\n\
          | without metrics | {:.3}% | {:.1} MiB | – | – |\n",
         if full { "Full" } else { "Quick" },
         humantime::format_rfc3339_seconds(SystemTime::now()),
+        Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default(),
         with.cpu_pct,
         with.rss_kib as f64 / 1024.0,
         with.scrapes,
