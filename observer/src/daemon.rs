@@ -17,7 +17,7 @@ use crate::{
     },
     pipeline::processor::Processor,
     query::socket::{self as query_socket, Request},
-    sinks::{metrics, taskoom::Publisher},
+    sinks::{k8s_events::EventSink, metrics, taskoom::Publisher},
 };
 use tokio::io::unix::AsyncFd;
 
@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub realtime: bool,
     /// Serve Prometheus metrics on this address; `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
+    /// Post a Kubernetes Event on the Pod for each kill, reporting as this node.
+    pub k8s_events: Option<String>,
 }
 
 /// How often the lost-record counter is read when no events arrive.
@@ -114,6 +116,14 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         m.serve(listener)
             .map_err(|source| ObserverError::MetricsListen { addr, source })?;
         proc = proc.with_metrics(m);
+    }
+    if let Some(node) = &opts.k8s_events {
+        let outcomes = proc.metrics().map(|m| m.k8s_events()).unwrap_or_default();
+        let sink = EventSink::start(node, outcomes)
+            .await
+            .map_err(ObserverError::K8sEvents)?;
+        info!(node = %node, "posting a Kubernetes Event on the Pod of each kill");
+        proc = proc.with_k8s_events(sink);
     }
     let limit_fd = proc.audits().and_then(|a| a.limit_watch_fd());
     let mut term = signal(SignalKind::terminate()).map_err(ObserverError::Signals)?;

@@ -84,6 +84,9 @@ pub enum ObserverError {
         #[source]
         source: io::Error,
     },
+    /// `--k8s-events` was asked for and cannot work.
+    #[error("Kubernetes Events")]
+    K8sEvents(#[source] crate::sinks::k8s_events::SinkError),
 }
 
 impl ObserverError {
@@ -103,6 +106,7 @@ impl ObserverError {
             | ObserverError::Query(_)
             | ObserverError::Spool(_) => 10,
             ObserverError::MetricsListen { .. } => 11,
+            ObserverError::K8sEvents(_) => 12,
         }
     }
 }

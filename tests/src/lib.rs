@@ -21,6 +21,7 @@ use serde_json::Value;
 
 pub mod audit_v2;
 pub mod containerd;
+pub mod fake_apiserver;
 pub mod pod;
 pub mod prometheus;
 pub mod race;

@@ -376,6 +376,9 @@ fn build(release: bool) -> Result<PathBuf> {
         .join("oom-observer"))
 }
 
+/// The tests run the daemon with everything it can do, Kubernetes Events included.
+const TEST_FEATURES: &str = "observer/k8s-events";
+
 fn test(extra: &[OsString]) -> Result<()> {
     ensure_packages(BUILD_PACKAGES)?;
     ensure_packages(TEST_PACKAGES)?;
@@ -390,12 +393,15 @@ fn test(extra: &[OsString]) -> Result<()> {
             "--package",
             "tests",
             "--bins",
+            "--features",
+            TEST_FEATURES,
         ])
         .env("OOM_OBSERVER_EBPF_OBJ", &obj))?;
     let bin_dir = root.join("target/debug");
     run(Command::new("cargo")
         .current_dir(&root)
-        .args(["test", "--workspace"])
+        // The same features as the binaries, or cargo would rebuild them without.
+        .args(["test", "--workspace", "--features", TEST_FEATURES])
         .args(extra)
         .env("OOM_OBSERVER_EBPF_OBJ", &obj)
         .env("OOM_OBSERVER_BIN", bin_dir.join("oom-observer"))

@@ -19,6 +19,7 @@ use crate::{
     query::history::{self, Answer, History, Kill, Query},
     sinks::{
         json::JsonLines,
+        k8s_events::EventSink,
         metrics::{Metrics, Totals},
         taskoom::Publisher,
     },
@@ -36,6 +37,7 @@ pub struct Processor<W: Write> {
     history: History,
     audits: Option<AuditDriver>,
     metrics: Option<Metrics>,
+    events: Option<EventSink>,
 }
 
 /// Paths in the memory controller's hierarchy, for [`event::build`].
@@ -69,6 +71,7 @@ impl<W: Write> Processor<W> {
             history: History::default(),
             audits: None,
             metrics: None,
+            events: None,
         }
     }
 
@@ -89,6 +92,17 @@ impl<W: Write> Processor<W> {
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Adds the Kubernetes Event sink (queued, never waited for).
+    pub fn with_k8s_events(mut self, events: EventSink) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// The metrics, if served.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
     }
 
     /// Brings the metrics up to the sinks' totals, the audit's open findings and the
@@ -156,6 +170,9 @@ impl<W: Write> Processor<W> {
                 self.out.write(&ev)?;
                 if let Some(m) = self.metrics.as_mut() {
                     m.on_event(&ev);
+                }
+                if let Some(k) = &self.events {
+                    k.send(&ev);
                 }
                 Ok(())
             }

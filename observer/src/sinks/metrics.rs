@@ -101,9 +101,15 @@ fn container_exits_of(_ev: &Event) -> String {
     UNKNOWN.into()
 }
 
+/// A `result` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
+pub struct ResultLabels {
     result: &'static str,
+}
+
+/// Counts one `result` in a family of result counters.
+pub fn inc(family: &Family<ResultLabels, Counter>, result: &'static str) {
+    family.get_or_create(&ResultLabels { result }).inc();
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,6 +154,7 @@ pub struct Metrics {
     taskoom: Family<ResultLabels, Counter>,
     lost: Family<KindLabels, Counter>,
     findings: Family<KindLabels, Gauge>,
+    k8s_events: Family<ResultLabels, Counter>,
     last_kill: Gauge<f64, AtomicU64>,
     series: HashMap<KillLabels, Series>,
     seen: Totals,
@@ -182,6 +189,12 @@ impl Metrics {
             "open memory-limit audit findings (containers whose declared limit is not enforced, or oversized sandboxes)",
             findings.clone(),
         );
+        let k8s_events = Family::<ResultLabels, Counter>::default();
+        r.register(
+            "oom_observer_k8s_events",
+            "Kubernetes Events on Pods: created, patched (a repeat kill aggregated), failed (the API server refused or was unreachable), dropped (queue full)",
+            k8s_events.clone(),
+        );
         let last_kill = Gauge::<f64, AtomicU64>::default();
         r.register(
             "oom_observer_last_kill_timestamp_seconds",
@@ -200,6 +213,9 @@ impl Metrics {
         for result in ["published", "spooled", "dropped"] {
             drop(taskoom.get_or_create(&ResultLabels { result }));
         }
+        for result in ["created", "patched", "failed", "dropped"] {
+            drop(k8s_events.get_or_create(&ResultLabels { result }));
+        }
         for kind in ["limit_unenforced", "sandbox_oversized"] {
             drop(findings.get_or_create(&KindLabels { kind: kind.into() }));
         }
@@ -209,6 +225,7 @@ impl Metrics {
             taskoom,
             lost,
             findings,
+            k8s_events,
             last_kill,
             series: HashMap::new(),
             seen: Totals::default(),
@@ -328,6 +345,11 @@ impl Metrics {
                 *seen = *n;
             }
         }
+    }
+
+    /// The counters of the Kubernetes Event sink.
+    pub fn k8s_events(&self) -> Family<ResultLabels, Counter> {
+        self.k8s_events.clone()
     }
 
     fn taskoom_of(&self, result: &'static str) -> Counter {
