@@ -19,7 +19,7 @@ use serde_json::Value;
 pub struct Seen {
     /// `POST`, `PATCH`, …
     pub method: String,
-    /// Path and query.
+    /// Path (without the query).
     pub path: String,
     /// `Authorization` header.
     pub authorization: Option<String>,
@@ -85,11 +85,7 @@ async fn answer(
             .map(str::to_string)
     };
     let method = req.method().to_string();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_default();
+    let path = req.uri().path().to_string();
     let (authorization, content_type) = (header("authorization"), header("content-type"));
     let bytes = req
         .into_body()

@@ -62,10 +62,8 @@ fn each_kill_is_an_event_on_its_pod_and_repeats_aggregate() {
     cd.go();
     kill(&cd, "app-1");
     kill(&cd, "app-2");
-    let mut seen = Vec::new();
     for _ in 0..100 {
-        seen = api.seen();
-        if seen.len() >= 2 {
+        if api.seen().len() >= 2 {
             break;
         }
         thread::sleep(Duration::from_millis(100));
