@@ -2,7 +2,10 @@
 
 use std::{io, path::PathBuf};
 
-use crate::query::socket::QueryError;
+use crate::{
+    kernel::hooks::{Refusal, Strategy},
+    query::socket::QueryError,
+};
 
 /// A parse error from either BTF reader (aya's, for loading; btf-rs's, for offsets).
 pub type BtfParseError = Box<dyn std::error::Error + Send + Sync>;
@@ -15,7 +18,7 @@ pub enum ObserverError {
     NotPermitted(#[source] Box<aya::EbpfError>),
     /// No hook strategy could be loaded and attached.
     #[error("no usable OOM hook on this kernel: {}", refusals(.0))]
-    NoHook(Vec<(String, String)>),
+    NoHook(Vec<(Strategy, Refusal)>),
     /// A BTF file was named but could not be read or parsed.
     #[error("cannot use BTF from {}", .path.display())]
     Btf {
@@ -115,7 +118,10 @@ fn first_line(e: &aya::EbpfError) -> String {
     chain(e).lines().next().unwrap_or_default().to_string()
 }
 
-fn refusals(r: &[(String, String)]) -> String {
+fn refusals(r: &[(Strategy, Refusal)]) -> String {
+    if r.is_empty() {
+        return "see the table above".into();
+    }
     r.iter()
         .map(|(s, why)| format!("{s}: {why}"))
         .collect::<Vec<_>>()
@@ -167,10 +173,20 @@ mod tests {
         );
         let e = ObserverError::Spool(io::Error::from_raw_os_error(nix::libc::ENOSPC));
         assert!(chain(&e).contains("spool") && chain(&e).contains("No space left"));
-        let e = ObserverError::NoHook(vec![("fentry".into(), "denied".into())]);
+        let e = ObserverError::NoHook(vec![(
+            Strategy::Tracepoint,
+            Refusal::Unavailable {
+                what: "tracepoint oom/mark_victim".into(),
+                why: "not in tracefs",
+            },
+        )]);
         assert_eq!(
             e.to_string(),
-            "no usable OOM hook on this kernel: fentry: denied"
+            "no usable OOM hook on this kernel: tracepoint: tracepoint oom/mark_victim: not in tracefs"
+        );
+        assert_eq!(
+            ObserverError::NoHook(Vec::new()).to_string(),
+            "no usable OOM hook on this kernel: see the table above"
         );
         assert_eq!(e.exit_code(), 4);
     }

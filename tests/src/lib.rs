@@ -212,6 +212,8 @@ pub fn was_sigkilled(s: &ExitStatus) -> bool {
 pub struct Observer {
     /// Its query socket.
     pub query_socket: PathBuf,
+    /// Holds the query socket; removed with the observer.
+    _scratch: tempfile::TempDir,
     child: Child,
     events: Arc<Mutex<Vec<Value>>>,
     arrivals: Arc<Mutex<Vec<std::time::SystemTime>>>,
@@ -231,9 +233,11 @@ impl Observer {
         // Kernel-only unless a test names a containerd: the machine's own containerd socket
         // (if any) is not the tests' business.
         let kernel_only = !args.contains(&"--containerd-socket");
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let query_socket =
-            std::env::temp_dir().join(format!("oomx-q-{}-{n}.sock", std::process::id()));
+        let scratch = tempfile::Builder::new()
+            .prefix("oomx-q-")
+            .tempdir()
+            .expect("a scratch directory for the query socket");
+        let query_socket = scratch.path().join("query.sock");
         let mut child = Command::new(observer_bin())
             .arg("run")
             .args(args)
@@ -280,6 +284,7 @@ impl Observer {
         });
         let mut obs = Observer {
             query_socket,
+            _scratch: scratch,
             child,
             events,
             arrivals,
@@ -393,7 +398,6 @@ impl Drop for Observer {
         if let Ok(None) = self.child.try_wait() {
             self.terminate();
         }
-        let _ = fs::remove_file(&self.query_socket);
     }
 }
 

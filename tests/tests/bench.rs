@@ -380,9 +380,10 @@ fn bench() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let full = std::env::var("OOMX_BENCH_FULL").is_ok_and(|v| v == "1");
     let sz = if full { FULL } else { QUICK };
+    let tmp = tempfile::tempdir().unwrap();
     let dir = std::env::var_os("OOMX_BENCH_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("oomx-bench-{}", std::process::id())));
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     fs::create_dir_all(&dir).unwrap();
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
 

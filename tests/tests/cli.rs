@@ -63,10 +63,10 @@ fn unreadable_btf_file_exits_5_with_one_line() {
 
 #[test]
 fn garbage_btf_file_exits_5() {
-    let f = std::env::temp_dir().join(format!("oomx-bad-btf-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("bad.btf");
     std::fs::write(&f, b"this is not BTF").unwrap();
     let (code, _, err) = run(&["check", "--btf", f.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&f);
     assert_eq!(code, 5, "{err}");
     assert_no_panic(&err);
 }

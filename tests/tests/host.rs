@@ -110,8 +110,8 @@ fn tracepoint_names_the_parent_whose_limit_was_hit() {
 fn twenty_cgroups_oom_at_once_each_kill_reported_once_in_sequence() {
     let obs = Observer::start(&[]);
     let parent = Memcg::new("storm");
-    let go = std::env::temp_dir().join(format!("oomx-go-{}", std::process::id()));
-    let _ = fs::remove_file(&go);
+    let tmp = tempfile::tempdir().unwrap();
+    let go = tmp.path().join("go");
     let mut hogs = Vec::new();
     let mut paths = Vec::new();
     for i in 0..20 {
@@ -208,10 +208,10 @@ fn oom_kill_disable_reports_memcg_oom_and_no_kill() {
 #[test]
 fn btf_from_a_file_gives_the_full_event() {
     // The kernel's BTF copied to a file stands in for a BTF archive's file.
-    let f = std::env::temp_dir().join(format!("oomx-vmlinux-{}.btf", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("vmlinux.btf");
     fs::copy("/sys/kernel/btf/vmlinux", &f).expect("THIS TEST NEEDS /sys/kernel/btf/vmlinux");
     let obs = Observer::start(&["--btf", f.to_str().unwrap(), "--hook", "tp_btf"]);
-    let _ = fs::remove_file(&f);
     assert!(obs.stderr_text().contains("File("), "{}", obs.stderr_text());
     let cg = Memcg::new("btf-file");
     cg.limit_mb(32);

@@ -9,8 +9,8 @@ fn systemd_unit_verifies() {
     )
     .expect("packaging/oom-observer.service");
     assert!(unit.contains("ExecStart=/usr/local/bin/oom-observer run"));
-    let dir = std::env::temp_dir().join(format!("oomx-unit-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let bin = tests::observer_bin();
     let path = dir.join("oom-observer.service");
     fs::write(
@@ -23,7 +23,6 @@ fn systemd_unit_verifies() {
         .arg(&path)
         .output()
         .expect("THIS TEST NEEDS systemd-analyze (Debian package systemd)");
-    let _ = fs::remove_dir_all(&dir);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && err.trim().is_empty(),

@@ -71,6 +71,9 @@ pub struct Assessment {
     pub unenforced: Vec<&'static str>,
     /// Whether a gVisor sandbox's `--total-memory` is above the effective limit.
     pub oversized: bool,
+    /// Whether processes run outside the expected cgroup while the declared limit still
+    /// holds where they are.
+    pub misplaced: bool,
     /// The sandbox process, for gVisor.
     pub sandbox: Option<SandboxProcess>,
     /// Host pids read.
@@ -134,6 +137,7 @@ pub fn assess(c: &ContainerInfo, o: &Observed) -> Assessment {
         .unwrap_or_default();
     let mut unenforced = Vec::new();
     let mut oversized = false;
+    let mut misplaced = false;
     if let Some(d) = &declared {
         match effective.bytes {
             None => unenforced.push(reasons::NO_LIMIT),
@@ -143,7 +147,13 @@ pub fn assess(c: &ContainerInfo, o: &Observed) -> Assessment {
             Some(_) => {}
         }
         if o.placed.iter().any(|(p, _)| outside(p)) {
-            unenforced.push(reasons::OUTSIDE_EXPECTED_CGROUP);
+            // Outside its cgroup but held to its declared limit where it landed: the node is
+            // not at risk, so this is not `limit_unenforced`; it gets its own finding.
+            if unenforced.is_empty() {
+                misplaced = true;
+            } else {
+                unenforced.push(reasons::OUTSIDE_EXPECTED_CGROUP);
+            }
         }
         if let (Some(t), Some(e)) = (
             o.sandbox.as_ref().and_then(|s| s.total_memory),
@@ -159,6 +169,7 @@ pub fn assess(c: &ContainerInfo, o: &Observed) -> Assessment {
         expected_cgroup: expected,
         unenforced,
         oversized,
+        misplaced,
         sandbox: o.sandbox.clone(),
         pids: o.pids.clone(),
     }
@@ -288,11 +299,25 @@ mod tests {
         o.placed
             .push(placed("/kubepods/pod1/app/sub", Some(64 << 20)));
         assert!(assess(&c, &o).unenforced.is_empty());
-        // One process outside is enough.
+        // One process outside is enough to be misplaced; held to its limit there, the
+        // node is not at risk: `cgroup_misplaced`, not `limit_unenforced`.
         o.placed.push(placed("/elsewhere", Some(64 << 20)));
         let a = assess(&c, &o);
-        assert_eq!(a.unenforced, vec![reasons::OUTSIDE_EXPECTED_CGROUP]);
+        assert!(a.unenforced.is_empty(), "{:?}", a.unenforced);
+        assert!(a.misplaced);
         assert_eq!(a.placed_cgroup, "/elsewhere");
+        let evs = Auditor::default().update(&c, &a);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].event, events::CGROUP_MISPLACED);
+        assert_eq!(evs[0].reasons, vec![reasons::OUTSIDE_EXPECTED_CGROUP]);
+        // Outside and unlimited there: the limit is not enforced, and that is the finding.
+        o.placed.push(placed("/elsewhere/free", None));
+        let a = assess(&c, &o);
+        assert_eq!(
+            a.unenforced,
+            vec![reasons::NO_LIMIT, reasons::OUTSIDE_EXPECTED_CGROUP]
+        );
+        assert!(!a.misplaced);
     }
 
     #[test]

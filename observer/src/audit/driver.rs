@@ -86,8 +86,8 @@ impl AuditDriver {
         }
     }
 
-    /// Open findings: `limit_unenforced` and `sandbox_oversized`.
-    pub fn open_findings(&self) -> (usize, usize) {
+    /// Open findings: `limit_unenforced`, `sandbox_oversized`, `cgroup_misplaced`.
+    pub fn open_findings(&self) -> (usize, usize, usize) {
         self.auditor.open()
     }
 

@@ -20,6 +20,9 @@ pub mod events {
     pub const LIMIT_UNENFORCED: &str = "limit_unenforced";
     /// Informational: a gVisor sandbox sized above its effective limit.
     pub const SANDBOX_OVERSIZED: &str = "sandbox_oversized";
+    /// Processes outside the cgroup their spec or pod names, their declared limit still
+    /// enforced where they are (the pod's accounting does not see them).
+    pub const CGROUP_MISPLACED: &str = "cgroup_misplaced";
     /// A `limit_unenforced` container is enforced again.
     pub const LIMIT_ENFORCED: &str = "limit_enforced";
 }
@@ -44,7 +47,7 @@ pub struct FindingEvent {
     pub schema: u32,
     /// Shared with the kill events: gap-free per daemon run.
     pub seq: u64,
-    /// `limit_unenforced`, `sandbox_oversized` or `limit_enforced`.
+    /// `limit_unenforced`, `cgroup_misplaced`, `sandbox_oversized` or `limit_enforced`.
     pub event: &'static str,
     /// When the audit decided, RFC 3339.
     pub time: String,
@@ -79,6 +82,7 @@ impl FindingEvent {
         let reasons: Vec<&'static str> = match event {
             events::LIMIT_UNENFORCED => a.unenforced.clone(),
             events::SANDBOX_OVERSIZED => vec![reasons::TOTAL_MEMORY_ABOVE_LIMIT],
+            events::CGROUP_MISPLACED => vec![reasons::OUTSIDE_EXPECTED_CGROUP],
             _ => vec![reasons::ENFORCED],
         };
         FindingEvent {
@@ -113,6 +117,12 @@ impl FindingEvent {
                 declared = %mib(self.declared.bytes), effective = %eff,
                 placed = %self.placed_cgroup, expected = %exp,
                 "memory limit not enforced: this container can eat the node"
+            ),
+            events::CGROUP_MISPLACED => tracing::warn!(
+                container = %c.id, namespace = %c.namespace,
+                declared = %mib(self.declared.bytes), effective = %eff,
+                placed = %self.placed_cgroup, expected = %exp,
+                "container runs outside the cgroup it belongs in; its own limit still holds there"
             ),
             events::SANDBOX_OVERSIZED => tracing::info!(
                 container = %c.id, namespace = %c.namespace,

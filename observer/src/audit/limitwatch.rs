@@ -183,8 +183,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_limit_write_names_the_containers_that_depend_on_it() {
-        let base = std::env::temp_dir().join(format!("oomx-limitwatch-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&base);
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
         let pod = base.join("pod");
         fs::create_dir_all(pod.join("c1")).unwrap();
         let mut w = LimitWatch::new().unwrap();
@@ -206,6 +206,5 @@ mod tests {
         assert_eq!(w.drain(), vec![k2.clone()]);
         w.remove(&k2);
         assert!(w.is_empty());
-        let _ = fs::remove_dir_all(&base);
     }
 }

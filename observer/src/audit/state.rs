@@ -19,6 +19,8 @@ struct Reported {
     unenforced: Option<String>,
     /// Signature of the open `sandbox_oversized`.
     oversized: Option<String>,
+    /// Signature of the open `cgroup_misplaced`.
+    misplaced: Option<String>,
     /// Pids of its last audit (for re-audit on migration).
     pids: Vec<u32>,
     /// Where its processes belong (a process moving in there re-audits it).
@@ -55,6 +57,7 @@ impl Auditor {
             // Nothing promised: nothing to report, and nothing open any more.
             r.unenforced = None;
             r.oversized = None;
+            r.misplaced = None;
             return out;
         };
         if a.unenforced.is_empty() {
@@ -78,14 +81,20 @@ impl Auditor {
                 ));
             }
         }
-        if a.oversized {
-            let sig = signature(a, events::SANDBOX_OVERSIZED);
-            if r.oversized.as_deref() != Some(sig.as_str()) {
-                r.oversized = Some(sig);
-                out.push(FindingEvent::new(events::SANDBOX_OVERSIZED, c, a, declared));
+        // Informational findings: raised once per state, no clearing event.
+        for (on, open, what) in [
+            (a.misplaced, &mut r.misplaced, events::CGROUP_MISPLACED),
+            (a.oversized, &mut r.oversized, events::SANDBOX_OVERSIZED),
+        ] {
+            if !on {
+                *open = None;
+                continue;
             }
-        } else {
-            r.oversized = None;
+            let sig = signature(a, what);
+            if open.as_deref() != Some(sig.as_str()) {
+                *open = Some(sig);
+                out.push(FindingEvent::new(what, c, a, declared.clone()));
+            }
         }
         out
     }
@@ -95,11 +104,14 @@ impl Auditor {
         self.reported.remove(key);
     }
 
-    /// Open findings: `limit_unenforced` and `sandbox_oversized`.
-    pub fn open(&self) -> (usize, usize) {
+    /// Open findings: `limit_unenforced`, `sandbox_oversized`, `cgroup_misplaced`.
+    pub fn open(&self) -> (usize, usize, usize) {
         let r = self.reported.values();
-        let unenforced = r.clone().filter(|r| r.unenforced.is_some()).count();
-        (unenforced, r.filter(|r| r.oversized.is_some()).count())
+        (
+            r.clone().filter(|r| r.unenforced.is_some()).count(),
+            r.clone().filter(|r| r.oversized.is_some()).count(),
+            r.filter(|r| r.misplaced.is_some()).count(),
+        )
     }
 
     /// Containers audited so far.

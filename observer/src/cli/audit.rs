@@ -5,9 +5,10 @@ use std::{path::Path, process::ExitCode};
 use crate::{
     audit::{
         assess::{assess, Assessment},
-        finding::{events, mib, FindingEvent},
+        finding::{events, mib},
         memory_fs::MemoryFs,
         observe::observe,
+        state::Auditor,
         AuditError,
     },
     enrich::{container::ContainerInfo, containerd::Client},
@@ -36,28 +37,12 @@ pub fn run(socket: &Path, namespace: Option<&str>, json: bool, strict: bool) -> 
             errors += 1;
         }
         let Some(a) = &r.assessment else { continue };
-        let Some(d) = &a.declared else { continue };
-        let mut evs = Vec::new();
-        if !a.unenforced.is_empty() {
-            findings += 1;
-            evs.push(FindingEvent::new(
-                events::LIMIT_UNENFORCED,
-                &r.container,
-                a,
-                d.clone(),
-            ));
-        }
-        if a.oversized {
-            if strict {
-                findings += 1;
-            }
-            evs.push(FindingEvent::new(
-                events::SANDBOX_OVERSIZED,
-                &r.container,
-                a,
-                d.clone(),
-            ));
-        }
+        // The same events the daemon would raise for a container seen for the first time.
+        let evs = Auditor::default().update(&r.container, a);
+        findings += evs
+            .iter()
+            .filter(|e| strict || e.event == events::LIMIT_UNENFORCED)
+            .count();
         for mut e in evs {
             seq += 1;
             e.seq = seq;
@@ -167,9 +152,14 @@ pub fn table(rows: &[Row]) -> String {
                     (Some(_), Some(reason)) => format!("{} ({reason})", events::LIMIT_UNENFORCED),
                     (Some(_), None) => "ok".to_string(),
                 };
-                if a.oversized {
-                    status.push_str(", ");
-                    status.push_str(events::SANDBOX_OVERSIZED);
+                for (on, what) in [
+                    (a.misplaced, events::CGROUP_MISPLACED),
+                    (a.oversized, events::SANDBOX_OVERSIZED),
+                ] {
+                    if on {
+                        status.push_str(", ");
+                        status.push_str(what);
+                    }
                 }
                 (
                     a.declared

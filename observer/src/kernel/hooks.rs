@@ -82,9 +82,9 @@ pub struct Loaded {
     /// Which `mark_victim` program carries the victims.
     pub victim_hook: &'static str,
     /// Better strategies that could not be used, with the reason.
-    pub refused: Vec<(Strategy, String)>,
+    pub refused: Vec<(Strategy, Refusal)>,
     /// Auxiliary programs (cgroup creation, memcg stalls): name and outcome.
-    pub extras: Vec<(&'static str, Result<&'static str, String>)>,
+    pub extras: Vec<(&'static str, Outcome)>,
 }
 
 /// Loads the object and attaches the best strategy that works (or exactly `forced`).
@@ -124,16 +124,86 @@ pub fn load(
             Err(reason) => refused.push((s, reason)),
         }
     }
-    Err(ObserverError::NoHook(
-        refused
-            .into_iter()
-            .map(|(s, r)| (s.to_string(), r))
-            .collect(),
-    ))
+    Err(ObserverError::NoHook(refused))
 }
 
-/// What one strategy's attempt came to: the victim hook it used, or why it failed.
-pub type Outcome = Result<&'static str, String>;
+/// What one attempt came to: how it attached (`tp_btf`, `tracepoint`, …), or why not.
+pub type Outcome = Result<&'static str, Refusal>;
+
+/// How the kernel refused a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// EPERM/EACCES: not allowed here (a lockdown, a sandbox, missing capabilities).
+    Denied,
+    /// The kernel was built without kprobes.
+    KprobesOff,
+    /// The function or tracepoint does not exist in this kernel.
+    NotInKernel,
+    /// The kernel cannot attach this kind of program here (no trampolines).
+    NotSupported,
+    /// Anything else (the detail says what).
+    Failed,
+}
+
+impl std::fmt::Display for RefusalKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RefusalKind::Denied => "denied",
+            RefusalKind::KprobesOff => "kprobes not enabled in this kernel",
+            RefusalKind::NotInKernel => "not in the kernel",
+            RefusalKind::NotSupported => "not supported",
+            RefusalKind::Failed => "failed",
+        })
+    }
+}
+
+/// Why a hook could not be used, in the words `check` and the logs print.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The kernel refused to load or attach the program.
+    #[error("{what}: {kind} ({detail})")]
+    Kernel {
+        /// The program and its attach point.
+        what: String,
+        /// How it was refused.
+        kind: RefusalKind,
+        /// The kernel's words (errno, the verifier's last line).
+        detail: String,
+    },
+    /// Something the hook needs is missing on this node.
+    #[error("{what}: {why}")]
+    Unavailable {
+        /// The hook.
+        what: String,
+        /// What it lacks.
+        why: &'static str,
+    },
+    /// Neither of two ways to attach worked.
+    #[error("{first}; {second}")]
+    Neither {
+        /// Why the preferred way failed.
+        first: Box<Refusal>,
+        /// Why the fallback failed.
+        second: Box<Refusal>,
+    },
+    /// No `mark_victim` program could attach.
+    #[error("no mark_victim hook: {btf}; {tracepoint}")]
+    NoVictimHook {
+        /// Why `tp_btf/mark_victim` failed.
+        btf: Box<Refusal>,
+        /// Why `tracepoint/oom/mark_victim` failed.
+        tracepoint: Box<Refusal>,
+    },
+}
+
+impl Refusal {
+    fn unavailable(what: impl Into<String>, why: &'static str) -> Refusal {
+        Refusal::Unavailable {
+            what: what.into(),
+            why,
+        }
+    }
+}
 
 /// Each loaded program of the object and the number of instructions the kernel's verifier
 /// processed for it (`None` where the kernel does not report it, before Linux 5.16).
@@ -180,16 +250,16 @@ pub fn open(p: &LoadParams<'_>) -> Result<Ebpf, ObserverError> {
 }
 
 /// Turns a program error into a short reason: what a person needs to know.
-fn reason(what: &str, e: &ProgramError) -> String {
+fn reason(what: &str, e: &ProgramError) -> Refusal {
     let errno = errno_of(e);
     let kind = match errno {
-        Some(c) if c == nix::libc::EPERM || c == nix::libc::EACCES => "denied",
+        Some(c) if c == nix::libc::EPERM || c == nix::libc::EACCES => RefusalKind::Denied,
         Some(c) if c == nix::libc::ENOENT && chain(e).contains("kprobe/type") => {
-            "kprobes not enabled in this kernel"
+            RefusalKind::KprobesOff
         }
-        Some(c) if c == nix::libc::ENOENT => "not in the kernel",
-        Some(c) if c == nix::libc::EOPNOTSUPP || c == ENOTSUPP => "not supported",
-        _ => "failed",
+        Some(c) if c == nix::libc::ENOENT => RefusalKind::NotInKernel,
+        Some(c) if c == nix::libc::EOPNOTSUPP || c == ENOTSUPP => RefusalKind::NotSupported,
+        _ => RefusalKind::Failed,
     };
     let detail = match e {
         ProgramError::LoadError {
@@ -218,42 +288,43 @@ fn reason(what: &str, e: &ProgramError) -> String {
         }
         other => chain(other),
     };
-    format!("{what}: {kind} ({detail})")
+    Refusal::Kernel {
+        what: what.to_string(),
+        kind,
+        detail,
+    }
 }
 
 /// Linux's internal ENOTSUPP, which BPF returns where a kernel has no trampolines.
 const ENOTSUPP: i32 = 524;
 
-fn program<'e, T>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut T, String>
+fn program<'e, T>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut T, Refusal>
 where
     &'e mut T: TryFrom<&'e mut aya::programs::Program, Error = ProgramError>,
 {
-    let prog = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the object"))?;
+    let prog = ebpf.program_mut(name).ok_or_else(|| {
+        Refusal::unavailable(format!("program {name}"), "missing from the object")
+    })?;
     prog.try_into().map_err(|e: ProgramError| reason(name, &e))
 }
 
-fn need_btf<'a>(p: &LoadParams<'a>, what: &str) -> Result<&'a Btf, String> {
+fn need_btf<'a>(p: &LoadParams<'a>, what: &str) -> Result<&'a Btf, Refusal> {
     p.btf
-        .ok_or_else(|| format!("{what}: needs kernel BTF, and none is available"))
+        .ok_or_else(|| Refusal::unavailable(what, "needs kernel BTF, and none is available"))
 }
 
-fn need_layout(p: &LoadParams<'_>, what: &str) -> Result<(), String> {
+fn need_layout(p: &LoadParams<'_>, what: &str) -> Result<(), Refusal> {
     let l = &p.layout;
     if l.have_btf == 0 || l.oc_memcg == ABSENT || l.oc_chosen == ABSENT || l.task_pid == ABSENT {
-        return Err(format!(
-            "{what}: struct oom_control/task_struct layout unknown (no BTF)"
+        return Err(Refusal::unavailable(
+            what,
+            "struct oom_control/task_struct layout unknown (no BTF)",
         ));
     }
     Ok(())
 }
 
-fn attach_strategy(
-    ebpf: &mut Ebpf,
-    s: Strategy,
-    p: &LoadParams<'_>,
-) -> Result<&'static str, String> {
+fn attach_strategy(ebpf: &mut Ebpf, s: Strategy, p: &LoadParams<'_>) -> Outcome {
     match s {
         Strategy::Fentry => {
             let btf = need_btf(p, "fentry")?;
@@ -273,9 +344,10 @@ fn attach_strategy(
         Strategy::Kprobe => {
             need_layout(p, "kprobe")?;
             if p.layout.kprobe_arg0 == ABSENT {
-                return Err(
-                    "kprobe: where this architecture passes arguments in pt_regs is unknown".into(),
-                );
+                return Err(Refusal::unavailable(
+                    "kprobe",
+                    "where this architecture passes arguments in pt_regs is unknown",
+                ));
             }
             for (name, what) in [
                 ("oom_kill_kprobe", "kprobe"),
@@ -294,15 +366,17 @@ fn attach_strategy(
 }
 
 /// The victim hook for the `oom_kill_process` strategies: tp_btf when possible.
-fn attach_victims(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+fn attach_victims(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     match attach_victim_btf(ebpf, p) {
         Ok(h) => Ok(h),
-        Err(btf_reason) => attach_victim_tp(ebpf, p)
-            .map_err(|tp_reason| format!("no mark_victim hook: {btf_reason}; {tp_reason}")),
+        Err(btf) => attach_victim_tp(ebpf, p).map_err(|tracepoint| Refusal::NoVictimHook {
+            btf: Box::new(btf),
+            tracepoint: Box::new(tracepoint),
+        }),
     }
 }
 
-fn attach_victim_btf(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+fn attach_victim_btf(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     let btf = need_btf(p, "tp_btf")?;
     let prog: &mut BtfTracePoint = program(ebpf, "mark_victim_btf")?;
     prog.load("mark_victim", btf)
@@ -312,9 +386,12 @@ fn attach_victim_btf(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str
     Ok("tp_btf")
 }
 
-fn attach_victim_tp(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+fn attach_victim_tp(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     if p.layout.tp_victim_pid == ABSENT {
-        return Err("tracepoint oom/mark_victim: not in tracefs".into());
+        return Err(Refusal::unavailable(
+            "tracepoint oom/mark_victim",
+            "not in tracefs",
+        ));
     }
     let prog: &mut TracePoint = program(ebpf, "mark_victim_tp")?;
     prog.load()
@@ -330,7 +407,7 @@ fn needs_kill_signal(s: Strategy, p: &LoadParams<'_>) -> bool {
     s != Strategy::Tracepoint && p.btf.is_some() && p.layout.tp_btf_victim_is_task == 0
 }
 
-fn attach_kill_signal(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+fn attach_kill_signal(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     let btf = need_btf(p, "tp_btf signal_generate")?;
     let prog: &mut BtfTracePoint = program(ebpf, "kill_signal_btf")?;
     prog.load("signal_generate", btf)
@@ -340,7 +417,7 @@ fn attach_kill_signal(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static st
     Ok("tp_btf")
 }
 
-fn attach_mkdir(ebpf: &mut Ebpf) -> Result<&'static str, String> {
+fn attach_mkdir(ebpf: &mut Ebpf) -> Outcome {
     let prog: &mut TracePoint = program(ebpf, "cgroup_mkdir_tp")?;
     prog.load()
         .map_err(|e| reason("tracepoint cgroup/cgroup_mkdir", &e))?;
@@ -351,11 +428,12 @@ fn attach_mkdir(ebpf: &mut Ebpf) -> Result<&'static str, String> {
 
 /// Process migrations into memory cgroups: a container whose processes move is re-audited at
 /// once (see `audit`).
-fn attach_migrations(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+fn attach_migrations(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     if p.attach.tp_root == ABSENT || p.attach.memory_root == ABSENT {
-        return Err(
-            "tracepoint cgroup/cgroup_attach_task: not in tracefs, or no memory hierarchy".into(),
-        );
+        return Err(Refusal::unavailable(
+            "tracepoint cgroup/cgroup_attach_task",
+            "not in tracefs, or no memory hierarchy",
+        ));
     }
     let prog: &mut TracePoint = program(ebpf, "cgroup_attach_tp")?;
     prog.load()
@@ -366,15 +444,18 @@ fn attach_migrations(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str
 }
 
 /// The cgroup v1 `oom_kill_disable` stall watcher, on `sched_switch`.
-fn attach_stall(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+fn attach_stall(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     if p.layout.task_memcg_in_oom == ABSENT {
-        return Err("task_struct.memcg_in_oom is not in this kernel".into());
+        return Err(Refusal::unavailable(
+            "task_struct.memcg_in_oom",
+            "not in this kernel",
+        ));
     }
     attach_btf_or_tracepoint(ebpf, p, "stall_btf", "stall_tp", "sched", "sched_switch")
 }
 
 /// The victim-exit hook, on `sched_process_exit`.
-fn attach_exit(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Result<&'static str, String> {
+fn attach_exit(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     attach_btf_or_tracepoint(
         ebpf,
         p,
@@ -394,7 +475,7 @@ fn attach_btf_or_tracepoint(
     tp_prog: &str,
     category: &str,
     name: &str,
-) -> Result<&'static str, String> {
+) -> Outcome {
     let first = match p.btf {
         Some(btf) => {
             let prog: &mut BtfTracePoint = program(ebpf, btf_prog)?;
@@ -403,16 +484,14 @@ fn attach_btf_or_tracepoint(
                 Err(e) => reason(&format!("tp_btf {name}"), &e),
             }
         }
-        None => format!("tp_btf {name}: no BTF"),
+        None => Refusal::unavailable(format!("tp_btf {name}"), "no BTF"),
     };
     let prog: &mut TracePoint = program(ebpf, tp_prog)?;
     prog.load()
         .and_then(|_| prog.attach(category, name).map(|_| ()))
         .map(|_| "tracepoint")
-        .map_err(|e| {
-            format!(
-                "{first}; {}",
-                reason(&format!("tracepoint {category}/{name}"), &e)
-            )
+        .map_err(|e| Refusal::Neither {
+            first: Box::new(first),
+            second: Box::new(reason(&format!("tracepoint {category}/{name}"), &e)),
         })
 }

@@ -119,9 +119,10 @@ impl<W: Write> Processor<W> {
             t.dropped = p.dropped();
         }
         if let Some(a) = &self.audits {
-            let (unenforced, oversized) = a.open_findings();
+            let (unenforced, oversized, misplaced) = a.open_findings();
             t.limit_unenforced = unenforced as u64;
             t.sandbox_oversized = oversized as u64;
+            t.cgroup_misplaced = misplaced as u64;
         }
         m.sync(t, lost);
     }

@@ -145,6 +145,8 @@ pub struct Totals {
     pub limit_unenforced: u64,
     /// Open `sandbox_oversized` findings.
     pub sandbox_oversized: u64,
+    /// Open `cgroup_misplaced` findings.
+    pub cgroup_misplaced: u64,
 }
 
 /// The daemon's metrics.
@@ -216,7 +218,7 @@ impl Metrics {
         for result in ["created", "patched", "failed", "dropped"] {
             drop(k8s_events.get_or_create(&ResultLabels { result }));
         }
-        for kind in ["limit_unenforced", "sandbox_oversized"] {
+        for kind in ["limit_unenforced", "sandbox_oversized", "cgroup_misplaced"] {
             drop(findings.get_or_create(&KindLabels { kind: kind.into() }));
         }
         Metrics {
@@ -333,6 +335,8 @@ impl Metrics {
             .set(t.limit_unenforced as i64);
         self.finding_of("sandbox_oversized")
             .set(t.sandbox_oversized as i64);
+        self.finding_of("cgroup_misplaced")
+            .set(t.cgroup_misplaced as i64);
         self.seen = t;
         for (kind, n) in lost {
             let seen = self.lost_seen.entry(kind.to_string()).or_default();
@@ -610,6 +614,7 @@ mod tests {
             dropped: 0,
             limit_unenforced: 2,
             sandbox_oversized: 0,
+            cgroup_misplaced: 0,
         };
         m.sync(t, &[("any", 4)]);
         t.published = 5;
