@@ -1,7 +1,7 @@
 //! The daemon: set up, load and attach the kernel programs, wire the pipeline (kernel
 //! records → processor → sinks), then run the select loop until told to stop.
 
-use std::{io, path::PathBuf, time::Duration};
+use std::{io, net::SocketAddr, path::PathBuf, time::Duration};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
@@ -17,7 +17,7 @@ use crate::{
     },
     pipeline::processor::Processor,
     query::socket::{self as query_socket, Request},
-    sinks::taskoom::Publisher,
+    sinks::{k8s_events::EventSink, metrics, taskoom::Publisher},
 };
 use tokio::io::unix::AsyncFd;
 
@@ -41,6 +41,10 @@ pub struct RunOptions {
     /// Run at real-time priority (SCHED_FIFO 1) so a busy node cannot delay TaskOOM behind
     /// the container's exit.
     pub realtime: bool,
+    /// Serve Prometheus metrics on this address; `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Post a Kubernetes Event on the Pod for each kill, reporting as this node.
+    pub k8s_events: Option<String>,
 }
 
 /// How often the lost-record counter is read when no events arrive.
@@ -48,6 +52,13 @@ const LOST_CHECK: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
+    // Bound first: a taken or forbidden address fails the start before anything loads.
+    let metrics_listener = match opts.metrics_listen {
+        Some(addr) => Some(
+            metrics::bind(addr).map_err(|source| ObserverError::MetricsListen { addr, source })?,
+        ),
+        None => None,
+    };
     if opts.realtime {
         raise_priority();
     }
@@ -99,6 +110,20 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         proc = proc.with_containerd(cd, publisher, audits);
     } else {
         info!("containerd disabled: kernel-only mode");
+    }
+    if let (Some(listener), Some(addr)) = (metrics_listener, opts.metrics_listen) {
+        let m = metrics::Metrics::new(env!("CARGO_PKG_VERSION"), &loaded.strategy.to_string());
+        m.serve(listener)
+            .map_err(|source| ObserverError::MetricsListen { addr, source })?;
+        proc = proc.with_metrics(m);
+    }
+    if let Some(node) = &opts.k8s_events {
+        let outcomes = proc.metrics().map(|m| m.k8s_events()).unwrap_or_default();
+        let sink = EventSink::start(node, outcomes)
+            .await
+            .map_err(ObserverError::K8sEvents)?;
+        info!(node = %node, "posting a Kubernetes Event on the Pod of each kill");
+        proc = proc.with_k8s_events(sink);
     }
     let limit_fd = proc.audits().and_then(|a| a.limit_watch_fd());
     let mut term = signal(SignalKind::terminate()).map_err(ObserverError::Signals)?;
@@ -161,10 +186,15 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
             Some(obs) = next_observation(&mut observations) => {
                 apply_observation(&mut proc, obs)?;
             }
-            _ = tick.tick() => report_lost(&mut proc, &mut maps)?,
+            _ = tick.tick() => {
+                report_lost(&mut proc, &mut maps)?;
+                proc.expire_metrics();
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+        // Counted after the turn's events went out: the scrape never waits for a kill.
+        proc.sync_metrics(&maps.lost_by_kind());
     }
     report_lost(&mut proc, &mut maps)?;
     proc.flush().map_err(ObserverError::Output)?;

@@ -78,6 +78,18 @@ pub enum ObserverError {
     /// The TaskOOM spool could not be opened.
     #[error("event stream failed: the TaskOOM spool cannot be opened")]
     Spool(#[source] io::Error),
+    /// The metrics address could not be bound (in use, not local, not permitted).
+    #[error("cannot serve metrics on {addr}")]
+    MetricsListen {
+        /// The `--metrics-listen` address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// `--k8s-events` was asked for and cannot work.
+    #[error("Kubernetes Events")]
+    K8sEvents(#[source] crate::sinks::k8s_events::SinkError),
 }
 
 impl ObserverError {
@@ -96,6 +108,8 @@ impl ObserverError {
             | ObserverError::Signals(_)
             | ObserverError::Query(_)
             | ObserverError::Spool(_) => 10,
+            ObserverError::MetricsListen { .. } => 11,
+            ObserverError::K8sEvents(_) => 12,
         }
     }
 }

@@ -54,6 +54,17 @@ enum Command {
         /// Stay at ordinary scheduling priority instead of SCHED_FIFO 1.
         #[arg(long)]
         no_realtime: bool,
+        /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9695; off when
+        /// not given).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// Post a Kubernetes Event (reason OOMKilling) on the Pod of each kill, through the
+        /// in-cluster service account (or KUBECONFIG). Needs the node's name.
+        #[arg(long)]
+        k8s_events: bool,
+        /// This node's name, the Events' source host (also from NODE_NAME).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
     },
     /// Ask a running oom-observer whether a container, cgroup or process was OOM-killed.
     /// Exit status: 0 OOM-killed, 1 not, 2 error.
@@ -163,7 +174,16 @@ fn main() -> ExitCode {
             query_socket,
             no_query,
             no_realtime,
+            metrics_listen,
+            k8s_events,
+            node_name,
         } => {
+            if k8s_events && node_name.is_none() {
+                eprintln!(
+                    "oom-observer: --k8s-events needs the node's name: --node-name or NODE_NAME"
+                );
+                return ExitCode::from(2);
+            }
             let rt = match cli::runtime() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&ObserverError::Runtime(e)),
@@ -177,6 +197,8 @@ fn main() -> ExitCode {
                 state_dir: Some(state_dir),
                 query_socket: (!no_query).then_some(query_socket),
                 realtime: !no_realtime,
+                metrics_listen,
+                k8s_events: k8s_events.then_some(node_name).flatten(),
             };
             match rt.block_on(daemon::run(opts, EBPF_OBJECT)) {
                 Ok(()) => ExitCode::SUCCESS,

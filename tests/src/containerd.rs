@@ -197,15 +197,20 @@ impl Containerd {
     /// Starts `oom-observer run` against this daemon and waits until it is ready (within
     /// `ready`) and connected to containerd.
     pub fn observer(&self, ready: Duration) -> crate::Observer {
-        let obs = crate::Observer::spawn(
-            &[
-                "--containerd-socket",
-                self.socket.to_str().unwrap_or_default(),
-                "--state-dir",
-                self.observer_state().to_str().unwrap_or_default(),
-            ],
-            ready,
-        );
+        self.observer_with(ready, &[])
+    }
+
+    /// [`Containerd::observer`] with extra arguments for `oom-observer run`.
+    pub fn observer_with(&self, ready: Duration, extra: &[&str]) -> crate::Observer {
+        let state = self.observer_state();
+        let mut args = vec![
+            "--containerd-socket",
+            self.socket.to_str().unwrap_or_default(),
+            "--state-dir",
+            state.to_str().unwrap_or_default(),
+        ];
+        args.extend_from_slice(extra);
+        let obs = crate::Observer::spawn(&args, ready);
         obs.wait_log(
             "connected to containerd",
             Duration::from_secs(30).max(ready),

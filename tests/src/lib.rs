@@ -22,8 +22,10 @@ use serde_json::Value;
 pub mod audit_v2;
 pub mod containerd;
 pub mod cri;
+pub mod fake_apiserver;
 pub mod load;
 pub mod pod;
+pub mod prometheus;
 pub mod race;
 pub mod stats;
 

@@ -10,6 +10,7 @@ use std::{
     fs,
     path::PathBuf,
     process::Command,
+    sync::Mutex,
     thread,
     time::{Duration, Instant, SystemTime},
 };
@@ -18,6 +19,7 @@ use tests::{
     containerd::{Containerd, Subscriber},
     events_in, forker_bin,
     load::Load,
+    prometheus::Prometheus,
     spawn_hog,
     stats::{ms, pct, summary},
     was_sigkilled, Memcg, Observer,
@@ -306,8 +308,12 @@ fn bar_svg(title: &str, rows: &[(String, f64)], unit: &str) -> String {
     s + "</svg>\n"
 }
 
+/// The benchmarks measure CPU and memory: never two at once.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 #[test]
 fn bench() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let full = std::env::var("OOMX_BENCH_FULL").is_ok_and(|v| v == "1");
     let sz = if full { FULL } else { QUICK };
     let tmp = tempfile::tempdir().unwrap();
@@ -467,6 +473,7 @@ fn bench() {
         buffer's wake-up (an irq_work on the killing CPU) waits for that printk. Attribution takes ~10 µs, publication \
         to containerd 0.3–0.6 ms (release build). A node whose console is quiet does not pay the 1.9 ms.\n\n";
     r += &v2_section();
+    r += "## Metrics\n\nThe daemon's CPU and RSS with `--metrics-listen` on and a real Prometheus scraping every 15 s: [metrics.md](metrics.md) (its own test, `metrics_footprint`).\n\n";
     r += "## Goals\n\n| goal | met | measured |\n|---|---|---|\n";
     for (g, ok, m) in &goals {
         r += &format!("| {g} | {} | {m} |\n", if *ok { "yes" } else { "**no**" });
@@ -586,4 +593,136 @@ fn v2_goal() -> (&'static str, bool, String) {
         ahead,
         format!("guests (ours vs containerd's): {measured}"),
     )
+}
+
+/// One daemon's footprint over a window of container OOM kills.
+struct Footprint {
+    cpu_pct: f64,
+    rss_kib: u64,
+    scrapes: f64,
+    counted: f64,
+}
+
+/// Runs a daemon against a private containerd for `secs`, with `kills` container OOM kills
+/// spread evenly over the window (each a new container name: one more kill series); with
+/// `scrape = Some(interval)` it serves metrics and a real Prometheus scrapes it at that
+/// interval.
+fn footprint(scrape: Option<&str>, secs: u64, kills: usize, tag: &str) -> Footprint {
+    let cd = Containerd::start();
+    let obs = match scrape {
+        Some(_) => cd.observer_with(
+            Duration::from_secs(30),
+            &["--metrics-listen", "127.0.0.1:0"],
+        ),
+        None => cd.observer(Duration::from_secs(30)),
+    };
+    let prom = scrape.map(|interval| {
+        let log = obs.stderr_text();
+        let addr = log
+            .lines()
+            .find(|l| l.contains("serving Prometheus metrics"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|a| a.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no metrics address logged:\n{log}"))
+            .to_string();
+        Prometheus::start(&addr, interval)
+    });
+    cd.go();
+    let hz = 100.0;
+    let start = Instant::now();
+    let t0 = proc_cpu_ticks(obs.pid());
+    for i in 0..kills {
+        let at = Duration::from_secs_f64(secs as f64 * i as f64 / kills as f64);
+        if let Some(wait) = at.checked_sub(start.elapsed()) {
+            thread::sleep(wait);
+        }
+        let name = format!("io.kubernetes.container.name=c{i}");
+        let mut c = cd.run_hog(
+            &format!("{tag}-{i}"),
+            24,
+            &[
+                "--label",
+                "io.kubernetes.pod.namespace=bench",
+                "--label",
+                "io.kubernetes.pod.name=p",
+                "--label",
+                &name,
+            ],
+        );
+        assert_eq!(c.wait().unwrap().code(), Some(137), "must be OOM-killed");
+    }
+    if let Some(rest) = Duration::from_secs(secs).checked_sub(start.elapsed()) {
+        thread::sleep(rest);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu_pct = (proc_cpu_ticks(obs.pid()) - t0) as f64 / hz / elapsed * 100.0;
+    let rss_kib = rss_kib(obs.pid());
+    let value = |p: &Prometheus, q: &str| {
+        p.query(q)
+            .first()
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (scrapes, counted) = match &prom {
+        Some(p) => {
+            // The last kill's scrape may still be due.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let q = "sum(oom_observer_oom_kills_total{namespace=\"bench\"})";
+            while value(p, q) < kills as f64 && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(500));
+            }
+            (
+                value(p, "count_over_time(up{job=\"oom-observer\"}[1h])"),
+                value(p, q),
+            )
+        }
+        None => (0.0, 0.0),
+    };
+    Footprint {
+        cpu_pct,
+        rss_kib,
+        scrapes,
+        counted,
+    }
+}
+
+/// The daemon's CPU and RSS with metrics on and scraped every 15 s (the quick version: a
+/// 2 s interval over a few seconds), against the same run without metrics.
+#[test]
+fn metrics_footprint() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let full = std::env::var("OOMX_BENCH_FULL").is_ok_and(|v| v == "1");
+    let (secs, kills, interval) = if full { (120, 20, "15s") } else { (6, 2, "2s") };
+    let with = footprint(Some(interval), secs, kills, "mon");
+    let without = footprint(None, secs, kills, "moff");
+    let r = format!(
+        "# Metrics: the daemon's footprint\n\n{} run, {}, commit `{}`. Reproduce: `cargo xtask bench`.\n\n\
+         Each row: one daemon (release build) against a private containerd for {secs} s, {kills} runc containers OOM-killed, evenly spread, \
+         each with its own container name (one more kill series each). With metrics, a real Prometheus (Debian's 2.42) scrapes \
+         `/metrics` every {interval}. CPU: user+system time of the daemon over the window; RSS at its end. The daemon sees every \
+         OOM kill of the host, so kills by other work on the machine during the window are in both rows.\n\n\
+         | daemon | CPU | RSS | scrapes | kills counted by Prometheus |\n|---|---|---|---|---|\n\
+         | `--metrics-listen`, scraped every {interval} | {:.3}% | {:.1} MiB | {} | {}/{kills} |\n\
+         | without metrics | {:.3}% | {:.1} MiB | – | – |\n",
+        if full { "Full" } else { "Quick" },
+        humantime::format_rfc3339_seconds(SystemTime::now()),
+        Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default(),
+        with.cpu_pct,
+        with.rss_kib as f64 / 1024.0,
+        with.scrapes,
+        with.counted,
+        without.cpu_pct,
+        without.rss_kib as f64 / 1024.0,
+    );
+    eprintln!("\n{r}");
+    if let Some(dir) = std::env::var_os("OOMX_BENCH_DIR") {
+        fs::write(PathBuf::from(dir).join("metrics.md"), &r).unwrap();
+    }
+    // The harness itself must work.
+    assert!(with.scrapes >= 1.0, "Prometheus never scraped the daemon");
+    assert_eq!(with.counted, kills as f64, "every kill counted");
 }

@@ -367,8 +367,8 @@ fn build_ebpf() -> Result<PathBuf> {
 /// Debian packages the build needs (containerd-client generates its gRPC code with protoc).
 const BUILD_PACKAGES: &[&str] = &["protobuf-compiler"];
 /// Debian packages the tests need: a real containerd with real runc and gVisor, busybox for
-/// the containers' root filesystem, systemd-analyze for the unit file, promtool for the alert
-/// rules, a Python venv for kubernetes-validate.
+/// the containers' root filesystem, systemd-analyze for the unit file, Prometheus to scrape the
+/// metrics and promtool for the alert rules, a Python venv for kubernetes-validate.
 const TEST_PACKAGES: &[&str] = &[
     "containerd",
     "runc",
@@ -492,6 +492,9 @@ fn check_setup_output() -> Result<()> {
     Ok(())
 }
 
+/// The tests run the daemon with everything it can do, Kubernetes Events included.
+const TEST_FEATURES: &str = "observer/k8s-events";
+
 fn test(extra: &[OsString]) -> Result<()> {
     ensure_packages(BUILD_PACKAGES)?;
     ensure_packages(TEST_PACKAGES)?;
@@ -506,6 +509,8 @@ fn test(extra: &[OsString]) -> Result<()> {
             "--package",
             "tests",
             "--bins",
+            "--features",
+            TEST_FEATURES,
         ])
         .env("OOM_OBSERVER_EBPF_OBJ", &obj))?;
     // After that build, so `xtask build` inside it has nothing left to compile.
@@ -516,7 +521,8 @@ fn test(extra: &[OsString]) -> Result<()> {
     let bin_dir = root.join("target/debug");
     run(Command::new("cargo")
         .current_dir(&root)
-        .args(["test", "--workspace"])
+        // The same features as the binaries, or cargo would rebuild them without.
+        .args(["test", "--workspace", "--features", TEST_FEATURES])
         .args(extra)
         .env("OOMX_IMAGE_ARCHIVE", &archive)
         .env("OOMX_IMAGE_NAME", image::IMAGE_NAME)

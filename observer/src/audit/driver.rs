@@ -86,6 +86,11 @@ impl AuditDriver {
         }
     }
 
+    /// Open findings: `limit_unenforced`, `sandbox_oversized`, `cgroup_misplaced`.
+    pub fn open_findings(&self) -> (usize, usize, usize) {
+        self.auditor.open()
+    }
+
     /// Runs the audits kernel records asked for.
     pub fn run_pending(&mut self) {
         for key in std::mem::take(&mut self.pending) {

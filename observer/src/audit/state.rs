@@ -104,6 +104,16 @@ impl Auditor {
         self.reported.remove(key);
     }
 
+    /// Open findings: `limit_unenforced`, `sandbox_oversized`, `cgroup_misplaced`.
+    pub fn open(&self) -> (usize, usize, usize) {
+        let r = self.reported.values();
+        (
+            r.clone().filter(|r| r.unenforced.is_some()).count(),
+            r.clone().filter(|r| r.oversized.is_some()).count(),
+            r.filter(|r| r.misplaced.is_some()).count(),
+        )
+    }
+
     /// Containers audited so far.
     pub fn keys(&self) -> Vec<ContainerKey> {
         self.reported.keys().cloned().collect()

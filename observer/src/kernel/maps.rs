@@ -96,6 +96,11 @@ impl KernelMaps {
         self.lost_seen.sum()
     }
 
+    /// Records lost so far per kind, as last read.
+    pub fn lost_by_kind(&self) -> Vec<(&'static str, u64)> {
+        self.lost_seen.by_kind()
+    }
+
     /// A kill the daemon has not seen (an earlier run's, or one whose record was lost),
     /// from the kernel's own victim map.
     pub fn victim(&self, pid: u32) -> Option<Kill> {
@@ -145,6 +150,15 @@ impl LostCounts {
             RecordKind::CgroupMkdir => &mut self.cgroup_mkdir,
             RecordKind::CgroupAttach => &mut self.cgroup_attach,
         }
+    }
+
+    /// Each kind's count, by the kind's JSON name (the `kind` label of the metrics).
+    pub fn by_kind(&self) -> Vec<(&'static str, u64)> {
+        let mut c = *self;
+        RecordKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), *c.of(*k)))
+            .collect()
     }
 
     /// All kinds together.

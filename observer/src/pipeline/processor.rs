@@ -20,7 +20,12 @@ use crate::{
         record::{mkdir_path, Record},
     },
     query::history::{self, Answer, History, Kill, Query},
-    sinks::{json::JsonLines, taskoom::Publisher},
+    sinks::{
+        json::JsonLines,
+        k8s_events::EventSink,
+        metrics::{Metrics, Totals},
+        taskoom::Publisher,
+    },
 };
 
 /// Turns records into events and hands them to the sinks.
@@ -34,6 +39,8 @@ pub struct Processor<W: Write> {
     publisher: Option<Publisher>,
     history: History,
     audits: Option<AuditDriver>,
+    metrics: Option<Metrics>,
+    events: Option<EventSink>,
 }
 
 /// Paths in the memory controller's hierarchy, for [`event::build`].
@@ -66,6 +73,8 @@ impl<W: Write> Processor<W> {
             publisher: None,
             history: History::default(),
             audits: None,
+            metrics: None,
+            events: None,
         }
     }
 
@@ -80,6 +89,52 @@ impl<W: Write> Processor<W> {
         self.publisher = Some(publisher);
         self.audits = audits;
         self
+    }
+
+    /// Adds the Prometheus sink, counted after each line is written.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Adds the Kubernetes Event sink (queued, never waited for).
+    pub fn with_k8s_events(mut self, events: EventSink) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// The metrics, if served.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
+    /// Brings the metrics up to the sinks' totals, the audit's open findings and the
+    /// kernel's lost records (per kind). Off the kill path: the daemon calls it after each
+    /// turn of its loop.
+    pub fn sync_metrics(&mut self, lost: &[(&str, u64)]) {
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        let mut t = Totals::default();
+        if let Some(p) = &self.publisher {
+            t.published = p.delivered();
+            t.spooled = p.spooled();
+            t.dropped = p.dropped();
+        }
+        if let Some(a) = &self.audits {
+            let (unenforced, oversized, misplaced) = a.open_findings();
+            t.limit_unenforced = unenforced as u64;
+            t.sandbox_oversized = oversized as u64;
+            t.cgroup_misplaced = misplaced as u64;
+        }
+        m.sync(t, lost);
+    }
+
+    /// Drops the kill series of containers deleted longer ago than the index keeps them.
+    pub fn expire_metrics(&mut self) {
+        if let (Some(m), Some(cd)) = (self.metrics.as_mut(), &self.containerd) {
+            m.expire(|k| cd.container(k).map(|c| c.deleted_at));
+        }
     }
 
     /// The TaskOOM sink, if any.
@@ -118,7 +173,14 @@ impl<W: Write> Processor<W> {
                         self.history.record_kill(&ev);
                     }
                 }
-                self.out.write(&ev)
+                self.out.write(&ev)?;
+                if let Some(m) = self.metrics.as_mut() {
+                    m.on_event(&ev);
+                }
+                if let Some(k) = &self.events {
+                    k.send(&ev);
+                }
+                Ok(())
             }
             Ok(Record::Mkdir(m)) => {
                 self.learn_path(&m);

@@ -28,6 +28,7 @@ pub struct Publisher {
     retry_at: Option<Instant>,
     backoff: Duration,
     delivered: u64,
+    spooled: u64,
 }
 
 impl Publisher {
@@ -42,6 +43,7 @@ impl Publisher {
             retry_at: None,
             backoff: RETRY_MIN,
             delivered: 0,
+            spooled: 0,
         };
         if !p.spool.is_empty() {
             info!(
@@ -64,6 +66,16 @@ impl Publisher {
     /// TaskOOMs acknowledged by containerd so far.
     pub fn delivered(&self) -> u64 {
         self.delivered
+    }
+
+    /// TaskOOMs that had to wait in the spool so far.
+    pub fn spooled(&self) -> u64 {
+        self.spooled
+    }
+
+    /// TaskOOMs dropped from a full spool so far.
+    pub fn dropped(&self) -> u64 {
+        self.spool.dropped()
     }
 
     /// TaskOOMs waiting in the spool.
@@ -103,6 +115,7 @@ impl Publisher {
             self.recent.insert(key, (now, true));
             return true;
         }
+        self.spooled += 1;
         if let Err(e) = self.spool.push(p) {
             warn!(error = %e, namespace, container = container_id, "cannot write the TaskOOM spool; kept in memory only");
         }
