@@ -88,8 +88,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         let cd = Containerd::new(socket.clone(), setup.cgroups.memory_on_dfl());
         cd.subscribe_changes(change_tx);
         tokio::spawn(cd.clone().watch());
-        let mut publisher =
-            Publisher::new(socket, opts.state_dir.as_deref()).map_err(ObserverError::Spool)?;
+        let mut publisher = Publisher::new(socket, opts.state_dir.as_deref());
         publisher.warm_up().await;
         let audits = MemoryFs::from_mounts(&setup.cgroups).map(|mem| {
             let (driver, rx) = AuditDriver::start(cd.clone(), mem);

@@ -31,9 +31,10 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher for `socket`, spooling under `state_dir` (memory only when `None`).
-    pub fn new(socket: &Path, state_dir: Option<&Path>) -> std::io::Result<Publisher> {
-        let spool = Spool::open(state_dir)?;
+    /// A publisher for `socket`, spooling under `state_dir` (memory only when `None`, or
+    /// when the directory is unusable: [`Spool::open`] says so once).
+    pub fn new(socket: &Path, state_dir: Option<&Path>) -> Publisher {
+        let spool = Spool::open(state_dir);
         let mut p = Publisher {
             socket: socket.to_path_buf(),
             client: None,
@@ -50,7 +51,7 @@ impl Publisher {
             );
             p.retry_at = Some(Instant::now());
         }
-        Ok(p)
+        p
     }
 
     /// Connects ahead of the first kill, so that one does not pay for the connection.
@@ -104,7 +105,8 @@ impl Publisher {
             return true;
         }
         if let Err(e) = self.spool.push(p) {
-            warn!(error = %e, namespace, container = container_id, "cannot write the TaskOOM spool; kept in memory only");
+            warn!(error = %e, namespace, container = container_id, waiting = self.spool.len(),
+                "cannot write the TaskOOM spool: this TaskOOM waits in memory (lost if the observer restarts first), is retried to containerd, and written to disk when the disk takes it");
         }
         self.recent.insert(key, (now, false));
         if self.retry_at.is_none() {
@@ -116,6 +118,7 @@ impl Publisher {
     /// Retries the spool (call when [`Publisher::retry_at`] is due).
     pub async fn retry(&mut self) {
         self.flush().await;
+        self.spool.persist();
         if self.spool.is_empty() {
             self.retry_at = None;
             self.backoff = RETRY_MIN;
@@ -128,13 +131,14 @@ impl Publisher {
     async fn flush(&mut self) {
         while let Some(p) = self.spool.front().cloned() {
             if !self.send(&p).await {
-                return;
+                break;
             }
             info!(namespace = %p.namespace, container = %p.container_id, "delivered a spooled TaskOOM");
             if let Err(e) = self.spool.pop_front() {
                 warn!(error = %e, "cannot rewrite the TaskOOM spool");
             }
         }
+        self.spool.sync();
     }
 
     async fn send(&mut self, p: &Pending) -> bool {
@@ -177,7 +181,7 @@ mod tests {
     async fn one_taskoom_per_container_and_kill_spooled_in_order_without_containerd() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("no-containerd.sock");
-        let mut p = Publisher::new(&socket, Some(dir.path())).unwrap();
+        let mut p = Publisher::new(&socket, Some(dir.path()));
         assert!(!p.oom("k8s.io", "a", 1).await, "nothing can be published");
         assert!(
             !p.oom("k8s.io", "a", 2).await,
@@ -192,7 +196,7 @@ mod tests {
         assert!(p.retry_at().is_some(), "a retry is scheduled");
         // The spool survives a restart, oldest first.
         drop(p);
-        let p = Publisher::new(&socket, Some(dir.path())).unwrap();
+        let p = Publisher::new(&socket, Some(dir.path()));
         assert_eq!(p.pending(), 2);
         assert_eq!(
             p.spool
