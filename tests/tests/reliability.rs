@@ -1,0 +1,185 @@
+//! Fault injection (issue 13): the daemon under the faults a node will hit, checked as an
+//! operator would: every kill reported exactly once, every TaskOOM delivered exactly once,
+//! no wrong verdict, a bounded delay. Real mounts, real containerd, real OOM kills.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use tests::{
+    containerd::{Containerd, Subscriber},
+    events_in, Observer,
+};
+
+const READY: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A tmpfs this test mounted on a directory it created; unmounted and removed on drop.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, opts: &str) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "oomx-tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount -t tmpfs -o {opts} {}", dir.display());
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// A state directory that is full, one that is read-only, one that is a file, and a spool
+/// holding bytes that are not UTF-8: each daemon starts, says once what is wrong with its
+/// state directory and what it costs, and every TaskOOM of a kill made while containerd is
+/// down is delivered exactly once after containerd is back (from memory where the disk
+/// refused it).
+#[test]
+fn unusable_state_dirs_and_a_corrupt_spool_lose_no_taskoom() {
+    let mut cd = Containerd::start();
+    let scratch = cd.dir.join("state-faults");
+    fs::create_dir_all(&scratch).unwrap();
+    // Full: a 64 KiB tmpfs filled to the last page.
+    let full_dir = scratch.join("full");
+    let _full = Tmpfs::mount(&full_dir, "size=64k,mode=0755");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(full_dir.join("filler")).unwrap();
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    // Read-only.
+    let ro_dir = scratch.join("ro");
+    let _ro = Tmpfs::mount(&ro_dir, "ro,size=64k");
+    // A file where the directory should be.
+    let file_dir = scratch.join("a-file");
+    fs::write(&file_dir, b"not a directory").unwrap();
+    // A spool with bytes no JSON reader takes, and one good entry from a previous run.
+    let corrupt_dir = scratch.join("corrupt");
+    fs::create_dir_all(&corrupt_dir).unwrap();
+    let mut bytes = b"\xff\xfe\n".to_vec();
+    bytes.extend_from_slice(
+        format!(
+            "{{\"namespace\":\"{}\",\"container_id\":\"ghost\",\"ktime_ns\":1}}\n",
+            cd.namespace
+        )
+        .as_bytes(),
+    );
+    bytes.extend_from_slice(b"{\"namespace\":\"x\",\"conta\xc3");
+    fs::write(corrupt_dir.join("taskoom-spool.jsonl"), &bytes).unwrap();
+
+    let socket = cd.socket.to_str().unwrap().to_string();
+    let dirs = [&full_dir, &ro_dir, &file_dir, &corrupt_dir];
+    let observers: Vec<Observer> = dirs
+        .iter()
+        .map(|d| {
+            let o = Observer::spawn(
+                &[
+                    "--containerd-socket",
+                    &socket,
+                    "--state-dir",
+                    d.to_str().unwrap(),
+                ],
+                READY,
+            );
+            o.wait_log("connected to containerd", WAIT);
+            o
+        })
+        .collect();
+    for (o, d) in observers.iter().zip(dirs).take(3) {
+        let log = o.stderr_text();
+        let warned: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("state directory unusable"))
+            .collect();
+        assert_eq!(warned.len(), 1, "one warning at start:\n{log}");
+        assert!(
+            warned[0].contains(d.to_str().unwrap()) && warned[0].contains("kept in memory only"),
+            "it names the directory and the cost: {}",
+            warned[0]
+        );
+    }
+    let corrupt = &observers[3];
+    corrupt.wait_log("skipped unreadable lines in the TaskOOM spool", WAIT);
+    assert!(corrupt.stderr_text().contains("skipped_lines=2"));
+    // The good entry of the corrupt spool goes out at start, containerd being up.
+    corrupt.wait_log("delivered a spooled TaskOOM", WAIT);
+
+    let id = "spool-fault";
+    let mut ctr = cd.run_hog(id, 32, &[]);
+    cd.wait_running(id);
+    cd.stop();
+    cd.go();
+    let cg = cd.cgroup_of(id);
+    for o in &observers {
+        let evs = o.wait_for("the kill while containerd is down", WAIT, |e| {
+            !events_in(e, "oom_kill", &cg).is_empty()
+        });
+        let kills = events_in(&evs, "oom_kill", &cg);
+        assert_eq!(kills.len(), 1, "reported once");
+        assert_eq!(kills[0]["container"]["id"], id);
+        assert_eq!(kills[0]["published"], false, "containerd was down");
+    }
+    for o in &observers[..3] {
+        o.wait_log("this TaskOOM waits in memory", WAIT);
+    }
+    let t0 = Instant::now();
+    cd.restart();
+    let sub = Subscriber::start(&cd.socket);
+    for o in &observers {
+        let deadline = Instant::now() + WAIT;
+        while !o
+            .stderr_text()
+            .lines()
+            .any(|l| l.contains("delivered a spooled TaskOOM") && l.contains(id))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "never delivered:\n{}",
+                o.stderr_text()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let delivered_after = t0.elapsed();
+    // Give a duplicate time to show.
+    thread::sleep(Duration::from_secs(2));
+    for o in &observers {
+        let log = o.stderr_text();
+        let n = log
+            .lines()
+            .filter(|l| l.contains("delivered a spooled TaskOOM") && l.contains(id))
+            .count();
+        assert_eq!(n, 1, "delivered exactly once by each daemon:\n{log}");
+    }
+    let (ours, _) = sub.task_ooms(&cd.namespace, id);
+    assert!(
+        ours.len() <= observers.len(),
+        "no duplicate reached containerd: {ours:#?}"
+    );
+    let (ghost, _) = sub.task_ooms(&cd.namespace, "ghost");
+    assert!(ghost.is_empty(), "the ghost went out once, before: {ghost:#?}");
+    println!(
+        "state-dir faults: {} daemons, every TaskOOM delivered once, {:.1} s after containerd returned",
+        observers.len(),
+        delivered_after.as_secs_f64()
+    );
+    drop(observers);
+    let _ = ctr.kill();
+    let _ = ctr.wait();
+}
