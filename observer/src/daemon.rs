@@ -15,9 +15,9 @@ use crate::{
         maps::KernelMaps,
         setup,
     },
-    pipeline::processor::Processor,
+    pipeline::processor::{Begun, Processor},
     query::socket::{self as query_socket, Request},
-    sinks::taskoom::Publisher,
+    sinks::taskoom::{self, Publisher},
 };
 use tokio::io::unix::AsyncFd;
 
@@ -90,6 +90,11 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         tokio::spawn(cd.clone().watch());
         let mut publisher = Publisher::new(socket, opts.state_dir.as_deref());
         publisher.warm_up().await;
+        let wake = publisher.waker();
+        let publisher = std::sync::Arc::new(tokio::sync::Mutex::new(publisher));
+        // The spool is delivered beside the loop: a containerd that hangs holds back no
+        // kill for longer than the hand-off bound.
+        tokio::spawn(taskoom::retry_task(publisher.clone(), wake));
         let audits = MemoryFs::from_mounts(&setup.cgroups).map(|mem| {
             let (driver, rx) = AuditDriver::start(cd.clone(), mem);
             observations = Some(rx);
@@ -122,24 +127,22 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     loop {
         tokio::select! {
             guard = maps.ring.readable_mut() => {
-                let mut guard = guard.map_err(ObserverError::RingBuffer)?;
-                let batch = crate::kernel::maps::take_batch(guard.get_inner_mut());
-                guard.clear_ready();
-                process_batch(&mut proc, &batch).await?;
+                let batch = {
+                    let mut guard = guard.map_err(ObserverError::RingBuffer)?;
+                    let batch = crate::kernel::maps::take_batch(guard.get_inner_mut());
+                    guard.clear_ready();
+                    batch
+                };
+                process_batch(&mut proc, &batch, &mut queries, &maps).await?;
                 maps.check_lost();
             }
             Some(req) = next_query(&mut queries) => {
                 // Everything the kernel recorded before this moment is read first, so a
                 // kill can never be missed by a question asked right after it.
                 let batch = maps.take_batch();
-                process_batch(&mut proc, &batch).await?;
+                process_batch(&mut proc, &batch, &mut queries, &maps).await?;
                 let answer = proc.answer(&req.query, |pid| maps.victim(pid));
                 let _ = req.reply.send(answer);
-            }
-            _ = retry_due(proc.publisher().and_then(|p| p.retry_at())) => {
-                if let Some(p) = proc.publisher() {
-                    p.retry().await;
-                }
             }
             _ = limits_ready(limit_fd.as_deref()) => {
                 if let Some(a) = proc.audits() {
@@ -165,13 +168,32 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     Ok(())
 }
 
-/// Hands one batch of records to the processor, then runs the audits they asked for.
+/// Hands one batch of records to the processor, in order, then runs the audits they asked
+/// for. While a kill waits for containerd (at most [`taskoom::HANDOFF`] beyond attribution),
+/// queries are answered from what is known: the history so far and the kernel's victim map.
 async fn process_batch<W: io::Write>(
     proc: &mut Processor<W>,
     batch: &[Vec<u8>],
+    queries: &mut Option<tokio::sync::mpsc::Receiver<Request>>,
+    maps: &KernelMaps,
 ) -> Result<(), ObserverError> {
     for item in batch {
-        proc.handle(item).await.map_err(ObserverError::Output)?;
+        match proc.begin(item).map_err(ObserverError::Output)? {
+            Begun::Done => {}
+            Begun::Enrich(ev, work) => {
+                tokio::pin!(work);
+                let found = loop {
+                    tokio::select! {
+                        found = &mut work => break found,
+                        Some(req) = next_query(queries) => {
+                            let answer = proc.answer(&req.query, |pid| maps.victim(pid));
+                            let _ = req.reply.send(answer);
+                        }
+                    }
+                };
+                proc.finish(*ev, found).map_err(ObserverError::Output)?;
+            }
+        }
     }
     proc.flush().map_err(ObserverError::Output)?;
     if let Some(a) = proc.audits() {
@@ -214,14 +236,6 @@ async fn limits_ready(fd: Option<&AsyncFd<InotifyFd>>) {
             Ok(mut g) => g.clear_ready(),
             Err(_) => std::future::pending().await,
         },
-        None => std::future::pending().await,
-    }
-}
-
-/// Sleeps until the spool's retry is due; forever when nothing waits.
-async fn retry_due(at: Option<std::time::Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }

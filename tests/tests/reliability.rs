@@ -183,3 +183,98 @@ fn unusable_state_dirs_and_a_corrupt_spool_lose_no_taskoom() {
     let _ = ctr.kill();
     let _ = ctr.wait();
 }
+
+fn rfc3339(s: &str) -> std::time::SystemTime {
+    humantime::parse_rfc3339(s).unwrap_or_else(|e| panic!("bad time {s:?}: {e}"))
+}
+
+/// containerd stopped (SIGSTOP: it accepts connections and never answers) while containers
+/// are OOM-killed: the query socket answers at once the whole time, every kill's line comes
+/// within the hand-off bound with `published: false`, and once containerd runs again every
+/// TaskOOM reaches it.
+#[test]
+fn a_hung_containerd_delays_no_line_beyond_the_bound_and_no_query() {
+    let cd = Containerd::start();
+    let obs = cd.observer(READY);
+    let sub = Subscriber::start(&cd.socket);
+    let ids: Vec<String> = (0..3).map(|i| format!("hung-{i}")).collect();
+    let mut ctrs: Vec<_> = ids.iter().map(|id| cd.run_hog(id, 32, &[])).collect();
+    for id in &ids {
+        cd.wait_running(id);
+    }
+    let cd_pid = cd.pid();
+    signal(cd_pid, libc::SIGSTOP);
+    let stopped = Instant::now();
+    cd.go();
+    // Ask all along, until every kill is on the stream.
+    let mut worst_query = Duration::ZERO;
+    let mut asked = 0;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let t = Instant::now();
+        let a = obs.ask("{\"pid\":1}");
+        worst_query = worst_query.max(t.elapsed());
+        asked += 1;
+        assert_eq!(a["oom_killed"], false, "pid 1 was never OOM-killed: {a}");
+        let evs = obs.events();
+        if ids
+            .iter()
+            .all(|id| !events_in(&evs, "oom_kill", &cd.cgroup_of(id)).is_empty())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "kills missing:\n{}", obs.stderr_text());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut worst_line = Duration::ZERO;
+    for id in &ids {
+        let cg = cd.cgroup_of(id);
+        let timed = obs.events_timed();
+        let kills: Vec<_> = timed
+            .iter()
+            .filter(|(e, _)| e["event"] == "oom_kill" && e["victim"]["cgroup"].as_str().is_some_and(|c| c.starts_with(&cg)))
+            .collect();
+        assert_eq!(kills.len(), 1, "reported once: {kills:?}");
+        let (e, at) = kills[0];
+        assert_eq!(e["container"]["id"], id.as_str(), "{e}");
+        assert_eq!(e["published"], false, "containerd never answered: {e}");
+        let delay = at
+            .duration_since(rfc3339(e["time"].as_str().unwrap()))
+            .unwrap_or_default();
+        worst_line = worst_line.max(delay);
+    }
+    signal(cd_pid, libc::SIGCONT);
+    let stalled = stopped.elapsed();
+    for id in &ids {
+        sub.wait_for("our TaskOOM once containerd runs", WAIT, |s| {
+            s.iter()
+                .any(|x| x.ours && x.topic == "/tasks/oom" && x.container_id.as_deref() == Some(id.as_str()))
+        });
+    }
+    thread::sleep(Duration::from_secs(2));
+    let mut duplicates = 0;
+    for id in &ids {
+        let (ours, _) = sub.task_ooms(&cd.namespace, id);
+        duplicates += ours.len() - 1;
+    }
+    println!(
+        "hung containerd: {} kills, {asked} queries, slowest answer {:.1} ms, slowest line {:.2} s after its kill, containerd stopped {:.1} s, duplicate TaskOOMs {duplicates}",
+        ids.len(),
+        worst_query.as_secs_f64() * 1e3,
+        worst_line.as_secs_f64(),
+        stalled.as_secs_f64()
+    );
+    assert!(worst_query < Duration::from_millis(500), "a query waited {worst_query:?}");
+    assert!(worst_line < Duration::from_secs(4), "a line waited {worst_line:?}");
+    assert_eq!(duplicates, 0, "every TaskOOM delivered exactly once");
+    for c in &mut ctrs {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    assert!(pid > 0);
+    // SAFETY: a signal to the private containerd this test started.
+    unsafe { libc::kill(pid as i32, sig) };
+}

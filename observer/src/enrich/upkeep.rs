@@ -53,6 +53,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A resolution miss refreshes the index at most this often.
 const REFRESH_EVERY: Duration = Duration::from_millis(200);
+/// The longest a kill waits for that refresh: a containerd that does not answer must not
+/// hold the kill's line back (its TaskOOM has its own bound, `taskoom::HANDOFF`).
+const REFRESH_BUDGET: Duration = Duration::from_millis(500);
 
 fn decode<T: Message + Default>(any: &Option<prost_types::Any>) -> Option<T> {
     any.as_ref()
@@ -142,6 +145,9 @@ impl Containerd {
             }
             if self.connected.swap(false, Ordering::Relaxed) {
                 warn!(socket = %self.socket.display(), "lost containerd's event stream; reconnecting");
+                // It was up: the next outage starts from the shortest wait again.
+                backoff = BACKOFF_MIN;
+                warned = false;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -309,7 +315,12 @@ impl Containerd {
         if !found.is_empty() || victim_cgroup.is_none() || !self.connected() {
             return found;
         }
-        self.refresh().await;
+        if tokio::time::timeout(REFRESH_BUDGET, self.refresh())
+            .await
+            .is_err()
+        {
+            debug!("containerd did not answer the refresh in time; attributing from the index");
+        }
         attribute(&self.lock(), victim_cgroup, oom_cgroup)
     }
 }

@@ -17,8 +17,30 @@ use crate::{
         record::{mkdir_path, Record},
     },
     query::history::{self, Answer, History, Kill, Query},
-    sinks::{json::JsonLines, taskoom::Publisher},
+    sinks::{json::JsonLines, taskoom::SharedPublisher},
 };
+
+/// Names a kill's container(s) and hands its TaskOOM over; owns what it needs, so the
+/// daemon can answer queries while it waits.
+pub type EnrichWork = std::pin::Pin<Box<dyn std::future::Future<Output = Enrichment> + Send>>;
+
+/// What [`EnrichWork`] found.
+#[derive(Debug, Default)]
+pub struct Enrichment {
+    /// The container(s) the kill is attributed to (`None`: none).
+    pub owners: Option<Vec<crate::enrich::container::ContainerInfo>>,
+    /// Whether containerd took a TaskOOM for every one of them.
+    pub published: bool,
+}
+
+/// What [`Processor::begin`] left to do.
+pub enum Begun {
+    /// The record is handled (its line, if any, is written).
+    Done,
+    /// The event waits for its container and TaskOOM: await the work, then
+    /// [`Processor::finish`].
+    Enrich(Box<Event>, EnrichWork),
+}
 
 /// Turns records into events and hands them to the sinks.
 pub struct Processor<W: Write> {
@@ -28,7 +50,7 @@ pub struct Processor<W: Write> {
     out: JsonLines<W>,
     malformed: u64,
     containerd: Option<Arc<Containerd>>,
-    publisher: Option<Publisher>,
+    publisher: Option<SharedPublisher>,
     history: History,
     audits: Option<AuditDriver>,
 }
@@ -70,7 +92,7 @@ impl<W: Write> Processor<W> {
     pub fn with_containerd(
         mut self,
         cd: Arc<Containerd>,
-        publisher: Publisher,
+        publisher: SharedPublisher,
         audits: Option<AuditDriver>,
     ) -> Self {
         self.containerd = Some(cd);
@@ -80,8 +102,8 @@ impl<W: Write> Processor<W> {
     }
 
     /// The TaskOOM sink, if any.
-    pub fn publisher(&mut self) -> Option<&mut Publisher> {
-        self.publisher.as_mut()
+    pub fn publisher(&self) -> Option<&SharedPublisher> {
+        self.publisher.as_ref()
     }
 
     /// The limit audit, if any.
@@ -91,6 +113,20 @@ impl<W: Write> Processor<W> {
 
     /// Handles one ring-buffer item.
     pub async fn handle(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.begin(bytes)? {
+            Begun::Done => Ok(()),
+            Begun::Enrich(ev, work) => {
+                let e = work.await;
+                self.finish(*ev, e)
+            }
+        }
+    }
+
+    /// First half of [`Processor::handle`]: everything but containerd. A kill or memcg OOM
+    /// that may belong to a container comes back with the work that names it and hands its
+    /// TaskOOM over (`'static`: the caller awaits it while it answers queries, and passes
+    /// the result to [`Processor::finish`] before it begins the next record).
+    pub fn begin(&mut self, bytes: &[u8]) -> io::Result<Begun> {
         match Record::parse(bytes) {
             Ok(Record::Oom(r)) => {
                 let received_us = boot_ns().saturating_sub(r.ktime_ns) / 1000;
@@ -107,28 +143,47 @@ impl<W: Write> Processor<W> {
                     let kill = self.history.record_exit(&ev);
                     ev.kill_seq = Some(kill.map(|k| k.seq));
                     ev.container = kill.and_then(|k| k.container.clone());
-                } else {
-                    self.enrich_and_publish(&mut ev).await;
-                    if r.kind == kind::OOM_KILL {
-                        self.history.record_kill(&ev);
+                    self.out.write(&ev)?;
+                    return Ok(Begun::Done);
+                }
+                match self.enrichment(&ev) {
+                    Some(work) => Ok(Begun::Enrich(Box::new(ev), work)),
+                    None => {
+                        self.finish(ev, Enrichment::default())?;
+                        Ok(Begun::Done)
                     }
                 }
-                self.out.write(&ev)
             }
             Ok(Record::Mkdir(m)) => {
                 self.learn_path(&m);
-                Ok(())
+                Ok(Begun::Done)
             }
             Ok(Record::Attach(a)) => {
                 self.on_migration(&a);
-                Ok(())
+                Ok(Begun::Done)
             }
             Err(e) => {
                 self.malformed += 1;
                 warn!(error = %e, malformed_total = self.malformed, "dropped a malformed ring-buffer record");
-                Ok(())
+                Ok(Begun::Done)
             }
         }
+    }
+
+    /// Second half: the event gets its container(s), enters the history, and its line is
+    /// written.
+    pub fn finish(&mut self, mut ev: Event, e: Enrichment) -> io::Result<()> {
+        if let Some(owners) = &e.owners {
+            ev.container = owners.first().map(ContainerRef::from);
+            if owners.len() > 1 {
+                ev.containers = owners.iter().map(ContainerRef::from).collect();
+            }
+        }
+        ev.published = e.published;
+        if ev.event == "oom_kill" {
+            self.history.record_kill(&ev);
+        }
+        self.out.write(&ev)
     }
 
     fn learn_path(&mut self, m: &CgroupMkdirRecord) {
@@ -152,46 +207,48 @@ impl<W: Write> Processor<W> {
         audits.on_migration(a.pid, dst.as_deref());
     }
 
-    /// Names the container(s) and, for a kill, hands TaskOOM to containerd before the JSON
-    /// line is written.
-    async fn enrich_and_publish(&mut self, ev: &mut Event) {
-        let Some(cd) = &self.containerd else { return };
-        let oom = ev.oom_cgroup.as_ref().and_then(|c| c.path.as_deref());
+    /// The work that names the container(s) and, for a kill, hands TaskOOM to containerd
+    /// before the JSON line is written; `None` without containerd.
+    fn enrichment(&self, ev: &Event) -> Option<EnrichWork> {
+        let cd = self.containerd.clone()?;
+        let publisher = self.publisher.clone();
+        let oom = ev.oom_cgroup.as_ref().and_then(|c| c.path.clone());
         // A memcg OOM without a kill is attributed through the cgroup that hit its limit.
         let victim = match &ev.victim {
-            Some(v) => v.cgroup.as_deref(),
-            None => oom,
+            Some(v) => v.cgroup.clone(),
+            None => oom.clone(),
         };
-        let t0 = std::time::Instant::now();
-        let woke_us = boot_ns().saturating_sub(ev.ktime_ns) / 1000;
-        let owners = cd.attribute(victim, oom).await;
-        let attributed = t0.elapsed();
-        if owners.is_empty() {
-            return;
-        }
-        ev.container = owners.first().map(ContainerRef::from);
-        if owners.len() > 1 {
-            ev.containers = owners.iter().map(ContainerRef::from).collect();
-        }
-        if ev.event != "oom_kill" {
-            return;
-        }
-        let Some(publisher) = self.publisher.as_mut() else {
-            return;
-        };
-        let mut all = true;
-        for c in &owners {
-            all &= publisher.oom(&c.namespace, &c.id, ev.ktime_ns).await;
-        }
-        ev.published = all;
-        tracing::debug!(
-            seq = ev.seq,
-            woke_us,
-            since_kill_us = boot_ns().saturating_sub(ev.ktime_ns) / 1000,
-            attribute_us = attributed.as_micros() as u64,
-            publish_us = (t0.elapsed() - attributed).as_micros() as u64,
-            "kill handed to containerd"
-        );
+        let is_kill = ev.event == "oom_kill";
+        let (seq, ktime_ns) = (ev.seq, ev.ktime_ns);
+        Some(Box::pin(async move {
+            let t0 = std::time::Instant::now();
+            let woke_us = boot_ns().saturating_sub(ktime_ns) / 1000;
+            let owners = cd.attribute(victim.as_deref(), oom.as_deref()).await;
+            let attributed = t0.elapsed();
+            if owners.is_empty() {
+                return Enrichment::default();
+            }
+            let mut published = false;
+            if let (true, Some(publisher)) = (is_kill, publisher) {
+                let mut p = publisher.lock().await;
+                published = true;
+                for c in &owners {
+                    published &= p.oom(&c.namespace, &c.id, ktime_ns).await;
+                }
+            }
+            tracing::debug!(
+                seq,
+                woke_us,
+                since_kill_us = boot_ns().saturating_sub(ktime_ns) / 1000,
+                attribute_us = attributed.as_micros() as u64,
+                publish_us = (t0.elapsed() - attributed).as_micros() as u64,
+                "kill handed to containerd"
+            );
+            Enrichment {
+                owners: Some(owners),
+                published,
+            }
+        }))
     }
 
     /// Answers a query from what this run has seen, else from the kernel's victim map.

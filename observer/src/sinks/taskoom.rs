@@ -19,6 +19,11 @@ pub const SAME_KILL: Duration = Duration::from_secs(1);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// The longest a kill's TaskOOM may hold its JSON line back: connecting and publishing
+/// together. A containerd that does not answer in time (hung, stopped, overloaded) gets the
+/// TaskOOM through the spool, and the line is written with `published: false`.
+pub const HANDOFF: Duration = Duration::from_secs(2);
+
 /// Publishes TaskOOM to containerd.
 pub struct Publisher {
     socket: PathBuf,
@@ -28,6 +33,48 @@ pub struct Publisher {
     retry_at: Option<Instant>,
     backoff: Duration,
     delivered: u64,
+    /// The last attempt failed: new kills go straight to the spool (one hand-off delay per
+    /// outage, not one per kill) until a retry gets through.
+    down: bool,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// The publisher shared by the kill path and its retry task: each holds it only for one
+/// bounded step, so neither waits long for the other.
+pub type SharedPublisher = std::sync::Arc<tokio::sync::Mutex<Publisher>>;
+
+/// Delivers the spool in the background: wakes when a retry is due (or `wake` is
+/// notified), delivers entries one lock at a time, and never blocks the event loop.
+pub async fn retry_task(p: SharedPublisher, wake: std::sync::Arc<tokio::sync::Notify>) {
+    loop {
+        let at = p.lock().await.retry_at();
+        match at {
+            Some(t) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(t.into()) => {}
+                    _ = wake.notified() => continue,
+                }
+            }
+            None => {
+                wake.notified().await;
+                continue;
+            }
+        }
+        loop {
+            let mut g = p.lock().await;
+            match g.deliver_one().await {
+                Some(true) => continue,
+                Some(false) => {
+                    g.retry_failed();
+                    break;
+                }
+                None => {
+                    g.retry_done();
+                    break;
+                }
+            }
+        }
+    }
 }
 
 impl Publisher {
@@ -43,6 +90,8 @@ impl Publisher {
             retry_at: None,
             backoff: RETRY_MIN,
             delivered: 0,
+            down: false,
+            wake: Default::default(),
         };
         if !p.spool.is_empty() {
             info!(
@@ -58,7 +107,10 @@ impl Publisher {
     /// Best effort: a failure here is retried at publication.
     pub async fn warm_up(&mut self) {
         if self.client.is_none() {
-            self.client = Client::connect(&self.socket).await.ok();
+            self.client = tokio::time::timeout(HANDOFF, Client::connect(&self.socket))
+                .await
+                .ok()
+                .and_then(Result::ok);
         }
     }
 
@@ -96,52 +148,97 @@ impl Publisher {
             container_id: key.id.clone(),
             ktime_ns,
         };
-        // Order: nothing new overtakes what is already waiting.
-        if !self.spool.is_empty() {
-            self.flush().await;
-        }
-        if self.spool.is_empty() && self.send(&p).await {
-            self.recent.insert(key, (now, true));
-            return true;
+        // Order: nothing new overtakes what is already waiting (the retry task delivers
+        // it behind the rest); and while containerd is known not to answer, nothing waits
+        // for it.
+        if self.spool.is_empty() && !self.down {
+            if self.send(&p).await {
+                self.recent.insert(key, (now, true));
+                return true;
+            }
+            self.down = true;
         }
         if let Err(e) = self.spool.push(p) {
             warn!(error = %e, namespace, container = container_id, waiting = self.spool.len(),
                 "cannot write the TaskOOM spool: this TaskOOM waits in memory (lost if the observer restarts first), is retried to containerd, and written to disk when the disk takes it");
         }
         self.recent.insert(key, (now, false));
-        if self.retry_at.is_none() {
+        if !self.down {
+            // containerd answers: deliver the spool now, this one last.
+            self.retry_at = Some(now);
+        } else if self.retry_at.is_none() {
             self.retry_at = Some(now + self.backoff);
         }
+        // The retry task re-reads when it is due.
+        self.wake.notify_one();
         false
     }
 
-    /// Retries the spool (call when [`Publisher::retry_at`] is due).
+    /// Wakes [`retry_task`] when something new waits.
+    pub fn waker(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+
+    /// Whether the last attempt to reach containerd failed (new kills are spooled at once).
+    pub fn is_down(&self) -> bool {
+        self.down
+    }
+
+    /// Retries the spool (call when [`Publisher::retry_at`] is due): delivers until it is
+    /// empty or an attempt fails.
     pub async fn retry(&mut self) {
-        self.flush().await;
-        self.spool.persist();
-        if self.spool.is_empty() {
-            self.retry_at = None;
-            self.backoff = RETRY_MIN;
-        } else {
-            self.backoff = (self.backoff * 2).min(RETRY_MAX);
-            self.retry_at = Some(Instant::now() + self.backoff);
+        loop {
+            match self.deliver_one().await {
+                Some(true) => continue,
+                Some(false) => return self.retry_failed(),
+                None => return self.retry_done(),
+            }
         }
     }
 
-    async fn flush(&mut self) {
-        while let Some(p) = self.spool.front().cloned() {
-            if !self.send(&p).await {
-                break;
-            }
-            info!(namespace = %p.namespace, container = %p.container_id, "delivered a spooled TaskOOM");
-            if let Err(e) = self.spool.pop_front() {
-                warn!(error = %e, "cannot rewrite the TaskOOM spool");
-            }
+    /// Delivers the oldest spooled TaskOOM: `None` when nothing waits, else whether
+    /// containerd took it.
+    async fn deliver_one(&mut self) -> Option<bool> {
+        let p = self.spool.front().cloned()?;
+        if !self.send(&p).await {
+            return Some(false);
         }
+        info!(namespace = %p.namespace, container = %p.container_id, "delivered a spooled TaskOOM");
+        if let Err(e) = self.spool.pop_front() {
+            warn!(error = %e, "cannot rewrite the TaskOOM spool");
+        }
+        Some(true)
+    }
+
+    fn retry_done(&mut self) {
         self.spool.sync();
+        self.spool.persist();
+        self.retry_at = None;
+        self.backoff = RETRY_MIN;
+        self.down = false;
+    }
+
+    fn retry_failed(&mut self) {
+        self.spool.sync();
+        self.spool.persist();
+        self.down = true;
+        self.backoff = (self.backoff * 2).min(RETRY_MAX);
+        self.retry_at = Some(Instant::now() + self.backoff);
     }
 
     async fn send(&mut self, p: &Pending) -> bool {
+        match tokio::time::timeout(HANDOFF, self.try_send(p)).await {
+            Ok(ok) => ok,
+            Err(_) => {
+                warn!(namespace = %p.namespace, container = %p.container_id, timeout_ms = HANDOFF.as_millis() as u64,
+                    "containerd did not take the TaskOOM in time; spooled for retry");
+                self.client = None;
+                false
+            }
+        }
+    }
+
+    async fn try_send(&mut self, p: &Pending) -> bool {
         if self.client.is_none() {
             match Client::connect(&self.socket).await {
                 Ok(c) => self.client = Some(c),
