@@ -46,7 +46,7 @@ pub struct RunOptions {
 /// How often the lost-record counter is read when no events arrive.
 const LOST_CHECK: Duration = Duration::from_secs(5);
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT (SIGHUP is logged and ignored).
 pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     if opts.realtime {
         raise_priority();
@@ -107,6 +107,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     let limit_fd = proc.audits().and_then(|a| a.limit_watch_fd());
     let mut term = signal(SignalKind::terminate()).map_err(ObserverError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ObserverError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(ObserverError::Signals)?;
     let mut tick = tokio::time::interval(LOST_CHECK);
     let mut queries = match &opts.query_socket {
         Some(path) => {
@@ -160,6 +161,12 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
             _ = tick.tick() => maps.check_lost(),
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => {
+                // Everything comes from flags and the kernel, and the output streams are
+                // inherited descriptors: nothing to reload or reopen. Ending here would
+                // leave the node blind until something restarts the daemon.
+                info!(events = proc.seq(), lost = maps.lost(), "SIGHUP: nothing to reload; still running");
+            }
         }
     }
     maps.check_lost();

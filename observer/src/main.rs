@@ -32,7 +32,7 @@ enum Command {
         /// Use no BTF, as on a kernel built without it (only the classic tracepoint works).
         #[arg(long)]
         no_btf: bool,
-        /// Ring buffer size in KiB (a power of two, at least 4).
+        /// Ring buffer size in KiB (a power of two, 4 to 16384).
         #[arg(long, default_value_t = 256, value_parser = parse_ring_kib)]
         ring_kib: u32,
         /// containerd's socket (also from CONTAINERD_ADDRESS).
@@ -108,11 +108,16 @@ enum Command {
     },
 }
 
+/// The largest ring buffer `--ring-kib` accepts (16 MiB).
+const MAX_RING_KIB: u32 = 16 * 1024;
+
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
-    if v < 4 || !v.is_power_of_two() || v > 1 << 20 {
+    // 16 MiB holds tens of thousands of records, far beyond any OOM storm between two
+    // reads; larger rings only spend the node's memory (the whole ring can become resident).
+    if v < 4 || !v.is_power_of_two() || v > MAX_RING_KIB {
         return Err(format!(
-            "{v} KiB: the ring buffer must be a power of two between 4 KiB and 1 GiB"
+            "{v} KiB: the ring buffer must be a power of two between 4 and {MAX_RING_KIB} KiB"
         ));
     }
     Ok(v)

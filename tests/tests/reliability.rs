@@ -278,3 +278,83 @@ fn signal(pid: u32, sig: i32) {
     // SAFETY: a signal to the private containerd this test started.
     unsafe { libc::kill(pid as i32, sig) };
 }
+
+/// `--query-socket` naming a regular file, a directory or a symlink: the daemon refuses to
+/// replace it (exit 10, one line naming the path) and the thing is still there.
+#[test]
+fn a_query_socket_path_holding_a_file_is_refused_not_removed() {
+    let d = std::env::temp_dir().join(format!("oomx-qpath-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    let file = d.join("precious.txt");
+    fs::write(&file, b"keep me").unwrap();
+    let dir = d.join("a-dir");
+    fs::create_dir(&dir).unwrap();
+    for p in [&file, &dir] {
+        let out = Command::new(tests::observer_bin())
+            .args(["run", "--no-containerd", "--query-socket"])
+            .arg(p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(10), "{err}");
+        let last = err.lines().last().unwrap_or("");
+        assert!(
+            last.contains(p.to_str().unwrap()) && last.contains("not a socket"),
+            "one line naming it: {last}"
+        );
+    }
+    assert_eq!(fs::read(&file).unwrap(), b"keep me", "the file is untouched");
+    assert!(dir.is_dir());
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// 1,100 idle connections on the query socket (more than the daemon's descriptor limit):
+/// a real query is still answered at once, and correctly.
+#[test]
+fn a_flood_of_idle_query_connections_holds_no_real_query_back() {
+    let obs = Observer::start(&[]);
+    let mut idle = Vec::new();
+    let mut refused = 0;
+    for _ in 0..1100 {
+        match std::os::unix::net::UnixStream::connect(&obs.query_socket) {
+            Ok(s) => idle.push(s),
+            Err(_) => refused += 1,
+        }
+    }
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let a = obs.ask("{\"pid\":1}");
+        worst = worst.max(t.elapsed());
+        assert_eq!(a["oom_killed"], false, "{a}");
+    }
+    println!(
+        "query flood: {} idle connections opened ({refused} refused), slowest of 20 real queries {:.1} ms",
+        idle.len(),
+        worst.as_secs_f64() * 1e3
+    );
+    assert!(worst < Duration::from_millis(500), "a real query waited {worst:?}");
+    drop(idle);
+    let st = obs.stop();
+    assert_eq!(st.code(), Some(0), "still healthy, stopped cleanly");
+}
+
+/// SIGHUP is logged and the daemon keeps reporting kills (it used to exit 129).
+#[test]
+fn sighup_is_logged_and_the_daemon_keeps_running() {
+    let obs = Observer::start(&[]);
+    // SAFETY: a signal to the daemon this test started.
+    unsafe { libc::kill(obs.pid() as i32, libc::SIGHUP) };
+    obs.wait_log("SIGHUP: nothing to reload; still running", WAIT);
+    let cg = tests::Memcg::new("hup");
+    cg.limit_mb(32);
+    let st = tests::run_hog(&cg.dir, &[]);
+    assert!(tests::was_sigkilled(&st), "the hog was OOM-killed: {st:?}");
+    let prefix = cg.path.clone();
+    let evs = obs.wait_for("the kill after SIGHUP", WAIT, |e| {
+        !events_in(e, "oom_kill", &prefix).is_empty()
+    });
+    assert_eq!(events_in(&evs, "oom_kill", &prefix).len(), 1);
+    assert_eq!(obs.stop().code(), Some(0), "SIGTERM still stops it, exit 0");
+}
