@@ -64,6 +64,10 @@ enum Command {
         /// A container id.
         #[arg(long, group = "what")]
         container: Option<String>,
+        /// With --pid: the process's start time (field 22 of /proc/<pid>/stat, clock ticks
+        /// since boot), so an earlier process that had the pid is never taken for it.
+        #[arg(long, requires = "pid")]
+        start_time: Option<u64>,
         /// With --container: only this containerd namespace.
         #[arg(long, requires = "container")]
         namespace: Option<String>,
@@ -188,6 +192,7 @@ fn main() -> ExitCode {
         }
         Command::Query {
             pid,
+            start_time,
             container,
             namespace,
             cgroup,
@@ -199,6 +204,7 @@ fn main() -> ExitCode {
                 container,
                 namespace,
                 cgroup,
+                start_time,
             },
             &socket,
             json,
