@@ -358,3 +358,100 @@ fn sighup_is_logged_and_the_daemon_keeps_running() {
     assert_eq!(events_in(&evs, "oom_kill", &prefix).len(), 1);
     assert_eq!(obs.stop().code(), Some(0), "SIGTERM still stops it, exit 0");
 }
+
+/// Starts `/bin/sh -c <script>` with exactly host pid `pid` (clone3 with set_tid: what
+/// checkpoint/restore uses; no sysctl is touched). Returns false if the pid is taken.
+fn spawn_with_pid(pid: u32, script: &str) -> bool {
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let tid: [i32; 1] = [pid as i32];
+    let sh = std::ffi::CString::new("/bin/sh").unwrap();
+    let c = std::ffi::CString::new("-c").unwrap();
+    let s = std::ffi::CString::new(script).unwrap();
+    let argv = [sh.as_ptr(), c.as_ptr(), s.as_ptr(), std::ptr::null()];
+    let args = CloneArgs {
+        flags: 0,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        cgroup: 0,
+    };
+    // SAFETY: clone3 without CLONE_VM forks; the child only calls execv and _exit.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r == 0 {
+        unsafe {
+            libc::execv(sh.as_ptr(), argv.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    r == pid as i64
+}
+
+fn start_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// An OOM-killed process's pid taken by a new process that exits normally: the query
+/// never calls the new one OOM-killed — while it runs (its start time is read), and after
+/// it is gone when the asker gives its start time; the victim itself still is.
+#[test]
+fn a_reused_pid_is_never_answered_oom_killed() {
+    let obs = Observer::start(&[]);
+    let cg = tests::Memcg::new("reuse");
+    cg.limit_mb(32);
+    let mut hog = tests::spawn_hog(&cg.dir, &[]);
+    let victim = hog.id();
+    let victim_start = start_ticks(victim);
+    let st = hog.wait().unwrap();
+    assert!(tests::was_sigkilled(&st), "{st:?}");
+    obs.wait_for("the kill", WAIT, |e| !events_in(e, "oom_kill", &cg.path).is_empty());
+    let a = obs.ask(&format!("{{\"pid\":{victim}}}"));
+    assert_eq!(a["oom_killed"], true, "the victim: {a}");
+    let a = obs.ask(&format!("{{\"pid\":{victim},\"start_time\":{victim_start}}}"));
+    assert_eq!(a["oom_killed"], true, "the victim by its start time: {a}");
+    // Let the clock tick past the kill, then a new process takes the victim's pid.
+    thread::sleep(Duration::from_millis(50));
+    assert!(spawn_with_pid(victim, "sleep 0.5; exit 0"), "pid {victim} taken again");
+    let new_start = start_ticks(victim);
+    assert!(new_start > victim_start);
+    let a = obs.ask(&format!("{{\"pid\":{victim}}}"));
+    assert_eq!(a["oom_killed"], false, "the new process, running: {a}");
+    let mut status = 0;
+    // SAFETY: waits for the child this test started.
+    unsafe { libc::waitpid(victim as i32, &mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let a = obs.ask(&format!("{{\"pid\":{victim},\"start_time\":{new_start}}}"));
+    assert_eq!(a["oom_killed"], false, "the new process, gone, by its start time: {a}");
+    let a = obs.ask(&format!("{{\"pid\":{victim},\"start_time\":{victim_start}}}"));
+    assert_eq!(a["oom_killed"], true, "the victim still is: {a}");
+}
