@@ -155,7 +155,11 @@ fn the_daemon_makes_only_system_calls_the_unit_allows() {
     for l in text.lines() {
         let rest = l.split_once(' ').map(|(_, r)| r.trim_start()).unwrap_or("");
         if let Some((name, _)) = rest.split_once('(') {
-            if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            if !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
                 used.insert(name.to_string());
             }
         }
@@ -164,8 +168,14 @@ fn the_daemon_makes_only_system_calls_the_unit_allows() {
         .iter()
         .filter(|s| !allowed.contains(*s) || denied.contains(*s))
         .collect();
-    println!("system calls made: {}, refused by the unit: {refused:?}", used.len());
+    println!(
+        "system calls made: {}, refused by the unit: {refused:?}",
+        used.len()
+    );
     let _ = fs::remove_dir_all(&dir);
     assert!(used.contains("bpf"), "the trace saw the daemon: {used:?}");
-    assert!(refused.is_empty(), "the unit's filter would refuse {refused:?}");
+    assert!(
+        refused.is_empty(),
+        "the unit's filter would refuse {refused:?}"
+    );
 }

@@ -173,7 +173,10 @@ fn unusable_state_dirs_and_a_corrupt_spool_lose_no_taskoom() {
         "no duplicate reached containerd: {ours:#?}"
     );
     let (ghost, _) = sub.task_ooms(&cd.namespace, "ghost");
-    assert!(ghost.is_empty(), "the ghost went out once, before: {ghost:#?}");
+    assert!(
+        ghost.is_empty(),
+        "the ghost went out once, before: {ghost:#?}"
+    );
     println!(
         "state-dir faults: {} daemons, every TaskOOM delivered once, {:.1} s after containerd returned",
         observers.len(),
@@ -223,7 +226,11 @@ fn a_hung_containerd_delays_no_line_beyond_the_bound_and_no_query() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "kills missing:\n{}", obs.stderr_text());
+        assert!(
+            Instant::now() < deadline,
+            "kills missing:\n{}",
+            obs.stderr_text()
+        );
         thread::sleep(Duration::from_millis(20));
     }
     let mut worst_line = Duration::ZERO;
@@ -232,7 +239,12 @@ fn a_hung_containerd_delays_no_line_beyond_the_bound_and_no_query() {
         let timed = obs.events_timed();
         let kills: Vec<_> = timed
             .iter()
-            .filter(|(e, _)| e["event"] == "oom_kill" && e["victim"]["cgroup"].as_str().is_some_and(|c| c.starts_with(&cg)))
+            .filter(|(e, _)| {
+                e["event"] == "oom_kill"
+                    && e["victim"]["cgroup"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with(&cg))
+            })
             .collect();
         assert_eq!(kills.len(), 1, "reported once: {kills:?}");
         let (e, at) = kills[0];
@@ -247,8 +259,9 @@ fn a_hung_containerd_delays_no_line_beyond_the_bound_and_no_query() {
     let stalled = stopped.elapsed();
     for id in &ids {
         sub.wait_for("our TaskOOM once containerd runs", WAIT, |s| {
-            s.iter()
-                .any(|x| x.ours && x.topic == "/tasks/oom" && x.container_id.as_deref() == Some(id.as_str()))
+            s.iter().any(|x| {
+                x.ours && x.topic == "/tasks/oom" && x.container_id.as_deref() == Some(id.as_str())
+            })
         });
     }
     thread::sleep(Duration::from_secs(2));
@@ -264,8 +277,14 @@ fn a_hung_containerd_delays_no_line_beyond_the_bound_and_no_query() {
         worst_line.as_secs_f64(),
         stalled.as_secs_f64()
     );
-    assert!(worst_query < Duration::from_millis(500), "a query waited {worst_query:?}");
-    assert!(worst_line < Duration::from_secs(4), "a line waited {worst_line:?}");
+    assert!(
+        worst_query < Duration::from_millis(500),
+        "a query waited {worst_query:?}"
+    );
+    assert!(
+        worst_line < Duration::from_secs(4),
+        "a line waited {worst_line:?}"
+    );
     assert_eq!(duplicates, 0, "every TaskOOM delivered exactly once");
     for c in &mut ctrs {
         let _ = c.kill();
@@ -304,7 +323,11 @@ fn a_query_socket_path_holding_a_file_is_refused_not_removed() {
             "one line naming it: {last}"
         );
     }
-    assert_eq!(fs::read(&file).unwrap(), b"keep me", "the file is untouched");
+    assert_eq!(
+        fs::read(&file).unwrap(),
+        b"keep me",
+        "the file is untouched"
+    );
     assert!(dir.is_dir());
     fs::remove_dir_all(&d).unwrap();
 }
@@ -334,7 +357,10 @@ fn a_flood_of_idle_query_connections_holds_no_real_query_back() {
         idle.len(),
         worst.as_secs_f64() * 1e3
     );
-    assert!(worst < Duration::from_millis(500), "a real query waited {worst:?}");
+    assert!(
+        worst < Duration::from_millis(500),
+        "a real query waited {worst:?}"
+    );
     drop(idle);
     let st = obs.stop();
     assert_eq!(st.code(), Some(0), "still healthy, stopped cleanly");
@@ -434,14 +460,21 @@ fn a_reused_pid_is_never_answered_oom_killed() {
     let victim_start = start_ticks(victim);
     let st = hog.wait().unwrap();
     assert!(tests::was_sigkilled(&st), "{st:?}");
-    obs.wait_for("the kill", WAIT, |e| !events_in(e, "oom_kill", &cg.path).is_empty());
+    obs.wait_for("the kill", WAIT, |e| {
+        !events_in(e, "oom_kill", &cg.path).is_empty()
+    });
     let a = obs.ask(&format!("{{\"pid\":{victim}}}"));
     assert_eq!(a["oom_killed"], true, "the victim: {a}");
-    let a = obs.ask(&format!("{{\"pid\":{victim},\"start_time\":{victim_start}}}"));
+    let a = obs.ask(&format!(
+        "{{\"pid\":{victim},\"start_time\":{victim_start}}}"
+    ));
     assert_eq!(a["oom_killed"], true, "the victim by its start time: {a}");
     // Let the clock tick past the kill, then a new process takes the victim's pid.
     thread::sleep(Duration::from_millis(50));
-    assert!(spawn_with_pid(victim, "sleep 0.5; exit 0"), "pid {victim} taken again");
+    assert!(
+        spawn_with_pid(victim, "sleep 0.5; exit 0"),
+        "pid {victim} taken again"
+    );
     let new_start = start_ticks(victim);
     assert!(new_start > victim_start);
     let a = obs.ask(&format!("{{\"pid\":{victim}}}"));
@@ -451,7 +484,12 @@ fn a_reused_pid_is_never_answered_oom_killed() {
     unsafe { libc::waitpid(victim as i32, &mut status, 0) };
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
     let a = obs.ask(&format!("{{\"pid\":{victim},\"start_time\":{new_start}}}"));
-    assert_eq!(a["oom_killed"], false, "the new process, gone, by its start time: {a}");
-    let a = obs.ask(&format!("{{\"pid\":{victim},\"start_time\":{victim_start}}}"));
+    assert_eq!(
+        a["oom_killed"], false,
+        "the new process, gone, by its start time: {a}"
+    );
+    let a = obs.ask(&format!(
+        "{{\"pid\":{victim},\"start_time\":{victim_start}}}"
+    ));
     assert_eq!(a["oom_killed"], true, "the victim still is: {a}");
 }

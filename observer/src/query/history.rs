@@ -322,9 +322,15 @@ mod tests {
             ..Default::default()
         };
         let none = |_| None;
-        assert!(answer(&h, &ask(None), none).oom_killed, "no way to tell: the kill");
+        assert!(
+            answer(&h, &ask(None), none).oom_killed,
+            "no way to tell: the kill"
+        );
         assert!(answer(&h, &ask(Some(300)), none).oom_killed, "the victim");
-        assert!(!answer(&h, &ask(Some(900)), none).oom_killed, "a later process");
+        assert!(
+            !answer(&h, &ask(Some(900)), none).oom_killed,
+            "a later process"
+        );
         // A live process with the pid that started after the kill is not the victim.
         h.live = |_| {
             Some(ProcStart {

@@ -38,7 +38,9 @@ pub enum QueryError {
     #[error("another oom-observer already answers on {0}")]
     InUse(String),
     /// Something that is not a socket is at the path: it is not ours to remove.
-    #[error("query socket {0}: the path holds something that is not a socket; refusing to replace it")]
+    #[error(
+        "query socket {0}: the path holds something that is not a socket; refusing to replace it"
+    )]
     NotASocket(String),
     /// The socket could not be set up or reached.
     #[error("query socket {path}: {source}")]

@@ -272,7 +272,9 @@ impl Spool {
         if self.dirty {
             self.persist();
             return if self.dirty {
-                Err(io::Error::other("the spool's disk refused an earlier write"))
+                Err(io::Error::other(
+                    "the spool's disk refused an earlier write",
+                ))
             } else {
                 Ok(())
             };
@@ -362,7 +364,11 @@ impl Spool {
     /// Writes the queue to disk if an earlier write failed; at most every
     /// [`PERSIST_EVERY`]. Call on every retry.
     pub fn persist(&mut self) {
-        if !self.dirty || self.last_persist.is_some_and(|t| t.elapsed() < PERSIST_EVERY) {
+        if !self.dirty
+            || self
+                .last_persist
+                .is_some_and(|t| t.elapsed() < PERSIST_EVERY)
+        {
             return;
         }
         self.persist_now();
