@@ -151,6 +151,9 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
                 }
             }
             Some(change) = changes.recv() => {
+                if change == IndexChange::Relisted {
+                    proc.attribute_gap().await;
+                }
                 if let Some(a) = proc.audits() {
                     a.on_index_change(change);
                 }

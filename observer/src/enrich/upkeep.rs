@@ -169,12 +169,9 @@ impl Containerd {
             }
         };
         let n = all.len();
-        {
-            let mut idx = self.lock();
-            for c in all {
-                idx.upsert(c);
-            }
-        }
+        // Authoritative: what was deleted while we were away is marked so, stale task pids
+        // are dropped.
+        self.lock().resync(all, Instant::now());
         self.connected.store(true, Ordering::Relaxed);
         info!(socket = %self.socket.display(), containers = n, "connected to containerd");
         self.notify(IndexChange::Relisted);
@@ -295,14 +292,19 @@ impl Containerd {
             return;
         };
         match client.snapshot(self.memory_on_dfl).await {
-            Ok(all) => {
-                let mut idx = self.lock();
-                for c in all {
-                    idx.upsert(c);
-                }
-            }
+            Ok(all) => self.lock().resync(all, Instant::now()),
             Err(e) => debug!(error = %e, "refreshing the container index"),
         }
+    }
+
+    /// Attribution from the index as it is now, without asking containerd (kills made while
+    /// it was away, once it is back and listed).
+    pub fn attribute_indexed(
+        &self,
+        victim_cgroup: Option<&str>,
+        oom_cgroup: Option<&str>,
+    ) -> Vec<ContainerInfo> {
+        attribute(&self.lock(), victim_cgroup, oom_cgroup)
     }
 
     /// Attribution for a kill (see [`attribute`]); refreshes once on a miss while connected.

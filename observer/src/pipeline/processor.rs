@@ -31,7 +31,21 @@ pub struct Enrichment {
     pub owners: Option<Vec<crate::enrich::container::ContainerInfo>>,
     /// Whether containerd took a TaskOOM for every one of them.
     pub published: bool,
+    /// No container, and containerd was out of reach: tried again once it is back.
+    pub in_gap: bool,
 }
+
+/// A kill no container could be named for while containerd was out of reach.
+#[derive(Debug, Clone)]
+struct GapKill {
+    seq: u64,
+    victim: Option<String>,
+    oom: Option<String>,
+    ktime_ns: u64,
+}
+
+/// Kills kept for re-attribution after an outage (the oldest dropped beyond it).
+const GAP_KILLS: usize = 1024;
 
 /// What [`Processor::begin`] left to do.
 pub enum Begun {
@@ -53,6 +67,7 @@ pub struct Processor<W: Write> {
     publisher: Option<SharedPublisher>,
     history: History,
     audits: Option<AuditDriver>,
+    gap: std::collections::VecDeque<GapKill>,
 }
 
 /// Paths in the memory controller's hierarchy, for [`event::build`].
@@ -85,6 +100,7 @@ impl<W: Write> Processor<W> {
             publisher: None,
             history: History::default(),
             audits: None,
+            gap: Default::default(),
         }
     }
 
@@ -182,6 +198,17 @@ impl<W: Write> Processor<W> {
         ev.published = e.published;
         if ev.event == "oom_kill" {
             self.history.record_kill(&ev);
+            if e.in_gap {
+                if self.gap.len() >= GAP_KILLS {
+                    self.gap.pop_front();
+                }
+                self.gap.push_back(GapKill {
+                    seq: ev.seq,
+                    victim: ev.victim.as_ref().and_then(|v| v.cgroup.clone()),
+                    oom: ev.oom_cgroup.as_ref().and_then(|c| c.path.clone()),
+                    ktime_ns: ev.ktime_ns,
+                });
+            }
         }
         self.out.write(&ev)
     }
@@ -226,7 +253,10 @@ impl<W: Write> Processor<W> {
             let owners = cd.attribute(victim.as_deref(), oom.as_deref()).await;
             let attributed = t0.elapsed();
             if owners.is_empty() {
-                return Enrichment::default();
+                return Enrichment {
+                    in_gap: is_kill && !cd.connected(),
+                    ..Default::default()
+                };
             }
             let mut published = false;
             if let (true, Some(publisher)) = (is_kill, publisher) {
@@ -247,8 +277,30 @@ impl<W: Write> Processor<W> {
             Enrichment {
                 owners: Some(owners),
                 published,
+                in_gap: false,
             }
         }))
+    }
+
+    /// After containerd is back and listed again: the kills made while it was away whose
+    /// cgroups now resolve get their TaskOOMs, oldest first (their lines were written with
+    /// `container: null`; the log names each). Each hand-off is bounded like a live kill's.
+    pub async fn attribute_gap(&mut self) {
+        let (Some(cd), Some(publisher)) = (self.containerd.clone(), self.publisher.clone()) else {
+            return;
+        };
+        while let Some(k) = self.gap.pop_front() {
+            let owners = cd.attribute_indexed(k.victim.as_deref(), k.oom.as_deref());
+            if owners.is_empty() {
+                continue;
+            }
+            let mut p = publisher.lock().await;
+            for c in &owners {
+                let published = p.oom(&c.namespace, &c.id, k.ktime_ns).await;
+                info!(seq = k.seq, namespace = %c.namespace, container = %c.id, published,
+                    "a kill made while containerd was out of reach is attributed now; TaskOOM handed over");
+            }
+        }
     }
 
     /// Answers a query from what this run has seen, else from the kernel's victim map.

@@ -413,8 +413,22 @@ fn encode(s: &Stored) -> Vec<u8> {
     line
 }
 
+/// Opens `path` to append, creating its directory the first time something has to wait.
+fn open_append(path: &Path) -> io::Result<File> {
+    let open = || OpenOptions::new().create(true).append(true).open(path);
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            open()
+        }
+        r => r,
+    }
+}
+
 fn append(path: &Path, line: &[u8], durable: bool) -> io::Result<()> {
-    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = open_append(path)?;
     f.write_all(line)?;
     if durable {
         f.sync_data()?;
@@ -425,6 +439,9 @@ fn append(path: &Path, line: &[u8], durable: bool) -> io::Result<()> {
 fn rewrite(path: &Path, queue: &VecDeque<(u64, Pending)>) -> io::Result<()> {
     let tmp = path.with_extension("jsonl.tmp");
     let r = (|| {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
         let mut f = io::BufWriter::new(File::create(&tmp)?);
         for (id, p) in queue {
             f.write_all(&encode(&Stored {
@@ -441,16 +458,48 @@ fn rewrite(path: &Path, queue: &VecDeque<(u64, Pending)>) -> io::Result<()> {
     r
 }
 
-/// The state directory exists (created if needed), is a directory and takes a synced write.
+/// The state directory can take the spool: an existing one takes a synced write (a probe
+/// file, removed at once); a missing one is not created (nothing is written while
+/// containerd answers), but its nearest existing ancestor must be a writable directory on a
+/// writable filesystem with room.
 fn check_dir(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
-    if !fs::metadata(dir)?.is_dir() {
-        return Err(io::Error::other("not a directory"));
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(io::Error::other("not a directory")),
+        Ok(_) => {
+            let probe = dir.join(".oom-observer-probe");
+            let r = append(&probe, b"x", true);
+            let _ = fs::remove_file(&probe);
+            return r;
+        }
+        Err(e)
+            if e.kind() != io::ErrorKind::NotFound
+                && e.raw_os_error() != Some(nix::libc::ENOTDIR) =>
+        {
+            return Err(e)
+        }
+        Err(_) => {}
     }
-    let probe = dir.join(".oom-observer-probe");
-    let r = append(&probe, b"x", true);
-    let _ = fs::remove_file(&probe);
-    r
+    let mut up = dir.parent();
+    while let Some(a) = up {
+        if let Ok(m) = fs::metadata(a) {
+            if !m.is_dir() {
+                return Err(io::Error::other(format!(
+                    "{} is not a directory",
+                    a.display()
+                )));
+            }
+            let st = nix::sys::statvfs::statvfs(a).map_err(io::Error::from)?;
+            if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+                return Err(io::Error::from_raw_os_error(nix::libc::EROFS));
+            }
+            if st.blocks_available() == 0 {
+                return Err(io::Error::from_raw_os_error(nix::libc::ENOSPC));
+            }
+            return nix::unistd::access(a, nix::unistd::AccessFlags::W_OK).map_err(io::Error::from);
+        }
+        up = a.parent();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -471,9 +520,22 @@ mod tests {
 
     #[test]
     fn survives_a_restart_in_order() {
-        let d = tempfile::tempdir().unwrap();
+        let top = tempfile::tempdir().unwrap();
+        let d = top.path().join("state");
+        let d = d.as_path();
+        struct P<'a>(&'a Path);
+        impl P<'_> {
+            fn path(&self) -> &Path {
+                self.0
+            }
+        }
+        let d = P(d);
         {
             let mut s = Spool::open(Some(d.path()));
+            assert!(
+                !d.path().exists(),
+                "nothing is created until something waits"
+            );
             s.push(p("a", 1)).unwrap();
             s.push(p("b", 2)).unwrap();
             s.push(p("c", 3)).unwrap();
