@@ -493,3 +493,93 @@ fn a_reused_pid_is_never_answered_oom_killed() {
     ));
     assert_eq!(a["oom_killed"], true, "the victim still is: {a}");
 }
+
+/// containerd restarted in the middle of an OOM storm: three containers killed while it runs,
+/// three while it is down. Every kill is reported once, in order; the first three are
+/// published at once, the others delivered exactly once after it is back.
+#[test]
+fn a_containerd_restart_mid_storm_loses_and_repeats_nothing() {
+    let mut cd = Containerd::start();
+    let obs = cd.observer(READY);
+    let sub = Subscriber::start(&cd.socket);
+    let before: Vec<String> = (0..3).map(|i| format!("storm-a{i}")).collect();
+    let during: Vec<String> = (0..3).map(|i| format!("storm-b{i}")).collect();
+    let mut ctrs: Vec<_> = before.iter().map(|id| cd.run_hog(id, 32, &[])).collect();
+    for id in &before {
+        cd.wait_running(id);
+    }
+    cd.go();
+    let parent = cd.cgroup_parent.clone();
+    let seen_all = |ids: &[String]| {
+        let cgs: Vec<String> = ids.iter().map(|id| format!("{parent}/{id}")).collect();
+        move |e: &[serde_json::Value]| {
+            cgs.iter()
+                .all(|cg| !events_in(e, "oom_kill", cg).is_empty())
+        }
+    };
+    obs.wait_for("the first three kills", WAIT, seen_all(&before));
+    fs::remove_file(cd.rootfs.join("go")).unwrap();
+    ctrs.extend(during.iter().map(|id| cd.run_hog(id, 32, &[])));
+    for id in &during {
+        cd.wait_running(id);
+    }
+    cd.stop();
+    cd.go();
+    obs.wait_for(
+        "the three kills while containerd is down",
+        WAIT,
+        seen_all(&during),
+    );
+    cd.restart();
+    for id in &during {
+        let deadline = Instant::now() + WAIT;
+        while !obs.stderr_text().lines().any(|l| {
+            l.contains("delivered a spooled TaskOOM") && l.contains(&format!("container={id}"))
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "{id} never delivered:\n{}",
+                obs.stderr_text()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    thread::sleep(Duration::from_secs(2));
+    let evs = obs.events();
+    let mut seqs = Vec::new();
+    for id in before.iter().chain(&during) {
+        let kills = events_in(&evs, "oom_kill", &cd.cgroup_of(id));
+        assert_eq!(kills.len(), 1, "{id} reported once");
+        let k = kills[0];
+        assert_eq!(k["container"]["id"], id.as_str());
+        assert_eq!(k["published"], before.contains(id), "{k}");
+        seqs.push(k["seq"].as_u64().unwrap());
+    }
+    let mut sorted = seqs.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        6,
+        "six distinct kills in one sequence: {seqs:?}"
+    );
+    let log = obs.stderr_text();
+    for id in &during {
+        let n = log
+            .lines()
+            .filter(|l| {
+                l.contains("delivered a spooled TaskOOM") && l.contains(&format!("container={id}"))
+            })
+            .count();
+        assert_eq!(n, 1, "{id} delivered exactly once");
+    }
+    for id in &before {
+        let (ours, _) = sub.task_ooms(&cd.namespace, id);
+        assert_eq!(ours.len(), 1, "{id}: one TaskOOM: {ours:#?}");
+    }
+    println!("restart mid-storm: 6 kills, 6 lines, 3 published at once, 3 delivered once after the restart");
+    for c in &mut ctrs {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
