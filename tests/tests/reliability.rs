@@ -583,3 +583,77 @@ fn a_containerd_restart_mid_storm_loses_and_repeats_nothing() {
         let _ = c.wait();
     }
 }
+
+/// A kill while containerd is away, in a container the daemon has never heard of (it
+/// started while containerd was down): the line says `container: null`; once containerd is
+/// back and listed, the kill is attributed and its TaskOOM delivered, once.
+#[test]
+fn a_kill_in_the_gap_is_attributed_once_containerd_is_back() {
+    let mut cd = Containerd::start();
+    let id = "gap-kill";
+    let cg = cd.cgroup_of(id);
+    // Detached (no `--rm`): the container outlives its kill in containerd's records.
+    cd.run_detached(
+        id,
+        &tests::containerd::RunOpts {
+            cgroup: Some(&cg),
+            memory_limit_mb: Some(32),
+            ..Default::default()
+        },
+        &[
+            "/bin/sh",
+            "-c",
+            "while [ ! -e /go ]; do sleep 0.05; done; x=a; while :; do x=$x$x; done",
+        ],
+    );
+    cd.wait_running(id);
+    cd.stop();
+    let socket = cd.socket.to_str().unwrap().to_string();
+    let state = cd.observer_state();
+    let obs = Observer::spawn(
+        &[
+            "--containerd-socket",
+            &socket,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        READY,
+    );
+    obs.wait_log("containerd unreachable", WAIT);
+    cd.go();
+    let evs = obs.wait_for("the kill in the gap", WAIT, |e| {
+        !events_in(e, "oom_kill", &cg).is_empty()
+    });
+    let k = events_in(&evs, "oom_kill", &cg)[0].clone();
+    assert!(
+        k["container"].is_null(),
+        "nothing knew the container yet: {k}"
+    );
+    cd.restart();
+    obs.wait_log("connected to containerd", WAIT);
+    obs.wait_log("attributed now", WAIT);
+    let deadline = Instant::now() + WAIT;
+    let delivered = |log: &str| {
+        log.lines()
+            .filter(|l| {
+                (l.contains("delivered a spooled TaskOOM") || l.contains("published=true"))
+                    && l.contains(&format!("container={id}"))
+            })
+            .count()
+    };
+    while delivered(&obs.stderr_text()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "never delivered:\n{}",
+            obs.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        delivered(&obs.stderr_text()),
+        1,
+        "once:\n{}",
+        obs.stderr_text()
+    );
+}
