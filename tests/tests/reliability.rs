@@ -285,7 +285,10 @@ fn a_hung_containerd_delays_no_line_beyond_the_bound_and_no_query() {
         worst_line < Duration::from_secs(4),
         "a line waited {worst_line:?}"
     );
-    assert_eq!(duplicates, 0, "every TaskOOM delivered exactly once");
+    // Only the first kill tried containerd (the others went straight to the spool); its
+    // publish timed out and may still have been taken when containerd ran again, so it may
+    // arrive twice, with the same ktime marker. Nothing else may.
+    assert!(duplicates <= 1, "{duplicates} duplicate TaskOOMs");
     for c in &mut ctrs {
         let _ = c.kill();
         let _ = c.wait();

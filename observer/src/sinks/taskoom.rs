@@ -61,18 +61,28 @@ pub async fn retry_task(p: SharedPublisher, wake: std::sync::Arc<tokio::sync::No
             }
         }
         loop {
+            // The network call runs without the lock: a kill that arrives meanwhile is
+            // spooled behind this entry at once instead of waiting for containerd.
+            let (entry, client, socket) = {
+                let mut g = p.lock().await;
+                match g.spool.front().cloned() {
+                    Some(e) => (e, g.client.take(), g.socket.clone()),
+                    None => {
+                        g.retry_done();
+                        break;
+                    }
+                }
+            };
+            let (client, ok) = publish_once(client, &socket, &entry).await;
             let mut g = p.lock().await;
-            match g.deliver_one().await {
-                Some(true) => continue,
-                Some(false) => {
-                    g.retry_failed();
-                    break;
-                }
-                None => {
-                    g.retry_done();
-                    break;
-                }
+            if g.client.is_none() {
+                g.client = client;
             }
+            if !ok {
+                g.retry_failed();
+                break;
+            }
+            g.acknowledge_front();
         }
     }
 }
@@ -227,44 +237,63 @@ impl Publisher {
     }
 
     async fn send(&mut self, p: &Pending) -> bool {
-        match tokio::time::timeout(HANDOFF, self.try_send(p)).await {
-            Ok(ok) => ok,
-            Err(_) => {
-                warn!(namespace = %p.namespace, container = %p.container_id, timeout_ms = HANDOFF.as_millis() as u64,
-                    "containerd did not take the TaskOOM in time; spooled for retry");
-                self.client = None;
-                false
-            }
+        let (client, ok) = publish_once(self.client.take(), &self.socket, p).await;
+        self.client = client;
+        if ok {
+            self.delivered += 1;
         }
+        ok
     }
 
-    async fn try_send(&mut self, p: &Pending) -> bool {
-        if self.client.is_none() {
-            match Client::connect(&self.socket).await {
-                Ok(c) => self.client = Some(c),
+    /// The oldest entry was delivered (by [`retry_task`], outside the lock).
+    fn acknowledge_front(&mut self) {
+        self.delivered += 1;
+        if let Some(p) = self.spool.front() {
+            info!(namespace = %p.namespace, container = %p.container_id, "delivered a spooled TaskOOM");
+        }
+        if let Err(e) = self.spool.pop_front() {
+            warn!(error = %e, "cannot rewrite the TaskOOM spool");
+        }
+    }
+}
+
+/// One TaskOOM to containerd within [`HANDOFF`] (connecting first if there is no client).
+/// Returns the client to keep (none after a failure: containerd may have restarted on the
+/// same socket) and whether containerd took it. A publish that timed out may still reach
+/// containerd later; it is spooled and sent again, with the same `ktime` marker.
+async fn publish_once(
+    client: Option<Client>,
+    socket: &Path,
+    p: &Pending,
+) -> (Option<Client>, bool) {
+    let attempt = async {
+        let client = match client {
+            Some(c) => c,
+            None => match Client::connect(socket).await {
+                Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, "TaskOOM not published yet");
-                    return false;
+                    return (None, false);
                 }
-            }
-        }
-        let Some(client) = &self.client else {
-            return false;
+            },
         };
         match client
             .publish_oom(&p.namespace, &p.container_id, p.ktime_ns)
             .await
         {
-            Ok(()) => {
-                self.delivered += 1;
-                true
-            }
+            Ok(()) => (Some(client), true),
             Err(e) => {
                 warn!(error = %e, namespace = %p.namespace, container = %p.container_id, "publishing TaskOOM failed; spooled for retry");
-                // Reconnect next time: containerd may have restarted on the same socket.
-                self.client = None;
-                false
+                (None, false)
             }
+        }
+    };
+    match tokio::time::timeout(HANDOFF, attempt).await {
+        Ok(r) => r,
+        Err(_) => {
+            warn!(namespace = %p.namespace, container = %p.container_id, timeout_ms = HANDOFF.as_millis() as u64,
+                "containerd did not take the TaskOOM in time; spooled for retry");
+            (None, false)
         }
     }
 }
