@@ -15,9 +15,13 @@ use crate::{
         maps::KernelMaps,
         setup,
     },
-    pipeline::processor::Processor,
+    pipeline::processor::{Begun, Processor},
     query::socket::{self as query_socket, Request},
-    sinks::{k8s_events::EventSink, metrics, taskoom::Publisher},
+    sinks::{
+        k8s_events::EventSink,
+        metrics,
+        taskoom::{self, Publisher},
+    },
 };
 use tokio::io::unix::AsyncFd;
 
@@ -50,7 +54,7 @@ pub struct RunOptions {
 /// How often the lost-record counter is read when no events arrive.
 const LOST_CHECK: Duration = Duration::from_secs(5);
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT (SIGHUP is logged and ignored).
 pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     // Bound first: a taken or forbidden address fails the start before anything loads.
     let metrics_listener = match opts.metrics_listen {
@@ -99,9 +103,13 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         let cd = Containerd::new(socket.clone(), setup.cgroups.memory_on_dfl());
         cd.subscribe_changes(change_tx);
         tokio::spawn(cd.clone().watch());
-        let mut publisher =
-            Publisher::new(socket, opts.state_dir.as_deref()).map_err(ObserverError::Spool)?;
+        let mut publisher = Publisher::new(socket, opts.state_dir.as_deref());
         publisher.warm_up().await;
+        let wake = publisher.waker();
+        let publisher = std::sync::Arc::new(tokio::sync::Mutex::new(publisher));
+        // The spool is delivered beside the loop: a containerd that hangs holds back no
+        // kill for longer than the hand-off bound.
+        tokio::spawn(taskoom::retry_task(publisher.clone(), wake));
         let audits = MemoryFs::from_mounts(&setup.cgroups).map(|mem| {
             let (driver, rx) = AuditDriver::start(cd.clone(), mem);
             observations = Some(rx);
@@ -128,6 +136,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     let limit_fd = proc.audits().and_then(|a| a.limit_watch_fd());
     let mut term = signal(SignalKind::terminate()).map_err(ObserverError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ObserverError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(ObserverError::Signals)?;
     let mut tick = tokio::time::interval(LOST_CHECK);
     let mut queries = match &opts.query_socket {
         Some(path) => {
@@ -151,27 +160,22 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
                 // Cleared before draining: a record submitted meanwhile wakes the loop again.
                 guard.map_err(ObserverError::RingBuffer)?.clear_ready();
                 let batch = maps.take_batch();
-                process_batch(&mut proc, &batch).await?;
+                process_batch(&mut proc, &batch, &mut queries, &maps).await?;
                 report_lost(&mut proc, &mut maps)?;
             }
             guard = maps.cgroup_ring.readable_mut() => {
                 guard.map_err(ObserverError::RingBuffer)?.clear_ready();
                 let batch = maps.take_batch();
-                process_batch(&mut proc, &batch).await?;
+                process_batch(&mut proc, &batch, &mut queries, &maps).await?;
                 report_lost(&mut proc, &mut maps)?;
             }
             Some(req) = next_query(&mut queries) => {
                 // Everything the kernel recorded before this moment is read first, so a
                 // kill can never be missed by a question asked right after it.
                 let batch = maps.take_batch();
-                process_batch(&mut proc, &batch).await?;
+                process_batch(&mut proc, &batch, &mut queries, &maps).await?;
                 let answer = proc.answer(&req.query, |pid| maps.victim(pid));
                 let _ = req.reply.send(answer);
-            }
-            _ = retry_due(proc.publisher().and_then(|p| p.retry_at())) => {
-                if let Some(p) = proc.publisher() {
-                    p.retry().await;
-                }
             }
             _ = limits_ready(limit_fd.as_deref()) => {
                 if let Some(a) = proc.audits() {
@@ -179,6 +183,9 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
                 }
             }
             Some(change) = changes.recv() => {
+                if change == IndexChange::Relisted {
+                    proc.attribute_gap().await;
+                }
                 if let Some(a) = proc.audits() {
                     a.on_index_change(change);
                 }
@@ -192,6 +199,12 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => {
+                // Everything comes from flags and the kernel, and the output streams are
+                // inherited descriptors: nothing to reload or reopen. Ending here would
+                // leave the node blind until something restarts the daemon.
+                info!(events = proc.seq(), lost = maps.lost(), "SIGHUP: nothing to reload; still running");
+            }
         }
         // Counted after the turn's events went out: the scrape never waits for a kill.
         proc.sync_metrics(&maps.lost_by_kind());
@@ -213,13 +226,32 @@ fn report_lost<W: io::Write>(
     }
 }
 
-/// Hands one batch of records to the processor, then runs the audits they asked for.
+/// Hands one batch of records to the processor, in order, then runs the audits they asked
+/// for. While a kill waits for containerd (at most [`taskoom::HANDOFF`] beyond attribution),
+/// queries are answered from what is known: the history so far and the kernel's victim map.
 async fn process_batch<W: io::Write>(
     proc: &mut Processor<W>,
     batch: &[Vec<u8>],
+    queries: &mut Option<tokio::sync::mpsc::Receiver<Request>>,
+    maps: &KernelMaps,
 ) -> Result<(), ObserverError> {
     for item in batch {
-        proc.handle(item).await.map_err(ObserverError::Output)?;
+        match proc.begin(item).map_err(ObserverError::Output)? {
+            Begun::Done => {}
+            Begun::Enrich(ev, work) => {
+                tokio::pin!(work);
+                let found = loop {
+                    tokio::select! {
+                        found = &mut work => break found,
+                        Some(req) = next_query(queries) => {
+                            let answer = proc.answer(&req.query, |pid| maps.victim(pid));
+                            let _ = req.reply.send(answer);
+                        }
+                    }
+                };
+                proc.finish(*ev, found).map_err(ObserverError::Output)?;
+            }
+        }
     }
     proc.flush().map_err(ObserverError::Output)?;
     if let Some(a) = proc.audits() {
@@ -262,14 +294,6 @@ async fn limits_ready(fd: Option<&AsyncFd<InotifyFd>>) {
             Ok(mut g) => g.clear_ready(),
             Err(_) => std::future::pending().await,
         },
-        None => std::future::pending().await,
-    }
-}
-
-/// Sleeps until the spool's retry is due; forever when nothing waits.
-async fn retry_due(at: Option<std::time::Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }

@@ -75,9 +75,6 @@ pub enum ObserverError {
     /// The query socket could not be served.
     #[error("event stream failed: {0}")]
     Query(#[from] QueryError),
-    /// The TaskOOM spool could not be opened.
-    #[error("event stream failed: the TaskOOM spool cannot be opened")]
-    Spool(#[source] io::Error),
     /// The metrics address could not be bound (in use, not local, not permitted).
     #[error("cannot serve metrics on {addr}")]
     MetricsListen {
@@ -106,8 +103,7 @@ impl ObserverError {
             ObserverError::RingBuffer(_)
             | ObserverError::Runtime(_)
             | ObserverError::Signals(_)
-            | ObserverError::Query(_)
-            | ObserverError::Spool(_) => 10,
+            | ObserverError::Query(_) => 10,
             ObserverError::MetricsListen { .. } => 11,
             ObserverError::K8sEvents(_) => 12,
         }
@@ -171,8 +167,6 @@ mod tests {
             "{}",
             chain(&e)
         );
-        let e = ObserverError::Spool(io::Error::from_raw_os_error(nix::libc::ENOSPC));
-        assert!(chain(&e).contains("spool") && chain(&e).contains("No space left"));
         let e = ObserverError::NoHook(vec![(
             Strategy::Tracepoint,
             Refusal::Unavailable {

@@ -33,7 +33,7 @@ enum Command {
         #[arg(long)]
         no_btf: bool,
         /// Size of each of the two ring buffers (kills and exits; cgroup records) in KiB (a
-        /// power of two, at least 4).
+        /// power of two, 4 to 16384).
         #[arg(long, default_value_t = 256, value_parser = parse_ring_kib)]
         ring_kib: u32,
         /// containerd's socket (also from CONTAINERD_ADDRESS).
@@ -76,6 +76,10 @@ enum Command {
         /// A container id.
         #[arg(long, group = "what")]
         container: Option<String>,
+        /// With --pid: the process's start time (field 22 of /proc/<pid>/stat, clock ticks
+        /// since boot), so an earlier process that had the pid is never taken for it.
+        #[arg(long, requires = "pid")]
+        start_time: Option<u64>,
         /// With --container: only this containerd namespace.
         #[arg(long, requires = "container")]
         namespace: Option<String>,
@@ -121,11 +125,16 @@ enum Command {
     },
 }
 
+/// The largest ring buffer `--ring-kib` accepts (16 MiB).
+const MAX_RING_KIB: u32 = 16 * 1024;
+
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
-    if v < 4 || !v.is_power_of_two() || v > 1 << 20 {
+    // 16 MiB holds tens of thousands of records, far beyond any OOM storm between two
+    // reads; larger rings only spend the node's memory (the whole ring can become resident).
+    if v < 4 || !v.is_power_of_two() || v > MAX_RING_KIB {
         return Err(format!(
-            "{v} KiB: the ring buffer must be a power of two between 4 KiB and 1 GiB"
+            "{v} KiB: the ring buffer must be a power of two between 4 and {MAX_RING_KIB} KiB"
         ));
     }
     Ok(v)
@@ -207,6 +216,7 @@ fn main() -> ExitCode {
         }
         Command::Query {
             pid,
+            start_time,
             container,
             namespace,
             cgroup,
@@ -218,6 +228,7 @@ fn main() -> ExitCode {
                 container,
                 namespace,
                 cgroup,
+                start_time,
             },
             &socket,
             json,

@@ -178,6 +178,11 @@ impl Containerd {
         }
     }
 
+    /// The daemon's pid (to stop and continue it: a containerd that hangs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// Starts it again on the same root, state and socket.
     pub fn restart(&mut self) {
         self.stop();

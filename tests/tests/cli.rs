@@ -47,6 +47,10 @@ fn bad_ring_size_is_a_usage_error() {
     let (code, _, err) = run(&["run", "--ring-kib", "3"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("power of two"), "{err}");
+    // 1 GiB used to be accepted (2.1 GB resident): the bound is 16 MiB.
+    let (code, _, err) = run(&["run", "--ring-kib", "1048576"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("16384 KiB"), "{err}");
 }
 
 #[test]

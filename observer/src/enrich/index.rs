@@ -51,6 +51,39 @@ impl ContainerIndex {
         }
     }
 
+    /// Replaces what the index knows with a full listing: each container's task as listed
+    /// (a task that is no longer running loses its pid, which may belong to another
+    /// process by now; its cgroup stays known for a late kill), and containers missing
+    /// from the listing (deleted while containerd was out of reach) marked deleted, so they
+    /// are forgotten after [`KEEP_DELETED`].
+    pub fn resync(&mut self, all: Vec<ContainerInfo>, now: Instant) {
+        let listed: std::collections::HashSet<ContainerKey> =
+            all.iter().map(ContainerInfo::key).collect();
+        for mut c in all {
+            let key = c.key();
+            if let Some(old) = self.containers.get(&key) {
+                if c.task_cgroup.is_none() {
+                    c.task_cgroup = old.task_cgroup.clone();
+                }
+            }
+            self.unlink(&key);
+            for cg in c.cgroups() {
+                self.by_cgroup
+                    .entry(cg.to_string())
+                    .or_default()
+                    .push(key.clone());
+            }
+            self.containers.insert(key, c);
+        }
+        for (k, c) in self.containers.iter_mut() {
+            if !listed.contains(k) && c.deleted_at.is_none() {
+                c.deleted_at = Some(now);
+                c.task_pid = None;
+            }
+        }
+        self.expire(now);
+    }
+
     /// Records the cgroup a container's task process lives in.
     pub fn set_task(&mut self, namespace: &str, id: &str, pid: u32, cgroup: Option<String>) {
         let key = ContainerKey::new(namespace, id);
@@ -128,6 +161,38 @@ impl ContainerIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resync_forgets_the_gap_s_deletions_and_stale_task_pids() {
+        let mut idx = ContainerIndex::default();
+        let c = |id: &str, pid: Option<u32>| ContainerInfo {
+            namespace: "n".into(),
+            id: id.into(),
+            task_pid: pid,
+            task_cgroup: Some(format!("/cg/{id}")),
+            ..Default::default()
+        };
+        idx.upsert(c("stays", Some(10)));
+        idx.upsert(c("gone", Some(11)));
+        let t0 = Instant::now();
+        let mut stopped = c("stays", None);
+        stopped.task_cgroup = None;
+        idx.resync(vec![stopped], t0);
+        let stays = idx.get("n", "stays").unwrap();
+        assert_eq!(stays.task_pid, None, "the listing says no running task");
+        assert_eq!(
+            stays.task_cgroup.as_deref(),
+            Some("/cg/stays"),
+            "its cgroup stays known"
+        );
+        assert!(idx.get("n", "gone").unwrap().deleted_at.is_some());
+        idx.expire(t0 + KEEP_DELETED + Duration::from_secs(1));
+        assert!(
+            idx.get("n", "gone").is_none(),
+            "forgotten after KEEP_DELETED"
+        );
+        assert!(idx.get("n", "stays").is_some());
+    }
 
     #[test]
     fn index_by_cgroup_follows_updates_and_deletes() {

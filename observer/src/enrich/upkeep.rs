@@ -53,6 +53,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A resolution miss refreshes the index at most this often.
 const REFRESH_EVERY: Duration = Duration::from_millis(200);
+/// The longest a kill waits for that refresh: a containerd that does not answer must not
+/// hold the kill's line back (its TaskOOM has its own bound, `taskoom::HANDOFF`).
+const REFRESH_BUDGET: Duration = Duration::from_millis(500);
 
 fn decode<T: Message + Default>(any: &Option<prost_types::Any>) -> Option<T> {
     any.as_ref()
@@ -142,6 +145,9 @@ impl Containerd {
             }
             if self.connected.swap(false, Ordering::Relaxed) {
                 warn!(socket = %self.socket.display(), "lost containerd's event stream; reconnecting");
+                // It was up: the next outage starts from the shortest wait again.
+                backoff = BACKOFF_MIN;
+                warned = false;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -163,12 +169,9 @@ impl Containerd {
             }
         };
         let n = all.len();
-        {
-            let mut idx = self.lock();
-            for c in all {
-                idx.upsert(c);
-            }
-        }
+        // Authoritative: what was deleted while we were away is marked so, stale task pids
+        // are dropped.
+        self.lock().resync(all, Instant::now());
         self.connected.store(true, Ordering::Relaxed);
         info!(socket = %self.socket.display(), containers = n, "connected to containerd");
         self.notify(IndexChange::Relisted);
@@ -289,14 +292,19 @@ impl Containerd {
             return;
         };
         match client.snapshot(self.memory_on_dfl).await {
-            Ok(all) => {
-                let mut idx = self.lock();
-                for c in all {
-                    idx.upsert(c);
-                }
-            }
+            Ok(all) => self.lock().resync(all, Instant::now()),
             Err(e) => debug!(error = %e, "refreshing the container index"),
         }
+    }
+
+    /// Attribution from the index as it is now, without asking containerd (kills made while
+    /// it was away, once it is back and listed).
+    pub fn attribute_indexed(
+        &self,
+        victim_cgroup: Option<&str>,
+        oom_cgroup: Option<&str>,
+    ) -> Vec<ContainerInfo> {
+        attribute(&self.lock(), victim_cgroup, oom_cgroup)
     }
 
     /// Attribution for a kill (see [`attribute`]); refreshes once on a miss while connected.
@@ -309,7 +317,12 @@ impl Containerd {
         if !found.is_empty() || victim_cgroup.is_none() || !self.connected() {
             return found;
         }
-        self.refresh().await;
+        if tokio::time::timeout(REFRESH_BUDGET, self.refresh())
+            .await
+            .is_err()
+        {
+            debug!("containerd did not answer the refresh in time; attributing from the index");
+        }
         attribute(&self.lock(), victim_cgroup, oom_cgroup)
     }
 }

@@ -9,6 +9,48 @@ pub fn proc_memory_cgroup(pid: u32, memory_on_dfl: bool) -> Option<String> {
     memory_cgroup_of(&text, memory_on_dfl).map(|p| super::cgroupfs::from_namespace(&p))
 }
 
+/// What `/proc/<pid>/stat` says about a live process: when it started (`CLOCK_BOOTTIME`,
+/// in clock ticks as the file has it, and in ns) and whether it is a zombie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStart {
+    /// Field 22, `starttime`: clock ticks since boot.
+    pub ticks: u64,
+    /// The same in ns.
+    pub ns: u64,
+    /// State `Z`: exited, not yet reaped (its pid is still its own).
+    pub zombie: bool,
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`'s times.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf reads a constant.
+    let t = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// The start of process `pid`, if it exists now.
+pub fn proc_start(pid: u32) -> Option<ProcStart> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start(&stat, clock_ticks())
+}
+
+fn parse_start(stat: &str, hz: u64) -> Option<ProcStart> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    // After the comm: state is field 3, starttime field 22.
+    let state = f.next()?;
+    let ticks: u64 = f.nth(18)?.parse().ok()?;
+    Some(ProcStart {
+        ticks,
+        ns: ticks.saturating_mul(1_000_000_000 / hz.max(1)),
+        zombie: state == "Z",
+    })
+}
+
 /// `pid` and its ancestors (parent, grandparent, …), from `/proc/<pid>/stat`: a process
 /// forked after the last audit is found through the parent that was seen.
 pub fn ancestry(pid: u32) -> Vec<u32> {
@@ -82,6 +124,21 @@ pub fn exe_and_cmdline(pid: u32, comm: Option<&str>) -> (Option<String>, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_time_and_state_after_a_comm_with_spaces() {
+        let stat = "12895 (a b) c) Z 12849 12849 10917 0 -1 4194304 128 0 0 0 0 0 0 0 20 0 1 0 329301 3133440 383";
+        assert_eq!(
+            parse_start(stat, 100),
+            Some(ProcStart {
+                ticks: 329301,
+                ns: 3_293_010_000_000,
+                zombie: true
+            })
+        );
+        assert_eq!(parse_start("garbage", 100), None);
+        assert!(proc_start(std::process::id()).is_some_and(|s| !s.zombie));
+    }
 
     #[test]
     fn proc_cgroup_memory_line() {

@@ -121,6 +121,7 @@ impl KernelMaps {
                 ktime_ns: v.exit_ktime_ns,
                 signal: ExitInfo::from_status(v.exit_code).signal,
             }),
+            start_time: None,
         })
     }
 }

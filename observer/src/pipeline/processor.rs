@@ -10,10 +10,8 @@ use tracing::{info, warn};
 use super::event::{self, ContainerRef, Event, Resolve};
 use crate::{
     audit::{driver::AuditDriver, finding::FindingEvent},
-    enrich::container::ContainerInfo,
-    enrich::upkeep::Containerd,
-    host::{cgroup_path, procfs},
-    host::{cgroupfs::CgroupMounts, path_cache::PathCache},
+    enrich::{container::ContainerInfo, upkeep::Containerd},
+    host::{cgroup_path, cgroupfs::CgroupMounts, path_cache::PathCache, procfs},
     kernel::{
         clock::boot_ns,
         maps::LostCounts,
@@ -24,9 +22,45 @@ use crate::{
         json::JsonLines,
         k8s_events::EventSink,
         metrics::{Metrics, Totals},
-        taskoom::Publisher,
+        taskoom::SharedPublisher,
     },
 };
+
+/// Names a kill's container(s) and hands its TaskOOM over; owns what it needs, so the
+/// daemon can answer queries while it waits.
+pub type EnrichWork = std::pin::Pin<Box<dyn std::future::Future<Output = Enrichment> + Send>>;
+
+/// What [`EnrichWork`] found.
+#[derive(Debug, Default)]
+pub struct Enrichment {
+    /// The container(s) the kill is attributed to (`None`: none).
+    pub owners: Option<Vec<ContainerInfo>>,
+    /// Whether containerd took a TaskOOM for every one of them.
+    pub published: bool,
+    /// No container, and containerd was out of reach: tried again once it is back.
+    pub in_gap: bool,
+}
+
+/// A kill no container could be named for while containerd was out of reach.
+#[derive(Debug, Clone)]
+struct GapKill {
+    seq: u64,
+    victim: Option<String>,
+    oom: Option<String>,
+    ktime_ns: u64,
+}
+
+/// Kills kept for re-attribution after an outage (the oldest dropped beyond it).
+const GAP_KILLS: usize = 1024;
+
+/// What [`Processor::begin`] left to do.
+pub enum Begun {
+    /// The record is handled (its line, if any, is written).
+    Done,
+    /// The event waits for its container and TaskOOM: await the work, then
+    /// [`Processor::finish`].
+    Enrich(Box<Event>, EnrichWork),
+}
 
 /// Turns records into events and hands them to the sinks.
 pub struct Processor<W: Write> {
@@ -36,9 +70,10 @@ pub struct Processor<W: Write> {
     out: JsonLines<W>,
     malformed: u64,
     containerd: Option<Arc<Containerd>>,
-    publisher: Option<Publisher>,
+    publisher: Option<SharedPublisher>,
     history: History,
     audits: Option<AuditDriver>,
+    gap: std::collections::VecDeque<GapKill>,
     metrics: Option<Metrics>,
     events: Option<EventSink>,
 }
@@ -73,6 +108,7 @@ impl<W: Write> Processor<W> {
             publisher: None,
             history: History::default(),
             audits: None,
+            gap: Default::default(),
             metrics: None,
             events: None,
         }
@@ -82,13 +118,23 @@ impl<W: Write> Processor<W> {
     pub fn with_containerd(
         mut self,
         cd: Arc<Containerd>,
-        publisher: Publisher,
+        publisher: SharedPublisher,
         audits: Option<AuditDriver>,
     ) -> Self {
         self.containerd = Some(cd);
         self.publisher = Some(publisher);
         self.audits = audits;
         self
+    }
+
+    /// The TaskOOM sink, if any.
+    pub fn publisher(&self) -> Option<&SharedPublisher> {
+        self.publisher.as_ref()
+    }
+
+    /// The limit audit, if any.
+    pub fn audits(&mut self) -> Option<&mut AuditDriver> {
+        self.audits.as_mut()
     }
 
     /// Adds the Prometheus sink, counted after each line is written.
@@ -116,7 +162,8 @@ impl<W: Write> Processor<W> {
             return;
         };
         let mut t = Totals::default();
-        if let Some(p) = &self.publisher {
+        // Never waits: a publisher busy with a kill is counted at the next turn.
+        if let Some(p) = self.publisher.as_ref().and_then(|p| p.try_lock().ok()) {
             t.published = p.delivered();
             t.spooled = p.spooled();
             t.dropped = p.dropped();
@@ -137,18 +184,22 @@ impl<W: Write> Processor<W> {
         }
     }
 
-    /// The TaskOOM sink, if any.
-    pub fn publisher(&mut self) -> Option<&mut Publisher> {
-        self.publisher.as_mut()
-    }
-
-    /// The limit audit, if any.
-    pub fn audits(&mut self) -> Option<&mut AuditDriver> {
-        self.audits.as_mut()
-    }
-
     /// Handles one ring-buffer item.
     pub async fn handle(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.begin(bytes)? {
+            Begun::Done => Ok(()),
+            Begun::Enrich(ev, work) => {
+                let e = work.await;
+                self.finish(*ev, e)
+            }
+        }
+    }
+
+    /// First half of [`Processor::handle`]: everything but containerd. A kill or memcg OOM
+    /// that may belong to a container comes back with the work that names it and hands its
+    /// TaskOOM over (`'static`: the caller awaits it while it answers queries, and passes
+    /// the result to [`Processor::finish`] before it begins the next record).
+    pub fn begin(&mut self, bytes: &[u8]) -> io::Result<Begun> {
         match Record::parse(bytes) {
             Ok(Record::Oom(r)) => {
                 let received_us = boot_ns().saturating_sub(r.ktime_ns) / 1000;
@@ -165,37 +216,72 @@ impl<W: Write> Processor<W> {
                     let kill = self.history.record_exit(&ev);
                     ev.kill_seq = Some(kill.map(|k| k.seq));
                     ev.container = kill.and_then(|k| k.container.clone());
-                } else {
-                    let owners = self.enrich_and_publish(&mut ev).await;
-                    // After the TaskOOM: what follows only explains the kill.
-                    explain(&mut ev, &owners);
-                    if r.kind == RecordKind::OomKill as u32 {
-                        self.history.record_kill(&ev);
+                    self.emit(&ev)?;
+                    return Ok(Begun::Done);
+                }
+                match self.enrichment(&ev) {
+                    Some(work) => Ok(Begun::Enrich(Box::new(ev), work)),
+                    None => {
+                        self.finish(ev, Enrichment::default())?;
+                        Ok(Begun::Done)
                     }
                 }
-                self.out.write(&ev)?;
-                if let Some(m) = self.metrics.as_mut() {
-                    m.on_event(&ev);
-                }
-                if let Some(k) = &self.events {
-                    k.send(&ev);
-                }
-                Ok(())
             }
             Ok(Record::Mkdir(m)) => {
                 self.learn_path(&m);
-                Ok(())
+                Ok(Begun::Done)
             }
             Ok(Record::Attach(a)) => {
                 self.on_migration(&a);
-                Ok(())
+                Ok(Begun::Done)
             }
             Err(e) => {
                 self.malformed += 1;
                 warn!(error = %e, malformed_total = self.malformed, "dropped a malformed ring-buffer record");
-                Ok(())
+                Ok(Begun::Done)
             }
         }
+    }
+
+    /// Second half: the event gets its container(s), enters the history, and its line is
+    /// written.
+    pub fn finish(&mut self, mut ev: Event, e: Enrichment) -> io::Result<()> {
+        if let Some(owners) = &e.owners {
+            ev.container = owners.first().map(ContainerRef::from);
+            if owners.len() > 1 {
+                ev.containers = owners.iter().map(ContainerRef::from).collect();
+            }
+        }
+        ev.published = e.published;
+        // After the TaskOOM: what follows only explains the kill.
+        explain(&mut ev, e.owners.as_deref().unwrap_or_default());
+        if ev.event == "oom_kill" {
+            self.history.record_kill(&ev);
+            if e.in_gap {
+                if self.gap.len() >= GAP_KILLS {
+                    self.gap.pop_front();
+                }
+                self.gap.push_back(GapKill {
+                    seq: ev.seq,
+                    victim: ev.victim.as_ref().and_then(|v| v.cgroup.clone()),
+                    oom: ev.oom_cgroup.as_ref().and_then(|c| c.path.clone()),
+                    ktime_ns: ev.ktime_ns,
+                });
+            }
+        }
+        self.emit(&ev)
+    }
+
+    /// The line, then the sinks that only count or forward it.
+    fn emit(&mut self, ev: &Event) -> io::Result<()> {
+        self.out.write(ev)?;
+        if let Some(m) = self.metrics.as_mut() {
+            m.on_event(ev);
+        }
+        if let Some(k) = &self.events {
+            k.send(ev);
+        }
+        Ok(())
     }
 
     fn learn_path(&mut self, m: &CgroupMkdirRecord) {
@@ -219,49 +305,73 @@ impl<W: Write> Processor<W> {
         audits.on_migration(a.pid, dst.as_deref());
     }
 
-    /// Names the container(s) and, for a kill, hands TaskOOM to containerd before the JSON
-    /// line is written. Returns the owners.
-    async fn enrich_and_publish(&mut self, ev: &mut Event) -> Vec<ContainerInfo> {
-        let Some(cd) = &self.containerd else {
-            return Vec::new();
-        };
-        let oom = ev.oom_cgroup.as_ref().and_then(|c| c.path.as_deref());
+    /// The work that names the container(s) and, for a kill, hands TaskOOM to containerd
+    /// before the JSON line is written; `None` without containerd.
+    fn enrichment(&self, ev: &Event) -> Option<EnrichWork> {
+        let cd = self.containerd.clone()?;
+        let publisher = self.publisher.clone();
+        let oom = ev.oom_cgroup.as_ref().and_then(|c| c.path.clone());
         // A memcg OOM without a kill is attributed through the cgroup that hit its limit.
         let victim = match &ev.victim {
-            Some(v) => v.cgroup.as_deref(),
-            None => oom,
+            Some(v) => v.cgroup.clone(),
+            None => oom.clone(),
         };
-        let t0 = std::time::Instant::now();
-        let woke_us = boot_ns().saturating_sub(ev.ktime_ns) / 1000;
-        let owners = cd.attribute(victim, oom).await;
-        let attributed = t0.elapsed();
-        if owners.is_empty() {
-            return owners;
-        }
-        ev.container = owners.first().map(ContainerRef::from);
-        if owners.len() > 1 {
-            ev.containers = owners.iter().map(ContainerRef::from).collect();
-        }
-        if ev.event != "oom_kill" {
-            return owners;
-        }
-        let Some(publisher) = self.publisher.as_mut() else {
-            return owners;
+        let is_kill = ev.event == "oom_kill";
+        let (seq, ktime_ns) = (ev.seq, ev.ktime_ns);
+        Some(Box::pin(async move {
+            let t0 = std::time::Instant::now();
+            let woke_us = boot_ns().saturating_sub(ktime_ns) / 1000;
+            let owners = cd.attribute(victim.as_deref(), oom.as_deref()).await;
+            let attributed = t0.elapsed();
+            if owners.is_empty() {
+                return Enrichment {
+                    in_gap: is_kill && !cd.connected(),
+                    ..Default::default()
+                };
+            }
+            let mut published = false;
+            if let (true, Some(publisher)) = (is_kill, publisher) {
+                let mut p = publisher.lock().await;
+                published = true;
+                for c in &owners {
+                    published &= p.oom(&c.namespace, &c.id, ktime_ns).await;
+                }
+            }
+            tracing::debug!(
+                seq,
+                woke_us,
+                since_kill_us = boot_ns().saturating_sub(ktime_ns) / 1000,
+                attribute_us = attributed.as_micros() as u64,
+                publish_us = (t0.elapsed() - attributed).as_micros() as u64,
+                "kill handed to containerd"
+            );
+            Enrichment {
+                owners: Some(owners),
+                published,
+                in_gap: false,
+            }
+        }))
+    }
+
+    /// After containerd is back and listed again: the kills made while it was away whose
+    /// cgroups now resolve get their TaskOOMs, oldest first (their lines were written with
+    /// `container: null`; the log names each). Each hand-off is bounded like a live kill's.
+    pub async fn attribute_gap(&mut self) {
+        let (Some(cd), Some(publisher)) = (self.containerd.clone(), self.publisher.clone()) else {
+            return;
         };
-        let mut all = true;
-        for c in &owners {
-            all &= publisher.oom(&c.namespace, &c.id, ev.ktime_ns).await;
+        while let Some(k) = self.gap.pop_front() {
+            let owners = cd.attribute_indexed(k.victim.as_deref(), k.oom.as_deref());
+            if owners.is_empty() {
+                continue;
+            }
+            let mut p = publisher.lock().await;
+            for c in &owners {
+                let published = p.oom(&c.namespace, &c.id, k.ktime_ns).await;
+                info!(seq = k.seq, namespace = %c.namespace, container = %c.id, published,
+                    "a kill made while containerd was out of reach is attributed now; TaskOOM handed over");
+            }
         }
-        ev.published = all;
-        tracing::debug!(
-            seq = ev.seq,
-            woke_us,
-            since_kill_us = boot_ns().saturating_sub(ev.ktime_ns) / 1000,
-            attribute_us = attributed.as_micros() as u64,
-            publish_us = (t0.elapsed() - attributed).as_micros() as u64,
-            "kill handed to containerd"
-        );
-        owners
     }
 
     /// Answers a query from what this run has seen, else from the kernel's victim map.

@@ -5,7 +5,10 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    host::cgroup_path::is_under,
+    host::{
+        cgroup_path::is_under,
+        procfs::{clock_ticks, proc_start, ProcStart},
+    },
     pipeline::event::{ContainerRef, Event, Explained, VictimFacts},
 };
 
@@ -27,6 +30,12 @@ pub struct Query {
     /// A cgroup path (in the memory controller's hierarchy); kills in it or below it count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+    /// With `pid`: the process's start time (field 22 of `/proc/<pid>/stat`, clock ticks
+    /// since boot), which tells it from an earlier process with the same pid even after
+    /// it is gone. Without it, a live process with that pid that started after the kill
+    /// (or runs after the victim's exit) is not the victim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
 }
 
 impl Query {
@@ -81,6 +90,34 @@ pub struct Kill {
     /// Why it was killed, and what happens now.
     #[serde(flatten, default)]
     pub explained: Explained,
+    /// The victim's start time (clock ticks since boot, as in `/proc/<pid>/stat`), read
+    /// when the kill was handled; `null` if it was already gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
+}
+
+impl Kill {
+    /// Whether the process `pid` asked about can be this kill's victim: not when its start
+    /// time (given, or read now from a live process) says it is a later process that
+    /// reused the pid.
+    fn same_process(&self, asked: Option<u64>, live: Option<ProcStart>, hz: u64) -> bool {
+        let tick_ns = 1_000_000_000 / hz.max(1);
+        let start = asked.or(live.map(|l| l.ticks));
+        if let (Some(s), Some(mine)) = (start, self.start_time) {
+            return s == mine;
+        }
+        if let Some(s) = start {
+            // Started after the kill (beyond the clock's resolution): someone else.
+            if s.saturating_mul(tick_ns) > self.ktime_ns + tick_ns {
+                return false;
+            }
+        }
+        if let (None, Some(l), Some(_)) = (asked, live, &self.exit) {
+            // The victim exited; a pid that is running again belongs to a new process.
+            return l.zombie;
+        }
+        true
+    }
 }
 
 /// The answer.
@@ -107,9 +144,20 @@ impl Answer {
 }
 
 /// Kills seen by this daemon run, newest last.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct History {
     kills: VecDeque<Kill>,
+    /// Reads a live process's start ([`proc_start`]; replaced in tests).
+    live: fn(u32) -> Option<ProcStart>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            kills: VecDeque::new(),
+            live: proc_start,
+        }
+    }
 }
 
 impl History {
@@ -128,6 +176,10 @@ impl History {
             exit: None,
             facts: v.facts.clone(),
             explained: ev.explained.clone().unwrap_or_default(),
+            start_time: v
+                .tgid
+                .or(v.pid)
+                .and_then(|p| victim_start((self.live)(p)?, ev.ktime_ns)),
         });
         while self.kills.len() > HISTORY {
             self.kills.pop_front();
@@ -153,11 +205,16 @@ impl History {
 
     /// Kills matching a query.
     pub fn find(&self, q: &Query) -> Vec<Kill> {
+        let live = q.pid.and_then(self.live);
+        let hz = clock_ticks();
         self.kills
             .iter()
             .filter(|k| {
                 if let Some(pid) = q.pid {
-                    return k.pid == Some(pid) || k.tgid == Some(pid);
+                    // Start times are the process's: compared when the process is asked
+                    // about (a thread's own start differs).
+                    return k.tgid == Some(pid) && k.same_process(q.start_time, live, hz)
+                        || k.pid == Some(pid) && k.tgid != Some(pid);
                 }
                 if let Some(id) = &q.container {
                     return k.container.as_ref().is_some_and(|c| {
@@ -174,6 +231,12 @@ impl History {
     }
 }
 
+/// The victim's start time, if the process now holding its pid is the one that existed at
+/// the kill (it started before it).
+fn victim_start(s: ProcStart, kill_ktime_ns: u64) -> Option<u64> {
+    (s.ns <= kill_ktime_ns).then_some(s.ticks)
+}
+
 /// Answers from the history, else (for a pid) from the kernel's victim map via `kernel`.
 pub fn answer(history: &History, q: &Query, kernel: impl Fn(u32) -> Option<Kill>) -> Answer {
     if !q.is_valid() {
@@ -188,7 +251,11 @@ pub fn answer(history: &History, q: &Query, kernel: impl Fn(u32) -> Option<Kill>
             error: None,
         };
     }
-    if let Some(k) = q.pid.and_then(kernel) {
+    if let Some(k) = q
+        .pid
+        .and_then(kernel)
+        .filter(|k| k.same_process(q.start_time, q.pid.and_then(history.live), clock_ticks()))
+    {
         return Answer {
             oom_killed: true,
             kills: vec![k],
@@ -247,9 +314,73 @@ mod tests {
         }
     }
 
+    fn no_proc() -> History {
+        History {
+            live: |_| None,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_the_victim() {
+        let mut h = no_proc();
+        let mut kill = ev(1, "oom_kill", 10, "/pod/a", Some("a"));
+        kill.ktime_ns = 5_000_000_000; // 5 s after boot
+        h.record_kill(&kill);
+        h.kills[0].start_time = Some(300); // started 3 s after boot (100 Hz)
+        let ask = |start: Option<u64>| Query {
+            pid: Some(10),
+            start_time: start,
+            ..Default::default()
+        };
+        let none = |_| None;
+        assert!(
+            answer(&h, &ask(None), none).oom_killed,
+            "no way to tell: the kill"
+        );
+        assert!(answer(&h, &ask(Some(300)), none).oom_killed, "the victim");
+        assert!(
+            !answer(&h, &ask(Some(900)), none).oom_killed,
+            "a later process"
+        );
+        // A live process with the pid that started after the kill is not the victim.
+        h.live = |_| {
+            Some(ProcStart {
+                ticks: 900,
+                ns: 9_000_000_000,
+                zombie: false,
+            })
+        };
+        assert!(!answer(&h, &ask(None), none).oom_killed);
+        // Unknown victim start (it was gone when handled), exit seen, the pid running:
+        // someone else; still a zombie: the victim.
+        h.kills[0].start_time = None;
+        h.kills[0].exit = Some(ExitSeen {
+            time: "t".into(),
+            ktime_ns: 5_100_000_000,
+            signal: Some(9),
+        });
+        h.live = |_| {
+            Some(ProcStart {
+                ticks: 300,
+                ns: 3_000_000_000,
+                zombie: false,
+            })
+        };
+        assert!(!answer(&h, &ask(None), none).oom_killed);
+        h.live = |_| {
+            Some(ProcStart {
+                ticks: 300,
+                ns: 3_000_000_000,
+                zombie: true,
+            })
+        };
+        assert!(answer(&h, &ask(None), none).oom_killed);
+    }
+
     #[test]
     fn finds_by_pid_container_and_cgroup() {
-        let mut h = History::default();
+        let mut h = no_proc();
         h.record_kill(&ev(1, "oom_kill", 10, "/pod/a", Some("a")));
         h.record_kill(&ev(2, "oom_kill", 11, "/pod/b", None));
         let none = |_| None;
@@ -326,7 +457,7 @@ mod tests {
 
     #[test]
     fn exits_pair_with_their_kill_and_the_kernel_map_is_the_fallback() {
-        let mut h = History::default();
+        let mut h = no_proc();
         h.record_kill(&ev(1, "oom_kill", 10, "/a", None));
         let mut exit = ev(2, "victim_exit", 10, "/a", None);
         exit.exit = Some(crate::pipeline::event::ExitInfo::from_status(9));
@@ -353,6 +484,7 @@ mod tests {
                 cgroup: None,
                 container: None,
                 exit: None,
+                start_time: None,
             })
         };
         let a = answer(

@@ -2,7 +2,7 @@
 
 use std::{
     fs, io,
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -18,6 +18,11 @@ use super::history::{Answer, Query};
 /// Where the daemon answers by default.
 pub const DEFAULT_SOCKET: &str = "/run/oom-observer/query.sock";
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once. Beyond it the oldest is closed to make room: a real query
+/// is answered in a millisecond, so the oldest is almost surely one that sends nothing,
+/// and a flood of idle connections can neither exhaust the daemon's descriptors nor hold
+/// a real question back.
+pub const MAX_CONNECTIONS: usize = 64;
 /// A query waiting for the main loop.
 pub struct Request {
     /// What is asked.
@@ -32,6 +37,11 @@ pub enum QueryError {
     /// Another daemon answers on the socket.
     #[error("another oom-observer already answers on {0}")]
     InUse(String),
+    /// Something that is not a socket is at the path: it is not ours to remove.
+    #[error(
+        "query socket {0}: the path holds something that is not a socket; refusing to replace it"
+    )]
+    NotASocket(String),
     /// The socket could not be set up or reached.
     #[error("query socket {path}: {source}")]
     Io {
@@ -61,11 +71,17 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> QueryError + '_ {
 /// Binds the socket (root-only) and accepts connections in the background; requests come
 /// out of the returned channel for the main loop to answer in order with the event stream.
 pub async fn serve(path: &Path) -> Result<mpsc::Receiver<Request>, QueryError> {
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            return Err(QueryError::InUse(path.display().to_string()));
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).await.is_ok() {
+                return Err(QueryError::InUse(path.display().to_string()));
+            }
+            // A stale socket a previous run left: nobody answers on it.
+            fs::remove_file(path).map_err(io_err(path))?;
         }
-        fs::remove_file(path).map_err(io_err(path))?;
+        Ok(_) => return Err(QueryError::NotASocket(path.display().to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(path)(e)),
     }
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io_err(path))?;
@@ -75,10 +91,17 @@ pub async fn serve(path: &Path) -> Result<mpsc::Receiver<Request>, QueryError> {
     let (tx, rx) = mpsc::channel(64);
     let path_owned: PathBuf = path.to_path_buf();
     tokio::spawn(async move {
+        let mut open: std::collections::VecDeque<tokio::task::AbortHandle> = Default::default();
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(handle(stream, tx.clone()));
+                    open.retain(|h| !h.is_finished());
+                    while open.len() >= MAX_CONNECTIONS {
+                        if let Some(oldest) = open.pop_front() {
+                            oldest.abort();
+                        }
+                    }
+                    open.push_back(tokio::spawn(handle(stream, tx.clone())).abort_handle());
                 }
                 Err(e) => {
                     tracing::warn!(socket = %path_owned.display(), error = %e, "query socket accept failed");

@@ -1,20 +1,41 @@
 //! A bounded on-disk queue of TaskOOM events containerd has not yet acknowledged, so that
 //! neither a containerd restart nor an observer restart loses one.
 //!
-//! The file holds one JSON object per line, oldest first, and always mirrors the queue:
-//! appends are synced before the caller moves on; removals rewrite it atomically.
+//! The file is an append-only log, one JSON object per line: an entry
+//! (`{"id":7,"namespace":…,"container_id":…,"ktime_ns":…}`) when a TaskOOM has to wait, an
+//! acknowledgement (`{"acked":7}`: every entry up to id 7 is done) when containerd took it or
+//! it was dropped. Both are one small append, so filling and draining the spool costs O(n)
+//! I/O; the file is rewritten (atomically, live entries only) when the dead lines outnumber
+//! the live ones, which keeps it O(n) amortised, and removed when the queue is empty.
+//!
+//! Any bytes are tolerated on open: a line that is not an entry or an acknowledgement (a torn
+//! write, a disk error, an edit) is skipped, counted and logged, and the file is kept aside as
+//! `taskoom-spool.jsonl.corrupt` before it is rewritten. A write that fails (a full or
+//! read-only disk) never loses the entry: it stays in the queue, is retried to containerd, and
+//! the file is rewritten from the queue once the disk takes writes again.
 
 use std::{
     collections::VecDeque,
     fs::{self, File, OpenOptions},
-    io::{self, BufRead, BufReader, Write},
+    io::{self, Write},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
 
 /// At most this many TaskOOMs wait; beyond it the oldest is dropped (counted and logged).
 pub const MAX_ENTRIES: usize = 10_000;
+
+/// The spool's file name inside the state directory.
+pub const FILE_NAME: &str = "taskoom-spool.jsonl";
+
+/// Dead lines tolerated before a rewrite, beyond the live ones.
+const COMPACT_SLACK: usize = 64;
+
+/// A disk that refused a write is tried again at most this often.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
 /// One TaskOOM to deliver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,57 +48,165 @@ pub struct Pending {
     pub ktime_ns: u64,
 }
 
+/// An entry as stored: the TaskOOM and its position in the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    /// Absent in files written before acknowledgements existed; numbered on load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    #[serde(flatten)]
+    p: Pending,
+}
+
+/// One line of the log.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Line {
+    Ack { acked: u64 },
+    Entry(Stored),
+}
+
+/// What opening found in the file (for tests and the start-up log).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded {
+    /// Entries waiting.
+    pub entries: usize,
+    /// Lines skipped as unreadable.
+    pub corrupt: usize,
+}
+
 /// The queue and its file.
 #[derive(Debug)]
 pub struct Spool {
+    /// The file; `None` keeps the queue in memory only (no state dir, or one that could not
+    /// be read: it is then never overwritten).
     path: Option<PathBuf>,
-    queue: VecDeque<Pending>,
+    queue: VecDeque<(u64, Pending)>,
+    next_id: u64,
+    /// Lines in the file (entries and acknowledgements), to decide when to rewrite.
+    file_lines: usize,
+    /// The file does not mirror the queue (a write failed): no appends until a rewrite
+    /// succeeds.
+    dirty: bool,
+    /// A write failed and no rewrite has succeeded since (for the recovery log line).
+    failed: bool,
+    last_persist: Option<Instant>,
+    /// Acknowledgements appended since the last sync.
+    unsynced: bool,
     dropped: u64,
+    loaded: Loaded,
+    /// [`MAX_ENTRIES`], smaller in tests.
+    cap: usize,
 }
 
 impl Spool {
-    /// Opens (creating if needed) the spool in `dir`, loading what a previous run left.
-    /// `None` keeps the queue in memory only.
-    pub fn open(dir: Option<&Path>) -> io::Result<Spool> {
-        let Some(dir) = dir else {
-            return Ok(Spool {
-                path: None,
-                queue: VecDeque::new(),
-                dropped: 0,
-            });
+    /// Opens the spool in `dir`, loading what a previous run left; `None` keeps the queue in
+    /// memory only. Never fails: an unusable directory or file is one warning naming it and
+    /// what it costs, and the daemon goes on with the queue in memory.
+    pub fn open(dir: Option<&Path>) -> Spool {
+        Spool::open_with_cap(dir, MAX_ENTRIES)
+    }
+
+    fn open_with_cap(dir: Option<&Path>, cap: usize) -> Spool {
+        let mut s = Spool {
+            cap,
+            path: None,
+            queue: VecDeque::new(),
+            next_id: 1,
+            file_lines: 0,
+            dirty: false,
+            failed: false,
+            last_persist: None,
+            unsynced: false,
+            dropped: 0,
+            loaded: Loaded::default(),
         };
-        let path = dir.join("taskoom-spool.jsonl");
-        let mut queue = VecDeque::new();
-        let mut bad = 0usize;
-        // Nothing is written until something has to wait: a healthy node never touches disk.
-        let existed = path.exists();
-        if let Ok(f) = File::open(&path) {
-            for line in BufReader::new(f).lines() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
+        let Some(dir) = dir else { return s };
+        let path = dir.join(FILE_NAME);
+        if let Err(e) = check_dir(dir) {
+            warn!(
+                state_dir = %dir.display(),
+                error = %e,
+                "state directory unusable: TaskOOMs that wait for containerd are kept in memory only, and lost if the observer restarts before containerd is back"
+            );
+        }
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            // No file yet, or a state path that is not a directory (warned about above).
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(nix::libc::ENOTDIR) =>
+            {
+                Vec::new()
+            }
+            Err(e) => {
+                // Overwriting what we cannot read could destroy TaskOOMs a later run could
+                // deliver: leave the file alone.
+                warn!(path = %path.display(), error = %e, "cannot read the TaskOOM spool: left untouched, TaskOOMs of this run are kept in memory only");
+                return s;
+            }
+        };
+        s.path = Some(path);
+        let mut legacy = false;
+        let mut first_bad: Vec<usize> = Vec::new();
+        for (n, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+            if raw.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            s.file_lines += 1;
+            match serde_json::from_slice::<Line>(raw) {
+                Ok(Line::Ack { acked }) => {
+                    while s.queue.front().is_some_and(|(id, _)| *id <= acked) {
+                        s.queue.pop_front();
+                    }
+                    s.next_id = s.next_id.max(acked + 1);
                 }
-                match serde_json::from_str::<Pending>(&line) {
-                    Ok(p) if !p.container_id.is_empty() => queue.push_back(p),
-                    _ => bad += 1,
+                Ok(Line::Entry(e)) if !e.p.container_id.is_empty() => {
+                    let id = match e.id {
+                        Some(id) if id >= s.next_id => id,
+                        _ => {
+                            legacy = true;
+                            s.next_id
+                        }
+                    };
+                    s.next_id = id + 1;
+                    s.queue.push_back((id, e.p));
+                }
+                _ => {
+                    s.loaded.corrupt += 1;
+                    if first_bad.len() < 5 {
+                        first_bad.push(n + 1);
+                    }
                 }
             }
         }
-        if bad > 0 {
-            tracing::warn!(path = %path.display(), lines = bad, "skipped unreadable spool lines");
+        while s.queue.len() > s.cap {
+            s.drop_oldest_in_memory();
         }
-        let mut s = Spool {
-            path: Some(path),
-            queue,
-            dropped: 0,
-        };
-        while s.queue.len() > MAX_ENTRIES {
-            s.drop_oldest();
+        s.loaded.entries = s.queue.len();
+        if s.loaded.corrupt > 0 {
+            let path = s.path.as_deref().unwrap_or(dir);
+            let aside = path.with_extension("jsonl.corrupt");
+            let kept = fs::copy(path, &aside).is_ok();
+            warn!(
+                path = %path.display(),
+                skipped_lines = s.loaded.corrupt,
+                first_lines = ?first_bad,
+                kept_entries = s.queue.len(),
+                copy = %if kept { aside.display().to_string() } else { "not kept".into() },
+                "skipped unreadable lines in the TaskOOM spool"
+            );
         }
-        if existed {
-            s.rewrite()?;
+        if s.loaded.corrupt > 0 || legacy || s.dropped > 0 || s.dead_lines() > 0 {
+            s.dirty = true;
+            s.persist_now();
         }
-        Ok(s)
+        s
+    }
+
+    /// What [`Spool::open`] found.
+    pub fn loaded(&self) -> Loaded {
+        self.loaded
     }
 
     /// Entries waiting.
@@ -92,7 +221,7 @@ impl Spool {
 
     /// The oldest entry.
     pub fn front(&self) -> Option<&Pending> {
-        self.queue.front()
+        self.queue.front().map(|(_, p)| p)
     }
 
     /// Entries dropped because the spool was full, this run.
@@ -100,65 +229,277 @@ impl Spool {
         self.dropped
     }
 
-    fn drop_oldest(&mut self) {
-        if let Some(old) = self.queue.pop_front() {
-            self.dropped += 1;
-            tracing::warn!(
-                namespace = %old.namespace,
-                container = %old.container_id,
-                dropped_total = self.dropped,
-                "TaskOOM spool full: dropped the oldest undelivered TaskOOM"
-            );
+    /// Whether every waiting entry is on disk (always true without a state dir).
+    pub fn on_disk(&self) -> bool {
+        !self.dirty
+    }
+
+    fn dead_lines(&self) -> usize {
+        self.file_lines.saturating_sub(self.queue.len())
+    }
+
+    fn drop_oldest_in_memory(&mut self) -> Option<u64> {
+        let (id, old) = self.queue.pop_front()?;
+        self.dropped += 1;
+        warn!(
+            namespace = %old.namespace,
+            container = %old.container_id,
+            dropped_total = self.dropped,
+            "TaskOOM spool full: dropped the oldest undelivered TaskOOM"
+        );
+        Some(id)
+    }
+
+    /// Appends an entry. `Ok` when it is on disk (or there is no state dir); `Err` when the
+    /// disk refused it: the entry is queued all the same, delivered like the others, and
+    /// written with the rest once the disk takes writes again ([`Spool::persist`]).
+    pub fn push(&mut self, p: Pending) -> io::Result<()> {
+        if self.queue.len() >= self.cap {
+            if let Some(id) = self.drop_oldest_in_memory() {
+                self.append_ack(id);
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = encode(&Stored {
+            id: Some(id),
+            p: p.clone(),
+        });
+        self.queue.push_back((id, p));
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        if self.dirty {
+            self.persist();
+            return if self.dirty {
+                Err(io::Error::other(
+                    "the spool's disk refused an earlier write",
+                ))
+            } else {
+                Ok(())
+            };
+        }
+        let r = append(&path, &line, true);
+        match &r {
+            Ok(()) => self.file_lines += 1,
+            Err(_) => self.fail(),
+        }
+        r
+    }
+
+    fn fail(&mut self) {
+        self.dirty = true;
+        self.failed = true;
+    }
+
+    /// Removes the oldest entry (containerd took it). The acknowledgement is appended now and
+    /// synced by [`Spool::sync`]: a crash in between delivers it again, never loses one.
+    pub fn pop_front(&mut self) -> io::Result<Option<Pending>> {
+        let Some((id, p)) = self.queue.pop_front() else {
+            return Ok(None);
+        };
+        self.append_ack(id);
+        self.compact_if_due();
+        Ok(Some(p))
+    }
+
+    fn append_ack(&mut self, id: u64) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        if self.dirty {
+            return;
+        }
+        if self.queue.is_empty() {
+            // Nothing waits: no file, as on a node where containerd always answered.
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    self.file_lines = 0;
+                    self.unsynced = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.file_lines = 0;
+                    return;
+                }
+                Err(_) => {}
+            }
+        }
+        let mut line = format!("{{\"acked\":{id}}}").into_bytes();
+        line.push(b'\n');
+        match append(&path, &line, false) {
+            Ok(()) => {
+                self.file_lines += 1;
+                self.unsynced = true;
+            }
+            Err(_) => self.fail(),
         }
     }
 
-    /// Appends an entry, durably.
-    pub fn push(&mut self, p: Pending) -> io::Result<()> {
-        if self.queue.len() >= MAX_ENTRIES {
-            self.drop_oldest();
-            self.queue.push_back(p);
-            return self.rewrite();
+    fn compact_if_due(&mut self) {
+        if self.path.is_some()
+            && !self.dirty
+            && self.dead_lines() > self.queue.len().max(COMPACT_SLACK)
+        {
+            self.dirty = true;
+            self.persist_now();
         }
+    }
+
+    /// Makes the acknowledgements appended so far durable (after a delivery run).
+    pub fn sync(&mut self) {
+        if !self.unsynced || self.dirty {
+            return;
+        }
+        self.unsynced = false;
         if let Some(path) = &self.path {
+            if let Err(e) = File::open(path).and_then(|f| f.sync_data()) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    self.fail();
+                }
+            }
+        }
+    }
+
+    /// Writes the queue to disk if an earlier write failed; at most every
+    /// [`PERSIST_EVERY`]. Call on every retry.
+    pub fn persist(&mut self) {
+        if !self.dirty
+            || self
+                .last_persist
+                .is_some_and(|t| t.elapsed() < PERSIST_EVERY)
+        {
+            return;
+        }
+        self.persist_now();
+    }
+
+    fn persist_now(&mut self) {
+        let Some(path) = self.path.clone() else {
+            self.dirty = false;
+            return;
+        };
+        self.last_persist = Some(Instant::now());
+        let r = if self.queue.is_empty() {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        } else {
+            rewrite(&path, &self.queue)
+        };
+        match r {
+            Ok(()) => {
+                if self.failed {
+                    info!(path = %path.display(), entries = self.queue.len(), "TaskOOM spool written to disk again");
+                }
+                self.failed = false;
+                self.dirty = false;
+                self.unsynced = false;
+                self.file_lines = self.queue.len();
+            }
+            Err(e) => {
+                self.failed = true;
+                tracing::debug!(path = %path.display(), error = %e, entries = self.queue.len(), "TaskOOM spool still not written");
+            }
+        }
+    }
+}
+
+fn encode(s: &Stored) -> Vec<u8> {
+    // Serialising these plain fields cannot fail; an empty line would be skipped on load.
+    let mut line = serde_json::to_vec(s).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Opens `path` to append, creating its directory the first time something has to wait.
+fn open_append(path: &Path) -> io::Result<File> {
+    let open = || OpenOptions::new().create(true).append(true).open(path);
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 fs::create_dir_all(dir)?;
             }
-            let mut f = OpenOptions::new().create(true).append(true).open(path)?;
-            let mut line = serde_json::to_vec(&p).map_err(io::Error::other)?;
-            line.push(b'\n');
-            f.write_all(&line)?;
-            f.sync_data()?;
+            open()
         }
-        self.queue.push_back(p);
-        Ok(())
+        r => r,
     }
+}
 
-    /// Removes the oldest entry (it was delivered).
-    pub fn pop_front(&mut self) -> io::Result<Option<Pending>> {
-        let p = self.queue.pop_front();
-        self.rewrite()?;
-        Ok(p)
+fn append(path: &Path, line: &[u8], durable: bool) -> io::Result<()> {
+    let mut f = open_append(path)?;
+    f.write_all(line)?;
+    if durable {
+        f.sync_data()?;
     }
+    Ok(())
+}
 
-    fn rewrite(&self) -> io::Result<()> {
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
+fn rewrite(path: &Path, queue: &VecDeque<(u64, Pending)>) -> io::Result<()> {
+    let tmp = path.with_extension("jsonl.tmp");
+    let r = (|| {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension("jsonl.tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            for p in &self.queue {
-                let mut line = serde_json::to_vec(p).map_err(io::Error::other)?;
-                line.push(b'\n');
-                f.write_all(&line)?;
-            }
-            f.sync_data()?;
+        let mut f = io::BufWriter::new(File::create(&tmp)?);
+        for (id, p) in queue {
+            f.write_all(&encode(&Stored {
+                id: Some(*id),
+                p: p.clone(),
+            }))?;
         }
+        f.into_inner().map_err(|e| e.into_error())?.sync_data()?;
         fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
+    r
+}
+
+/// The state directory can take the spool: an existing one takes a synced write (a probe
+/// file, removed at once); a missing one is not created (nothing is written while
+/// containerd answers), but its nearest existing ancestor must be a writable directory on a
+/// writable filesystem with room.
+fn check_dir(dir: &Path) -> io::Result<()> {
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(io::Error::other("not a directory")),
+        Ok(_) => {
+            let probe = dir.join(".oom-observer-probe");
+            let r = append(&probe, b"x", true);
+            let _ = fs::remove_file(&probe);
+            return r;
+        }
+        Err(e)
+            if e.kind() != io::ErrorKind::NotFound
+                && e.raw_os_error() != Some(nix::libc::ENOTDIR) =>
+        {
+            return Err(e)
+        }
+        Err(_) => {}
+    }
+    let mut up = dir.parent();
+    while let Some(a) = up {
+        if let Ok(m) = fs::metadata(a) {
+            if !m.is_dir() {
+                return Err(io::Error::other(format!(
+                    "{} is not a directory",
+                    a.display()
+                )));
+            }
+            let st = nix::sys::statvfs::statvfs(a).map_err(io::Error::from)?;
+            if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+                return Err(io::Error::from_raw_os_error(nix::libc::EROFS));
+            }
+            if st.blocks_available() == 0 {
+                return Err(io::Error::from_raw_os_error(nix::libc::ENOSPC));
+            }
+            return nix::unistd::access(a, nix::unistd::AccessFlags::W_OK).map_err(io::Error::from);
+        }
+        up = a.parent();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -173,35 +514,50 @@ mod tests {
         }
     }
 
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("oomx-spool-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
+    fn ids(s: &Spool) -> Vec<u64> {
+        s.queue.iter().map(|(_, p)| p.ktime_ns).collect()
     }
 
     #[test]
     fn survives_a_restart_in_order() {
-        let d = tmpdir("restart");
+        let top = tempfile::tempdir().unwrap();
+        let d = top.path().join("state");
+        let d = d.as_path();
+        struct P<'a>(&'a Path);
+        impl P<'_> {
+            fn path(&self) -> &Path {
+                self.0
+            }
+        }
+        let d = P(d);
         {
-            let mut s = Spool::open(Some(&d)).unwrap();
+            let mut s = Spool::open(Some(d.path()));
+            assert!(
+                !d.path().exists(),
+                "nothing is created until something waits"
+            );
             s.push(p("a", 1)).unwrap();
             s.push(p("b", 2)).unwrap();
             s.push(p("c", 3)).unwrap();
             assert_eq!(s.pop_front().unwrap().unwrap().container_id, "a");
+            s.sync();
         }
-        let mut s = Spool::open(Some(&d)).unwrap();
+        let mut s = Spool::open(Some(d.path()));
         assert_eq!(s.len(), 2);
         assert_eq!(s.pop_front().unwrap().unwrap(), p("b", 2));
         assert_eq!(s.pop_front().unwrap().unwrap(), p("c", 3));
         assert!(s.is_empty());
-        let s = Spool::open(Some(&d)).unwrap();
+        assert!(
+            !d.path().join(FILE_NAME).exists(),
+            "an empty spool leaves no file"
+        );
+        let s = Spool::open(Some(d.path()));
         assert!(s.is_empty());
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn bounded_dropping_oldest_and_counting() {
-        let mut s = Spool::open(None).unwrap();
+        let mut s = Spool::open(None);
         for i in 0..(MAX_ENTRIES as u64 + 3) {
             s.push(p("x", i)).unwrap();
         }
@@ -211,16 +567,111 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_lines_are_skipped_not_fatal() {
-        let d = tmpdir("corrupt");
-        fs::create_dir_all(&d).unwrap();
+    fn full_on_disk_drops_oldest_and_restart_agrees() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let mut s = Spool::open_with_cap(Some(d.path()), 100);
+            for i in 0..105 {
+                s.push(p("x", i)).unwrap();
+            }
+            assert_eq!(s.dropped(), 5);
+        }
+        let s = Spool::open(Some(d.path()));
+        assert_eq!(s.len(), 100);
+        assert_eq!(s.front().unwrap().ktime_ns, 5);
+    }
+
+    #[test]
+    fn any_bytes_are_tolerated_and_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let mut bytes = b"{\"namespace\":\"n\",\"container_id\":\"a\",\"ktime_ns\":1}\n".to_vec();
+        bytes.extend_from_slice(b"\xff\xfe\n");
+        bytes.extend_from_slice(b"not json\n");
+        bytes.extend_from_slice(b"{\"namespace\":\"n\",\"container_id\":\"\",\"ktime_ns\":2}\n");
+        bytes.extend_from_slice(b"{\"namespace\":\"n\",\"container_id\":\"b\",\"ktime_ns\":3}\n");
+        bytes.extend_from_slice(b"{\"namespace\":\"n\",\"contai"); // torn last write
+        fs::write(d.path().join(FILE_NAME), &bytes).unwrap();
+        let s = Spool::open(Some(d.path()));
+        assert_eq!(
+            s.loaded(),
+            Loaded {
+                entries: 2,
+                corrupt: 4
+            }
+        );
+        assert_eq!(ids(&s), vec![1, 3]);
+        assert!(
+            d.path().join("taskoom-spool.jsonl.corrupt").exists(),
+            "the bad file is kept aside"
+        );
+        drop(s);
+        let s = Spool::open(Some(d.path()));
+        assert_eq!(
+            s.loaded(),
+            Loaded {
+                entries: 2,
+                corrupt: 0
+            },
+            "rewritten clean"
+        );
+    }
+
+    #[test]
+    fn draining_appends_and_compacts_in_linear_io() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(FILE_NAME);
+        let mut s = Spool::open(Some(d.path()));
+        for i in 0..1000 {
+            s.push(p("x", i)).unwrap();
+        }
+        let full = fs::metadata(&path).unwrap().len();
+        let mut max_len = 0;
+        for _ in 0..999 {
+            s.pop_front().unwrap();
+            max_len = max_len.max(fs::metadata(&path).unwrap().len());
+            // The file never holds more than twice the live entries plus the slack.
+            assert!(s.file_lines <= 2 * s.len().max(COMPACT_SLACK) + 1);
+        }
+        s.sync();
+        assert!(max_len <= full + 1000 * 16, "acks are small appends");
+        drop(s);
+        let s = Spool::open(Some(d.path()));
+        assert_eq!(ids(&s), vec![999], "the file always mirrors the queue");
+    }
+
+    #[test]
+    fn a_refused_write_keeps_the_entry_and_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        fs::write(&state, b"a file, not a directory").unwrap();
+        let mut s = Spool::open(Some(&state));
+        assert!(s.push(p("a", 1)).is_err(), "the disk refused it");
+        assert_eq!(s.len(), 1, "but it is queued");
+        assert!(!s.on_disk());
+        assert_eq!(s.pop_front().unwrap().unwrap(), p("a", 1));
+        // The directory becomes usable: the next write rewrites the whole queue.
+        fs::remove_file(&state).unwrap();
+        fs::create_dir(&state).unwrap();
+        s.last_persist = None;
+        s.push(p("b", 2)).unwrap();
+        assert!(s.on_disk());
+        drop(s);
+        assert_eq!(ids(&Spool::open(Some(&state))), vec![2]);
+    }
+
+    #[test]
+    fn legacy_entries_without_ids_are_numbered() {
+        let d = tempfile::tempdir().unwrap();
         fs::write(
-            d.join("taskoom-spool.jsonl"),
-            "{\"namespace\":\"n\",\"container_id\":\"a\",\"ktime_ns\":1}\nnot json\n{\"namespace\":\"n\",\"container_id\":\"\",\"ktime_ns\":2}\n",
+            d.path().join(FILE_NAME),
+            "{\"namespace\":\"n\",\"container_id\":\"a\",\"ktime_ns\":1}\n{\"namespace\":\"n\",\"container_id\":\"b\",\"ktime_ns\":2}\n",
         )
         .unwrap();
-        let s = Spool::open(Some(&d)).unwrap();
-        assert_eq!(s.len(), 1, "the empty id and the garbage line are dropped");
-        fs::remove_dir_all(&d).unwrap();
+        let mut s = Spool::open(Some(d.path()));
+        assert_eq!(ids(&s), vec![1, 2]);
+        s.pop_front().unwrap();
+        s.sync();
+        drop(s);
+        assert_eq!(ids(&Spool::open(Some(d.path()))), vec![2]);
     }
 }

@@ -19,6 +19,11 @@ pub const SAME_KILL: Duration = Duration::from_secs(1);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// The longest a kill's TaskOOM may hold its JSON line back: connecting and publishing
+/// together. A containerd that does not answer in time (hung, stopped, overloaded) gets the
+/// TaskOOM through the spool, and the line is written with `published: false`.
+pub const HANDOFF: Duration = Duration::from_secs(2);
+
 /// Publishes TaskOOM to containerd.
 pub struct Publisher {
     socket: PathBuf,
@@ -29,12 +34,65 @@ pub struct Publisher {
     backoff: Duration,
     delivered: u64,
     spooled: u64,
+    /// The last attempt failed: new kills go straight to the spool (one hand-off delay per
+    /// outage, not one per kill) until a retry gets through.
+    down: bool,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// The publisher shared by the kill path and its retry task: each holds it only for one
+/// bounded step, so neither waits long for the other.
+pub type SharedPublisher = std::sync::Arc<tokio::sync::Mutex<Publisher>>;
+
+/// Delivers the spool in the background: wakes when a retry is due (or `wake` is
+/// notified), delivers entries one lock at a time, and never blocks the event loop.
+pub async fn retry_task(p: SharedPublisher, wake: std::sync::Arc<tokio::sync::Notify>) {
+    loop {
+        let at = p.lock().await.retry_at();
+        match at {
+            Some(t) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(t.into()) => {}
+                    _ = wake.notified() => continue,
+                }
+            }
+            None => {
+                wake.notified().await;
+                continue;
+            }
+        }
+        loop {
+            // The network call runs without the lock: a kill that arrives meanwhile is
+            // spooled behind this entry at once instead of waiting for containerd.
+            let (entry, client, socket) = {
+                let mut g = p.lock().await;
+                match g.spool.front().cloned() {
+                    Some(e) => (e, g.client.take(), g.socket.clone()),
+                    None => {
+                        g.retry_done();
+                        break;
+                    }
+                }
+            };
+            let (client, ok) = publish_once(client, &socket, &entry).await;
+            let mut g = p.lock().await;
+            if g.client.is_none() {
+                g.client = client;
+            }
+            if !ok {
+                g.retry_failed();
+                break;
+            }
+            g.acknowledge_front();
+        }
+    }
 }
 
 impl Publisher {
-    /// A publisher for `socket`, spooling under `state_dir` (memory only when `None`).
-    pub fn new(socket: &Path, state_dir: Option<&Path>) -> std::io::Result<Publisher> {
-        let spool = Spool::open(state_dir)?;
+    /// A publisher for `socket`, spooling under `state_dir` (memory only when `None`, or
+    /// when the directory is unusable: [`Spool::open`] says so once).
+    pub fn new(socket: &Path, state_dir: Option<&Path>) -> Publisher {
+        let spool = Spool::open(state_dir);
         let mut p = Publisher {
             socket: socket.to_path_buf(),
             client: None,
@@ -44,6 +102,8 @@ impl Publisher {
             backoff: RETRY_MIN,
             delivered: 0,
             spooled: 0,
+            down: false,
+            wake: Default::default(),
         };
         if !p.spool.is_empty() {
             info!(
@@ -52,14 +112,17 @@ impl Publisher {
             );
             p.retry_at = Some(Instant::now());
         }
-        Ok(p)
+        p
     }
 
     /// Connects ahead of the first kill, so that one does not pay for the connection.
     /// Best effort: a failure here is retried at publication.
     pub async fn warm_up(&mut self) {
         if self.client.is_none() {
-            self.client = Client::connect(&self.socket).await.ok();
+            self.client = tokio::time::timeout(HANDOFF, Client::connect(&self.socket))
+                .await
+                .ok()
+                .and_then(Result::ok);
         }
     }
 
@@ -107,76 +170,143 @@ impl Publisher {
             container_id: key.id.clone(),
             ktime_ns,
         };
-        // Order: nothing new overtakes what is already waiting.
-        if !self.spool.is_empty() {
-            self.flush().await;
-        }
-        if self.spool.is_empty() && self.send(&p).await {
-            self.recent.insert(key, (now, true));
-            return true;
+        // Order: nothing new overtakes what is already waiting (the retry task delivers
+        // it behind the rest); and while containerd is known not to answer, nothing waits
+        // for it.
+        if self.spool.is_empty() && !self.down {
+            if self.send(&p).await {
+                self.recent.insert(key, (now, true));
+                return true;
+            }
+            self.down = true;
         }
         self.spooled += 1;
         if let Err(e) = self.spool.push(p) {
-            warn!(error = %e, namespace, container = container_id, "cannot write the TaskOOM spool; kept in memory only");
+            warn!(error = %e, namespace, container = container_id, waiting = self.spool.len(),
+                "cannot write the TaskOOM spool: this TaskOOM waits in memory (lost if the observer restarts first), is retried to containerd, and written to disk when the disk takes it");
         }
         self.recent.insert(key, (now, false));
-        if self.retry_at.is_none() {
+        if !self.down {
+            // containerd answers: deliver the spool now, this one last.
+            self.retry_at = Some(now);
+        } else if self.retry_at.is_none() {
             self.retry_at = Some(now + self.backoff);
         }
+        // The retry task re-reads when it is due.
+        self.wake.notify_one();
         false
     }
 
-    /// Retries the spool (call when [`Publisher::retry_at`] is due).
+    /// Wakes [`retry_task`] when something new waits.
+    pub fn waker(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+
+    /// Whether the last attempt to reach containerd failed (new kills are spooled at once).
+    pub fn is_down(&self) -> bool {
+        self.down
+    }
+
+    /// Retries the spool (call when [`Publisher::retry_at`] is due): delivers until it is
+    /// empty or an attempt fails.
     pub async fn retry(&mut self) {
-        self.flush().await;
-        if self.spool.is_empty() {
-            self.retry_at = None;
-            self.backoff = RETRY_MIN;
-        } else {
-            self.backoff = (self.backoff * 2).min(RETRY_MAX);
-            self.retry_at = Some(Instant::now() + self.backoff);
+        loop {
+            match self.deliver_one().await {
+                Some(true) => continue,
+                Some(false) => return self.retry_failed(),
+                None => return self.retry_done(),
+            }
         }
     }
 
-    async fn flush(&mut self) {
-        while let Some(p) = self.spool.front().cloned() {
-            if !self.send(&p).await {
-                return;
-            }
-            info!(namespace = %p.namespace, container = %p.container_id, "delivered a spooled TaskOOM");
-            if let Err(e) = self.spool.pop_front() {
-                warn!(error = %e, "cannot rewrite the TaskOOM spool");
-            }
+    /// Delivers the oldest spooled TaskOOM: `None` when nothing waits, else whether
+    /// containerd took it.
+    async fn deliver_one(&mut self) -> Option<bool> {
+        let p = self.spool.front().cloned()?;
+        if !self.send(&p).await {
+            return Some(false);
         }
+        info!(namespace = %p.namespace, container = %p.container_id, "delivered a spooled TaskOOM");
+        if let Err(e) = self.spool.pop_front() {
+            warn!(error = %e, "cannot rewrite the TaskOOM spool");
+        }
+        Some(true)
+    }
+
+    fn retry_done(&mut self) {
+        self.spool.sync();
+        self.spool.persist();
+        self.retry_at = None;
+        self.backoff = RETRY_MIN;
+        self.down = false;
+    }
+
+    fn retry_failed(&mut self) {
+        self.spool.sync();
+        self.spool.persist();
+        self.down = true;
+        self.backoff = (self.backoff * 2).min(RETRY_MAX);
+        self.retry_at = Some(Instant::now() + self.backoff);
     }
 
     async fn send(&mut self, p: &Pending) -> bool {
-        if self.client.is_none() {
-            match Client::connect(&self.socket).await {
-                Ok(c) => self.client = Some(c),
+        let (client, ok) = publish_once(self.client.take(), &self.socket, p).await;
+        self.client = client;
+        if ok {
+            self.delivered += 1;
+        }
+        ok
+    }
+
+    /// The oldest entry was delivered (by [`retry_task`], outside the lock).
+    fn acknowledge_front(&mut self) {
+        self.delivered += 1;
+        if let Some(p) = self.spool.front() {
+            info!(namespace = %p.namespace, container = %p.container_id, "delivered a spooled TaskOOM");
+        }
+        if let Err(e) = self.spool.pop_front() {
+            warn!(error = %e, "cannot rewrite the TaskOOM spool");
+        }
+    }
+}
+
+/// One TaskOOM to containerd within [`HANDOFF`] (connecting first if there is no client).
+/// Returns the client to keep (none after a failure: containerd may have restarted on the
+/// same socket) and whether containerd took it. A publish that timed out may still reach
+/// containerd later; it is spooled and sent again, with the same `ktime` marker.
+async fn publish_once(
+    client: Option<Client>,
+    socket: &Path,
+    p: &Pending,
+) -> (Option<Client>, bool) {
+    let attempt = async {
+        let client = match client {
+            Some(c) => c,
+            None => match Client::connect(socket).await {
+                Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, "TaskOOM not published yet");
-                    return false;
+                    return (None, false);
                 }
-            }
-        }
-        let Some(client) = &self.client else {
-            return false;
+            },
         };
         match client
             .publish_oom(&p.namespace, &p.container_id, p.ktime_ns)
             .await
         {
-            Ok(()) => {
-                self.delivered += 1;
-                true
-            }
+            Ok(()) => (Some(client), true),
             Err(e) => {
                 warn!(error = %e, namespace = %p.namespace, container = %p.container_id, "publishing TaskOOM failed; spooled for retry");
-                // Reconnect next time: containerd may have restarted on the same socket.
-                self.client = None;
-                false
+                (None, false)
             }
+        }
+    };
+    match tokio::time::timeout(HANDOFF, attempt).await {
+        Ok(r) => r,
+        Err(_) => {
+            warn!(namespace = %p.namespace, container = %p.container_id, timeout_ms = HANDOFF.as_millis() as u64,
+                "containerd did not take the TaskOOM in time; spooled for retry");
+            (None, false)
         }
     }
 }
@@ -190,7 +320,7 @@ mod tests {
     async fn one_taskoom_per_container_and_kill_spooled_in_order_without_containerd() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("no-containerd.sock");
-        let mut p = Publisher::new(&socket, Some(dir.path())).unwrap();
+        let mut p = Publisher::new(&socket, Some(dir.path()));
         assert!(!p.oom("k8s.io", "a", 1).await, "nothing can be published");
         assert!(
             !p.oom("k8s.io", "a", 2).await,
@@ -205,7 +335,7 @@ mod tests {
         assert!(p.retry_at().is_some(), "a retry is scheduled");
         // The spool survives a restart, oldest first.
         drop(p);
-        let p = Publisher::new(&socket, Some(dir.path())).unwrap();
+        let p = Publisher::new(&socket, Some(dir.path()));
         assert_eq!(p.pending(), 2);
         assert_eq!(
             p.spool
