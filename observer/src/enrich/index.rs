@@ -28,6 +28,11 @@ impl ContainerIndex {
                 c.task_pid = old.task_pid;
             }
         }
+        self.link(key, c);
+    }
+
+    /// Puts `c` under `key`, reachable by each of its cgroups (replacing what was there).
+    fn link(&mut self, key: ContainerKey, c: ContainerInfo) {
         self.unlink(&key);
         for cg in c.cgroups() {
             self.by_cgroup
@@ -66,14 +71,7 @@ impl ContainerIndex {
                     c.task_cgroup = old.task_cgroup.clone();
                 }
             }
-            self.unlink(&key);
-            for cg in c.cgroups() {
-                self.by_cgroup
-                    .entry(cg.to_string())
-                    .or_default()
-                    .push(key.clone());
-            }
-            self.containers.insert(key, c);
+            self.link(key, c);
         }
         for (k, c) in self.containers.iter_mut() {
             if !listed.contains(k) && c.deleted_at.is_none() {

@@ -99,17 +99,31 @@ impl KernelBtf {
     }
 
     fn find_member(&self, s: &btf_rs::Struct, field: &str, base_bits: u32) -> Option<u32> {
+        self.find(s, field, base_bits, &|bits, _| {
+            bits.is_multiple_of(8).then_some(bits / 8)
+        })
+    }
+
+    /// Searches `s` and the anonymous unions and structs in it for `field`; `found` turns
+    /// the member and its bit offset into the answer (the first member of that name decides).
+    fn find<T>(
+        &self,
+        s: &btf_rs::Struct,
+        field: &str,
+        base_bits: u32,
+        found: &dyn Fn(u32, &btf_rs::Member) -> Option<T>,
+    ) -> Option<T> {
         for m in &s.members {
             let member_name = self.btf.resolve_name(m).unwrap_or_default();
             let bits = base_bits + m.bit_offset();
             if member_name == field {
-                return bits.is_multiple_of(8).then_some(bits / 8);
+                return found(bits, m);
             }
             if member_name.is_empty() {
                 let inner = self.btf.resolve_chained_type(m).ok()?;
                 if let Type::Struct(inner) | Type::Union(inner) = inner {
-                    if let Some(off) = self.find_member(&inner, field, bits) {
-                        return Some(off);
+                    if let Some(hit) = self.find(&inner, field, bits, found) {
+                        return Some(hit);
                     }
                 }
             }
@@ -296,28 +310,15 @@ impl KernelBtf {
         field: &str,
         base_bits: u32,
     ) -> Option<(u32, Type)> {
-        for m in &s.members {
-            let member_name = self.btf.resolve_name(m).unwrap_or_default();
-            let bits = base_bits + m.bit_offset();
-            if member_name == field {
-                if !bits.is_multiple_of(8) {
-                    return None;
-                }
-                return Some((
-                    bits / 8,
-                    self.strip(self.btf.resolve_chained_type(m).ok()?)?,
-                ));
+        self.find(s, field, base_bits, &|bits, m| {
+            if !bits.is_multiple_of(8) {
+                return None;
             }
-            if member_name.is_empty() {
-                let inner = self.btf.resolve_chained_type(m).ok()?;
-                if let Type::Struct(inner) | Type::Union(inner) = inner {
-                    if let Some(found) = self.find_member_typed(&inner, field, bits) {
-                        return Some(found);
-                    }
-                }
-            }
-        }
-        None
+            Some((
+                bits / 8,
+                self.strip(self.btf.resolve_chained_type(m).ok()?)?,
+            ))
+        })
     }
 
     /// The type under typedefs and qualifiers.

@@ -73,3 +73,18 @@ pub fn mkdir_path(r: &CgroupMkdirRecord) -> Option<String> {
     let s = String::from_utf8_lossy(bytes).into_owned();
     Some(if s.is_empty() { "/".into() } else { s })
 }
+
+/// A `cgroup_mkdir` record carrying `path`, as the kernel would write it (for tests).
+#[cfg(test)]
+pub fn mkdir_record(root: u32, id: u64, path: &[u8]) -> CgroupMkdirRecord {
+    let mut m = CgroupMkdirRecord {
+        kind: RecordKind::CgroupMkdir as u32,
+        root,
+        id,
+        level: 1,
+        path_len: path.len() as u32,
+        path: [0; CGROUP_PATH_LEN],
+    };
+    m.path[..path.len()].copy_from_slice(path);
+    m
+}

@@ -8,10 +8,11 @@ use observer_common::{CgroupAttachRecord, CgroupMkdirRecord, RecordKind};
 use tracing::{info, warn};
 
 use super::event::{self, ContainerRef, Event, Resolve};
+use super::explain::explain;
 use crate::{
     audit::{driver::AuditDriver, finding::FindingEvent},
     enrich::{container::ContainerInfo, upkeep::Containerd},
-    host::{cgroup_path, cgroupfs::CgroupMounts, path_cache::PathCache, procfs},
+    host::{cgroupfs::CgroupMounts, path_cache::PathCache},
     kernel::{
         clock::boot_ns,
         maps::LostCounts,
@@ -412,52 +413,10 @@ impl<W: Write> Processor<W> {
     }
 }
 
-/// Fills what explains a kill once its container is known: which limit fired, whether the
-/// container lives on, what ran (from `/proc`, while it is still there) and the summary.
-fn explain(ev: &mut Event, owners: &[ContainerInfo]) {
-    if ev.explained.is_none() {
-        return;
-    }
-    let owner = owners.first();
-    let cgroups: Vec<&str> = owner.map(|c| c.cgroups().collect()).unwrap_or_default();
-    // A Kubernetes container's cgroup sits directly in its pod's.
-    let pod_cgroup = owner
-        .filter(|c| c.pod.is_some() || c.sandbox_id.is_some())
-        .and_then(|c| c.cgroups().next())
-        .and_then(cgroup_path::parent);
-    let limit = event::limit_in_words(ev, &cgroups, pod_cgroup);
-    let exits = owner.and_then(|c| container_exits(ev, c));
-    if let Some(v) = ev.victim.as_mut() {
-        if let Some(pid) = v.tgid.or(v.pid) {
-            let (exe, cmdline) = procfs::exe_and_cmdline(pid, v.comm.as_deref());
-            v.facts.exe = exe;
-            v.facts.cmdline = cmdline;
-        }
-    }
-    if let Some(x) = ev.explained.as_mut() {
-        x.limit = limit.map(String::from);
-        x.container_exits = exits;
-    }
-    let msg = event::message(ev);
-    if let Some(x) = ev.explained.as_mut() {
-        x.message = msg;
-    }
-}
-
-/// Whether the victim was the container's init: its task's pid, or pid 1 of its namespace.
-fn container_exits(ev: &Event, c: &ContainerInfo) -> Option<bool> {
-    let v = ev.victim.as_ref()?;
-    let tgid = v.tgid.or(v.pid)?;
-    if c.task_pid == Some(tgid) || v.facts.ns_pid == Some(1) {
-        return Some(true);
-    }
-    (c.task_pid.is_some() || v.facts.ns_pid.is_some()).then_some(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use observer_common::{Plain, CGROUP_PATH_LEN};
+    use observer_common::Plain;
 
     #[tokio::test]
     async fn learns_paths_from_mkdir_records_and_counts_malformed() {
@@ -466,15 +425,7 @@ mod tests {
             "memory\t4\t1\t1\n",
         );
         let mut p = Processor::new(cg, Vec::new());
-        let mut m = CgroupMkdirRecord {
-            kind: RecordKind::CgroupMkdir as u32,
-            root: 4,
-            id: 99,
-            level: 1,
-            path_len: 3,
-            path: [0; CGROUP_PATH_LEN],
-        };
-        m.path[..3].copy_from_slice(b"/xy");
+        let m = crate::kernel::record::mkdir_record(4, 99, b"/xy");
         p.handle(m.as_bytes()).await.unwrap();
         assert_eq!(p.cache.get(4, 99), Some("/xy"));
         p.handle(&[200, 0, 0, 0]).await.unwrap();
