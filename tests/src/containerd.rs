@@ -242,6 +242,14 @@ impl Containerd {
     }
 
     /// Starts `ctr run --rm` of a memory hog under a memory limit; returns the ctr process.
+    /// [`Containerd::run_hog`] for a container of a Kubernetes pod, labelled as the kubelet
+    /// labels it.
+    pub fn run_pod_hog(&self, id: &str, limit_mb: u64, k8s: &K8sLabels<'_>) -> Child {
+        let labels = k8s.args();
+        let args: Vec<&str> = labels.iter().map(String::as_str).collect();
+        self.run_hog(id, limit_mb, &args)
+    }
+
     pub fn run_hog(&self, id: &str, limit_mb: u64, extra: &[&str]) -> Child {
         let limit = (limit_mb << 20).to_string();
         let cg = self.cgroup_of(id);
@@ -551,5 +559,34 @@ impl Subscriber {
                     && e.container_id.as_deref() == Some(id)
             })
             .partition(|e| e.ours)
+    }
+}
+
+/// A pod member's identity, as the kubelet's labels on its container carry it.
+pub struct K8sLabels<'a> {
+    /// `io.kubernetes.pod.namespace`.
+    pub namespace: &'a str,
+    /// `io.kubernetes.pod.name`.
+    pub pod: &'a str,
+    /// `io.kubernetes.pod.uid`, when the test sets one.
+    pub uid: Option<&'a str>,
+    /// `io.kubernetes.container.name`.
+    pub container: &'a str,
+}
+
+impl K8sLabels<'_> {
+    /// `ctr run` arguments: `--label K=V` for each.
+    pub fn args(&self) -> Vec<String> {
+        let mut kv = vec![
+            ("io.kubernetes.pod.namespace", self.namespace),
+            ("io.kubernetes.pod.name", self.pod),
+            ("io.kubernetes.container.name", self.container),
+        ];
+        if let Some(uid) = self.uid {
+            kv.push(("io.kubernetes.pod.uid", uid));
+        }
+        kv.into_iter()
+            .flat_map(|(k, v)| ["--label".to_string(), format!("{k}={v}")])
+            .collect()
     }
 }

@@ -11,7 +11,7 @@ use std::{
 
 use serde_json::Value;
 use tests::{
-    containerd::{Containerd, RunOpts, Subscriber},
+    containerd::{Containerd, K8sLabels, RunOpts, Subscriber},
     events_in, pretty, spawn_hog, was_sigkilled, Memcg, Observer,
 };
 
@@ -40,19 +40,15 @@ fn runc_container_oom_kill_publishes_task_oom_with_its_id() {
     let sub = Subscriber::start(&cd.socket);
     let obs = cd.observer(READY);
     let id = "runc-hog";
-    let mut ctr = cd.run_hog(
+    let mut ctr = cd.run_pod_hog(
         id,
         32,
-        &[
-            "--label",
-            "io.kubernetes.pod.name=web-0",
-            "--label",
-            "io.kubernetes.pod.namespace=shop",
-            "--label",
-            "io.kubernetes.pod.uid=uid-123",
-            "--label",
-            "io.kubernetes.container.name=app",
-        ],
+        &K8sLabels {
+            namespace: "shop",
+            pod: "web-0",
+            uid: Some("uid-123"),
+            container: "app",
+        },
     );
     cd.wait_running(id);
     cd.go();

@@ -20,7 +20,7 @@ use std::{
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tests::containerd::{Containerd, Subscriber};
+use tests::containerd::{Containerd, K8sLabels, Subscriber};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -819,17 +819,15 @@ fn run_daemonset_container(private_cgroupns: bool) {
 
     // A kill in another container of the same containerd.
     let id = "deploy-hog";
-    let mut hog = cd.run_hog(
+    let mut hog = cd.run_pod_hog(
         id,
         32,
-        &[
-            "--label",
-            "io.kubernetes.pod.name=web-0",
-            "--label",
-            "io.kubernetes.pod.namespace=shop",
-            "--label",
-            "io.kubernetes.container.name=app",
-        ],
+        &K8sLabels {
+            namespace: "shop",
+            pod: "web-0",
+            uid: None,
+            container: "app",
+        },
     );
     cd.wait_running(id);
     let rss_idle = status_field(pid, "VmRSS");

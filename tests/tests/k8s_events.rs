@@ -11,24 +11,23 @@
 
 use std::{fs, thread, time::Duration};
 
-use tests::{containerd::Containerd, fake_apiserver::FakeApiServer};
+use tests::{
+    containerd::{Containerd, K8sLabels},
+    fake_apiserver::FakeApiServer,
+};
 
 const READY: Duration = Duration::from_secs(30);
 
 fn kill(cd: &Containerd, id: &str) {
-    let mut ctr = cd.run_hog(
+    let mut ctr = cd.run_pod_hog(
         id,
         24,
-        &[
-            "--label",
-            "io.kubernetes.pod.name=web-0",
-            "--label",
-            "io.kubernetes.pod.namespace=shop",
-            "--label",
-            "io.kubernetes.pod.uid=uid-web-0",
-            "--label",
-            "io.kubernetes.container.name=app",
-        ],
+        &K8sLabels {
+            namespace: "shop",
+            pod: "web-0",
+            uid: Some("uid-web-0"),
+            container: "app",
+        },
     );
     assert_eq!(
         ctr.wait().unwrap().code(),

@@ -11,7 +11,7 @@ use std::{
 };
 
 use tests::{
-    containerd::Containerd,
+    containerd::{Containerd, K8sLabels},
     observer_bin,
     prometheus::{get, Prometheus},
 };
@@ -30,20 +30,15 @@ fn metrics_addr(log: &str) -> String {
 
 /// One OOM-killed container of pod `shop/web-0`, container name `name`.
 fn kill(cd: &Containerd, id: &str, name: &str) {
-    let label = format!("io.kubernetes.container.name={name}");
-    let mut ctr = cd.run_hog(
+    let mut ctr = cd.run_pod_hog(
         id,
         24,
-        &[
-            "--label",
-            "io.kubernetes.pod.name=web-0",
-            "--label",
-            "io.kubernetes.pod.namespace=shop",
-            "--label",
-            "io.kubernetes.pod.uid=uid-web-0",
-            "--label",
-            &label,
-        ],
+        &K8sLabels {
+            namespace: "shop",
+            pod: "web-0",
+            uid: Some("uid-web-0"),
+            container: name,
+        },
     );
     let status = ctr.wait().unwrap();
     assert_eq!(status.code(), Some(137), "{id} must be OOM-killed");
