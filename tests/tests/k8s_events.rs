@@ -112,9 +112,19 @@ fn each_kill_is_an_event_on_its_pod_and_repeats_aggregate() {
     assert_eq!(e["source"]["host"], "node-a", "{e}");
     assert_eq!(e["reportingComponent"], "oom-observer", "{e}");
     assert_eq!(e["reportingInstance"], "node-a", "{e}");
+    // The message is the kill's own one-line summary, as its JSON line carries it.
     let msg = e["message"].as_str().unwrap_or_default();
+    let lines = obs.wait_for("the first kill's line", Duration::from_secs(10), |evs| {
+        evs.iter()
+            .any(|l| l["event"] == "oom_kill" && l["container"]["id"] == "app-1")
+    });
+    let line = lines
+        .iter()
+        .find(|l| l["event"] == "oom_kill" && l["container"]["id"] == "app-1")
+        .unwrap();
+    assert_eq!(msg, line["message"].as_str().unwrap_or("no message"), "{e}");
     assert!(
-        msg.starts_with("Container app was OOM-killed: the kernel killed process "),
+        msg.contains("OOM-killed: container app of pod shop/web-0"),
         "{e}"
     );
     for t in ["firstTimestamp", "lastTimestamp"] {
