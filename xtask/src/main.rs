@@ -500,6 +500,9 @@ fn test(extra: &[OsString]) -> Result<()> {
     ensure_packages(TEST_PACKAGES)?;
     let obj = build_ebpf()?;
     let root = root();
+    // Before the tests' build: `xtask build` builds the binary without TEST_FEATURES, and
+    // the tests must run the one built with them.
+    check_setup_output()?;
     run(Command::new("cargo")
         .current_dir(&root)
         .args([
@@ -513,8 +516,6 @@ fn test(extra: &[OsString]) -> Result<()> {
             TEST_FEATURES,
         ])
         .env("OOM_OBSERVER_EBPF_OBJ", &obj))?;
-    // After that build, so `xtask build` inside it has nothing left to compile.
-    check_setup_output()?;
     // The container image and the manifest validator for tests/tests/deploy.rs.
     let archive = image::image()?;
     let kubernetes_validate = ensure_kubernetes_validate()?;
