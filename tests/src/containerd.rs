@@ -244,6 +244,12 @@ impl Containerd {
     /// Starts `ctr run --rm` of a memory hog under a memory limit; returns the ctr process.
     /// [`Containerd::run_hog`] for a container of a Kubernetes pod, labelled as the kubelet
     /// labels it.
+    /// Runs a pod member's hog to its OOM kill; panics unless it ends SIGKILLed (137).
+    pub fn oom_kill_pod_member(&self, id: &str, limit_mb: u64, k8s: &K8sLabels<'_>) {
+        let status = self.run_pod_hog(id, limit_mb, k8s).wait().unwrap();
+        assert_eq!(status.code(), Some(137), "{id} must be OOM-killed");
+    }
+
     pub fn run_pod_hog(&self, id: &str, limit_mb: u64, k8s: &K8sLabels<'_>) -> Child {
         let labels = k8s.args();
         let args: Vec<&str> = labels.iter().map(String::as_str).collect();

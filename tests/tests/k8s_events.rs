@@ -19,21 +19,13 @@ use tests::{
 const READY: Duration = Duration::from_secs(30);
 
 fn kill(cd: &Containerd, id: &str) {
-    let mut ctr = cd.run_pod_hog(
-        id,
-        24,
-        &K8sLabels {
-            namespace: "shop",
-            pod: "web-0",
-            uid: Some("uid-web-0"),
-            container: "app",
-        },
-    );
-    assert_eq!(
-        ctr.wait().unwrap().code(),
-        Some(137),
-        "{id} must be OOM-killed"
-    );
+    let app = K8sLabels {
+        namespace: "shop",
+        pod: "web-0",
+        uid: Some("uid-web-0"),
+        container: "app",
+    };
+    cd.oom_kill_pod_member(id, 24, &app);
 }
 
 #[test]

@@ -30,18 +30,13 @@ fn metrics_addr(log: &str) -> String {
 
 /// One OOM-killed container of pod `shop/web-0`, container name `name`.
 fn kill(cd: &Containerd, id: &str, name: &str) {
-    let mut ctr = cd.run_pod_hog(
-        id,
-        24,
-        &K8sLabels {
-            namespace: "shop",
-            pod: "web-0",
-            uid: Some("uid-web-0"),
-            container: name,
-        },
-    );
-    let status = ctr.wait().unwrap();
-    assert_eq!(status.code(), Some(137), "{id} must be OOM-killed");
+    let member = K8sLabels {
+        namespace: "shop",
+        pod: "web-0",
+        uid: Some("uid-web-0"),
+        container: name,
+    };
+    cd.oom_kill_pod_member(id, 24, &member);
 }
 
 #[test]
