@@ -288,7 +288,7 @@ pub fn hog_script(id: &str, delay_s: u32) -> String {
     let gate = format!("sleep {delay_s}; ");
     format!(
         "{gate}y=a; i=0; while [ $i -lt 20 ]; do y=$y$y; i=$((i+1)); done; \
-         x=; n=0; while :; do x=$x$y; n=$((n+1)); echo $n > /progress-{id}; sleep 0.05; done"
+         n=0; while :; do n=$((n+1)); eval \"v$n=\\$y\"; echo $n > /progress-{id}; sleep 0.05; done"
     )
 }
 
