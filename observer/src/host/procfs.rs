@@ -99,8 +99,13 @@ pub fn memory_cgroup_of(proc_cgroup: &str, memory_on_dfl: bool) -> Option<String
 
 /// `/proc/<pid>/exe` and the arguments of `/proc/<pid>/cmdline`, when the process there is
 /// still the one named `comm` (a reaped victim's pid may already be another process's);
-/// `None` for what cannot be read (a process that is gone, a zombie).
-pub fn exe_and_cmdline(pid: u32, comm: Option<&str>) -> (Option<String>, Option<Vec<String>>) {
+/// `None` for what cannot be read (a process that is gone, a zombie). `with_cmdline: false`
+/// leaves the arguments unread: see [`node_short_of_memory`] for why that matters.
+pub fn exe_and_cmdline(
+    pid: u32,
+    comm: Option<&str>,
+    with_cmdline: bool,
+) -> (Option<String>, Option<Vec<String>>) {
     let now = fs::read_to_string(format!("/proc/{pid}/comm")).ok();
     if comm.is_none() || now.as_deref().map(str::trim_end) != comm {
         return (None, None);
@@ -108,6 +113,9 @@ pub fn exe_and_cmdline(pid: u32, comm: Option<&str>) -> (Option<String>, Option<
     let exe = fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
+    if !with_cmdline {
+        return (exe, None);
+    }
     let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
         .ok()
         .filter(|b| !b.is_empty())
@@ -121,8 +129,43 @@ pub fn exe_and_cmdline(pid: u32, comm: Option<&str>) -> (Option<String>, Option<
     (exe, cmdline)
 }
 
+/// Whether the node itself is short of memory: `MemAvailable` under 1/16 of `MemTotal`
+/// (`/proc/meminfo`). Reading an OOM victim's `/proc/<pid>/cmdline` takes a reference on its
+/// memory and then allocates a page: in a system-wide OOM that allocation waits for memory
+/// the reference itself keeps from being freed. Where nothing else is killable the kernel
+/// panics ("System is deadlocked on memory", seen in the arm64 6.12 guest); on a node it
+/// kills a second process. `true` also when the file cannot be read.
+pub fn node_short_of_memory() -> bool {
+    let Ok(text) = fs::read_to_string("/proc/meminfo") else {
+        return true;
+    };
+    meminfo_short(&text).unwrap_or(true)
+}
+
+fn meminfo_short(text: &str) -> Option<bool> {
+    let kib = |key: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .trim_start_matches(':')
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some(kib("MemAvailable")? < kib("MemTotal")? / 16)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn meminfo_short_compares_available_with_a_sixteenth_of_total() {
+        let m =
+            |avail: u64| format!("MemTotal: 1600 kB\nMemFree: 10 kB\nMemAvailable: {avail} kB\n");
+        assert_eq!(super::meminfo_short(&m(99)), Some(true));
+        assert_eq!(super::meminfo_short(&m(100)), Some(false));
+        assert_eq!(super::meminfo_short("MemTotal: 1600 kB\n"), None);
+    }
+
     use super::*;
 
     #[test]

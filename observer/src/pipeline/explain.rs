@@ -204,7 +204,12 @@ pub fn explain(ev: &mut Event, owners: &[ContainerInfo]) {
     let exits = owner.and_then(|c| container_exits(ev, c));
     if let Some(v) = ev.victim.as_mut() {
         if let Some(pid) = v.tgid.or(v.pid) {
-            let (exe, cmdline) = procfs::exe_and_cmdline(pid, v.comm.as_deref());
+            // Only a kill confined to a cgroup leaves the node's memory to our read.
+            let with_cmdline = match ev.constraint {
+                Some(c) => c == observer_common::Constraint::Memcg.as_str(),
+                None => !procfs::node_short_of_memory(),
+            };
+            let (exe, cmdline) = procfs::exe_and_cmdline(pid, v.comm.as_deref(), with_cmdline);
             v.facts.exe = exe;
             v.facts.cmdline = cmdline;
         }

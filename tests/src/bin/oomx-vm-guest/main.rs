@@ -124,8 +124,9 @@ fn run_strategy(strategy: &str, sees: Sees) {
         }
     };
     log(&format!(
-        "{strategy}: observer ready after {:.1}s",
-        t.elapsed().as_secs_f64()
+        "{strategy}: observer ready after {:.1}s ({})",
+        t.elapsed().as_secs_f64(),
+        daemon.memory()
     ));
     let ctx = scenarios::Ctx {
         strategy,
@@ -147,6 +148,10 @@ fn run_strategy(strategy: &str, sees: Sees) {
         }
     }
     // The stream as a whole: clean stop, only JSON on stdout, gap-free seq, nothing lost.
+    log(&format!(
+        "{strategy}: observer at its stop: {}",
+        daemon.memory()
+    ));
     let status = daemon.stop();
     let evs = daemon.events();
     let mut problems = Vec::new();
