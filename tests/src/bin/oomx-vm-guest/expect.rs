@@ -203,6 +203,9 @@ pub fn explained(
                     (total * 4096).into(),
                 );
                 err.eq(e, "limit", &e["limit"], "node".into());
+                // Reading the arguments would pin the victim's memory in the middle of the
+                // OOM (the kernel then panics here, with nothing else killable).
+                err.eq(e, "victim.cmdline", &e["victim"]["cmdline"], Value::Null);
             }
         }
         let inc = &e["incident"];
