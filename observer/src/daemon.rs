@@ -60,6 +60,9 @@ pub struct RunOptions {
 /// How often the lost-record counter is read when no events arrive.
 const LOST_CHECK: Duration = Duration::from_secs(5);
 
+/// With `--pin-dir`, how long the first read of the rings waits for containerd's index.
+const STARTUP_LISTING: Duration = Duration::from_secs(2);
+
 /// Runs the daemon until SIGTERM or SIGINT (SIGHUP is logged and ignored).
 pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     // Bound first: a taken or forbidden address fails the start before anything loads.
@@ -145,8 +148,10 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     let mut proc = Processor::new(setup.cgroups.clone(), io::BufWriter::new(stdout.lock()));
     let (change_tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<IndexChange>();
     let mut observations = None;
+    let mut containerd = None;
     if let Some(socket) = &opts.containerd {
         let cd = Containerd::new(socket.clone(), setup.cgroups.memory_on_dfl());
+        containerd = Some(cd.clone());
         cd.subscribe_changes(change_tx);
         tokio::spawn(cd.clone().watch());
         let mut publisher = Publisher::new(socket, opts.state_dir.as_deref());
@@ -200,6 +205,15 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         btf = ?setup.btf_source,
         "ready"
     );
+    if let (Some(cd), Some(_)) = (&containerd, &pinned) {
+        // The kills recorded while no daemon ran are about to be read: they are named and
+        // handed over best with containerd's index listed (if it is not in time, they are
+        // attributed once it is, like any kill made while containerd is away).
+        let deadline = tokio::time::Instant::now() + STARTUP_LISTING;
+        while !cd.connected() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     if let Some(a) = pinned.as_mut() {
         // A replaced object's rings: what they recorded before the new programs ran, oldest
         // first (from then on, the new rings have it too).

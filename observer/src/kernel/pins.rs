@@ -7,9 +7,9 @@
 //! Layout: `DIR/<id>/maps/<MAP>` and `DIR/<id>/links/<program>`, where `<id>` names the
 //! object and what it was loaded with (its bytes, the kernel layout, the ring size, the
 //! forced hook). A daemon whose `<id>` differs (another build, other flags) loads afresh and
-//! then replaces the old pins. Pins are made under `DIR/.<id>.partial` and renamed into
-//! place, so a daemon killed half-way leaves nothing that looks complete. Only entries named
-//! like ours are ever removed.
+//! then replaces the old pins. Pins are made under `DIR/<id>-partial` and renamed into
+//! place, so a daemon killed half-way leaves nothing that looks complete (bpffs refuses names
+//! with a dot). Only entries named like ours are ever removed.
 
 use std::{
     fs, io,
@@ -38,6 +38,9 @@ use crate::error::{chain, ObserverError};
 /// The maps a later daemon must find: the two ring buffers, the lost-record counters and the
 /// victim map (the query socket's fallback).
 const PINNED_MAPS: [&str; 4] = [map::EVENTS, map::CGROUP_EVENTS, map::LOST, map::VICTIMS];
+
+/// The suffix of pins being made.
+const PARTIAL: &str = "-partial";
 
 /// Why `--pin-dir` cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -119,12 +122,9 @@ pub fn identity(p: &LoadParams<'_>, forced: Option<Strategy>, want_stalls: bool)
         .collect()
 }
 
-/// Whether `name` is one of our pin directories (`<id>` or `.<id>.partial`).
+/// Whether `name` is one of our pin directories (`<id>` or `<id>-partial`).
 fn is_ours(name: &str) -> bool {
-    let id = name
-        .strip_prefix('.')
-        .and_then(|n| n.strip_suffix(".partial"))
-        .unwrap_or(name);
+    let id = name.strip_suffix(PARTIAL).unwrap_or(name);
     id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
@@ -160,7 +160,7 @@ pub fn start(
     let dir = root.join(&id);
     // A daemon killed while pinning: its programs are detached with the pins.
     for (name, path) in ours(root)? {
-        if name.ends_with(".partial") {
+        if name.ends_with(PARTIAL) {
             warn!(pins = %path.display(), "removing pins a daemon left half-made");
             remove(&path);
         }
@@ -195,7 +195,7 @@ pub fn start(
     }
     let mut loaded = hooks::load(p, forced, want_stalls)?;
     let replaced_at = boot_ns();
-    let partial = root.join(format!(".{id}.partial"));
+    let partial = root.join(format!("{id}{PARTIAL}"));
     let links = pin_all(&partial, &mut loaded)?;
     fs::rename(&partial, &dir).map_err(PinError::io(&dir))?;
     let maps = KernelMaps::take(&mut loaded.ebpf)?;
@@ -355,7 +355,8 @@ mod tests {
     #[test]
     fn only_our_names_are_ours() {
         assert!(is_ours("0123456789abcdef"));
-        assert!(is_ours(".0123456789abcdef.partial"));
+        assert!(is_ours("0123456789abcdef-partial"));
+        assert!(!is_ours(".0123456789abcdef.partial"));
         assert!(!is_ours("maps.debug"));
         assert!(!is_ours("progs.debug"));
         assert!(!is_ours("0123456789abcdeg"));
