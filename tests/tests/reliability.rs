@@ -700,10 +700,12 @@ const HOG: &str = "while [ ! -e /go ]; do sleep 0.05; done; x=a; while :; do x=$
 
 /// A daemon restart during kills, with `--pin-dir` on a bpffs: stopped with SIGTERM while a
 /// container is being killed, then two kills while it is down; restarted, one live kill,
-/// then SIGKILLed and two more kills while it is down; started a third time. Across the three
-/// runs' JSON lines every kill is reported exactly once, in the order the kernel made them,
-/// each with its container and `published: true`; containerd receives every TaskOOM exactly
-/// once, in the same order; the later runs found the programs attached instead of loading.
+/// then SIGKILLed and two more kills while it is down; started a third time (a second daemon
+/// on the same pins is refused), stopped, a kill while down; started with another ring size
+/// (another object identity: it replaces the pins), a live kill. Across the four runs' JSON
+/// lines every kill is reported exactly once, in the order the kernel made them, each with
+/// its container and `published: true`; containerd receives every TaskOOM exactly once, in
+/// the same order; runs 2 and 3 found the programs attached instead of loading.
 #[test]
 fn a_daemon_restart_during_kills_loses_and_repeats_nothing() {
     let t0 = Instant::now();
@@ -786,11 +788,17 @@ fn a_daemon_restart_during_kills_loses_and_repeats_nothing() {
     wait_killed("b1");
 
     // Run 2: finds the programs attached, reports what they recorded; a live kill; SIGKILL.
-    let restarted = Instant::now();
+    let restarted = std::time::SystemTime::now();
     let obs = cd.observer_with(READY, &pin_args);
     obs.wait_log("reusing the programs pinned by an earlier run", WAIT);
     obs.wait_for("the kills made while down", WAIT, saw(&["b0", "b1"]));
-    let caught_up = restarted.elapsed();
+    // From the start of run 2 to the arrival of its line for b1.
+    let caught_up = obs
+        .events_timed()
+        .iter()
+        .find(|(e, _)| e["container"]["id"] == "b1")
+        .map(|(_, at)| at.duration_since(restarted).unwrap())
+        .unwrap();
     start("c0");
     obs.wait_for("c0's kill", WAIT, saw(&["c0"]));
     let (status, evs2, log2) = obs.end(libc::SIGKILL);
@@ -806,16 +814,45 @@ fn a_daemon_restart_during_kills_loses_and_repeats_nothing() {
     let obs = cd.observer_with(READY, &pin_args);
     obs.wait_log("reusing the programs pinned by an earlier run", WAIT);
     obs.wait_for("the kills made while down", WAIT, saw(&["d0", "d1"]));
-    // Anything repeated would come right behind.
-    thread::sleep(Duration::from_secs(1));
+    // A second daemon on the same pins would steal records from the first: refused.
+    let second = Command::new(tests::observer_bin())
+        .args(["run", "--no-containerd", "--no-query"])
+        .args(pin_args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(13), "{err}");
+    assert!(err.contains("another oom-observer uses it"), "{err}");
+    // Anything repeated would have come right behind.
+    thread::sleep(Duration::from_millis(500));
     let (_, evs3, log3) = obs.end(libc::SIGTERM);
+    start("e0");
+    wait_killed("e0");
 
-    let order = ["a0", "b0", "b1", "c0", "d0", "d1"];
-    let runs = [kills_in(&evs1), kills_in(&evs2), kills_in(&evs3)];
+    // Run 4, another ring size: another object identity. It loads and pins afresh, reads the
+    // old rings for what they recorded before, and removes the old pins.
+    let mut other = pin_args.to_vec();
+    other.extend(["--ring-kib", "128"]);
+    let obs = cd.observer_with(READY, &other);
+    obs.wait_log("replacing the pins of another object", WAIT);
+    obs.wait_for("the kill made while down", WAIT, saw(&["e0"]));
+    start("f0");
+    obs.wait_for("f0's kill", WAIT, saw(&["f0"]));
+    let ids: Vec<_> = fs::read_dir(&pins).unwrap().flatten().collect();
+    assert_eq!(ids.len(), 1, "only the new pins are left: {ids:?}");
+    let (_, evs4, log4) = obs.end(libc::SIGTERM);
+
+    let order = ["a0", "b0", "b1", "c0", "d0", "d1", "e0", "f0"];
+    let runs = [
+        kills_in(&evs1),
+        kills_in(&evs2),
+        kills_in(&evs3),
+        kills_in(&evs4),
+    ];
     let all: Vec<&str> = runs.iter().flatten().map(String::as_str).collect();
     assert_eq!(
         all, order,
-        "every kill once, in order, across the runs ({runs:?})\nrun 1:\n{log1}\nrun 2:\n{log2}\nrun 3:\n{log3}"
+        "every kill once, in order, across the runs ({runs:?})\nrun 1:\n{log1}\nrun 2:\n{log2}\nrun 3:\n{log3}\nrun 4:\n{log4}"
     );
     assert_eq!(
         runs[2],
@@ -823,7 +860,7 @@ fn a_daemon_restart_during_kills_loses_and_repeats_nothing() {
         "run 3 reports exactly the kills made while down"
     );
     // In the kernel's order, by the kill's own clock.
-    let ktimes: Vec<u64> = [&evs1, &evs2, &evs3]
+    let ktimes: Vec<u64> = [&evs1, &evs2, &evs3, &evs4]
         .iter()
         .flat_map(|evs| events_in(evs, "oom_kill", &parent))
         .map(|e| e["ktime_ns"].as_u64().unwrap())
@@ -840,9 +877,9 @@ fn a_daemon_restart_during_kills_loses_and_repeats_nothing() {
     assert_eq!(ooms, order, "our TaskOOMs, in the order received");
     let took = t0.elapsed();
     println!(
-        "daemon restart during kills: 6 kills over 3 runs (SIGTERM mid-kill, SIGKILL), 6 lines, \
-         6 TaskOOMs, in order; the restarted run reported the 2 kills made while down {} ms \
-         after it was started; test took {:.1} s",
+        "daemon restart during kills: 8 kills over 4 runs (SIGTERM mid-kill, SIGKILL, SIGTERM, \
+         another object), 8 lines, 8 TaskOOMs, in order; per run {runs:?}; run 2 wrote the line of the last \
+         kill made while it was down {} ms after it was started; test took {:.1} s",
         caught_up.as_millis(),
         took.as_secs_f64()
     );
