@@ -12,7 +12,9 @@ use crate::{
     error::ObserverError,
     kernel::{
         hooks::{self, LoadParams, Strategy},
-        maps::KernelMaps,
+        maps::{KernelMaps, LostCounts, Victims},
+        pins,
+        record::Record,
         setup,
     },
     pipeline::processor::{Begun, Processor},
@@ -23,6 +25,7 @@ use crate::{
         taskoom::{self, Publisher},
     },
 };
+use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 /// Options of `oom-observer run`.
@@ -49,10 +52,16 @@ pub struct RunOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// Post a Kubernetes Event on the Pod for each kill, reporting as this node.
     pub k8s_events: Option<String>,
+    /// Keep the programs attached, and what they record, across restarts: pinned here (a
+    /// directory on a bpffs).
+    pub pin_dir: Option<PathBuf>,
 }
 
 /// How often the lost-record counter is read when no events arrive.
 const LOST_CHECK: Duration = Duration::from_secs(5);
+
+/// With `--pin-dir`, how long the first read of the rings waits for containerd's index.
+const STARTUP_LISTING: Duration = Duration::from_secs(2);
 
 /// Runs the daemon until SIGTERM or SIGINT (SIGHUP is logged and ignored).
 pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
@@ -79,28 +88,70 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         btf: setup.aya_btf.as_ref(),
         ring_bytes: opts.ring_bytes,
         attach: setup.attach,
+        keep_links: opts.pin_dir.is_some(),
     };
-    let mut loaded = hooks::load(&params, opts.hook, setup.wants_stall_watcher())?;
+    let want_stalls = setup.wants_stall_watcher();
+    let (mut maps, strategy, victim_hook, refused, extras, mut pinned, _kernel) =
+        match &opts.pin_dir {
+            None => {
+                let mut loaded = hooks::load(&params, opts.hook, want_stalls)?;
+                let maps = KernelMaps::take(&mut loaded.ebpf)?;
+                (
+                    maps,
+                    loaded.strategy,
+                    loaded.victim_hook,
+                    loaded.refused.clone(),
+                    loaded.extras.clone(),
+                    None,
+                    Some(loaded),
+                )
+            }
+            Some(dir) => {
+                let (maps, a) = pins::start(dir, &params, opts.hook, want_stalls)?;
+                let (refused, extras) = (pins::refused_of(&a), pins::extras_of(&a));
+                (
+                    maps,
+                    a.strategy,
+                    a.victim_hook,
+                    refused,
+                    extras,
+                    Some(a),
+                    None,
+                )
+            }
+        };
     // The kernel's BTF (tens of MiB parsed) is needed only to load: give it back.
     drop(setup.aya_btf.take());
     release_freed_memory();
-    for (s, why) in &loaded.refused {
+    for (s, why) in &refused {
         info!(strategy = %s, reason = %why, "strategy refused");
     }
-    for (name, outcome) in &loaded.extras {
+    for (name, outcome) in &extras {
         match outcome {
             Ok(how) => info!(program = name, via = how, "attached"),
             Err(why) => warn!(program = name, reason = %why, "not attached"),
         }
     }
-    let mut maps = KernelMaps::take(&mut loaded.ebpf)?;
+    let lost_file = match (&pinned, &opts.state_dir) {
+        (Some(a), Some(state)) => Some(LostFile::new(state, &a.dir)),
+        _ => None,
+    };
+    if let (Some(f), Some(a)) = (&lost_file, &pinned) {
+        if a.loaded.is_none() {
+            if let Some(seen) = f.read() {
+                maps.set_lost_seen(seen);
+            }
+        }
+    }
 
     let stdout = io::stdout();
     let mut proc = Processor::new(setup.cgroups.clone(), io::BufWriter::new(stdout.lock()));
     let (change_tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<IndexChange>();
     let mut observations = None;
+    let mut containerd = None;
     if let Some(socket) = &opts.containerd {
         let cd = Containerd::new(socket.clone(), setup.cgroups.memory_on_dfl());
+        containerd = Some(cd.clone());
         cd.subscribe_changes(change_tx);
         tokio::spawn(cd.clone().watch());
         let mut publisher = Publisher::new(socket, opts.state_dir.as_deref());
@@ -120,7 +171,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         info!("containerd disabled: kernel-only mode");
     }
     if let (Some(listener), Some(addr)) = (metrics_listener, opts.metrics_listen) {
-        let m = metrics::Metrics::new(env!("CARGO_PKG_VERSION"), &loaded.strategy.to_string());
+        let m = metrics::Metrics::new(env!("CARGO_PKG_VERSION"), &strategy.to_string());
         m.serve(listener)
             .map_err(|source| ObserverError::MetricsListen { addr, source })?;
         proc = proc.with_metrics(m);
@@ -148,33 +199,52 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     };
 
     info!(
-        strategy = %loaded.strategy,
-        victim_hook = loaded.victim_hook,
+        strategy = %strategy,
+        victim_hook,
         cgroups = %setup.cgroups.describe(),
         btf = ?setup.btf_source,
         "ready"
     );
+    if let (Some(cd), Some(_)) = (&containerd, &pinned) {
+        // The kills recorded while no daemon ran are about to be read: they are named and
+        // handed over best with containerd's index listed (if it is not in time, they are
+        // attributed once it is, like any kill made while containerd is away).
+        let deadline = tokio::time::Instant::now() + STARTUP_LISTING;
+        while !cd.connected() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    if let Some(a) = pinned.as_mut() {
+        // A replaced object's rings: what they recorded before the new programs ran, oldest
+        // first (from then on, the new rings have it too).
+        let cutoff = a.replaced_at;
+        for rb in &mut a.replaced {
+            drain(&mut proc, rb, &mut queries, &maps.victims, Some(cutoff)).await?;
+        }
+        a.replaced.clear();
+    }
+    // What the kernel recorded while no daemon ran (pinned rings), and anything already
+    // waiting, before the first wait.
+    drain_all(&mut proc, &mut maps, &mut queries).await?;
+    report_lost(&mut proc, &mut maps, lost_file.as_ref())?;
     loop {
         tokio::select! {
             guard = maps.ring.readable_mut() => {
                 // Cleared before draining: a record submitted meanwhile wakes the loop again.
                 guard.map_err(ObserverError::RingBuffer)?.clear_ready();
-                let batch = maps.take_batch();
-                process_batch(&mut proc, &batch, &mut queries, &maps).await?;
-                report_lost(&mut proc, &mut maps)?;
+                drain_all(&mut proc, &mut maps, &mut queries).await?;
+                report_lost(&mut proc, &mut maps, lost_file.as_ref())?;
             }
             guard = maps.cgroup_ring.readable_mut() => {
                 guard.map_err(ObserverError::RingBuffer)?.clear_ready();
-                let batch = maps.take_batch();
-                process_batch(&mut proc, &batch, &mut queries, &maps).await?;
-                report_lost(&mut proc, &mut maps)?;
+                drain_all(&mut proc, &mut maps, &mut queries).await?;
+                report_lost(&mut proc, &mut maps, lost_file.as_ref())?;
             }
             Some(req) = next_query(&mut queries) => {
                 // Everything the kernel recorded before this moment is read first, so a
                 // kill can never be missed by a question asked right after it.
-                let batch = maps.take_batch();
-                process_batch(&mut proc, &batch, &mut queries, &maps).await?;
-                let answer = proc.answer(&req.query, |pid| maps.victim(pid));
+                drain_all(&mut proc, &mut maps, &mut queries).await?;
+                let answer = proc.answer(&req.query, |pid| maps.victims.victim(pid));
                 let _ = req.reply.send(answer);
             }
             _ = limits_ready(limit_fd.as_deref()) => {
@@ -194,7 +264,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
                 apply_observation(&mut proc, obs)?;
             }
             _ = tick.tick() => {
-                report_lost(&mut proc, &mut maps)?;
+                report_lost(&mut proc, &mut maps, lost_file.as_ref())?;
                 proc.expire_metrics();
             }
             _ = term.recv() => break,
@@ -209,8 +279,11 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         // Counted after the turn's events went out: the scrape never waits for a kill.
         proc.sync_metrics(&maps.lost_by_kind());
     }
-    report_lost(&mut proc, &mut maps)?;
+    report_lost(&mut proc, &mut maps, lost_file.as_ref())?;
     proc.flush().map_err(ObserverError::Output)?;
+    if let Some(a) = &pinned {
+        info!(pins = %a.dir.display(), "the programs stay attached, pinned: the next start reads on from here");
+    }
     info!(events = proc.seq(), lost = maps.lost(), "stopped");
     Ok(())
 }
@@ -219,24 +292,66 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
 fn report_lost<W: io::Write>(
     proc: &mut Processor<W>,
     maps: &mut KernelMaps,
+    file: Option<&LostFile>,
 ) -> Result<(), ObserverError> {
     match maps.check_lost() {
-        Some((lost, total)) => proc.write_lost(lost, total).map_err(ObserverError::Output),
+        Some((lost, total)) => {
+            proc.write_lost(lost, total)
+                .and_then(|()| proc.flush())
+                .map_err(ObserverError::Output)?;
+            if let Some(f) = file {
+                f.write(maps.lost_seen());
+            }
+            Ok(())
+        }
         None => Ok(()),
     }
 }
 
-/// Hands one batch of records to the processor, in order, then runs the audits they asked
-/// for. While a kill waits for containerd (at most [`taskoom::HANDOFF`] beyond attribution),
-/// queries are answered from what is known: the history so far and the kernel's victim map.
-async fn process_batch<W: io::Write>(
+/// Every record both ring buffers hold: the cgroup records first, so that a path learnt
+/// from a mkdir is known before a kill of the same wake-up needs it. Then the audits they
+/// asked for run.
+async fn drain_all<W: io::Write>(
     proc: &mut Processor<W>,
-    batch: &[Vec<u8>],
+    maps: &mut KernelMaps,
     queries: &mut Option<tokio::sync::mpsc::Receiver<Request>>,
-    maps: &KernelMaps,
 ) -> Result<(), ObserverError> {
-    for item in batch {
-        match proc.begin(item).map_err(ObserverError::Output)? {
+    let KernelMaps {
+        ring,
+        cgroup_ring,
+        victims,
+        ..
+    } = maps;
+    drain(proc, cgroup_ring.get_mut(), queries, victims, None).await?;
+    drain(proc, ring.get_mut(), queries, victims, None).await?;
+    if let Some(a) = proc.audits() {
+        a.run_pending();
+    }
+    Ok(())
+}
+
+/// Hands each record of one ring buffer to the processor, in order. A record is released
+/// (the ring's consumer position, kept in the map, moves past it) only once its line is
+/// written: a daemon killed while handling it leaves it to the next run, which, with
+/// pinned maps, handles it again. While a kill waits for containerd (at most
+/// [`taskoom::HANDOFF`] beyond attribution), queries are answered from what is known: the
+/// history so far and the kernel's victim map. With `before`, OOM records from that
+/// boot-clock time on are skipped (a replaced object's ring, whose later records the new
+/// programs have too).
+async fn drain<W: io::Write>(
+    proc: &mut Processor<W>,
+    rb: &mut RingBuf<MapData>,
+    queries: &mut Option<tokio::sync::mpsc::Receiver<Request>>,
+    victims: &Victims,
+    before: Option<u64>,
+) -> Result<(), ObserverError> {
+    while let Some(item) = rb.next() {
+        if let (Some(cutoff), Ok(Record::Oom(r))) = (before, Record::parse(&item)) {
+            if r.ktime_ns >= cutoff {
+                continue;
+            }
+        }
+        match proc.begin(&item).map_err(ObserverError::Output)? {
             Begun::Done => {}
             Begun::Enrich(ev, work) => {
                 tokio::pin!(work);
@@ -244,7 +359,7 @@ async fn process_batch<W: io::Write>(
                     tokio::select! {
                         found = &mut work => break found,
                         Some(req) = next_query(queries) => {
-                            let answer = proc.answer(&req.query, |pid| maps.victim(pid));
+                            let answer = proc.answer(&req.query, |pid| victims.victim(pid));
                             let _ = req.reply.send(answer);
                         }
                     }
@@ -252,12 +367,55 @@ async fn process_batch<W: io::Write>(
                 proc.finish(*ev, found).map_err(ObserverError::Output)?;
             }
         }
-    }
-    proc.flush().map_err(ObserverError::Output)?;
-    if let Some(a) = proc.audits() {
-        a.run_pending();
+        // The line is out before the record is released (when `item` drops).
+        proc.flush().map_err(ObserverError::Output)?;
     }
     Ok(())
+}
+
+/// Where a daemon with `--pin-dir` keeps the losses it has reported (in the state
+/// directory: a bpffs holds no files): the next run on the same pinned counters reports only
+/// what was lost after them.
+struct LostFile {
+    path: PathBuf,
+    pins: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LostReported {
+    pins: String,
+    reported: LostCounts,
+}
+
+impl LostFile {
+    fn new(state_dir: &std::path::Path, pins: &std::path::Path) -> LostFile {
+        LostFile {
+            path: state_dir.join("pinned-lost.json"),
+            pins: pins.display().to_string(),
+        }
+    }
+
+    fn read(&self) -> Option<LostCounts> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let r: LostReported = serde_json::from_str(&text).ok()?;
+        (r.pins == self.pins).then_some(r.reported)
+    }
+
+    fn write(&self, reported: LostCounts) {
+        let r = LostReported {
+            pins: self.pins.clone(),
+            reported,
+        };
+        let tmp = self.path.with_extension("tmp");
+        let ok = serde_json::to_vec(&r)
+            .map_err(io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = ok {
+            warn!(error = %e, path = %self.path.display(),
+                "cannot record the losses reported: a restart may report them again");
+        }
+    }
 }
 
 fn apply_observation<W: io::Write>(

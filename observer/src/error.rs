@@ -87,6 +87,9 @@ pub enum ObserverError {
     /// `--k8s-events` was asked for and cannot work.
     #[error("Kubernetes Events")]
     K8sEvents(#[source] crate::sinks::k8s_events::SinkError),
+    /// `--pin-dir` cannot be used (not a bpffs, taken by another daemon, cannot pin).
+    #[error(transparent)]
+    Pin(#[from] crate::kernel::pins::PinError),
 }
 
 impl ObserverError {
@@ -106,6 +109,7 @@ impl ObserverError {
             | ObserverError::Query(_) => 10,
             ObserverError::MetricsListen { .. } => 11,
             ObserverError::K8sEvents(_) => 12,
+            ObserverError::Pin(_) => 13,
         }
     }
 }

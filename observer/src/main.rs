@@ -65,6 +65,11 @@ enum Command {
         /// This node's name, the Events' source host (also from NODE_NAME).
         #[arg(long, env = "NODE_NAME")]
         node_name: Option<String>,
+        /// Pin the programs and their ring buffers in this directory on a bpffs (e.g.
+        /// /sys/fs/bpf/oom-observer): they stay attached while the daemon is stopped, and the
+        /// next start reports what they recorded meanwhile. `rm -r DIR` detaches them.
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
     },
     /// Ask a running oom-observer whether a container, cgroup or process was OOM-killed.
     /// Exit status: 0 OOM-killed, 1 not, 2 error.
@@ -186,6 +191,7 @@ fn main() -> ExitCode {
             metrics_listen,
             k8s_events,
             node_name,
+            pin_dir,
         } => {
             if k8s_events && node_name.is_none() {
                 eprintln!(
@@ -208,6 +214,7 @@ fn main() -> ExitCode {
                 realtime: !no_realtime,
                 metrics_listen,
                 k8s_events: k8s_events.then_some(node_name).flatten(),
+                pin_dir,
             };
             match rt.block_on(daemon::run(opts, EBPF_OBJECT)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -238,6 +238,8 @@ pub struct Observer {
     stderr: Arc<Mutex<Vec<String>>>,
     /// Lines that broke `docs/event.schema.json`; every read of the events fails on them.
     invalid: Arc<Mutex<Vec<String>>>,
+    /// The threads reading stdout and stderr (joined by [`Observer::end`]).
+    readers: Vec<thread::JoinHandle<()>>,
 }
 
 impl Observer {
@@ -280,7 +282,7 @@ impl Observer {
         let arr = arrivals.clone();
         let invalid = Arc::new(Mutex::new(Vec::new()));
         let inv = invalid.clone();
-        thread::spawn(move || {
+        let out_reader = thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let at = std::time::SystemTime::now();
                 let v: Value = match serde_json::from_str(&line) {
@@ -302,7 +304,7 @@ impl Observer {
         let err = child.stderr.take().unwrap();
         let se = stderr.clone();
         let (ready_tx, ready_rx) = mpsc::channel();
-        thread::spawn(move || {
+        let err_reader = thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let ready = line.contains(" ready ") || line.ends_with(" ready");
                 // Stored before "ready" is signalled, so a test sees every line up to it.
@@ -320,6 +322,7 @@ impl Observer {
             arrivals,
             stderr,
             invalid,
+            readers: vec![out_reader, err_reader],
         };
         if ready_rx.recv_timeout(ready_timeout).is_err() {
             let status = obs.child.try_wait().ok().flatten();
@@ -418,6 +421,17 @@ impl Observer {
     /// Stops the daemon with SIGTERM and returns its exit status.
     pub fn stop(mut self) -> ExitStatus {
         self.terminate()
+    }
+
+    /// Sends `sig` and waits for the daemon to end; returns its exit status with every line
+    /// it wrote (stdout and stderr read to their end).
+    pub fn end(mut self, sig: i32) -> (ExitStatus, Vec<Value>, String) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let status = self.terminate();
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        (status, self.events(), self.stderr_text())
     }
 
     fn terminate(&mut self) -> ExitStatus {

@@ -173,3 +173,30 @@ fn audit_without_containerd_exits_2_with_one_line_naming_the_socket() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("/nonexistent/from-env.sock"), "{err}");
 }
+
+/// `--pin-dir` off a bpffs (here under a tmpfs or disk directory): exit 13, one line that
+/// says what to do, and nothing created there.
+#[test]
+fn pin_dir_not_on_a_bpffs_exits_13_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pins");
+    let (code, _, err) = run(&[
+        "run",
+        "--no-containerd",
+        "--no-query",
+        "--pin-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 13, "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert_eq!(
+        last,
+        format!(
+            "oom-observer: --pin-dir {}: not on a bpffs (mount one there: mount -t bpf bpf DIR)",
+            dir.display()
+        ),
+        "{err}"
+    );
+    assert!(!dir.exists(), "nothing created off the bpffs");
+    assert_no_panic(&err);
+}

@@ -665,3 +665,222 @@ fn a_kill_in_the_gap_is_attributed_once_containerd_is_back() {
         obs.stderr_text()
     );
 }
+
+/// A bpffs this test mounted on a directory it created; unmounted (which detaches whatever
+/// was pinned in it) and removed on drop.
+struct Bpffs {
+    dir: PathBuf,
+}
+
+impl Bpffs {
+    fn mount(dir: &Path) -> Bpffs {
+        fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "oomx-bpffs"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount -t bpf {}", dir.display());
+        Bpffs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// The memory hog every container of the restart test runs: `/go` is there from the start,
+/// so it is killed at once.
+const HOG: &str = "while [ ! -e /go ]; do sleep 0.05; done; x=a; while :; do x=$x$x; done";
+
+/// A daemon restart during kills, with `--pin-dir` on a bpffs: stopped with SIGTERM while a
+/// container is being killed, then two kills while it is down; restarted, one live kill,
+/// then SIGKILLed and two more kills while it is down; started a third time (a second daemon
+/// on the same pins is refused), stopped, a kill while down; started with another ring size
+/// (another object identity: it replaces the pins), a live kill. Across the four runs' JSON
+/// lines every kill is reported exactly once, in the order the kernel made them, each with
+/// its container and `published: true`; containerd receives every TaskOOM exactly once, in
+/// the same order; runs 2 and 3 found the programs attached instead of loading.
+#[test]
+fn a_daemon_restart_during_kills_loses_and_repeats_nothing() {
+    let t0 = Instant::now();
+    let cd = Containerd::start();
+    let bpffs = Bpffs::mount(&cd.dir.join("bpffs"));
+    let pins = bpffs.dir.join("oom-observer");
+    let pin_args = ["--pin-dir", pins.to_str().unwrap()];
+    let sub = Subscriber::start(&cd.socket);
+    cd.go();
+    let parent = cd.cgroup_parent.clone();
+    let start = |id: &str| {
+        let cg = cd.cgroup_of(id);
+        cd.run_detached(
+            id,
+            &tests::containerd::RunOpts {
+                cgroup: Some(&cg),
+                memory_limit_mb: Some(32),
+                ..Default::default()
+            },
+            &["/bin/sh", "-c", HOG],
+        );
+    };
+    let wait_killed = |id: &str| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let out = cd.ctr(&["tasks", "ls"]);
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(id) && l.contains("STOPPED"))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{id} was never killed");
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let kills_in = |evs: &[serde_json::Value]| -> Vec<String> {
+        events_in(evs, "oom_kill", &parent)
+            .iter()
+            .map(|e| {
+                assert_eq!(e["published"], true, "TaskOOM handed over at once: {e}");
+                e["container"]["id"].as_str().unwrap_or("?").to_string()
+            })
+            .collect()
+    };
+    let saw = |ids: &'static [&'static str]| {
+        let kills_in = &kills_in;
+        move |evs: &[serde_json::Value]| {
+            let k = kills_in(evs);
+            ids.iter().all(|id| k.iter().any(|x| x == id))
+        }
+    };
+
+    // Run 1: a live kill, then SIGTERM while the next container is being killed.
+    let obs = cd.observer_with(READY, &pin_args);
+    obs.wait_log("programs and maps pinned", WAIT);
+    start("a0");
+    obs.wait_for("a0's kill", WAIT, saw(&["a0"]));
+    start("b0");
+    let (status, evs1, log1) = obs.end(libc::SIGTERM);
+    assert!(
+        status.success(),
+        "SIGTERM: a clean stop: {status:?}\n{log1}"
+    );
+    assert!(log1.contains("the programs stay attached"), "{log1}");
+    let linked: Vec<String> = fs::read_dir(&pins)
+        .unwrap()
+        .flatten()
+        .filter_map(|d| fs::read_dir(d.path().join("links")).ok())
+        .flat_map(|d| d.flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        linked.iter().any(|l| l.starts_with("mark_victim")),
+        "the links stay pinned after SIGTERM: {linked:?}"
+    );
+    // Down: b0's kill (if run 1 did not see it) and b1's.
+    wait_killed("b0");
+    start("b1");
+    wait_killed("b1");
+
+    // Run 2: finds the programs attached, reports what they recorded; a live kill; SIGKILL.
+    let restarted = std::time::SystemTime::now();
+    let obs = cd.observer_with(READY, &pin_args);
+    obs.wait_log("reusing the programs pinned by an earlier run", WAIT);
+    obs.wait_for("the kills made while down", WAIT, saw(&["b0", "b1"]));
+    // From the start of run 2 to the arrival of its line for b1.
+    let caught_up = obs
+        .events_timed()
+        .iter()
+        .find(|(e, _)| e["container"]["id"] == "b1")
+        .map(|(_, at)| at.duration_since(restarted).unwrap())
+        .unwrap();
+    start("c0");
+    obs.wait_for("c0's kill", WAIT, saw(&["c0"]));
+    let (status, evs2, log2) = obs.end(libc::SIGKILL);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{log2}");
+    // Down again, after a death with no goodbye.
+    for id in ["d0", "d1"] {
+        start(id);
+        wait_killed(id);
+    }
+
+    // Run 3.
+    let obs = cd.observer_with(READY, &pin_args);
+    obs.wait_log("reusing the programs pinned by an earlier run", WAIT);
+    obs.wait_for("the kills made while down", WAIT, saw(&["d0", "d1"]));
+    // A second daemon on the same pins would steal records from the first: refused.
+    let second = Command::new(tests::observer_bin())
+        .args(["run", "--no-containerd", "--no-query"])
+        .args(pin_args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(13), "{err}");
+    assert!(err.contains("another oom-observer uses it"), "{err}");
+    // Anything repeated would have come right behind.
+    thread::sleep(Duration::from_millis(500));
+    let (_, evs3, log3) = obs.end(libc::SIGTERM);
+    start("e0");
+    wait_killed("e0");
+
+    // Run 4, another ring size: another object identity. It loads and pins afresh, reads the
+    // old rings for what they recorded before, and removes the old pins.
+    let mut other = pin_args.to_vec();
+    other.extend(["--ring-kib", "128"]);
+    let obs = cd.observer_with(READY, &other);
+    obs.wait_log("replacing the pins of another object", WAIT);
+    obs.wait_for("the kill made while down", WAIT, saw(&["e0"]));
+    start("f0");
+    obs.wait_for("f0's kill", WAIT, saw(&["f0"]));
+    let ids: Vec<_> = fs::read_dir(&pins).unwrap().flatten().collect();
+    assert_eq!(ids.len(), 1, "only the new pins are left: {ids:?}");
+    let (_, evs4, log4) = obs.end(libc::SIGTERM);
+
+    let order = ["a0", "b0", "b1", "c0", "d0", "d1", "e0", "f0"];
+    let runs = [
+        kills_in(&evs1),
+        kills_in(&evs2),
+        kills_in(&evs3),
+        kills_in(&evs4),
+    ];
+    let all: Vec<&str> = runs.iter().flatten().map(String::as_str).collect();
+    assert_eq!(
+        all, order,
+        "every kill once, in order, across the runs ({runs:?})\nrun 1:\n{log1}\nrun 2:\n{log2}\nrun 3:\n{log3}\nrun 4:\n{log4}"
+    );
+    assert_eq!(
+        runs[2],
+        ["d0", "d1"],
+        "run 3 reports exactly the kills made while down"
+    );
+    // In the kernel's order, by the kill's own clock.
+    let ktimes: Vec<u64> = [&evs1, &evs2, &evs3, &evs4]
+        .iter()
+        .flat_map(|evs| events_in(evs, "oom_kill", &parent))
+        .map(|e| e["ktime_ns"].as_u64().unwrap())
+        .collect();
+    assert!(ktimes.windows(2).all(|w| w[0] < w[1]), "{ktimes:?}");
+    // containerd got each TaskOOM once, in the same order.
+    thread::sleep(Duration::from_millis(300));
+    let ooms: Vec<String> = sub
+        .seen()
+        .into_iter()
+        .filter(|e| e.topic == "/tasks/oom" && e.ours && e.namespace == cd.namespace)
+        .filter_map(|e| e.container_id)
+        .collect();
+    assert_eq!(ooms, order, "our TaskOOMs, in the order received");
+    let took = t0.elapsed();
+    println!(
+        "daemon restart during kills: 8 kills over 4 runs (SIGTERM mid-kill, SIGKILL, SIGTERM, \
+         another object), 8 lines, 8 TaskOOMs, in order; per run {runs:?}; run 2 wrote the line of the last \
+         kill made while it was down {} ms after it was started; test took {:.1} s",
+        caught_up.as_millis(),
+        took.as_secs_f64()
+    );
+}

@@ -103,6 +103,7 @@ pub fn check(
         btf: s.aya_btf.as_ref(),
         ring_bytes,
         attach: s.attach,
+        keep_links: false,
     };
     let results = hooks::probe_all(&params)?;
     let mut best = None;

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use aya::{
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
+    programs::{links::FdLink, BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use observer_common::{
@@ -73,7 +73,13 @@ pub struct LoadParams<'a> {
     pub ring_bytes: u32,
     /// Offsets for the process-migration program.
     pub attach: AttachLayout,
+    /// Take each program's link out of the object (into [`Loaded::links`]), to be pinned:
+    /// a pinned link keeps its program attached after the daemon exits.
+    pub keep_links: bool,
 }
+
+/// Links taken out of the object, by program name (see [`LoadParams::keep_links`]).
+pub type Links = Vec<(&'static str, FdLink)>;
 
 /// The programs that run, and why better strategies were refused.
 pub struct Loaded {
@@ -87,6 +93,9 @@ pub struct Loaded {
     pub refused: Vec<(Strategy, Refusal)>,
     /// Auxiliary programs (cgroup creation, memcg stalls): name and outcome.
     pub extras: Vec<(&'static str, Outcome)>,
+    /// The attached programs' links, when [`LoadParams::keep_links`] asked for them;
+    /// dropping one detaches its program unless it was pinned first.
+    pub links: Links,
 }
 
 /// Loads the object and attaches the best strategy that works (or exactly `forced`).
@@ -102,18 +111,20 @@ pub fn load(
     let mut refused = Vec::new();
     for s in candidates {
         let mut ebpf = open(p)?;
-        match attach_strategy(&mut ebpf, s, p) {
+        let mut links = Links::new();
+        let l = &mut links;
+        match attach_strategy(&mut ebpf, s, p, l) {
             Ok(victim_hook) => {
                 let mut extras = vec![
-                    ("cgroup_mkdir", attach_mkdir(&mut ebpf)),
-                    ("victim_exit", attach_exit(&mut ebpf, p)),
-                    ("cgroup_attach_task", attach_migrations(&mut ebpf, p)),
+                    ("cgroup_mkdir", attach_mkdir(&mut ebpf, p, l)),
+                    ("victim_exit", attach_exit(&mut ebpf, p, l)),
+                    ("cgroup_attach_task", attach_migrations(&mut ebpf, p, l)),
                 ];
                 if needs_kill_signal(s, p) {
-                    extras.push(("kill_signal", attach_kill_signal(&mut ebpf, p)));
+                    extras.push(("kill_signal", attach_kill_signal(&mut ebpf, p, l)));
                 }
                 if want_stalls {
-                    extras.push(("memcg_stall", attach_stall(&mut ebpf, p)));
+                    extras.push(("memcg_stall", attach_stall(&mut ebpf, p, l)));
                 }
                 return Ok(Loaded {
                     ebpf,
@@ -121,6 +132,7 @@ pub fn load(
                     victim_hook,
                     refused,
                     extras,
+                    links,
                 });
             }
             Err(reason) => refused.push((s, reason)),
@@ -227,7 +239,7 @@ pub fn probe_all(p: &LoadParams<'_>) -> Result<Vec<(Strategy, Outcome)>, Observe
     let mut out = Vec::new();
     for s in Strategy::ALL {
         let mut ebpf = open(p)?;
-        out.push((s, attach_strategy(&mut ebpf, s, p)));
+        out.push((s, attach_strategy(&mut ebpf, s, p, &mut Links::new())));
     }
     Ok(out)
 }
@@ -327,7 +339,37 @@ fn need_layout(p: &LoadParams<'_>, what: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn attach_strategy(ebpf: &mut Ebpf, s: Strategy, p: &LoadParams<'_>) -> Outcome {
+/// Takes an attached program's link out of the object when [`LoadParams::keep_links`] asks
+/// for it. A link that is no bpf_link (a perf event, on kernels before 5.15) cannot be
+/// pinned: that refuses the program (and detaches it, as the link is dropped).
+fn keep<L>(
+    p: &LoadParams<'_>,
+    links: &mut Links,
+    name: &'static str,
+    taken: impl FnOnce() -> Result<L, ProgramError>,
+) -> Result<(), Refusal>
+where
+    L: TryInto<FdLink>,
+    L::Error: std::error::Error + 'static,
+{
+    if !p.keep_links {
+        return Ok(());
+    }
+    let link = taken().map_err(|e| reason(name, &e))?;
+    match link.try_into() {
+        Ok(fd) => {
+            links.push((name, fd));
+            Ok(())
+        }
+        Err(e) => Err(Refusal::Kernel {
+            what: name.to_string(),
+            kind: RefusalKind::NotSupported,
+            detail: format!("its link cannot be pinned: {}", chain(&e)),
+        }),
+    }
+}
+
+fn attach_strategy(ebpf: &mut Ebpf, s: Strategy, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
     match s {
         Strategy::Fentry => {
             let btf = need_btf(p, "fentry")?;
@@ -335,14 +377,18 @@ fn attach_strategy(ebpf: &mut Ebpf, s: Strategy, p: &LoadParams<'_>) -> Outcome 
             let prog: &mut FEntry = program(ebpf, program::OOM_KILL_FENTRY)?;
             prog.load("oom_kill_process", btf)
                 .map_err(|e| reason("fentry oom_kill_process", &e))?;
-            prog.attach()
+            let id = prog
+                .attach()
                 .map_err(|e| reason("fentry oom_kill_process", &e))?;
+            keep(p, links, program::OOM_KILL_FENTRY, || prog.take_link(id))?;
             let prog: &mut FExit = program(ebpf, program::OOM_KILL_FEXIT)?;
             prog.load("oom_kill_process", btf)
                 .map_err(|e| reason("fexit oom_kill_process", &e))?;
-            prog.attach()
+            let id = prog
+                .attach()
                 .map_err(|e| reason("fexit oom_kill_process", &e))?;
-            attach_victims(ebpf, p)
+            keep(p, links, program::OOM_KILL_FEXIT, || prog.take_link(id))?;
+            attach_victims(ebpf, p, links)
         }
         Strategy::Kprobe => {
             need_layout(p, "kprobe")?;
@@ -358,38 +404,42 @@ fn attach_strategy(ebpf: &mut Ebpf, s: Strategy, p: &LoadParams<'_>) -> Outcome 
             ] {
                 let prog: &mut KProbe = program(ebpf, name)?;
                 prog.load().map_err(|e| reason(what, &e))?;
-                prog.attach("oom_kill_process", 0)
+                let id = prog
+                    .attach("oom_kill_process", 0)
                     .map_err(|e| reason(&format!("{what} oom_kill_process"), &e))?;
+                keep(p, links, name, || prog.take_link(id))?;
             }
-            attach_victims(ebpf, p)
+            attach_victims(ebpf, p, links)
         }
-        Strategy::TpBtf => attach_victim_btf(ebpf, p),
-        Strategy::Tracepoint => attach_victim_tp(ebpf, p),
+        Strategy::TpBtf => attach_victim_btf(ebpf, p, links),
+        Strategy::Tracepoint => attach_victim_tp(ebpf, p, links),
     }
 }
 
 /// The victim hook for the `oom_kill_process` strategies: tp_btf when possible.
-fn attach_victims(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
-    match attach_victim_btf(ebpf, p) {
+fn attach_victims(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
+    match attach_victim_btf(ebpf, p, links) {
         Ok(h) => Ok(h),
-        Err(btf) => attach_victim_tp(ebpf, p).map_err(|tracepoint| Refusal::NoVictimHook {
+        Err(btf) => attach_victim_tp(ebpf, p, links).map_err(|tracepoint| Refusal::NoVictimHook {
             btf: Box::new(btf),
             tracepoint: Box::new(tracepoint),
         }),
     }
 }
 
-fn attach_victim_btf(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
+fn attach_victim_btf(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
     let btf = need_btf(p, "tp_btf")?;
     let prog: &mut BtfTracePoint = program(ebpf, program::MARK_VICTIM_BTF)?;
     prog.load("mark_victim", btf)
         .map_err(|e| reason("tp_btf mark_victim", &e))?;
-    prog.attach()
+    let id = prog
+        .attach()
         .map_err(|e| reason("tp_btf mark_victim", &e))?;
+    keep(p, links, program::MARK_VICTIM_BTF, || prog.take_link(id))?;
     Ok("tp_btf")
 }
 
-fn attach_victim_tp(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
+fn attach_victim_tp(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
     if p.layout.tp_victim_pid == ABSENT {
         return Err(Refusal::unavailable(
             "tracepoint oom/mark_victim",
@@ -399,8 +449,10 @@ fn attach_victim_tp(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     let prog: &mut TracePoint = program(ebpf, program::MARK_VICTIM_TP)?;
     prog.load()
         .map_err(|e| reason("tracepoint oom/mark_victim", &e))?;
-    prog.attach("oom", "mark_victim")
+    let id = prog
+        .attach("oom", "mark_victim")
         .map_err(|e| reason("tracepoint oom/mark_victim", &e))?;
+    keep(p, links, program::MARK_VICTIM_TP, || prog.take_link(id))?;
     Ok("tracepoint")
 }
 
@@ -410,28 +462,32 @@ fn needs_kill_signal(s: Strategy, p: &LoadParams<'_>) -> bool {
     s != Strategy::Tracepoint && p.btf.is_some() && p.layout.tp_btf_victim_is_task == 0
 }
 
-fn attach_kill_signal(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
+fn attach_kill_signal(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
     let btf = need_btf(p, "tp_btf signal_generate")?;
     let prog: &mut BtfTracePoint = program(ebpf, program::KILL_SIGNAL_BTF)?;
     prog.load("signal_generate", btf)
         .map_err(|e| reason("tp_btf signal_generate", &e))?;
-    prog.attach()
+    let id = prog
+        .attach()
         .map_err(|e| reason("tp_btf signal_generate", &e))?;
+    keep(p, links, program::KILL_SIGNAL_BTF, || prog.take_link(id))?;
     Ok("tp_btf")
 }
 
-fn attach_mkdir(ebpf: &mut Ebpf) -> Outcome {
+fn attach_mkdir(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
     let prog: &mut TracePoint = program(ebpf, program::CGROUP_MKDIR_TP)?;
     prog.load()
         .map_err(|e| reason("tracepoint cgroup/cgroup_mkdir", &e))?;
-    prog.attach("cgroup", "cgroup_mkdir")
+    let id = prog
+        .attach("cgroup", "cgroup_mkdir")
         .map_err(|e| reason("tracepoint cgroup/cgroup_mkdir", &e))?;
+    keep(p, links, program::CGROUP_MKDIR_TP, || prog.take_link(id))?;
     Ok("tracepoint")
 }
 
 /// Process migrations into memory cgroups: a container whose processes move is re-audited at
 /// once (see `audit`).
-fn attach_migrations(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
+fn attach_migrations(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
     if p.attach.tp_root == ABSENT || p.attach.memory_root == ABSENT {
         return Err(Refusal::unavailable(
             "tracepoint cgroup/cgroup_attach_task",
@@ -441,13 +497,15 @@ fn attach_migrations(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     let prog: &mut TracePoint = program(ebpf, program::CGROUP_ATTACH_TP)?;
     prog.load()
         .map_err(|e| reason("tracepoint cgroup/cgroup_attach_task", &e))?;
-    prog.attach("cgroup", "cgroup_attach_task")
+    let id = prog
+        .attach("cgroup", "cgroup_attach_task")
         .map_err(|e| reason("tracepoint cgroup/cgroup_attach_task", &e))?;
+    keep(p, links, program::CGROUP_ATTACH_TP, || prog.take_link(id))?;
     Ok("tracepoint")
 }
 
 /// The cgroup v1 `oom_kill_disable` stall watcher, on `sched_switch`.
-fn attach_stall(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
+fn attach_stall(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
     if p.layout.task_memcg_in_oom == ABSENT {
         return Err(Refusal::unavailable(
             "task_struct.memcg_in_oom",
@@ -457,6 +515,7 @@ fn attach_stall(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
     attach_btf_or_tracepoint(
         ebpf,
         p,
+        links,
         program::STALL_BTF,
         program::STALL_TP,
         "sched",
@@ -465,10 +524,11 @@ fn attach_stall(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
 }
 
 /// The victim-exit hook, on `sched_process_exit`.
-fn attach_exit(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
+fn attach_exit(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
     attach_btf_or_tracepoint(
         ebpf,
         p,
+        links,
         program::EXIT_BTF,
         program::EXIT_TP,
         "sched",
@@ -481,27 +541,33 @@ fn attach_exit(ebpf: &mut Ebpf, p: &LoadParams<'_>) -> Outcome {
 fn attach_btf_or_tracepoint(
     ebpf: &mut Ebpf,
     p: &LoadParams<'_>,
-    btf_prog: &str,
-    tp_prog: &str,
+    links: &mut Links,
+    btf_prog: &'static str,
+    tp_prog: &'static str,
     category: &str,
     name: &str,
 ) -> Outcome {
     let first = match p.btf {
         Some(btf) => {
             let prog: &mut BtfTracePoint = program(ebpf, btf_prog)?;
-            match prog.load(name, btf).and_then(|_| prog.attach().map(|_| ())) {
-                Ok(()) => return Ok("tp_btf"),
+            match prog.load(name, btf).and_then(|_| prog.attach()) {
+                Ok(id) => {
+                    keep(p, links, btf_prog, || prog.take_link(id))?;
+                    return Ok("tp_btf");
+                }
                 Err(e) => reason(&format!("tp_btf {name}"), &e),
             }
         }
         None => Refusal::unavailable(format!("tp_btf {name}"), "no BTF"),
     };
     let prog: &mut TracePoint = program(ebpf, tp_prog)?;
-    prog.load()
-        .and_then(|_| prog.attach(category, name).map(|_| ()))
-        .map(|_| "tracepoint")
+    let id = prog
+        .load()
+        .and_then(|_| prog.attach(category, name))
         .map_err(|e| Refusal::Neither {
             first: Box::new(first),
             second: Box::new(reason(&format!("tracepoint {category}/{name}"), &e)),
-        })
+        })?;
+    keep(p, links, tp_prog, || prog.take_link(id))?;
+    Ok("tracepoint")
 }

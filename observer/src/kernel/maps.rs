@@ -4,7 +4,7 @@
 //! back to.
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, Map, MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
 use observer_common::{map, RecordKind, VictimState, LOST_SLOTS};
@@ -27,36 +27,45 @@ pub struct KernelMaps {
     pub cgroup_ring: AsyncFd<RingBuf<MapData>>,
     lost: Option<PerCpuArray<MapData, u64>>,
     lost_seen: LostCounts,
-    victims: Option<HashMap<MapData, u32, VictimState>>,
+    /// The kernel's victim map.
+    pub victims: Victims,
 }
+
+/// The kernel's own map of victims, for kills the daemon has not seen.
+pub struct Victims(Option<HashMap<MapData, u32, VictimState>>);
 
 impl KernelMaps {
     /// Takes the maps out of the loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<KernelMaps, ObserverError> {
-        let ring = take_ring(ebpf, map::EVENTS)?;
-        let cgroup_ring = take_ring(ebpf, map::CGROUP_EVENTS)?;
-        let lost = ebpf
-            .take_map(map::LOST)
-            .and_then(|m| PerCpuArray::try_from(m).ok());
-        let victims = ebpf
-            .take_map(map::VICTIMS)
-            .and_then(|m| HashMap::try_from(m).ok());
+        KernelMaps::from_maps(|name| ebpf.take_map(name))
+    }
+
+    /// The maps, each from `take` by name (the loaded object's, or pinned ones).
+    pub fn from_maps(
+        mut take: impl FnMut(&'static str) -> Option<Map>,
+    ) -> Result<KernelMaps, ObserverError> {
+        let ring = take_ring(take(map::EVENTS), map::EVENTS)?;
+        let cgroup_ring = take_ring(take(map::CGROUP_EVENTS), map::CGROUP_EVENTS)?;
+        let lost = take(map::LOST).and_then(|m| PerCpuArray::try_from(m).ok());
+        let victims = take(map::VICTIMS).and_then(|m| HashMap::try_from(m).ok());
         Ok(KernelMaps {
             ring,
             cgroup_ring,
             lost,
             lost_seen: LostCounts::default(),
-            victims,
+            victims: Victims(victims),
         })
     }
 
-    /// Copies out every record both ring buffers hold (the sinks await, and items borrow
-    /// them): the cgroup records first, so that a path learnt from a mkdir is known before a
-    /// kill of the same wake-up needs it.
-    pub fn take_batch(&mut self) -> Vec<Vec<u8>> {
-        let mut batch = take_batch(self.cgroup_ring.get_mut());
-        batch.extend(take_batch(self.ring.get_mut()));
-        batch
+    /// Takes `seen` as the losses already reported (by an earlier run on the same pinned
+    /// counters), so that only later ones are reported.
+    pub fn set_lost_seen(&mut self, seen: LostCounts) {
+        self.lost_seen = seen;
+    }
+
+    /// The losses reported so far.
+    pub fn lost_seen(&self) -> LostCounts {
+        self.lost_seen
     }
 
     /// Reads the kernel's lost-record counters and logs any increase: no drop is silent.
@@ -100,11 +109,13 @@ impl KernelMaps {
     pub fn lost_by_kind(&self) -> Vec<(&'static str, u64)> {
         self.lost_seen.by_kind()
     }
+}
 
+impl Victims {
     /// A kill the daemon has not seen (an earlier run's, or one whose record was lost),
     /// from the kernel's own victim map.
     pub fn victim(&self, pid: u32) -> Option<Kill> {
-        let v = self.victims.as_ref()?.get(&pid, 0).ok()?;
+        let v = self.0.as_ref()?.get(&pid, 0).ok()?;
         Some(Kill {
             seq: 0,
             facts: Default::default(),
@@ -127,7 +138,7 @@ impl KernelMaps {
 }
 
 /// Records the kernel could not hand over (their ring was full), by record kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct LostCounts {
     /// Kill records.
     pub oom_kill: u64,
@@ -179,24 +190,15 @@ impl LostCounts {
     }
 }
 
-/// Takes a ring buffer out of the object and registers it with tokio.
+/// Makes a map a ring buffer registered with tokio.
 fn take_ring(
-    ebpf: &mut Ebpf,
+    m: Option<Map>,
     name: &'static str,
 ) -> Result<AsyncFd<RingBuf<MapData>>, ObserverError> {
-    let m = ebpf.take_map(name).ok_or(ObserverError::MapMissing(name))?;
+    let m = m.ok_or(ObserverError::MapMissing(name))?;
     let rb = RingBuf::try_from(m).map_err(|source| ObserverError::Map { name, source })?;
     // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the RingBuf, and
     // always returns that same fd.
     unsafe { AsyncFd::register_with_interest(rb, Interest::READABLE) }
         .map_err(|e| ObserverError::RingBuffer(e.into()))
-}
-
-/// Every record the ring buffer holds now.
-pub fn take_batch(rb: &mut RingBuf<MapData>) -> Vec<Vec<u8>> {
-    let mut batch = Vec::new();
-    while let Some(item) = rb.next() {
-        batch.push(item.to_vec());
-    }
-    batch
 }

@@ -6,6 +6,7 @@ pub mod btf;
 pub mod clock;
 pub mod hooks;
 pub mod maps;
+pub mod pins;
 pub mod record;
 pub mod setup;
 pub mod tracefs;
