@@ -11,9 +11,17 @@ use observer::{
     EBPF_OBJECT,
 };
 
+/// `--version`: the version and the optional features this binary was built with, so a node
+/// (and the image's test) can tell whether it can post Kubernetes Events.
+const VERSION: &str = if cfg!(feature = "k8s-events") {
+    concat!(env!("CARGO_PKG_VERSION"), " (features: k8s-events)")
+} else {
+    concat!(env!("CARGO_PKG_VERSION"), " (features: none)")
+};
+
 /// Sees every OOM kill in the kernel and reports it, with its cgroup, as JSON lines.
 #[derive(Parser)]
-#[command(name = "oom-observer", version, about)]
+#[command(name = "oom-observer", version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     cmd: Command,

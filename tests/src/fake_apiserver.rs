@@ -1,7 +1,9 @@
 //! A loopback HTTP server standing in for the Kubernetes API server, which cannot run on
 //! these machines (Debian 12 has no kube-apiserver; none is on PyPI or npm): it records
 //! every request the observer's Kubernetes client sends and answers like the API server
-//! (201 with the created Event, 200 with the patched one).
+//! (201 with the created Event, 200 with the patched one). Over plain HTTP on the host's
+//! loopback, or over TLS on a listener the caller made (the DaemonSet test's, inside the
+//! observer container's own network namespace).
 
 use std::{
     convert::Infallible,
@@ -37,11 +39,23 @@ pub struct FakeApiServer {
 }
 
 impl FakeApiServer {
-    /// Starts it on a free loopback port.
+    /// Starts it on a free loopback port (plain HTTP, for a client given its URL through
+    /// KUBECONFIG).
     pub fn start() -> FakeApiServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        FakeApiServer::start_on(listener, None)
+    }
+
+    /// Serves on `listener`, over TLS with `tls` when given (what an in-cluster client
+    /// needs: `https://KUBERNETES_SERVICE_HOST:PORT`, trusting the service account's
+    /// `ca.crt`). The listener may come from another network namespace (a container's).
+    pub fn start_on(
+        listener: std::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> FakeApiServer {
         listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
         thread::spawn(move || {
@@ -56,16 +70,53 @@ impl FakeApiServer {
                         continue;
                     };
                     let s = s.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| answer(req, s.clone()));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
+                        let http = hyper::server::conn::http1::Builder::new();
+                        match tls {
+                            Some(tls) => {
+                                // A failed handshake is a request never seen: the test
+                                // then fails on what is missing.
+                                if let Ok(stream) = tls.accept(stream).await {
+                                    let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                                }
+                            }
+                            None => {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
                     });
                 }
             });
         });
         FakeApiServer { url, seen }
+    }
+
+    /// A TLS acceptor serving the PEM certificate chain `cert` with the PEM private key
+    /// `key` (ring, the provider the observer's client uses too).
+    pub fn tls_acceptor(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> tokio_rustls::TlsAcceptor {
+        use tokio_rustls::rustls::{
+            self,
+            pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 
     /// Every request so far.

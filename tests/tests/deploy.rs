@@ -3,7 +3,9 @@
 //! DaemonSet's own container runs for real: the image from `cargo xtask image`, imported into a
 //! private containerd, started with exactly the manifest's capabilities, mounts, host PID
 //! namespace, args, env, read-only root and memory limit, sees a real OOM kill in another
-//! container of that containerd and publishes its TaskOOM.
+//! container of that containerd and publishes its TaskOOM, and its `--k8s-events` sink posts
+//! the kill's Event over TLS with the service account the kubelet would mount (to a stand-in
+//! API server: no kube-apiserver runs on these machines, see tests/tests/k8s_events.rs).
 //!
 //! `cargo xtask test` provides what these need: OOMX_IMAGE_ARCHIVE and OOMX_IMAGE_NAME (the
 //! image it builds), OOMX_KUBERNETES_VALIDATE (kubernetes-validate 1.37.0 in a venv under the
@@ -20,7 +22,10 @@ use std::{
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tests::containerd::{Containerd, K8sLabels, Subscriber};
+use tests::{
+    containerd::{Containerd, K8sLabels, Subscriber},
+    fake_apiserver::FakeApiServer,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -250,13 +255,22 @@ fn manifests_agree_with_each_other_and_with_the_image() {
     assert_eq!(sport["targetPort"], pname);
     assert_eq!(sm["spec"]["endpoints"][0]["port"], sport["name"]);
 
-    // RBAC: Events create/patch, nothing else, bound to the pod's ServiceAccount.
+    // Kubernetes Events on the Pod are on: `--k8s-events`, with the node's name (below) and
+    // the service account's token mounted.
+    assert!(
+        args.iter().any(|a| a == "--k8s-events"),
+        "the DaemonSet posts Events: --k8s-events in {args:?}"
+    );
+    // RBAC: core/v1 Events create/patch (what the sink sends: tests/tests/k8s_events.rs),
+    // nothing else, bound to the pod's ServiceAccount, whose token is mounted.
     let sa = spec["serviceAccountName"].as_str().unwrap();
-    assert!(objs.contains_key(&format!("ServiceAccount/{sa}")));
+    let sa_obj = &objs[&format!("ServiceAccount/{sa}")];
+    assert_ne!(sa_obj["automountServiceAccountToken"], false);
+    assert_ne!(spec["automountServiceAccountToken"], false);
     let role = &objs["ClusterRole/oom-observer"];
     assert_eq!(
         role["rules"],
-        json!([{"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}])
+        json!([{"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}])
     );
     let binding = &objs["ClusterRoleBinding/oom-observer"];
     assert_eq!(binding["roleRef"]["name"], "oom-observer");
@@ -337,7 +351,12 @@ struct PodRun {
     host_dirs: BTreeMap<String, PathBuf>,
 }
 
-fn pod_run(ds: &Value, cd: &Containerd, substitute: &BTreeMap<&str, PathBuf>) -> PodRun {
+fn pod_run(
+    ds: &Value,
+    cd: &Containerd,
+    substitute: &BTreeMap<&str, PathBuf>,
+    service_account: &ServiceAccount,
+) -> PodRun {
     let spec = &ds["spec"]["template"]["spec"];
     let c = &spec["containers"][0];
     let sc = &c["securityContext"];
@@ -441,6 +460,21 @@ fn pod_run(ds: &Value, cd: &Containerd, substitute: &BTreeMap<&str, PathBuf>) ->
         };
         flags.push(format!("--env={name}={value}"));
     }
+    if spec["automountServiceAccountToken"] != false {
+        // What the kubelet adds to every container of a pod with a mounted token: the
+        // account's token, CA and namespace, and the API server's service address.
+        eprintln!(
+            "deploy test: service account: the test's own token and CA from {}; API server \
+             {API_HOST}:{API_PORT} in the container's network namespace (a stand-in)",
+            service_account.dir.display()
+        );
+        flags.push(format!(
+            "--mount=type=bind,src={},dst={SA_MOUNT},options=rbind:ro",
+            service_account.dir.display()
+        ));
+        flags.push(format!("--env=KUBERNETES_SERVICE_HOST={API_HOST}"));
+        flags.push(format!("--env=KUBERNETES_SERVICE_PORT={API_PORT}"));
+    }
     let memory_limit = quantity_bytes(c["resources"]["limits"]["memory"].as_str().unwrap());
     flags.push(format!("--memory-limit={memory_limit}"));
     let mut args = strs(&c["args"]);
@@ -462,6 +496,113 @@ fn pod_run(ds: &Value, cd: &Containerd, substitute: &BTreeMap<&str, PathBuf>) ->
         memory_limit,
         host_dirs,
     }
+}
+
+/// Where the kubelet mounts a pod's service account (kube-rs reads it there in-cluster).
+const SA_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The API server's address as the container sees it: the stand-in listens there, inside the
+/// container's own network namespace (the manifest has no hostNetwork), so nothing of the
+/// node's network is used.
+const API_HOST: &str = "127.0.0.1";
+const API_PORT: u16 = 6443;
+
+/// A service account as the kubelet mounts it (token, ca.crt, namespace), with a CA made
+/// for the test and the stand-in API server's certificate and key signed by it.
+struct ServiceAccount {
+    dir: PathBuf,
+    token: String,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+fn service_account(parent: &Path) -> ServiceAccount {
+    let dir = parent.join("serviceaccount");
+    let pki = parent.join("pki");
+    fs::create_dir_all(&dir).unwrap();
+    fs::create_dir_all(&pki).unwrap();
+    let openssl = |args: &str| {
+        let out = Command::new("openssl")
+            .current_dir(&pki)
+            .args(args.split_whitespace())
+            .output()
+            .expect(
+                "THIS TEST NEEDS openssl (Debian package openssl; cargo xtask test installs it)",
+            );
+        assert!(
+            out.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(&format!(
+        "req -x509 {ec} -keyout ca.key -out ca.crt -days 1 -subj /CN=oomx-test-ca"
+    ));
+    openssl(&format!(
+        "req {ec} -keyout server.key -out server.csr -subj /CN=kube-apiserver"
+    ));
+    fs::write(
+        pki.join("server.ext"),
+        format!(
+            "subjectAltName=IP:{API_HOST}\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    openssl(
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+         -extfile server.ext -out server.crt",
+    );
+    let token = format!("oomx-deploy-token-{}", std::process::id());
+    fs::write(dir.join("token"), &token).unwrap();
+    fs::write(dir.join("namespace"), "oom-observer").unwrap();
+    fs::copy(pki.join("ca.crt"), dir.join("ca.crt")).unwrap();
+    ServiceAccount {
+        dir,
+        token,
+        server_cert: pki.join("server.crt"),
+        server_key: pki.join("server.key"),
+    }
+}
+
+/// A TCP listener on `API_HOST:port` inside the network namespace of process `pid` (a
+/// container's), with that namespace's loopback brought up (runc leaves it down). The
+/// namespace is the test's own container's; the test's other threads stay in theirs.
+fn listen_in_netns(pid: u32, port: u16) -> std::net::TcpListener {
+    use std::os::fd::AsRawFd;
+    let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    thread::spawn(move || {
+        // setns(2) moves only this thread, which ends here; its socket stays in the namespace.
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns: {}",
+            std::io::Error::last_os_error()
+        );
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let mut ifr: libc::ifreq = std::mem::zeroed();
+            for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+                *d = *c as libc::c_char;
+            }
+            assert_eq!(
+                libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr as *mut libc::ifreq),
+                0
+            );
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            assert_eq!(
+                libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr as *const libc::ifreq),
+                0,
+                "lo up: {}",
+                std::io::Error::last_os_error()
+            );
+            libc::close(fd);
+        }
+        std::net::TcpListener::bind((API_HOST, port)).unwrap()
+    })
+    .join()
+    .unwrap()
 }
 
 /// `ctr run` has no flag for a new cgroup namespace: the container is made by
@@ -664,6 +805,32 @@ fn image_holds_the_static_binary_for_each_architecture() {
             "{arch}: the image's binary is not {}",
             built.display()
         );
+        // It runs on its architecture (arm64 under Debian's qemu-user-static) and was built
+        // with Kubernetes Events, which the DaemonSet turns on.
+        let mut cmd = if arch == oci_archive::Platform::host().architecture {
+            Command::new(&built)
+        } else {
+            let qemu = format!("qemu-{}-static", triple.split('-').next().unwrap());
+            let mut c = Command::new(&qemu);
+            c.arg(&built);
+            c
+        };
+        let out = cmd.arg("--version").output().unwrap_or_else(|e| {
+            panic!(
+                "{arch}: running {cmd:?}: {e} (THIS TEST NEEDS qemu-user-static for arm64; \
+                 cargo xtask test installs it)"
+            )
+        });
+        assert!(out.status.success(), "{arch}: {cmd:?}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            concat!(
+                "oom-observer ",
+                env!("CARGO_PKG_VERSION"),
+                " (features: k8s-events)"
+            ),
+            "{arch}: the image's binary"
+        );
     }
 }
 
@@ -734,7 +901,8 @@ fn run_daemonset_container(private_cgroupns: bool) {
     ]
     .into_iter()
     .collect();
-    let run = pod_run(&ds, &cd, &substitute);
+    let sa = service_account(&cd.dir);
+    let run = pod_run(&ds, &cd, &substitute, &sa);
     let log = cd.dir.join("observer-container.log");
     let cgroup = cd.cgroup_of("oom-observer");
     let mut argv: Vec<String> = vec![
@@ -785,6 +953,12 @@ fn run_daemonset_container(private_cgroupns: bool) {
     wait_log(" ready");
     wait_log("connected to containerd");
     let pid = cd.task_pid("oom-observer");
+    // The API server its in-cluster client was told of, over TLS with the CA's certificate,
+    // where the container reaches it.
+    let api = FakeApiServer::start_on(
+        listen_in_netns(pid, API_PORT),
+        Some(FakeApiServer::tls_acceptor(&sa.server_cert, &sa.server_key)),
+    );
 
     // It runs with exactly the manifest's capabilities, no new privileges, in the node's PID
     // namespace, under the manifest's memory limit.
@@ -867,6 +1041,41 @@ fn run_daemonset_container(private_cgroupns: bool) {
         kill["victim"]["cgroup"],
         cd.cgroup_of(id).as_str(),
         "{kill}"
+    );
+    // Its Event on the Pod: sent with the mounted token, over TLS verified against the
+    // mounted CA, from the node named by the downward API.
+    let deadline = Instant::now() + WAIT;
+    while api.seen().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the containerized observer sent no Event to {}:\n{}",
+            api.url,
+            read_log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let seen = api.seen();
+    let post = &seen[0];
+    assert_eq!(seen.len(), 1, "one kill, one request: {seen:#?}");
+    assert_eq!(post.method, "POST", "{post:?}");
+    assert_eq!(post.path, "/api/v1/namespaces/shop/events", "{post:?}");
+    assert_eq!(
+        post.authorization.as_deref(),
+        Some(format!("Bearer {}", sa.token).as_str()),
+        "the mounted service-account token"
+    );
+    let ev = &post.body;
+    assert_eq!(ev["reason"], "OOMKilling", "{ev}");
+    assert_eq!(ev["involvedObject"]["kind"], "Pod", "{ev}");
+    assert_eq!(ev["involvedObject"]["name"], "web-0", "{ev}");
+    assert_eq!(
+        ev["involvedObject"]["fieldPath"], "spec.containers{app}",
+        "{ev}"
+    );
+    assert_eq!(
+        ev["source"]["host"],
+        nix_hostname().as_str(),
+        "NODE_NAME: {ev}"
     );
     eprintln!(
         "deploy test: containerized observer VmRSS {rss_idle} before the kill, {} after, VmHWM {}",

@@ -1,5 +1,5 @@
 //! `cargo xtask image`: the container image, built offline. The static musl `oom-observer`
-//! for x86_64 and arm64 (the VM matrix's own builds) goes into one OCI archive with a
+//! for x86_64 and arm64 (the VM matrix's own builds, with the `k8s-events` feature) goes into one OCI archive with a
 //! multi-arch index, `target/oom-observer-image.oci.tar`, for `ctr images import` (or any OCI
 //! tool): no registry, no network, no base image.
 
@@ -37,6 +37,9 @@ pub fn image() -> Result<PathBuf> {
                 Entry::dir("/run/oom-observer"),
                 Entry::dir("/run/containerd"),
                 Entry::dir("/tmp"),
+                // Where the kubelet mounts the service account's token and CA, which
+                // `run --k8s-events` reads (the DaemonSet's in-cluster configuration).
+                Entry::dir("/var/run/secrets/kubernetes.io/serviceaccount"),
             ],
             entrypoint: vec!["/usr/bin/oom-observer".into()],
             cmd: vec!["run".into()],

@@ -104,8 +104,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// The container image: static musl builds for x86_64 and arm64 in one OCI archive
-    /// (multi-arch index), target/oom-observer-image.oci.tar; offline, no registry.
+    /// The container image: static musl builds for x86_64 and arm64, with Kubernetes Events
+    /// (feature k8s-events), in one OCI archive (multi-arch index),
+    /// target/oom-observer-image.oci.tar; offline, no registry.
     Image,
     /// The VM matrix: Debian kernels × architectures × hook strategies, real OOM kills in
     /// qemu guests; writes docs/vm-matrix.md.
@@ -366,9 +367,18 @@ fn build_ebpf() -> Result<PathBuf> {
 
 /// Debian packages the build needs (containerd-client generates its gRPC code with protoc).
 const BUILD_PACKAGES: &[&str] = &["protobuf-compiler"];
+/// Debian packages the static musl builds need (the VM guests' and the image's): clang
+/// compiles ring's C and assembly for x86_64 and aarch64 alike (see
+/// `vm::build_guest_binaries`).
+pub(crate) const CROSS_PACKAGES: &[&str] = &["clang"];
+/// The features of the static musl builds: the image posts Kubernetes Events
+/// (`run --k8s-events`, deploy/kubernetes/30-daemonset.yaml).
+pub(crate) const IMAGE_FEATURES: &str = "observer/k8s-events";
 /// Debian packages the tests need: a real containerd with real runc and gVisor, busybox for
 /// the containers' root filesystem, systemd-analyze for the unit file, Prometheus to scrape the
-/// metrics and promtool for the alert rules, a Python venv for kubernetes-validate.
+/// metrics and promtool for the alert rules, a Python venv for kubernetes-validate, openssl
+/// for the DaemonSet test's service-account CA and qemu-user-static to run the image's arm64
+/// binary.
 const TEST_PACKAGES: &[&str] = &[
     "containerd",
     "runc",
@@ -377,6 +387,8 @@ const TEST_PACKAGES: &[&str] = &[
     "systemd",
     "prometheus",
     "python3-venv",
+    "openssl",
+    "qemu-user-static",
 ];
 /// Validates the manifests offline against this Kubernetes version's schema (PyPI).
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
@@ -409,7 +421,7 @@ fn ensure_kubernetes_validate() -> Result<PathBuf> {
 /// Installs whichever of `pkgs` is missing, with apt. With `XTASK_APT_REINSTALL=1` it
 /// reinstalls them all (xtask/tests/setup_output.rs: apt's and dpkg's output must not reach
 /// stdout).
-fn ensure_packages(pkgs: &[&str]) -> Result<()> {
+pub(crate) fn ensure_packages(pkgs: &[&str]) -> Result<()> {
     let reinstall = env::var_os("XTASK_APT_REINSTALL").is_some_and(|v| v == "1");
     let missing: Vec<&str> = pkgs
         .iter()
@@ -492,8 +504,9 @@ fn check_setup_output() -> Result<()> {
     Ok(())
 }
 
-/// The tests run the daemon with everything it can do, Kubernetes Events included.
-const TEST_FEATURES: &str = "observer/k8s-events";
+/// The tests run the daemon with everything it can do, Kubernetes Events included: the
+/// image's features.
+const TEST_FEATURES: &str = IMAGE_FEATURES;
 
 fn test(extra: &[OsString]) -> Result<()> {
     ensure_packages(BUILD_PACKAGES)?;

@@ -391,8 +391,9 @@ pub(crate) struct GuestBins {
     pub hog: PathBuf,
 }
 
-/// Cross-builds the guests' static musl binaries for `arch` (release, each embedding `obj`).
-/// `cargo xtask image` takes its `oom-observer` from here too: one build, one cache.
+/// Cross-builds the guests' static musl binaries for `arch` (release, each embedding `obj`,
+/// with [`crate::IMAGE_FEATURES`]). `cargo xtask image` takes its `oom-observer` from here
+/// too: one build, one cache, and the VM matrix boots the very binary the image ships.
 pub(crate) fn build_guest_binaries(arch: Arch, obj: &Path) -> Result<GuestBins> {
     let target = arch.rust_target();
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
@@ -400,14 +401,22 @@ pub(crate) fn build_guest_binaries(arch: Arch, obj: &Path) -> Result<GuestBins> 
         eprintln!("vm: rustup target add {target}");
         run(Command::new("rustup").args(["target", "add", target]))?;
     }
+    crate::ensure_packages(crate::CROSS_PACKAGES)?;
     let root = root();
-    // Static musl binaries linked by the toolchain's own rust-lld: no cross gcc needed.
+    // Static musl binaries linked by the toolchain's own rust-lld. The one C dependency,
+    // ring (kube-rs's TLS, for the k8s-events feature), is compiled by Debian's clang for
+    // both architectures: ring supports clang without a target sysroot on musl
+    // (`-nostdlibinc`), so one compiler serves both targets, with no cross gcc or musl
+    // toolchain (cc-rs's default, `<arch>-linux-musl-gcc`, is not installed).
     // Every build embeds the same object file (OOM_OBSERVER_EBPF_OBJ).
+    let triple_env = target.replace('-', "_");
     run(Command::new("cargo")
         .current_dir(&root)
         .args(["build", "--release", "--target", target])
         .args(["--package", "observer", "--package", "tests", "--bins"])
+        .args(["--features", crate::IMAGE_FEATURES])
         .args(["--config", &format!("target.{target}.linker=\"rust-lld\"")])
+        .env(format!("CC_{triple_env}"), "clang")
         .env("OOM_OBSERVER_EBPF_OBJ", obj))?;
     let dir = root.join("target").join(target).join("release");
     let bins = GuestBins {
