@@ -23,7 +23,7 @@ use crate::{
         json::JsonLines,
         k8s_events::EventSink,
         metrics::{Metrics, Totals},
-        taskoom::SharedPublisher,
+        taskoom::{self, SharedPublisher},
     },
 };
 
@@ -321,8 +321,21 @@ impl<W: Write> Processor<W> {
         let (seq, ktime_ns) = (ev.seq, ev.ktime_ns);
         Some(Box::pin(async move {
             let t0 = std::time::Instant::now();
-            let woke_us = boot_ns().saturating_sub(ktime_ns) / 1000;
-            let owners = cd.attribute(victim.as_deref(), oom.as_deref()).await;
+            let since_kill = std::time::Duration::from_nanos(boot_ns().saturating_sub(ktime_ns));
+            let woke_us = since_kill.as_micros() as u64;
+            // One deadline for naming the container and handing its TaskOOM over, counted
+            // from the kill: however containerd (or the disk, or the kills queued ahead)
+            // behaves, the line goes out about HANDOFF after the kill.
+            let deadline = taskoom::handoff_deadline(since_kill);
+            let owners = match tokio::time::timeout_at(
+                deadline,
+                cd.attribute(victim.as_deref(), oom.as_deref()),
+            )
+            .await
+            {
+                Ok(found) => found,
+                Err(_) => cd.attribute_indexed(victim.as_deref(), oom.as_deref()),
+            };
             let attributed = t0.elapsed();
             if owners.is_empty() {
                 return Enrichment {
@@ -335,7 +348,7 @@ impl<W: Write> Processor<W> {
                 let mut p = publisher.lock().await;
                 published = true;
                 for c in &owners {
-                    published &= p.oom(&c.namespace, &c.id, ktime_ns).await;
+                    published &= p.oom(&c.namespace, &c.id, ktime_ns, deadline).await;
                 }
             }
             tracing::debug!(
@@ -368,7 +381,8 @@ impl<W: Write> Processor<W> {
             }
             let mut p = publisher.lock().await;
             for c in &owners {
-                let published = p.oom(&c.namespace, &c.id, k.ktime_ns).await;
+                let deadline = taskoom::handoff_deadline(std::time::Duration::ZERO);
+                let published = p.oom(&c.namespace, &c.id, k.ktime_ns, deadline).await;
                 info!(seq = k.seq, namespace = %c.namespace, container = %c.id, published,
                     "a kill made while containerd was out of reach is attributed now; TaskOOM handed over");
             }
