@@ -252,7 +252,8 @@ impl Containerd {
             let next = Arc::new(AtomicUsize::new(0));
             let mut workers = tokio::task::JoinSet::new();
             for _ in 0..16 {
-                let (ch, next, make, ns) = (ch.clone(), next.clone(), make.clone(), namespace.clone());
+                let (ch, next, make, ns) =
+                    (ch.clone(), next.clone(), make.clone(), namespace.clone());
                 workers.spawn(async move {
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst);
@@ -269,8 +270,9 @@ impl Containerd {
                                     options: None,
                                 }),
                                 spec: Some(prost_types::Any {
-                                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec"
-                                        .into(),
+                                    type_url:
+                                        "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+                                            .into(),
                                     value: spec,
                                 }),
                                 ..Default::default()

@@ -905,7 +905,10 @@ fn memory_bound_on_a_big_node() {
         let labels = [
             ("io.kubernetes.pod.name", format!("pod-{i}")),
             ("io.kubernetes.pod.namespace", "membench".to_string()),
-            ("io.kubernetes.pod.uid", format!("00000000-0000-0000-0000-{i:012}")),
+            (
+                "io.kubernetes.pod.uid",
+                format!("00000000-0000-0000-0000-{i:012}"),
+            ),
             ("io.kubernetes.container.name", "app".to_string()),
         ]
         .into_iter()
@@ -944,14 +947,40 @@ fn memory_bound_on_a_big_node() {
     let obs = Observer::spawn(&args, Duration::from_secs(60));
     let startup = t0.elapsed();
     let hwm_ready = status_kib(obs.pid(), "VmHWM:");
+    // The scan of the hierarchies runs beside the loop (one line per hierarchy).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while obs
+        .stderr_text()
+        .matches("scanned cgroup hierarchy")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "no scan:\n{}", obs.stderr_text());
+        thread::sleep(Duration::from_millis(10));
+    }
+    let scanned_at = t0.elapsed();
+    let rss_scanned = status_kib(obs.pid(), "VmRSS:");
     obs.wait_log("connected to containerd", Duration::from_secs(120));
     let connected = t0.elapsed();
+    let rss_connected = status_kib(obs.pid(), "VmRSS:");
     let log = obs.stderr_text();
+    // The start-up as the daemon logged it (timestamps), for whoever reads the run's output.
+    for l in log
+        .lines()
+        .take_while(|l| !l.contains("connected to containerd"))
+    {
+        eprintln!("daemon: {l}");
+    }
     let indexed = logged_number(&log, "connected to containerd", "containers").unwrap_or(0);
     let scanned: u64 = log
         .lines()
         .filter(|l| l.contains("scanned cgroup hierarchy"))
         .filter_map(|l| logged_number(l, "scanned", "cgroups"))
+        .sum();
+    let scan_ms: u64 = log
+        .lines()
+        .filter(|l| l.contains("scanned cgroup hierarchy"))
+        .filter_map(|l| logged_number(l, "scanned", "took_ms"))
         .sum();
     let deadline = Instant::now() + Duration::from_secs(300);
     while spool.exists() {
@@ -963,6 +992,7 @@ fn memory_bound_on_a_big_node() {
         thread::sleep(Duration::from_millis(20));
     }
     let drained = t0.elapsed();
+    let rss_drained = status_kib(obs.pid(), "VmRSS:");
 
     // One real OOM kill in the first container's cgroup: named from the full index.
     fs::write(
@@ -977,10 +1007,13 @@ fn memory_bound_on_a_big_node() {
         !events_in(e, "oom_kill", &kill_path).is_empty()
     });
     let kill = events_in(&evs, "oom_kill", &kill_path)[0].clone();
-    let hwm = status_kib(obs.pid(), "VmHWM:");
     let rss = status_kib(obs.pid(), "VmRSS:");
-    let pid = obs.pid();
-    let _ = pid;
+    // The kernel updates VmHWM lazily: the peak is the larger of it and every sample.
+    let hwm = status_kib(obs.pid(), "VmHWM:")
+        .max(rss_scanned)
+        .max(rss_connected)
+        .max(rss_drained)
+        .max(rss);
     drop(obs);
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -999,20 +1032,22 @@ fn memory_bound_on_a_big_node() {
          per-CPU memory grew by {kernel_mib:.0} MiB. (Not all in memory: the v1 memory controller allows at most 65,535 \
          memory cgroups.)\n\
          - **{} real containers** in a private containerd 1.6, created through its API in {:.1} s with `ctr oci spec`'s \
-         default spec ({spec_bytes} bytes each, with a cgroupsPath, a memory limit and the CRI's annotations) and \
+         default spec ({spec_bytes} bytes of JSON each, with a cgroupsPath, a memory limit and the CRI's annotations) and \
          Kubernetes labels. They have no task: containerd lists them, and the daemon indexes them, like running ones \
          (a real task per container would be 10,000 shims).\n\
          - **a full spool**: {} TaskOOMs ({spool_kib:.0} KiB) left in the state directory by a previous run.\n\n\
-         Start-up is exec → the daemon's `ready` line (programs loaded, cgroups scanned, spool read). Then it lists \
+         Start-up is exec → the daemon's `ready` line (programs loaded and attached, spool read; the cgroup scan runs on \
+         a thread of its own from just before, and a record that needs a path waits for it). Then it lists \
          containerd, delivers the spool and reports a real OOM kill in one of the containers (attributed: `{}`). \
-         VmHWM and VmRSS are read from `/proc/<pid>/status` at the end.\n\n\
+         VmHWM and VmRSS are read from `/proc/<pid>/status` at each step.\n\n\
          | measure | value | bound | met |\n|---|---|---|---|\n\
-         | exec → `ready` | {:.0} ms | < 1 s | {} |\n\
+         | exec → `ready` (programs attached, every kill recorded from here) | {:.0} ms | < 1 s | {} |\n\
+         | exec → cgroups scanned ({scanned}, walk {scan_ms} ms, beside the loop) | {:.0} ms | – | – |\n\
          | exec → index listed ({indexed} containers) | {:.0} ms | – | – |\n\
          | exec → spool delivered ({} TaskOOMs) | {:.0} ms | – | – |\n\
-         | cgroups scanned at start | {scanned} | – | – |\n\
          | peak RSS (VmHWM) at `ready` | {:.1} MiB | – | – |\n\
-         | peak RSS (VmHWM) over the run | {:.1} MiB | < 64 MiB | {} |\n\
+         | RSS (VmRSS): scanned, listed, delivered | {:.1}, {:.1}, {:.1} MiB | – | – |\n\
+         | peak RSS over the run (VmHWM, or a larger VmRSS sample) | {:.1} MiB | < 64 MiB | {} |\n\
          | RSS (VmRSS) at the end | {:.1} MiB | < 64 MiB | {} |\n",
         if full { "Full" } else { "Quick" },
         humantime::format_rfc3339_seconds(SystemTime::now()),
@@ -1025,10 +1060,14 @@ fn memory_bound_on_a_big_node() {
         kill["container"]["id"].as_str().unwrap_or("none"),
         ms(startup),
         yes(startup < START_BOUND),
+        ms(scanned_at),
         ms(connected),
         node.spool,
         ms(drained),
         mib(hwm_ready),
+        mib(rss_scanned),
+        mib(rss_connected),
+        mib(rss_drained),
         mib(hwm),
         yes(hwm < RSS_BOUND_KIB),
         mib(rss),

@@ -234,10 +234,7 @@ impl Spool {
                 "skipped unreadable lines in the TaskOOM spool"
             );
         }
-        let rewrite = s.loaded.corrupt > 0
-            || legacy
-            || s.dropped > 0
-            || file_lines > s.queue.len();
+        let rewrite = s.loaded.corrupt > 0 || legacy || s.dropped > 0 || file_lines > s.queue.len();
         let dirty = Arc::new(AtomicBool::new(rewrite));
         let writer = Writer {
             path,

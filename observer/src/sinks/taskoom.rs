@@ -338,7 +338,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("no-containerd.sock");
         let mut p = Publisher::new(&socket, Some(dir.path()));
-        assert!(!p.oom("k8s.io", "a", 1, soon()).await, "nothing can be published");
+        assert!(
+            !p.oom("k8s.io", "a", 1, soon()).await,
+            "nothing can be published"
+        );
         assert!(
             !p.oom("k8s.io", "a", 2, soon()).await,
             "same container within SAME_KILL"
