@@ -10,10 +10,10 @@
 //!
 //! The queue lives in memory, on the event thread; the file is written by a thread of its
 //! own ([`Writer`]), which gets every change through a channel. So no write, fsync or
-//! rewrite ever holds a kill's line back (a loaded disk can take seconds to sync). Entries
-//! queued together are synced together. An entry is in the file before it is synced: an
-//! observer crash or restart in between keeps it (the page cache has it); only a crash of
-//! the kernel itself in those milliseconds could lose it.
+//! rewrite ever holds a kill's line back (a loaded disk can take seconds to sync). A kill's
+//! entry is queued to the writer before its line is written, and appended and synced moments
+//! later; entries queued together share one sync. Only an observer crash in the instant
+//! between the two, or a kernel crash before the sync, could lose one.
 //!
 //! Any bytes are tolerated on open: a line that is not an entry or an acknowledgement (a torn
 //! write, a disk error, an edit) is skipped, counted and logged, and the file is kept aside as
@@ -160,13 +160,6 @@ impl Spool {
         };
         let Some(dir) = dir else { return s };
         let path = dir.join(FILE_NAME);
-        if let Err(e) = check_dir(dir) {
-            warn!(
-                state_dir = %dir.display(),
-                error = %e,
-                "state directory unusable: TaskOOMs that wait for containerd are kept in memory only, and lost if the observer restarts before containerd is back"
-            );
-        }
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             // No file yet, or a state path that is not a directory (warned about above).
@@ -237,6 +230,7 @@ impl Spool {
         let rewrite = s.loaded.corrupt > 0 || legacy || s.dropped > 0 || file_lines > s.queue.len();
         let dirty = Arc::new(AtomicBool::new(rewrite));
         let writer = Writer {
+            dir: dir.to_path_buf(),
             path,
             mirror: s.queue.clone(),
             file_lines,
@@ -355,6 +349,8 @@ impl Spool {
 
 /// The spool's file, on a thread of its own: mirrors the queue from the [`Op`]s it gets.
 struct Writer {
+    /// The state directory, checked first.
+    dir: PathBuf,
     path: PathBuf,
     /// The queue as far as the ops got (for rewrites).
     mirror: VecDeque<(u64, Pending)>,
@@ -373,6 +369,15 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Op>) {
+        // Here, not at start-up: the check is a synced write, which a loaded disk can hold
+        // for a second.
+        if let Err(e) = check_dir(&self.dir) {
+            warn!(
+                state_dir = %self.dir.display(),
+                error = %e,
+                "state directory unusable: TaskOOMs that wait for containerd are kept in memory only, and lost if the observer restarts before containerd is back"
+            );
+        }
         if self.dirty {
             self.persist_now();
         }
