@@ -40,18 +40,21 @@ fn main() -> anyhow::Result<()> {
             namespace: "k8s.io".into(),
             container_id: format!("{i:064x}"),
             ktime_ns: i as u64,
-        })?;
+        });
     }
+    // The writer thread appends and syncs; done when it says so.
+    s.settle();
     let fill = t0.elapsed();
     let (w1, b1) = io_counters();
     let t1 = Instant::now();
     let mut delivered = 0usize;
     while s.front().is_some() {
-        s.pop_front()?;
+        s.pop_front();
         delivered += 1;
     }
     // One sync per delivery run, as the publisher does.
     s.sync();
+    s.settle();
     let drain = t1.elapsed();
     let (w2, b2) = io_counters();
     println!(

@@ -122,7 +122,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         };
     // The kernel's BTF (tens of MiB parsed) is needed only to load: give it back.
     drop(setup.aya_btf.take());
-    release_freed_memory();
+    crate::host::heap::release_freed_memory();
     for (s, why) in &refused {
         info!(strategy = %s, reason = %why, "strategy refused");
     }
@@ -453,15 +453,6 @@ async fn limits_ready(fd: Option<&AsyncFd<InotifyFd>>) {
             Err(_) => std::future::pending().await,
         },
         None => std::future::pending().await,
-    }
-}
-
-/// Returns freed heap to the kernel, so the resident size reflects what the daemon keeps.
-fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory of the allocator.
-    unsafe {
-        nix::libc::malloc_trim(0);
     }
 }
 

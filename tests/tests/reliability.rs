@@ -281,12 +281,14 @@ fn a_hung_containerd_delays_no_line_beyond_the_bound_and_no_query() {
         worst_query < Duration::from_millis(500),
         "a query waited {worst_query:?}"
     );
-    // HANDOFF (2 s) for the first kill, the others spooled at once: 2.0-2.3 s when run
-    // alone; up to 4.5 s seen with the whole suite running beside it (not yet explained,
-    // see docs/reliability.md). Before, each kill waited for containerd in turn (3 x 2 s and
-    // more) with the query socket blocked.
+    // HANDOFF (2 s, counted from the kill) for the first kill, the others spooled at once,
+    // and no disk write on the event thread: a line comes at most about 2 s after its kill.
+    // 1 s of margin for a loaded 2-core machine (the test reads the lines at ordinary
+    // priority). Before: up to 4.47 s under the full suite (the spool's fsyncs on the event
+    // thread, and a wait counted from each kill's turn, not from the kill), and before that
+    // each kill waited for containerd in turn (3 x 2 s and more) with queries blocked.
     assert!(
-        worst_line < Duration::from_secs(5),
+        worst_line < Duration::from_secs(3),
         "a line waited {worst_line:?}; daemon log:\n{}",
         obs.stderr_text()
     );

@@ -75,9 +75,12 @@ enum Cmd {
         #[arg(long)]
         report: Option<PathBuf>,
     },
-    /// Benchmarks (release build): latency, ordering on a loaded node, OOM storm, cost;
-    /// writes docs/bench/.
-    Bench,
+    /// Benchmarks (release build): latency, ordering on a loaded node, OOM storm, cost,
+    /// metrics, memory and start-up on a big node; writes docs/bench/.
+    Bench {
+        /// Run only the benchmarks whose test name contains this (e.g. `memory`).
+        filter: Option<String>,
+    },
     /// What the kubelet reads (release build): pods through containerd's CRI plugin
     /// OOM-killed with and without oom-observer, idle and loaded; writes docs/kubelet.md
     /// and docs/kubelet.json.
@@ -156,7 +159,7 @@ fn main() -> Result<()> {
             rerender,
         ),
         Cmd::Race { kills, .. } => race(kills),
-        Cmd::Bench => bench(),
+        Cmd::Bench { filter } => bench(filter.as_deref()),
         Cmd::Kubelet {
             kills,
             vm_kills,
@@ -548,6 +551,15 @@ fn test(extra: &[OsString]) -> Result<()> {
 
 /// Runs one integration test against release builds, with extra environment.
 pub(crate) fn release_test(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
+    release_test_filtered(test, None, env)
+}
+
+/// [`release_test`], running only the tests whose name contains `filter`.
+fn release_test_filtered(
+    test: &str,
+    filter: Option<&str>,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<()> {
     ensure_packages(BUILD_PACKAGES)?;
     ensure_packages(TEST_PACKAGES)?;
     let bin = build(true)?;
@@ -562,16 +574,9 @@ pub(crate) fn release_test(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> Resu
         .env("OOM_OBSERVER_EBPF_OBJ", &obj))?;
     let mut cmd = Command::new("cargo");
     cmd.current_dir(&root)
-        .args([
-            "test",
-            "--release",
-            "--package",
-            "tests",
-            "--test",
-            test,
-            "--",
-            "--nocapture",
-        ])
+        .args(["test", "--release", "--package", "tests", "--test", test])
+        .args(filter)
+        .args(["--", "--nocapture"])
         .env("OOM_OBSERVER_EBPF_OBJ", &obj)
         .env("OOM_OBSERVER_BIN", &bin)
         .env("OOMX_HOG_BIN", root.join("target/release/oomx-hog"));
@@ -596,16 +601,17 @@ fn race(kills: usize) -> Result<()> {
     Ok(())
 }
 
-fn bench() -> Result<()> {
+fn bench(filter: Option<&str>) -> Result<()> {
     let dir = root().join("docs/bench");
     fs::create_dir_all(&dir)?;
-    release_test(
+    release_test_filtered(
         "bench",
+        filter,
         &[
             ("OOMX_BENCH_FULL", "1".as_ref()),
             ("OOMX_BENCH_DIR", dir.as_os_str()),
         ],
     )?;
-    eprintln!("xtask: wrote {}", dir.join("README.md").display());
+    eprintln!("xtask: wrote the reports under {}", dir.display());
     Ok(())
 }

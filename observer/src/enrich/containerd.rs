@@ -116,14 +116,9 @@ impl Client {
         let mut out = Vec::new();
         for ns in nss {
             let ns = ns.name;
-            let containers = timed(
-                "containers.list",
-                ContainersClient::new(self.channel.clone())
-                    .list(ns_request(ListContainersRequest::default(), &ns)),
-            )
-            .await?
-            .into_inner()
-            .containers;
+            // Tasks first, so each container is reduced to what the index keeps as it
+            // arrives (its spec is not held for the whole listing). A task started in
+            // between reaches the index through the event stream, subscribed before this.
             let tasks = timed(
                 "tasks.list",
                 TasksClient::new(self.channel.clone())
@@ -148,16 +143,44 @@ impl Client {
                     )
                 })
                 .collect();
-            for c in containers {
+            self.containers_of(&ns, |c| {
                 let mut info = container_info(&ns, c);
                 if let Some(pid) = pids.get(&info.id).copied().filter(|p| *p > 0) {
                     info.task_pid = Some(pid);
                     info.task_cgroup = proc_memory_cgroup(pid, memory_on_dfl);
                 }
                 out.push(info);
-            }
+            })
+            .await?;
         }
         Ok(out)
+    }
+
+    /// Every container of one namespace, streamed one message per container
+    /// (`ListStream`) and reduced by `each` as it arrives. A node's full listing in one
+    /// reply (about 5 KiB of spec per container) passes containerd's 16 MiB send limit and
+    /// the client's 4 MiB receive limit from a few thousand containers on, and would sit in
+    /// memory whole. Each message gets its own [`CALL_TIMEOUT`]: a long listing that moves
+    /// is not cut short, a containerd that stops answering is noticed as soon as one call.
+    async fn containers_of(
+        &self,
+        ns: &str,
+        mut each: impl FnMut(Container),
+    ) -> Result<(), ContainerdError> {
+        let call = "containers.list_stream";
+        let mut stream = timed(
+            call,
+            ContainersClient::new(self.channel.clone())
+                .list_stream(ns_request(ListContainersRequest::default(), ns)),
+        )
+        .await?
+        .into_inner();
+        while let Some(m) = timed(call, stream.message()).await? {
+            if let Some(c) = m.container {
+                each(c);
+            }
+        }
+        Ok(())
     }
 
     /// One container.

@@ -172,6 +172,8 @@ impl Containerd {
         // Authoritative: what was deleted while we were away is marked so, stale task pids
         // are dropped.
         self.lock().resync(all, Instant::now());
+        // The listing (a message per container, its spec parsed) was freed: give it back.
+        crate::host::heap::release_freed_memory();
         self.connected.store(true, Ordering::Relaxed);
         info!(socket = %self.socket.display(), containers = n, "connected to containerd");
         self.notify(IndexChange::Relisted);

@@ -2,5 +2,6 @@
 
 pub mod cgroup_path;
 pub mod cgroupfs;
+pub mod heap;
 pub mod path_cache;
 pub mod procfs;

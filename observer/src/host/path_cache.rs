@@ -7,7 +7,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     fs,
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{DirEntryExt, MetadataExt},
     time::{Duration, Instant},
 };
 
@@ -39,6 +39,21 @@ impl PathCache {
         }
     }
 
+    /// Takes in what another cache learned (the start-up scan, made beside the loop), keeping
+    /// what this one learned meanwhile.
+    pub fn absorb(&mut self, other: PathCache) {
+        let PathCache {
+            mut paths, order, ..
+        } = other;
+        for k in order {
+            if let Some(p) = paths.remove(&k) {
+                if !self.paths.contains_key(&k) {
+                    self.learn(k.0, k.1, p);
+                }
+            }
+        }
+    }
+
     /// The path of a cgroup id, if known.
     pub fn get(&self, hierarchy: u32, id: u64) -> Option<&str> {
         self.paths.get(&(hierarchy, id)).map(String::as_str)
@@ -56,22 +71,25 @@ impl PathCache {
 
     /// Walks a mounted hierarchy and learns every directory's id (its inode number).
     pub fn scan(&mut self, h: &Hierarchy) -> usize {
+        let Ok(top) = fs::metadata(&h.mount) else {
+            return 0;
+        };
         let mut n = 0;
-        let mut stack = vec![h.mount.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(meta) = fs::metadata(&dir) else {
-                continue;
-            };
+        let mut stack = vec![(h.mount.clone(), top.ino())];
+        while let Some((dir, ino)) = stack.pop() {
             if let Some(p) = h.path_of(&dir) {
-                self.learn(h.id, meta.ino(), p);
+                self.learn(h.id, ino, p);
                 n += 1;
             }
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
             for e in entries.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    stack.push(e.path());
+                // The listing carries each entry's type and inode (kernfs fills both, and a
+                // cgroup's inode is its id): no stat per cgroup, which on a node with
+                // 100,000 cgroups is most of the start-up.
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push((e.path(), e.ino()));
                 }
             }
         }

@@ -49,28 +49,43 @@ pub fn prepare(
     } else {
         BtfSource::select(btf_file)
     };
-    let (kbtf, aya_btf, btf_problem) = match btf_source.path() {
-        None if no_btf => (None, None, Some("disabled with --no-btf".to_string())),
-        None => (
-            None,
-            None,
-            Some(format!("{} not present and no --btf given", btf::SYS_BTF)),
-        ),
-        Some(path) => match (KernelBtf::open(path), btf_source.aya_btf()) {
-            (Ok(k), Ok(a)) => (Some(k), a, None),
-            (Err(e), _) | (_, Err(e)) => {
-                if btf_file.is_some() {
-                    return Err(e);
-                }
-                (None, None, Some(e.to_string()))
-            }
+    // The layout's parse (btf_rs) and aya's are each tens of MiB for a kernel's BTF: one
+    // after the other, never both at once, so the start-up peak is the larger of the two,
+    // not their sum (it is the daemon's peak resident size: issue 13's 64 MiB bound).
+    let kbtf = match btf_source.path() {
+        None if no_btf => Err("disabled with --no-btf".to_string()),
+        None => Err(format!("{} not present and no --btf given", btf::SYS_BTF)),
+        Some(path) => match KernelBtf::open(path) {
+            Ok(k) => Ok(k),
+            Err(e) if btf_file.is_some() => return Err(e),
+            Err(e) => Err(e.to_string()),
         },
     };
-    let layout = btf::build(kbtf.as_ref(), tracefs.as_deref().ok(), &cgroups);
+    let mut layout = btf::build(kbtf.as_ref().ok(), tracefs.as_deref().ok(), &cgroups);
+    let mut oom_kill_process_in_btf = kbtf
+        .as_ref()
+        .ok()
+        .map(|k| k.has_function("oom_kill_process"));
+    let (aya_btf, btf_problem) = match kbtf {
+        Ok(k) => {
+            drop(k);
+            match btf_source.aya_btf() {
+                Ok(a) => (a, None),
+                Err(e) if btf_file.is_some() => return Err(e),
+                Err(e) => {
+                    // As if there were no BTF at all: nothing half-known.
+                    layout = btf::build(None, tracefs.as_deref().ok(), &cgroups);
+                    oom_kill_process_in_btf = None;
+                    (None, Some(e.to_string()))
+                }
+            }
+        }
+        Err(problem) => (None, Some(problem)),
+    };
     let attach = btf::attach(tracefs.as_deref().ok(), &cgroups);
     Ok(Setup {
         attach,
-        oom_kill_process_in_btf: kbtf.as_ref().map(|k| k.has_function("oom_kill_process")),
+        oom_kill_process_in_btf,
         tracefs,
         cgroups,
         btf_source,

@@ -23,7 +23,7 @@ use crate::{
         json::JsonLines,
         k8s_events::EventSink,
         metrics::{Metrics, Totals},
-        taskoom::SharedPublisher,
+        taskoom::{self, SharedPublisher},
     },
 };
 
@@ -67,6 +67,9 @@ pub enum Begun {
 pub struct Processor<W: Write> {
     seq: u64,
     cache: PathCache,
+    /// The start-up scan of the hierarchies, made on a thread of its own (see
+    /// [`Processor::new`]); taken in before the first record that needs a path.
+    scan: Option<std::thread::JoinHandle<PathCache>>,
     cgroups: CgroupMounts,
     out: JsonLines<W>,
     malformed: u64,
@@ -92,16 +95,36 @@ impl Resolve for MemoryPaths<'_> {
 }
 
 impl<W: Write> Processor<W> {
-    /// A processor writing to `out`; scans the mounted hierarchies first.
+    /// A processor writing to `out`. The mounted hierarchies are scanned on a thread of
+    /// their own: on a node with 100,000 cgroups the walk takes seconds, and the programs
+    /// record every kill meanwhile (the ring buffer holds them), so the daemon is ready
+    /// without waiting for it. Only a record that needs a cgroup's path waits for the scan.
     pub fn new(cgroups: CgroupMounts, out: W) -> Self {
-        let mut cache = PathCache::default();
-        for h in cgroups.hierarchies() {
-            let n = cache.scan(h);
-            info!(hierarchy = h.id, mount = %h.mount.display(), cgroups = n, "scanned cgroup hierarchy");
-        }
+        let hierarchies: Vec<_> = cgroups.hierarchies().cloned().collect();
+        let scan_all = move || {
+            let mut cache = PathCache::default();
+            for h in &hierarchies {
+                let t = std::time::Instant::now();
+                let n = cache.scan(h);
+                info!(hierarchy = h.id, mount = %h.mount.display(), cgroups = n,
+                    took_ms = t.elapsed().as_millis() as u64, "scanned cgroup hierarchy");
+            }
+            cache
+        };
+        let (cache, scan) = match std::thread::Builder::new()
+            .name("cgroup-scan".into())
+            .spawn(scan_all.clone())
+        {
+            Ok(t) => (PathCache::default(), Some(t)),
+            Err(e) => {
+                warn!(error = %e, "cannot start the cgroup scan's thread: scanning before the loop");
+                (scan_all(), None)
+            }
+        };
         Processor {
             seq: 0,
             cache,
+            scan,
             cgroups,
             out: JsonLines::new(out),
             malformed: 0,
@@ -203,6 +226,7 @@ impl<W: Write> Processor<W> {
     pub fn begin(&mut self, bytes: &[u8]) -> io::Result<Begun> {
         match Record::parse(bytes) {
             Ok(Record::Oom(r)) => {
+                self.scanned();
                 let received_us = boot_ns().saturating_sub(r.ktime_ns) / 1000;
                 tracing::trace!(received_us, kind = r.kind, "record read");
                 self.seq += 1;
@@ -290,6 +314,7 @@ impl<W: Write> Processor<W> {
             Some(p) => self.cache.learn(m.root, m.id, p),
             None => {
                 // Too long to carry: read it from the filesystem while it exists.
+                self.scanned();
                 if let Some(h) = self.cgroups.hierarchies().find(|h| h.id == m.root) {
                     self.cache.resolve(Some(h), m.id);
                 }
@@ -299,11 +324,32 @@ impl<W: Write> Processor<W> {
 
     /// A process moved into a memory cgroup: the audit decides whom it concerns.
     fn on_migration(&mut self, a: &CgroupAttachRecord) {
+        if self.audits.is_none() {
+            return;
+        }
+        self.scanned();
         let Some(audits) = self.audits.as_mut() else {
             return;
         };
         let dst = self.cache.resolve(self.cgroups.memory(), a.id);
         audits.on_migration(a.pid, dst.as_deref());
+    }
+
+    /// Takes in the start-up scan, waiting for it if it is still running (once, at most the
+    /// walk's time).
+    fn scanned(&mut self) {
+        if let Some(t) = self.scan.take() {
+            match t.join() {
+                Ok(scanned) => {
+                    // The scan is the big one: what was learned meanwhile joins it.
+                    let live = std::mem::replace(&mut self.cache, scanned);
+                    self.cache.absorb(live);
+                    // The walk's buffers were freed on its thread's heap.
+                    crate::host::heap::release_freed_memory();
+                }
+                Err(_) => warn!("the cgroup scan's thread failed: paths are learned as cgroups appear and on a miss"),
+            }
+        }
     }
 
     /// The work that names the container(s) and, for a kill, hands TaskOOM to containerd
@@ -321,8 +367,21 @@ impl<W: Write> Processor<W> {
         let (seq, ktime_ns) = (ev.seq, ev.ktime_ns);
         Some(Box::pin(async move {
             let t0 = std::time::Instant::now();
-            let woke_us = boot_ns().saturating_sub(ktime_ns) / 1000;
-            let owners = cd.attribute(victim.as_deref(), oom.as_deref()).await;
+            let since_kill = std::time::Duration::from_nanos(boot_ns().saturating_sub(ktime_ns));
+            let woke_us = since_kill.as_micros() as u64;
+            // One deadline for naming the container and handing its TaskOOM over, counted
+            // from the kill: however containerd (or the disk, or the kills queued ahead)
+            // behaves, the line goes out about HANDOFF after the kill.
+            let deadline = taskoom::handoff_deadline(since_kill);
+            let owners = match tokio::time::timeout_at(
+                deadline,
+                cd.attribute(victim.as_deref(), oom.as_deref()),
+            )
+            .await
+            {
+                Ok(found) => found,
+                Err(_) => cd.attribute_indexed(victim.as_deref(), oom.as_deref()),
+            };
             let attributed = t0.elapsed();
             if owners.is_empty() {
                 return Enrichment {
@@ -335,7 +394,7 @@ impl<W: Write> Processor<W> {
                 let mut p = publisher.lock().await;
                 published = true;
                 for c in &owners {
-                    published &= p.oom(&c.namespace, &c.id, ktime_ns).await;
+                    published &= p.oom(&c.namespace, &c.id, ktime_ns, deadline).await;
                 }
             }
             tracing::debug!(
@@ -368,7 +427,8 @@ impl<W: Write> Processor<W> {
             }
             let mut p = publisher.lock().await;
             for c in &owners {
-                let published = p.oom(&c.namespace, &c.id, k.ktime_ns).await;
+                let deadline = taskoom::handoff_deadline(std::time::Duration::ZERO);
+                let published = p.oom(&c.namespace, &c.id, k.ktime_ns, deadline).await;
                 info!(seq = k.seq, namespace = %c.namespace, container = %c.id, published,
                     "a kill made while containerd was out of reach is attributed now; TaskOOM handed over");
             }

@@ -8,6 +8,13 @@
 //! I/O; the file is rewritten (atomically, live entries only) when the dead lines outnumber
 //! the live ones, which keeps it O(n) amortised, and removed when the queue is empty.
 //!
+//! The queue lives in memory, on the event thread; the file is written by a thread of its
+//! own ([`Writer`]), which gets every change through a channel. So no write, fsync or
+//! rewrite ever holds a kill's line back (a loaded disk can take seconds to sync). A kill's
+//! entry is queued to the writer before its line is written, and appended and synced moments
+//! later; entries queued together share one sync. Only an observer crash in the instant
+//! between the two, or a kernel crash before the sync, could lose one.
+//!
 //! Any bytes are tolerated on open: a line that is not an entry or an acknowledgement (a torn
 //! write, a disk error, an edit) is skipped, counted and logged, and the file is kept aside as
 //! `taskoom-spool.jsonl.corrupt` before it is rewritten. A write that fails (a full or
@@ -19,6 +26,11 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write},
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+    thread,
     time::{Duration, Instant},
 };
 
@@ -75,24 +87,54 @@ pub struct Loaded {
     pub corrupt: usize,
 }
 
-/// The queue and its file.
+/// A change of the queue, for the [`Writer`].
+enum Op {
+    /// An entry was queued.
+    Append(u64, Pending),
+    /// Every entry up to this id is done (delivered or dropped).
+    Ack(u64),
+    /// Make the acknowledgements so far durable.
+    Sync,
+    /// Answer once everything before is written and synced.
+    Barrier(mpsc::Sender<()>),
+}
+
+/// The writer thread's end, owned by the [`Spool`].
+#[derive(Debug)]
+struct Disk {
+    tx: Option<mpsc::Sender<Op>>,
+    /// The file does not mirror the queue (a write failed and no rewrite has succeeded).
+    dirty: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Disk {
+    fn send(&self, op: Op) {
+        if let Some(tx) = &self.tx {
+            // The writer ends only when this end is dropped.
+            let _ = tx.send(op);
+        }
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        // What was queued is written before the observer exits.
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The queue; its file is kept by the [`Writer`] thread.
 #[derive(Debug)]
 pub struct Spool {
-    /// The file; `None` keeps the queue in memory only (no state dir, or one that could not
-    /// be read: it is then never overwritten).
-    path: Option<PathBuf>,
     queue: VecDeque<(u64, Pending)>,
     next_id: u64,
-    /// Lines in the file (entries and acknowledgements), to decide when to rewrite.
-    file_lines: usize,
-    /// The file does not mirror the queue (a write failed): no appends until a rewrite
-    /// succeeds.
-    dirty: bool,
-    /// A write failed and no rewrite has succeeded since (for the recovery log line).
-    failed: bool,
-    last_persist: Option<Instant>,
-    /// Acknowledgements appended since the last sync.
-    unsynced: bool,
+    /// `None` keeps the queue in memory only (no state dir, or one that could not be read:
+    /// it is then never overwritten).
+    disk: Option<Disk>,
     dropped: u64,
     loaded: Loaded,
     /// [`MAX_ENTRIES`], smaller in tests.
@@ -110,26 +152,14 @@ impl Spool {
     fn open_with_cap(dir: Option<&Path>, cap: usize) -> Spool {
         let mut s = Spool {
             cap,
-            path: None,
             queue: VecDeque::new(),
             next_id: 1,
-            file_lines: 0,
-            dirty: false,
-            failed: false,
-            last_persist: None,
-            unsynced: false,
+            disk: None,
             dropped: 0,
             loaded: Loaded::default(),
         };
         let Some(dir) = dir else { return s };
         let path = dir.join(FILE_NAME);
-        if let Err(e) = check_dir(dir) {
-            warn!(
-                state_dir = %dir.display(),
-                error = %e,
-                "state directory unusable: TaskOOMs that wait for containerd are kept in memory only, and lost if the observer restarts before containerd is back"
-            );
-        }
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             // No file yet, or a state path that is not a directory (warned about above).
@@ -146,14 +176,14 @@ impl Spool {
                 return s;
             }
         };
-        s.path = Some(path);
         let mut legacy = false;
         let mut first_bad: Vec<usize> = Vec::new();
+        let mut file_lines = 0;
         for (n, raw) in bytes.split(|b| *b == b'\n').enumerate() {
             if raw.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            s.file_lines += 1;
+            file_lines += 1;
             match serde_json::from_slice::<Line>(raw) {
                 Ok(Line::Ack { acked }) => {
                     while s.queue.front().is_some_and(|(id, _)| *id <= acked) {
@@ -180,14 +210,14 @@ impl Spool {
                 }
             }
         }
+        drop(bytes);
         while s.queue.len() > s.cap {
             s.drop_oldest_in_memory();
         }
         s.loaded.entries = s.queue.len();
         if s.loaded.corrupt > 0 {
-            let path = s.path.as_deref().unwrap_or(dir);
             let aside = path.with_extension("jsonl.corrupt");
-            let kept = fs::copy(path, &aside).is_ok();
+            let kept = fs::copy(&path, &aside).is_ok();
             warn!(
                 path = %path.display(),
                 skipped_lines = s.loaded.corrupt,
@@ -197,9 +227,34 @@ impl Spool {
                 "skipped unreadable lines in the TaskOOM spool"
             );
         }
-        if s.loaded.corrupt > 0 || legacy || s.dropped > 0 || s.dead_lines() > 0 {
-            s.dirty = true;
-            s.persist_now();
+        let rewrite = s.loaded.corrupt > 0 || legacy || s.dropped > 0 || file_lines > s.queue.len();
+        let dirty = Arc::new(AtomicBool::new(rewrite));
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            path,
+            mirror: s.queue.clone(),
+            file_lines,
+            dirty: rewrite,
+            failed: false,
+            last_persist: None,
+            unsynced: false,
+            shared_dirty: dirty.clone(),
+        };
+        let (tx, rx) = mpsc::channel();
+        match thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || writer.run(rx))
+        {
+            Ok(t) => {
+                s.disk = Some(Disk {
+                    tx: Some(tx),
+                    dirty,
+                    thread: Some(t),
+                })
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot start the TaskOOM spool's writer: TaskOOMs of this run are kept in memory only")
+            }
         }
         s
     }
@@ -229,13 +284,12 @@ impl Spool {
         self.dropped
     }
 
-    /// Whether every waiting entry is on disk (always true without a state dir).
+    /// Whether the file mirrors the queue as far as the writer got (always true without a
+    /// state dir).
     pub fn on_disk(&self) -> bool {
-        !self.dirty
-    }
-
-    fn dead_lines(&self) -> usize {
-        self.file_lines.saturating_sub(self.queue.len())
+        self.disk
+            .as_ref()
+            .is_none_or(|d| !d.dirty.load(Ordering::Relaxed))
     }
 
     fn drop_oldest_in_memory(&mut self) -> Option<u64> {
@@ -250,69 +304,182 @@ impl Spool {
         Some(id)
     }
 
-    /// Appends an entry. `Ok` when it is on disk (or there is no state dir); `Err` when the
-    /// disk refused it: the entry is queued all the same, delivered like the others, and
-    /// written with the rest once the disk takes writes again ([`Spool::persist`]).
-    pub fn push(&mut self, p: Pending) -> io::Result<()> {
+    /// Queues an entry; the writer appends and syncs it (a disk that refuses it is logged
+    /// there, and the entry is written with the rest once the disk takes writes again).
+    /// Never waits for the disk.
+    pub fn push(&mut self, p: Pending) {
         if self.queue.len() >= self.cap {
             if let Some(id) = self.drop_oldest_in_memory() {
-                self.append_ack(id);
+                self.send(Op::Ack(id));
             }
         }
         let id = self.next_id;
         self.next_id += 1;
+        self.queue.push_back((id, p.clone()));
+        self.send(Op::Append(id, p));
+    }
+
+    /// Removes the oldest entry (containerd took it). The acknowledgement is appended by the
+    /// writer and synced after [`Spool::sync`]: a crash in between delivers it again, never
+    /// loses one.
+    pub fn pop_front(&mut self) -> Option<Pending> {
+        let (id, p) = self.queue.pop_front()?;
+        self.send(Op::Ack(id));
+        Some(p)
+    }
+
+    /// Makes the acknowledgements appended so far durable (after a delivery run).
+    pub fn sync(&mut self) {
+        self.send(Op::Sync);
+    }
+
+    /// Waits until the writer has written (and synced) everything queued before.
+    pub fn settle(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.send(Op::Barrier(tx));
+        let _ = rx.recv();
+    }
+
+    fn send(&self, op: Op) {
+        if let Some(d) = &self.disk {
+            d.send(op);
+        }
+    }
+}
+
+/// The spool's file, on a thread of its own: mirrors the queue from the [`Op`]s it gets.
+struct Writer {
+    /// The state directory, checked first.
+    dir: PathBuf,
+    path: PathBuf,
+    /// The queue as far as the ops got (for rewrites).
+    mirror: VecDeque<(u64, Pending)>,
+    /// Lines in the file (entries and acknowledgements), to decide when to rewrite.
+    file_lines: usize,
+    /// The file does not mirror the queue (a write failed): no appends until a rewrite
+    /// succeeds.
+    dirty: bool,
+    /// A write failed and no rewrite has succeeded since (for the recovery log line).
+    failed: bool,
+    last_persist: Option<Instant>,
+    /// Lines appended since the last sync.
+    unsynced: bool,
+    shared_dirty: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Op>) {
+        // Here, not at start-up: the check is a synced write, which a loaded disk can hold
+        // for a second.
+        if let Err(e) = check_dir(&self.dir) {
+            warn!(
+                state_dir = %self.dir.display(),
+                error = %e,
+                "state directory unusable: TaskOOMs that wait for containerd are kept in memory only, and lost if the observer restarts before containerd is back"
+            );
+        }
+        if self.dirty {
+            self.persist_now();
+        }
+        loop {
+            // A disk that refused a write is tried again on its own, without a new op.
+            let first = if self.dirty {
+                match rx.recv_timeout(PERSIST_EVERY) {
+                    Ok(op) => Some(op),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(op) => Some(op),
+                    Err(_) => break,
+                }
+            };
+            // Everything queued meanwhile goes in one go, with one sync for its entries.
+            let mut appended = false;
+            for op in first.into_iter().chain(rx.try_iter()) {
+                match op {
+                    Op::Append(id, p) => appended |= self.append_entry(id, p),
+                    Op::Ack(id) => self.ack(id),
+                    Op::Sync => self.sync(),
+                    Op::Barrier(done) => {
+                        if appended {
+                            self.sync();
+                            appended = false;
+                        }
+                        let _ = done.send(());
+                    }
+                }
+            }
+            if appended {
+                self.sync();
+            }
+            self.persist();
+            self.shared_dirty.store(self.dirty, Ordering::Relaxed);
+        }
+        // The observer stops: what it queued last is made durable.
+        self.persist_now_if_dirty();
+        self.sync();
+    }
+
+    /// Appends one entry; whether it went into the file (to be synced).
+    fn append_entry(&mut self, id: u64, p: Pending) -> bool {
         let line = encode(&Stored {
             id: Some(id),
             p: p.clone(),
         });
-        self.queue.push_back((id, p));
-        let Some(path) = self.path.clone() else {
-            return Ok(());
-        };
+        self.mirror.push_back((id, p));
         if self.dirty {
+            // Written with the rest by the next rewrite.
             self.persist();
-            return if self.dirty {
-                Err(io::Error::other(
-                    "the spool's disk refused an earlier write",
-                ))
-            } else {
-                Ok(())
-            };
+            if self.dirty {
+                self.warn_kept_in_memory(&self.mirror[self.mirror.len() - 1].1, None);
+            }
+            return false;
         }
-        let r = append(&path, &line, true);
-        match &r {
-            Ok(()) => self.file_lines += 1,
-            Err(_) => self.fail(),
+        match append(&self.path, &line) {
+            Ok(()) => {
+                self.file_lines += 1;
+                self.unsynced = true;
+                true
+            }
+            Err(e) => {
+                self.fail();
+                self.warn_kept_in_memory(&self.mirror[self.mirror.len() - 1].1, Some(&e));
+                false
+            }
         }
-        r
+    }
+
+    fn warn_kept_in_memory(&self, p: &Pending, e: Option<&io::Error>) {
+        let error = match e {
+            Some(e) => e.to_string(),
+            None => "the spool's disk refused an earlier write".into(),
+        };
+        warn!(error, namespace = %p.namespace, container = %p.container_id, waiting = self.mirror.len(),
+            "cannot write the TaskOOM spool: this TaskOOM waits in memory (lost if the observer restarts first), is retried to containerd, and written to disk when the disk takes it");
     }
 
     fn fail(&mut self) {
         self.dirty = true;
         self.failed = true;
+        self.shared_dirty.store(true, Ordering::Relaxed);
     }
 
-    /// Removes the oldest entry (containerd took it). The acknowledgement is appended now and
-    /// synced by [`Spool::sync`]: a crash in between delivers it again, never loses one.
-    pub fn pop_front(&mut self) -> io::Result<Option<Pending>> {
-        let Some((id, p)) = self.queue.pop_front() else {
-            return Ok(None);
-        };
-        self.append_ack(id);
-        self.compact_if_due();
-        Ok(Some(p))
+    fn dead_lines(&self) -> usize {
+        self.file_lines.saturating_sub(self.mirror.len())
     }
 
-    fn append_ack(&mut self, id: u64) {
-        let Some(path) = self.path.clone() else {
-            return;
-        };
+    fn ack(&mut self, id: u64) {
+        while self.mirror.front().is_some_and(|(i, _)| *i <= id) {
+            self.mirror.pop_front();
+        }
         if self.dirty {
             return;
         }
-        if self.queue.is_empty() {
+        if self.mirror.is_empty() {
             // Nothing waits: no file, as on a node where containerd always answered.
-            match fs::remove_file(&path) {
+            match fs::remove_file(&self.path) {
                 Ok(()) => {
                     self.file_lines = 0;
                     self.unsynced = false;
@@ -327,43 +494,34 @@ impl Spool {
         }
         let mut line = format!("{{\"acked\":{id}}}").into_bytes();
         line.push(b'\n');
-        match append(&path, &line, false) {
+        match append(&self.path, &line) {
             Ok(()) => {
                 self.file_lines += 1;
                 self.unsynced = true;
             }
             Err(_) => self.fail(),
         }
-    }
-
-    fn compact_if_due(&mut self) {
-        if self.path.is_some()
-            && !self.dirty
-            && self.dead_lines() > self.queue.len().max(COMPACT_SLACK)
-        {
+        if !self.dirty && self.dead_lines() > self.mirror.len().max(COMPACT_SLACK) {
             self.dirty = true;
             self.persist_now();
         }
     }
 
-    /// Makes the acknowledgements appended so far durable (after a delivery run).
-    pub fn sync(&mut self) {
+    fn sync(&mut self) {
         if !self.unsynced || self.dirty {
             return;
         }
         self.unsynced = false;
-        if let Some(path) = &self.path {
-            if let Err(e) = File::open(path).and_then(|f| f.sync_data()) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    self.fail();
-                }
+        if let Err(e) = File::open(&self.path).and_then(|f| f.sync_data()) {
+            if e.kind() != io::ErrorKind::NotFound {
+                self.fail();
             }
         }
     }
 
-    /// Writes the queue to disk if an earlier write failed; at most every
-    /// [`PERSIST_EVERY`]. Call on every retry.
-    pub fn persist(&mut self) {
+    /// Rewrites the file from the queue if an earlier write failed; at most every
+    /// [`PERSIST_EVERY`].
+    fn persist(&mut self) {
         if !self.dirty
             || self
                 .last_persist
@@ -374,35 +532,38 @@ impl Spool {
         self.persist_now();
     }
 
+    fn persist_now_if_dirty(&mut self) {
+        if self.dirty {
+            self.persist_now();
+        }
+    }
+
     fn persist_now(&mut self) {
-        let Some(path) = self.path.clone() else {
-            self.dirty = false;
-            return;
-        };
         self.last_persist = Some(Instant::now());
-        let r = if self.queue.is_empty() {
-            match fs::remove_file(&path) {
+        let r = if self.mirror.is_empty() {
+            match fs::remove_file(&self.path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             }
         } else {
-            rewrite(&path, &self.queue)
+            rewrite(&self.path, &self.mirror)
         };
         match r {
             Ok(()) => {
                 if self.failed {
-                    info!(path = %path.display(), entries = self.queue.len(), "TaskOOM spool written to disk again");
+                    info!(path = %self.path.display(), entries = self.mirror.len(), "TaskOOM spool written to disk again");
                 }
                 self.failed = false;
                 self.dirty = false;
                 self.unsynced = false;
-                self.file_lines = self.queue.len();
+                self.file_lines = self.mirror.len();
             }
             Err(e) => {
                 self.failed = true;
-                tracing::debug!(path = %path.display(), error = %e, entries = self.queue.len(), "TaskOOM spool still not written");
+                tracing::debug!(path = %self.path.display(), error = %e, entries = self.mirror.len(), "TaskOOM spool still not written");
             }
         }
+        self.shared_dirty.store(self.dirty, Ordering::Relaxed);
     }
 }
 
@@ -427,13 +588,8 @@ fn open_append(path: &Path) -> io::Result<File> {
     }
 }
 
-fn append(path: &Path, line: &[u8], durable: bool) -> io::Result<()> {
-    let mut f = open_append(path)?;
-    f.write_all(line)?;
-    if durable {
-        f.sync_data()?;
-    }
-    Ok(())
+fn append(path: &Path, line: &[u8]) -> io::Result<()> {
+    open_append(path)?.write_all(line)
 }
 
 fn rewrite(path: &Path, queue: &VecDeque<(u64, Pending)>) -> io::Result<()> {
@@ -467,7 +623,7 @@ fn check_dir(dir: &Path) -> io::Result<()> {
         Ok(m) if !m.is_dir() => return Err(io::Error::other("not a directory")),
         Ok(_) => {
             let probe = dir.join(".oom-observer-probe");
-            let r = append(&probe, b"x", true);
+            let r = append(&probe, b"x").and_then(|()| File::open(&probe)?.sync_data());
             let _ = fs::remove_file(&probe);
             return r;
         }

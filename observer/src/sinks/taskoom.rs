@@ -19,10 +19,21 @@ pub const SAME_KILL: Duration = Duration::from_secs(1);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// The longest a kill's TaskOOM may hold its JSON line back: connecting and publishing
-/// together. A containerd that does not answer in time (hung, stopped, overloaded) gets the
-/// TaskOOM through the spool, and the line is written with `published: false`.
+/// The longest a kill's TaskOOM may hold its JSON line back, counted from the kill itself:
+/// naming the container, connecting and publishing together (see [`handoff_deadline`]). A
+/// containerd that does not answer in time (hung, stopped, overloaded) gets the TaskOOM
+/// through the spool, and the line is written with `published: false`.
 pub const HANDOFF: Duration = Duration::from_secs(2);
+
+/// Even a kill read late gets this long to reach containerd directly.
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+
+/// When a kill's hand-off must be over: [`HANDOFF`] after the kill (`since_kill` ago), so
+/// kills queued behind a slow one do not each add their own wait; at least [`MIN_ATTEMPT`]
+/// from now.
+pub fn handoff_deadline(since_kill: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + HANDOFF.saturating_sub(since_kill).max(MIN_ATTEMPT)
+}
 
 /// Publishes TaskOOM to containerd.
 pub struct Publisher {
@@ -74,7 +85,8 @@ pub async fn retry_task(p: SharedPublisher, wake: std::sync::Arc<tokio::sync::No
                     }
                 }
             };
-            let (client, ok) = publish_once(client, &socket, &entry).await;
+            let deadline = tokio::time::Instant::now() + HANDOFF;
+            let (client, ok) = publish_once(client, &socket, &entry, deadline).await;
             let mut g = p.lock().await;
             if g.client.is_none() {
                 g.client = client;
@@ -151,9 +163,16 @@ impl Publisher {
         self.retry_at
     }
 
-    /// Hands one kill of a container to containerd. Returns whether containerd has a
-    /// TaskOOM for this kill (published now, or moments ago for the same kill).
-    pub async fn oom(&mut self, namespace: &str, container_id: &str, ktime_ns: u64) -> bool {
+    /// Hands one kill of a container to containerd by `deadline`, else to the spool.
+    /// Returns whether containerd has a TaskOOM for this kill (published now, or moments ago
+    /// for the same kill).
+    pub async fn oom(
+        &mut self,
+        namespace: &str,
+        container_id: &str,
+        ktime_ns: u64,
+        deadline: tokio::time::Instant,
+    ) -> bool {
         if container_id.is_empty() {
             // containerd would drop it, and so do we.
             return false;
@@ -174,17 +193,15 @@ impl Publisher {
         // it behind the rest); and while containerd is known not to answer, nothing waits
         // for it.
         if self.spool.is_empty() && !self.down {
-            if self.send(&p).await {
+            if self.send(&p, deadline).await {
                 self.recent.insert(key, (now, true));
                 return true;
             }
             self.down = true;
         }
         self.spooled += 1;
-        if let Err(e) = self.spool.push(p) {
-            warn!(error = %e, namespace, container = container_id, waiting = self.spool.len(),
-                "cannot write the TaskOOM spool: this TaskOOM waits in memory (lost if the observer restarts first), is retried to containerd, and written to disk when the disk takes it");
-        }
+        // Queued now; its thread writes it (and says so if the disk refuses it).
+        self.spool.push(p);
         self.recent.insert(key, (now, false));
         if !self.down {
             // containerd answers: deliver the spool now, this one last.
@@ -223,19 +240,16 @@ impl Publisher {
     /// containerd took it.
     async fn deliver_one(&mut self) -> Option<bool> {
         let p = self.spool.front().cloned()?;
-        if !self.send(&p).await {
+        if !self.send(&p, tokio::time::Instant::now() + HANDOFF).await {
             return Some(false);
         }
         info!(namespace = %p.namespace, container = %p.container_id, "delivered a spooled TaskOOM");
-        if let Err(e) = self.spool.pop_front() {
-            warn!(error = %e, "cannot rewrite the TaskOOM spool");
-        }
+        self.spool.pop_front();
         Some(true)
     }
 
     fn retry_done(&mut self) {
         self.spool.sync();
-        self.spool.persist();
         self.retry_at = None;
         self.backoff = RETRY_MIN;
         self.down = false;
@@ -243,14 +257,13 @@ impl Publisher {
 
     fn retry_failed(&mut self) {
         self.spool.sync();
-        self.spool.persist();
         self.down = true;
         self.backoff = (self.backoff * 2).min(RETRY_MAX);
         self.retry_at = Some(Instant::now() + self.backoff);
     }
 
-    async fn send(&mut self, p: &Pending) -> bool {
-        let (client, ok) = publish_once(self.client.take(), &self.socket, p).await;
+    async fn send(&mut self, p: &Pending, deadline: tokio::time::Instant) -> bool {
+        let (client, ok) = publish_once(self.client.take(), &self.socket, p, deadline).await;
         self.client = client;
         if ok {
             self.delivered += 1;
@@ -264,13 +277,11 @@ impl Publisher {
         if let Some(p) = self.spool.front() {
             info!(namespace = %p.namespace, container = %p.container_id, "delivered a spooled TaskOOM");
         }
-        if let Err(e) = self.spool.pop_front() {
-            warn!(error = %e, "cannot rewrite the TaskOOM spool");
-        }
+        self.spool.pop_front();
     }
 }
 
-/// One TaskOOM to containerd within [`HANDOFF`] (connecting first if there is no client).
+/// One TaskOOM to containerd by `deadline` (connecting first if there is no client).
 /// Returns the client to keep (none after a failure: containerd may have restarted on the
 /// same socket) and whether containerd took it. A publish that timed out may still reach
 /// containerd later; it is spooled and sent again, with the same `ktime` marker.
@@ -278,6 +289,7 @@ async fn publish_once(
     client: Option<Client>,
     socket: &Path,
     p: &Pending,
+    deadline: tokio::time::Instant,
 ) -> (Option<Client>, bool) {
     let attempt = async {
         let client = match client {
@@ -301,10 +313,11 @@ async fn publish_once(
             }
         }
     };
-    match tokio::time::timeout(HANDOFF, attempt).await {
+    let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+    match tokio::time::timeout_at(deadline, attempt).await {
         Ok(r) => r,
         Err(_) => {
-            warn!(namespace = %p.namespace, container = %p.container_id, timeout_ms = HANDOFF.as_millis() as u64,
+            warn!(namespace = %p.namespace, container = %p.container_id, timeout_ms = budget.as_millis() as u64,
                 "containerd did not take the TaskOOM in time; spooled for retry");
             (None, false)
         }
@@ -315,20 +328,27 @@ async fn publish_once(
 mod tests {
     use super::*;
 
+    fn soon() -> tokio::time::Instant {
+        handoff_deadline(Duration::ZERO)
+    }
+
     /// No containerd at all: every TaskOOM is spooled, in order, once per kill.
     #[tokio::test]
     async fn one_taskoom_per_container_and_kill_spooled_in_order_without_containerd() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("no-containerd.sock");
         let mut p = Publisher::new(&socket, Some(dir.path()));
-        assert!(!p.oom("k8s.io", "a", 1).await, "nothing can be published");
         assert!(
-            !p.oom("k8s.io", "a", 2).await,
+            !p.oom("k8s.io", "a", 1, soon()).await,
+            "nothing can be published"
+        );
+        assert!(
+            !p.oom("k8s.io", "a", 2, soon()).await,
             "same container within SAME_KILL"
         );
-        assert!(!p.oom("k8s.io", "b", 3).await);
+        assert!(!p.oom("k8s.io", "b", 3, soon()).await);
         assert!(
-            !p.oom("k8s.io", "", 4).await,
+            !p.oom("k8s.io", "", 4, soon()).await,
             "an empty id is never published"
         );
         assert_eq!(p.pending(), 2, "one entry per container and kill");
