@@ -16,6 +16,28 @@ use crate::enrich::{container::ContainerKey, containerd::Client};
 /// `memory.oom.group` kill takes several processes at once, and gets one TaskOOM.
 pub const SAME_KILL: Duration = Duration::from_secs(1);
 
+/// How long a TaskOOM handed over for an OOM killer invocation (published at its decision)
+/// answers for that invocation's kills of the same container: the kernel prints its whole
+/// report between the decision and the kill, which on a slow serial console can take
+/// longer than [`SAME_KILL`].
+pub const SAME_INCIDENT: Duration = Duration::from_secs(120);
+
+/// A container's last TaskOOM: when, whether containerd took it, for which invocation.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    at: Instant,
+    delivered: bool,
+    incident: Option<u64>,
+}
+
+impl Recent {
+    /// Whether a kill at `now` of invocation `incident` is the same kill.
+    fn covers(&self, now: Instant, incident: Option<u64>) -> bool {
+        let age = now.duration_since(self.at);
+        age < SAME_KILL || (incident.is_some() && incident == self.incident && age < SAME_INCIDENT)
+    }
+}
+
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -29,7 +51,7 @@ pub struct Publisher {
     socket: PathBuf,
     client: Option<Client>,
     spool: Spool,
-    recent: HashMap<ContainerKey, (Instant, bool)>,
+    recent: HashMap<ContainerKey, Recent>,
     retry_at: Option<Instant>,
     backoff: Duration,
     delivered: u64,
@@ -152,19 +174,36 @@ impl Publisher {
     }
 
     /// Hands one kill of a container to containerd. Returns whether containerd has a
-    /// TaskOOM for this kill (published now, or moments ago for the same kill).
-    pub async fn oom(&mut self, namespace: &str, container_id: &str, ktime_ns: u64) -> bool {
+    /// TaskOOM for this kill (published now, or moments ago for the same kill: within
+    /// [`SAME_KILL`], or for the same OOM killer invocation `incident`, whose decision may
+    /// have published it).
+    pub async fn oom(
+        &mut self,
+        namespace: &str,
+        container_id: &str,
+        ktime_ns: u64,
+        incident: Option<u64>,
+    ) -> bool {
         if container_id.is_empty() {
             // containerd would drop it, and so do we.
             return false;
         }
         let key = ContainerKey::new(namespace, container_id);
         let now = Instant::now();
-        self.recent
-            .retain(|_, (t, _)| now.duration_since(*t) < SAME_KILL);
-        if let Some((_, delivered)) = self.recent.get(&key) {
-            return *delivered;
+        self.recent.retain(|_, r| {
+            let age = now.duration_since(r.at);
+            age < SAME_KILL || (r.incident.is_some() && age < SAME_INCIDENT)
+        });
+        if let Some(r) = self.recent.get(&key) {
+            if r.covers(now, incident) {
+                return r.delivered;
+            }
         }
+        let recent = |delivered| Recent {
+            at: now,
+            delivered,
+            incident,
+        };
         let p = Pending {
             namespace: key.namespace.clone(),
             container_id: key.id.clone(),
@@ -175,7 +214,7 @@ impl Publisher {
         // for it.
         if self.spool.is_empty() && !self.down {
             if self.send(&p).await {
-                self.recent.insert(key, (now, true));
+                self.recent.insert(key, recent(true));
                 return true;
             }
             self.down = true;
@@ -185,7 +224,7 @@ impl Publisher {
             warn!(error = %e, namespace, container = container_id, waiting = self.spool.len(),
                 "cannot write the TaskOOM spool: this TaskOOM waits in memory (lost if the observer restarts first), is retried to containerd, and written to disk when the disk takes it");
         }
-        self.recent.insert(key, (now, false));
+        self.recent.insert(key, recent(false));
         if !self.down {
             // containerd answers: deliver the spool now, this one last.
             self.retry_at = Some(now);
@@ -321,14 +360,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("no-containerd.sock");
         let mut p = Publisher::new(&socket, Some(dir.path()));
-        assert!(!p.oom("k8s.io", "a", 1).await, "nothing can be published");
         assert!(
-            !p.oom("k8s.io", "a", 2).await,
+            !p.oom("k8s.io", "a", 1, None).await,
+            "nothing can be published"
+        );
+        assert!(
+            !p.oom("k8s.io", "a", 2, None).await,
             "same container within SAME_KILL"
         );
-        assert!(!p.oom("k8s.io", "b", 3).await);
+        assert!(!p.oom("k8s.io", "b", 3, None).await);
         assert!(
-            !p.oom("k8s.io", "", 4).await,
+            !p.oom("k8s.io", "", 4, None).await,
             "an empty id is never published"
         );
         assert_eq!(p.pending(), 2, "one entry per container and kill");
@@ -343,5 +385,34 @@ mod tests {
                 .map(|e| (e.container_id.as_str(), e.ktime_ns)),
             Some(("a", 1))
         );
+    }
+}
+
+#[cfg(test)]
+mod incident_tests {
+    use super::*;
+
+    /// A decision's TaskOOM answers for its invocation's kill of the same container even
+    /// after SAME_KILL (the kernel's report can take that long on a serial console), and
+    /// only for that invocation.
+    #[tokio::test]
+    async fn one_taskoom_per_invocation_across_a_long_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("no-containerd.sock");
+        let mut p = Publisher::new(&socket, None);
+        p.oom("k8s.io", "a", 10, Some(10)).await;
+        assert_eq!(p.pending(), 1);
+        // Instant::now() does not follow tokio's paused clock: age the entry by hand.
+        if let Some(r) = p.recent.values_mut().next() {
+            r.at -= SAME_KILL * 3;
+        }
+        p.oom("k8s.io", "a", 20, Some(10)).await;
+        assert_eq!(
+            p.pending(),
+            1,
+            "the kill of the same invocation: no second TaskOOM"
+        );
+        p.oom("k8s.io", "a", 30, Some(30)).await;
+        assert_eq!(p.pending(), 2, "a later invocation's kill gets its own");
     }
 }
