@@ -219,6 +219,9 @@ pub struct Tally {
     /// Kills whose first TaskOOM from us reached containerd before the kill itself
     /// (`mark_victim`): published at the decision.
     pub ours_before_kill: usize,
+    /// The OOM killer's decision → our TaskOOM's envelope timestamp, ms: how long the daemon
+    /// took to hear of the decision and publish (the time the kernel's report gives it).
+    pub decided_to_ours_ms: Vec<f64>,
     /// Kills for which containerd got more than one TaskOOM from us.
     pub ours_twice: Vec<String>,
     /// Kills whose TaskOOM from us came after TaskExit or never.
@@ -239,6 +242,15 @@ pub fn tally(namespace: &str, kills: &[Kill], seen: &[Seen], obs_events: &[Value
         .filter_map(|e| {
             let id = e["container"]["id"].as_str()?.to_string();
             let t = humantime::parse_rfc3339(e["time"].as_str()?).ok()?;
+            Some((id, t))
+        })
+        .collect();
+    let decided_at: HashMap<String, SystemTime> = obs_events
+        .iter()
+        .filter(|e| e["event"] == "oom_kill")
+        .filter_map(|e| {
+            let id = e["container"]["id"].as_str()?.to_string();
+            let t = humantime::parse_rfc3339(e["decided_at"].as_str()?).ok()?;
             Some((id, t))
         })
         .collect();
@@ -300,6 +312,10 @@ pub fn tally(namespace: &str, kills: &[Kill], seen: &[Seen], obs_events: &[Value
                 t.ours_before_kill += 1;
             }
         }
+        if let (Some(first), Some(d)) = (ours.first().and_then(|e| e.timestamp), decided_at.get(id))
+        {
+            t.decided_to_ours_ms.push(ms(*d, first));
+        }
         for want_ours in [true, false] {
             let stats = if want_ours {
                 &mut t.ours
@@ -341,6 +357,7 @@ pub fn tally(namespace: &str, kills: &[Kill], seen: &[Seen], obs_events: &[Value
         &mut t.theirs.latency_ms,
         &mut t.exit_ms,
         &mut t.decided_ms,
+        &mut t.decided_to_ours_ms,
     ] {
         v.sort_by(|a, b| a.total_cmp(b));
     }

@@ -75,6 +75,10 @@ enum Cmd {
         /// under target/vm/.
         #[arg(long)]
         only: Option<String>,
+        /// With --vm: more kernel command line for the guests (e.g. `preempt=full`); a run
+        /// whose page goes under target/vm/.
+        #[arg(long)]
+        append: Option<String>,
     },
     /// The unenforced-limit audit scenarios (runc) in the cgroup v2 VM guests; writes
     /// docs/audit-vm.md.
@@ -160,8 +164,13 @@ fn main() -> Result<()> {
             rerender,
             console,
             only,
+            append,
         } => {
-            let run = vm::RaceRun { console, only };
+            let run = vm::RaceRun {
+                console,
+                only,
+                append,
+            };
             // Only the full default run writes the results page (issue 15 item 5).
             let report = report.unwrap_or_else(|| {
                 if run.is_full() {

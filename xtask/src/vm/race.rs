@@ -35,17 +35,19 @@ pub struct RaceRun {
     pub console: ConsoleLevel,
     /// Only this guest (`linux-6.12-x86_64`, …); every cgroup v2 guest when `None`.
     pub only: Option<String>,
+    /// More kernel command line for the guests (e.g. `preempt=full`).
+    pub append: Option<String>,
 }
 
 impl RaceRun {
     /// Whether this is the full default run, the only one that may write `docs/`.
     pub fn is_full(&self) -> bool {
-        self.console == ConsoleLevel::Emergencies && self.only.is_none()
+        self.console == ConsoleLevel::Emergencies && self.only.is_none() && self.append.is_none()
     }
 
     /// Where a run that is not the full one writes its page: under `target/`.
     pub fn partial_report(&self) -> PathBuf {
-        let mut name = format!("race-vm-{}", self.console.name());
+        let mut name = format!("race-vm-{}{}", self.console.name(), self.append_suffix());
         if let Some(g) = &self.only {
             name.push('-');
             name.push_str(g);
@@ -66,9 +68,24 @@ impl RaceRun {
     }
 
     fn suffix(&self) -> String {
-        match self.console {
+        let console = match self.console {
             ConsoleLevel::Emergencies => String::new(),
             c => format!("-{}", c.name()),
+        };
+        format!("{console}{}", self.append_suffix())
+    }
+
+    /// The extra command line as a file-name part (`-preempt=full`).
+    fn append_suffix(&self) -> String {
+        match &self.append {
+            Some(a) => format!(
+                "-{}",
+                a.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join("-")
+                    .replace(['/', ' '], "_")
+            ),
+            None => String::new(),
         }
     }
 }
@@ -152,7 +169,11 @@ fn boot_all(kills: usize, work: &Path, run: &RaceRun) -> Result<Vec<(String, Res
     fs::create_dir_all(&cache)?;
     let boots = prepare(&cache, work, run)?;
     let limit = BASE_LIMIT + PER_KILL * kills as u32;
-    let append = format!("oomx.race={kills}");
+    let mut append = format!("oomx.race={kills}");
+    if let Some(extra) = &run.append {
+        append.push(' ');
+        append.push_str(extra);
+    }
     let results = boot_each(&boots, work, &append, limit, run, |(kernel, lines)| {
         race_verdict(kernel, lines)
     });
@@ -174,6 +195,9 @@ fn write_race_page(
     if let Some(g) = &run.only {
         flags.push_str(&format!(" --only {g}"));
     }
+    if let Some(a) = &run.append {
+        flags.push_str(&format!(" --append '{a}'"));
+    }
     let console = match run.console {
         ConsoleLevel::Emergencies => {
             "Guest console: `loglevel=1` (only emergencies are printed)".to_string()
@@ -189,7 +213,7 @@ fn write_race_page(
     let mut page = format!(
         "# The containerd race in cgroup v2 guests\n\n\
          Written by `cargo xtask race --vm {flags}` — do not edit. Run: {} — wall time \
-         {:.0} s (2 cores, qemu TCG, {} at once). {console}.\n\n\
+         {:.0} s (2 cores, qemu TCG, {} at once). {console}.{}\n\n\
          Each guest boots Debian's 6.12 cloud kernel with an initramfs holding Debian's \
          containerd, runc and busybox-static (with the shared libraries they need) and \
          oom-observer; `/init` mounts cgroup v2 with the memory controller, starts a private \
@@ -205,6 +229,10 @@ fn write_race_page(
             "one guest"
         } else {
             "both guests"
+        },
+        match &run.append {
+            Some(a) => format!(" Also on the guests' command line: `{a}`."),
+            None => String::new(),
         },
     );
     let mut failed = Vec::new();
@@ -276,6 +304,7 @@ fn latency(name: &str, v: &Value) -> (String, Value) {
     };
     let (ours, theirs, exit) = (sample("ours_ms"), sample("theirs_ms"), sample("exit_ms"));
     let decided = sample("decided_ms");
+    let decided_to_ours = sample("decided_to_ours_ms");
     let (o, t, x) = (summary(&ours), summary(&theirs), summary(&exit));
     let d = summary(&decided);
     let mut md = String::from(
@@ -288,6 +317,13 @@ fn latency(name: &str, v: &Value) -> (String, Value) {
     ];
     if !decided.is_empty() {
         rows.push(("OOM killer's decision → kill", decided.len(), d));
+    }
+    if !decided_to_ours.is_empty() {
+        rows.push((
+            "OOM killer's decision → our TaskOOM",
+            decided_to_ours.len(),
+            summary(&decided_to_ours),
+        ));
     }
     for (label, n, s) in rows {
         md.push_str(&format!(
@@ -317,6 +353,7 @@ fn latency(name: &str, v: &Value) -> (String, Value) {
         "kills": v["kills"],
         "ours": o, "theirs": t, "exit": x,
         "decided": (!decided.is_empty()).then_some(d),
+        "decided_to_ours": (!decided_to_ours.is_empty()).then(|| summary(&decided_to_ours)),
         "ours_before_kill": before,
         // Sample sizes: containerd may send no TaskOOM of its own for a kill.
         "n": {"ours": ours.len(), "theirs": theirs.len(), "exit": exit.len()},
