@@ -80,11 +80,20 @@ abi_enum! {
         VictimExit = 4 => "victim_exit",
         /// A process moved into a cgroup of the memory hierarchy ([`CgroupAttachRecord`]).
         CgroupAttach = 5 => "cgroup_attach",
+        /// The OOM killer chose a victim (`oom_kill_process` entry, fentry/kprobe only): before
+        /// its report is printed and before any SIGKILL ([`OomKillRecord`], the victim is
+        /// `oom_control.chosen`, `ktime_ns` is the incident id).
+        OomDecision = 6 => "oom_decision",
+        /// A decision the OOM killer did not carry out: the victim was already exiting
+        /// (`task_will_free_mem`: marked without a signal) or had no memory left to kill for
+        /// (`__oom_kill_process`' early return). [`OomKillRecord`]; from `oom_kill_process`'
+        /// return only the hook, `victim_pid` and the incident are filled.
+        OomSkipped = 7 => "oom_kill_skipped",
     }
 }
 
 /// Slots of the [`map::LOST`] per-CPU array: one per [`RecordKind`] value (slot 0 unused).
-pub const LOST_SLOTS: u32 = 6;
+pub const LOST_SLOTS: u32 = 8;
 
 abi_enum! {
     /// Which kernel program produced a record (the hook strategy, or the auxiliary program).
@@ -143,6 +152,9 @@ pub mod map {
     pub const KILLED: &str = "KILLED";
     /// Threads seen stalled in a memcg OOM ([`crate::StallState`]).
     pub const STALLS: &str = "STALLS";
+    /// One `u32`, set to 1 by the daemon once `signal_generate` is attached: from then on a
+    /// `mark_victim` without the OOM killer's SIGKILL is known not to be a kill.
+    pub const KILL_SIGNAL_ON: &str = "KILL_SIGNAL_ON";
     /// Every map, for the check that the object has them.
     pub const ALL: &[&str] = &[
         EVENTS,
@@ -152,6 +164,7 @@ pub mod map {
         VICTIMS,
         KILLED,
         STALLS,
+        KILL_SIGNAL_ON,
     ];
 }
 
@@ -241,7 +254,28 @@ pub mod valid {
     pub const OOM_SCORE_ADJ: u32 = 1 << 16;
     /// `ns_pid` and `ns_level`.
     pub const NS_PID: u32 = 1 << 17;
+    /// `decision_doubt` (decisions only: the victim's state could be read).
+    pub const DOUBT: u32 = 1 << 18;
 }
+
+/// Bits of [`KillDetail::decision_doubt`]: what, at the OOM killer's decision, says the
+/// chosen victim may not be killed after all. `oom_kill_process` kills nobody when the victim
+/// is already exiting (`task_will_free_mem`: a group exit, or a single-threaded task in
+/// `do_exit`) or when no thread of it has an `mm` left (`__oom_kill_process`' early return).
+pub mod doubt {
+    /// `task->flags & PF_EXITING`: the chosen thread is in `do_exit`.
+    pub const PF_EXITING: u32 = 1 << 0;
+    /// `task->signal->flags & SIGNAL_GROUP_EXIT`: the process is exiting (also after a
+    /// fatal signal from elsewhere).
+    pub const GROUP_EXIT: u32 = 1 << 1;
+    /// `task->mm` is NULL: the chosen thread is past `exit_mm`.
+    pub const NO_MM: u32 = 1 << 2;
+}
+
+/// The kernel's `PF_EXITING` task flag (unchanged since Linux 2.6).
+pub const PF_EXITING: u32 = 0x4;
+/// The kernel's `SIGNAL_GROUP_EXIT` signal flag (unchanged since Linux 2.6).
+pub const SIGNAL_GROUP_EXIT: u32 = 0x4;
 
 /// What the kernel knows about a kill beyond who was killed: the OOM domain's page counter,
 /// the victim's memory (the numbers of the kernel's own "Killed process" line), its badness
@@ -254,7 +288,8 @@ pub struct KillDetail {
     /// `oom_control.chosen_points`: the victim's badness.
     pub chosen_points: i64,
     /// One id per invocation of the OOM killer (`bpf_ktime_get_boot_ns()` at the entry of
-    /// `oom_kill_process`), shared by every victim of a `memory.oom.group` kill.
+    /// `oom_kill_process`), shared by every victim of a `memory.oom.group` kill. It is also
+    /// the time of the OOM killer's decision.
     pub incident_id: u64,
     /// The OOM memcg's `memory.usage` page counter, in pages.
     pub domain_usage_pages: u64,
@@ -285,6 +320,10 @@ pub struct KillDetail {
     pub ns_pid: u32,
     /// Depth of that pid namespace (0: the node's own).
     pub ns_level: u32,
+    /// Decisions only: [`doubt`] bits, 0 when nothing says the kill may not follow.
+    pub decision_doubt: u32,
+    /// Keeps the size a multiple of 8.
+    pub _pad: u32,
 }
 
 /// An OOM kill ([`RecordKind::OomKill`]), a memcg OOM without a kill ([`RecordKind::MemcgOom`])
@@ -522,6 +561,10 @@ pub struct KernelLayout {
     pub mm_shmem_rss: u32,
     /// `mm_struct.pgtables_bytes` (`atomic_long_t`).
     pub mm_pgtables_bytes: u32,
+    /// `task_struct.flags`.
+    pub task_flags: u32,
+    /// `signal_struct.flags`.
+    pub signal_flags: u32,
 }
 
 impl KernelLayout {
@@ -583,6 +626,8 @@ impl KernelLayout {
             mm_swap_ents: ABSENT,
             mm_shmem_rss: ABSENT,
             mm_pgtables_bytes: ABSENT,
+            task_flags: ABSENT,
+            signal_flags: ABSENT,
         }
     }
 }
@@ -688,12 +733,12 @@ macro_rules! plain {
 }
 
 plain! {
-    KillDetail = 13 * 8 + 4 * 4;
+    KillDetail = 13 * 8 + 6 * 4;
     OomKillRecord = 104 + size_of::<KillDetail>();
     CgroupMkdirRecord = 24 + CGROUP_PATH_LEN;
     CgroupAttachRecord = 24;
     AttachLayout = 24;
-    KernelLayout = 54 * 4;
+    KernelLayout = 56 * 4;
     OomContext = 64;
     VictimState = 40;
     StallState = 16;

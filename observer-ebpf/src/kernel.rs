@@ -96,6 +96,19 @@ impl Task {
         read_ptr(self.0, layout!(task_mm)).map(Mm)
     }
 
+    /// `task->flags` (`PF_*`).
+    #[inline(always)]
+    pub fn flags(self) -> Option<u32> {
+        read_at(self.0, layout!(task_flags))
+    }
+
+    /// `task->signal->flags` (`SIGNAL_*`).
+    #[inline(always)]
+    pub fn signal_flags(self) -> Option<u32> {
+        let signal = read_ptr(self.0, layout!(task_signal))?;
+        read_at(signal, layout!(signal_flags))
+    }
+
     /// `task->signal->oom_score_adj`.
     #[inline(always)]
     pub fn oom_score_adj(self) -> Option<i16> {

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use observer_common::{
     AttachLayout, KernelLayout, OomContext, StallState, VictimState, LOST_SLOTS,
@@ -46,6 +46,10 @@ pub static VICTIMS: LruHashMap<u32, VictimState> = LruHashMap::with_max_entries(
 #[map]
 pub static KILLED: LruHashMap<u32, KilledTask> = LruHashMap::with_max_entries(1024, 0);
 
+/// Set to 1 by the daemon once `signal_generate` is attached (see `observer_common::map`).
+#[map]
+pub static KILL_SIGNAL_ON: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Threads seen stalled in a memcg OOM, so that one stall is reported once.
 #[map]
 pub static STALLS: LruHashMap<u32, StallState> = LruHashMap::with_max_entries(4096, 0);
@@ -59,4 +63,7 @@ pub struct KilledTask {
     /// Its thread id, to match `mark_victim`'s pid.
     pub pid: u32,
     pub _pad: u32,
+    /// `bpf_ktime_get_boot_ns()` when it was sent: a SIGKILL older than the OOM killer's
+    /// decision is not this kill's.
+    pub ktime_ns: u64,
 }

@@ -213,6 +213,17 @@ pub struct Tally {
     pub theirs: PathStats,
     /// Kill → TaskExit, ms.
     pub exit_ms: Vec<f64>,
+    /// The OOM killer's decision → its kill (`decided_at` → `time`), ms, for the kills whose
+    /// hook sees the decision (fentry, kprobe).
+    pub decided_ms: Vec<f64>,
+    /// Kills whose first TaskOOM from us reached containerd before the kill itself
+    /// (`mark_victim`): published at the decision.
+    pub ours_before_kill: usize,
+    /// The OOM killer's decision → our TaskOOM's envelope timestamp, ms: how long the daemon
+    /// took to hear of the decision and publish (the time the kernel's report gives it).
+    pub decided_to_ours_ms: Vec<f64>,
+    /// Kills for which containerd got more than one TaskOOM from us.
+    pub ours_twice: Vec<String>,
     /// Kills whose TaskOOM from us came after TaskExit or never.
     pub ours_late: Vec<String>,
     /// Kills no `oom_kill` event of ours named the container of.
@@ -234,8 +245,27 @@ pub fn tally(namespace: &str, kills: &[Kill], seen: &[Seen], obs_events: &[Value
             Some((id, t))
         })
         .collect();
+    let decided_at: HashMap<String, SystemTime> = obs_events
+        .iter()
+        .filter(|e| e["event"] == "oom_kill")
+        .filter_map(|e| {
+            let id = e["container"]["id"].as_str()?.to_string();
+            let t = humantime::parse_rfc3339(e["decided_at"].as_str()?).ok()?;
+            Some((id, t))
+        })
+        .collect();
+    let decided_ms: Vec<f64> = obs_events
+        .iter()
+        .filter(|e| e["event"] == "oom_kill")
+        .filter_map(|e| {
+            let k = humantime::parse_rfc3339(e["time"].as_str()?).ok()?;
+            let d = humantime::parse_rfc3339(e["decided_at"].as_str()?).ok()?;
+            Some(ms(d, k))
+        })
+        .collect();
     let mut t = Tally {
         n: kills.len(),
+        decided_ms,
         ..Tally::default()
     };
     for k in kills {
@@ -268,6 +298,23 @@ pub fn tally(namespace: &str, kills: &[Kill], seen: &[Seen], obs_events: &[Value
             if let Some(ts) = e.timestamp {
                 t.exit_ms.push(ms(k, ts));
             }
+        }
+        let ours: Vec<&Seen> = mine
+            .iter()
+            .filter(|(_, e)| e.topic == "/tasks/oom" && e.ours)
+            .map(|(_, e)| *e)
+            .collect();
+        if ours.len() > 1 {
+            t.ours_twice.push(id.to_string());
+        }
+        if let (Some(first), Some(k)) = (ours.first().and_then(|e| e.timestamp), kill) {
+            if first < k {
+                t.ours_before_kill += 1;
+            }
+        }
+        if let (Some(first), Some(d)) = (ours.first().and_then(|e| e.timestamp), decided_at.get(id))
+        {
+            t.decided_to_ours_ms.push(ms(*d, first));
         }
         for want_ours in [true, false] {
             let stats = if want_ours {
@@ -309,6 +356,8 @@ pub fn tally(namespace: &str, kills: &[Kill], seen: &[Seen], obs_events: &[Value
         &mut t.ours.latency_ms,
         &mut t.theirs.latency_ms,
         &mut t.exit_ms,
+        &mut t.decided_ms,
+        &mut t.decided_to_ours_ms,
     ] {
         v.sort_by(|a, b| a.total_cmp(b));
     }
@@ -334,6 +383,12 @@ impl Tally {
         }
         if !self.waiter_wrong.is_empty() {
             p.push(format!("waiter wrong: {:?}", self.waiter_wrong));
+        }
+        if !self.ours_twice.is_empty() {
+            p.push(format!(
+                "more than one TaskOOM of ours for one kill: {:?}",
+                self.ours_twice
+            ));
         }
         p
     }

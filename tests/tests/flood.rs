@@ -180,6 +180,8 @@ fn kills_survive_a_cgroup_mkdir_flood_and_every_loss_is_a_lost_event() {
         "victim_exit",
         "cgroup_mkdir",
         "cgroup_attach",
+        "oom_decision",
+        "oom_kill_skipped",
     ] {
         assert_eq!(
             last["lost_total"][kind].as_u64(),

@@ -112,7 +112,9 @@ fn prometheus_counts_each_containers_oom_kills() {
             "cgroup_attach",
             "cgroup_mkdir",
             "memcg_oom",
+            "oom_decision",
             "oom_kill",
+            "oom_kill_skipped",
             "victim_exit"
         ]
         .map(|k| (k.to_string(), 0.0))

@@ -67,6 +67,18 @@ enum Cmd {
         /// (target/vm/*.race.console.log).
         #[arg(long)]
         rerender: bool,
+        /// With --vm: which kernel messages reach the guests' serial consoles. Any but the
+        /// default is not the results page's run: its page goes under target/vm/.
+        #[arg(long, value_enum, default_value_t = vm::ConsoleLevel::Emergencies)]
+        console: vm::ConsoleLevel,
+        /// With --vm: one guest only (e.g. linux-6.12-x86_64); a partial run, whose page goes
+        /// under target/vm/.
+        #[arg(long)]
+        only: Option<String>,
+        /// With --vm: more kernel command line for the guests (e.g. `preempt=full`); a run
+        /// whose page goes under target/vm/.
+        #[arg(long)]
+        append: Option<String>,
     },
     /// The unenforced-limit audit scenarios (runc) in the cgroup v2 VM guests; writes
     /// docs/audit-vm.md.
@@ -142,6 +154,7 @@ fn main() -> Result<()> {
                 CI_VM_RACE_KILLS,
                 &root().join("target/vm/race-vm.md"),
                 false,
+                &vm::RaceRun::default(),
             )?;
             // The audit's runc scenarios in the same guests (about 90 s).
             vm::audit_vm(&root().join("target/vm/audit-vm.md"))
@@ -153,11 +166,25 @@ fn main() -> Result<()> {
             vm: true,
             report,
             rerender,
-        } => vm::race_vm(
-            kills,
-            &report.unwrap_or_else(|| root().join("docs/race-vm.md")),
-            rerender,
-        ),
+            console,
+            only,
+            append,
+        } => {
+            let run = vm::RaceRun {
+                console,
+                only,
+                append,
+            };
+            // Only the full default run writes the results page (issue 15 item 5).
+            let report = report.unwrap_or_else(|| {
+                if run.is_full() {
+                    root().join("docs/race-vm.md")
+                } else {
+                    run.partial_report()
+                }
+            });
+            vm::race_vm(kills, &report, rerender, &run)
+        }
         Cmd::Race { kills, .. } => race(kills),
         Cmd::Bench { filter } => bench(filter.as_deref()),
         Cmd::Kubelet {

@@ -1,4 +1,6 @@
-//! `mark_victim` (tp_btf, else the classic tracepoint): one kill record per victim.
+//! `mark_victim` (tp_btf, else the classic tracepoint): one kill record per victim. On the
+//! `oom_kill_process` strategies, a victim marked without the OOM killer's SIGKILL (the
+//! `task_will_free_mem` shortcut for a victim already exiting) is a skipped kill instead.
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes},
@@ -10,7 +12,7 @@ use observer_common::{valid, Constraint, Hook, OomContext, OomKillRecord, Record
 
 use crate::{
     kernel::{layout, Css, MemCgroup, Task},
-    maps::{KILLED, OOM_CTX},
+    maps::{KILLED, KILL_SIGNAL_ON, OOM_CTX},
     record::{
         current_tid, fill_trigger, fill_victim, remember_recorded_victim, remember_victim, Slot,
     },
@@ -147,7 +149,23 @@ fn on_mark_victim(victim_hook: Hook, victim: Victim, tp: Option<(&TracePointCont
     if task == 0 && tid == victim.pid {
         task = Task::current().0;
     }
-    let Some(mut slot) = Slot::reserve(RecordKind::OomKill, victim_hook) else {
+    // Whether this is a kill: `__oom_kill_process` sends SIGKILL right before it marks the
+    // victim; `task_will_free_mem`'s shortcut marks an exiting victim without any signal.
+    // Known only where `signal_generate` runs (the daemon says so) and the decision was seen.
+    let mut kind = RecordKind::OomKill;
+    if has_ctx && KILL_SIGNAL_ON.get(0).copied().unwrap_or(0) != 0 {
+        let signalled = match unsafe { KILLED.get(&tid) } {
+            Some(k) => k.pid == victim.pid && k.ktime_ns >= ctx.incident_id,
+            None => false,
+        };
+        if !signalled {
+            kind = RecordKind::OomSkipped;
+        }
+    }
+    let Some(mut slot) = Slot::reserve(kind, victim_hook) else {
+        if kind == RecordKind::OomSkipped {
+            return;
+        }
         // The kill is lost (and counted); its exit still finds it.
         let t = Task(task);
         remember_victim(
@@ -221,7 +239,9 @@ fn on_mark_victim(victim_hook: Hook, victim: Victim, tp: Option<(&TracePointCont
         fill_detail(rec, Task(task), oom_memcg);
     }
     fill_trigger(rec);
-    remember_recorded_victim(rec);
+    if kind == RecordKind::OomKill {
+        remember_recorded_victim(rec);
+    }
     slot.submit();
 }
 

@@ -5,9 +5,13 @@
 //! victim SIGKILL from the same thread right before it marks it (`__oom_kill_process`:
 //! `do_send_sig_info` then `mark_oom_victim`), and `signal_generate` hands over the target
 //! task: stash it so `mark_victim` can read the victim's cgroups, comm and uid when the pid
-//! matches. Attached only on kernels whose `mark_victim` lacks the task.
+//! matches. On the `oom_kill_process` strategies it also tells a kill (`__oom_kill_process`:
+//! SIGKILL, then `mark_victim`) from `task_will_free_mem`'s shortcut, which marks an exiting
+//! victim without any signal.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_boot_ns, macros::btf_tracepoint, programs::BtfTracePointContext,
+};
 
 use crate::{
     kernel::Task,
@@ -28,6 +32,12 @@ pub fn kill_signal_btf(ctx: BtfTracePointContext) -> i32 {
     let Some(pid) = Task(task).pid() else {
         return 0;
     };
-    let _ = KILLED.insert(&current_tid(), &KilledTask { task, pid, _pad: 0 }, 0);
+    let k = KilledTask {
+        task,
+        pid,
+        _pad: 0,
+        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+    };
+    let _ = KILLED.insert(&current_tid(), &k, 0);
     0
 }

@@ -417,6 +417,9 @@ fn kill_detail(b: &KernelBtf, l: &mut KernelLayout) {
     l.task_mm = o("task_struct", "mm");
     l.task_signal = o("task_struct", "signal");
     l.signal_oom_score_adj = o("signal_struct", "oom_score_adj");
+    // Whether the OOM killer's chosen victim is already exiting (the decision's doubt).
+    l.task_flags = o("task_struct", "flags");
+    l.signal_flags = o("signal_struct", "flags");
     l.task_group_leader = o("task_struct", "group_leader");
     l.task_thread_pid = o("task_struct", "thread_pid");
     l.pid_level = o("pid", "level");

@@ -121,7 +121,13 @@ pub fn load(
                     ("cgroup_attach_task", attach_migrations(&mut ebpf, p, l)),
                 ];
                 if needs_kill_signal(s, p) {
-                    extras.push(("kill_signal", attach_kill_signal(&mut ebpf, p, l)));
+                    let outcome = attach_kill_signal(&mut ebpf, p, l);
+                    if outcome.is_ok() && matches!(s, Strategy::Fentry | Strategy::Kprobe) {
+                        if let Err(e) = enable_kill_signal(&mut ebpf) {
+                            tracing::warn!(error = %e, "cannot tell the kernel programs that signal_generate runs: a victim marked without a SIGKILL is reported as a kill");
+                        }
+                    }
+                    extras.push(("kill_signal", outcome));
                 }
                 if want_stalls {
                     extras.push(("memcg_stall", attach_stall(&mut ebpf, p, l)));
@@ -456,10 +462,27 @@ fn attach_victim_tp(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> O
     Ok("tracepoint")
 }
 
-/// Whether the strategy reads victims from `tp_btf/mark_victim` on a kernel whose tracepoint
-/// passes only a pid (before Linux 6.8): then `signal_generate` supplies the victim's task.
+/// Whether `signal_generate` is needed: on the `oom_kill_process` strategies it tells a kill
+/// from a victim marked without a SIGKILL (see `probes::signal`); on a kernel whose
+/// `tp_btf/mark_victim` passes only a pid (before Linux 6.8) it supplies the victim's task.
 fn needs_kill_signal(s: Strategy, p: &LoadParams<'_>) -> bool {
-    s != Strategy::Tracepoint && p.btf.is_some() && p.layout.tp_btf_victim_is_task == 0
+    p.btf.is_some()
+        && match s {
+            Strategy::Fentry | Strategy::Kprobe => true,
+            Strategy::TpBtf => p.layout.tp_btf_victim_is_task == 0,
+            Strategy::Tracepoint => false,
+        }
+}
+
+/// Tells the kernel programs that `signal_generate` runs (see [`map::KILL_SIGNAL_ON`]).
+fn enable_kill_signal(ebpf: &mut Ebpf) -> Result<(), aya::maps::MapError> {
+    let m = ebpf
+        .map_mut(map::KILL_SIGNAL_ON)
+        .ok_or(aya::maps::MapError::InvalidName {
+            name: map::KILL_SIGNAL_ON.to_string(),
+        })?;
+    let mut a: aya::maps::Array<_, u32> = aya::maps::Array::try_from(m)?;
+    a.set(0, 1, 0)
 }
 
 fn attach_kill_signal(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {

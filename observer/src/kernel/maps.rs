@@ -150,6 +150,10 @@ pub struct LostCounts {
     pub cgroup_mkdir: u64,
     /// Process migration records.
     pub cgroup_attach: u64,
+    /// OOM killer decision records (the kill record still follows).
+    pub oom_decision: u64,
+    /// Skipped-kill records.
+    pub oom_kill_skipped: u64,
 }
 
 impl LostCounts {
@@ -161,6 +165,8 @@ impl LostCounts {
             RecordKind::VictimExit => &mut self.victim_exit,
             RecordKind::CgroupMkdir => &mut self.cgroup_mkdir,
             RecordKind::CgroupAttach => &mut self.cgroup_attach,
+            RecordKind::OomDecision => &mut self.oom_decision,
+            RecordKind::OomSkipped => &mut self.oom_kill_skipped,
         }
     }
 
@@ -175,7 +181,13 @@ impl LostCounts {
 
     /// All kinds together.
     pub fn sum(&self) -> u64 {
-        self.oom_kill + self.memcg_oom + self.victim_exit + self.cgroup_mkdir + self.cgroup_attach
+        self.oom_kill
+            + self.memcg_oom
+            + self.victim_exit
+            + self.cgroup_mkdir
+            + self.cgroup_attach
+            + self.oom_decision
+            + self.oom_kill_skipped
     }
 
     /// What was added since `earlier`.
@@ -186,6 +198,10 @@ impl LostCounts {
             victim_exit: self.victim_exit.saturating_sub(earlier.victim_exit),
             cgroup_mkdir: self.cgroup_mkdir.saturating_sub(earlier.cgroup_mkdir),
             cgroup_attach: self.cgroup_attach.saturating_sub(earlier.cgroup_attach),
+            oom_decision: self.oom_decision.saturating_sub(earlier.oom_decision),
+            oom_kill_skipped: self
+                .oom_kill_skipped
+                .saturating_sub(earlier.oom_kill_skipped),
         }
     }
 }

@@ -7,7 +7,7 @@ use observer_common::{
 /// A record read from the ring buffer.
 #[derive(Debug, Clone)]
 pub enum Record {
-    /// An OOM kill or a memcg OOM without a kill.
+    /// An OOM kill, a decision, a skipped kill, a victim's exit or a memcg OOM without a kill.
     Oom(OomKillRecord),
     /// A cgroup was created.
     Mkdir(CgroupMkdirRecord),
@@ -52,9 +52,13 @@ impl Record {
             });
         };
         match RecordKind::from_u32(k) {
-            Some(RecordKind::OomKill | RecordKind::MemcgOom | RecordKind::VictimExit) => {
-                Ok(Record::Oom(read(bytes, k)?))
-            }
+            Some(
+                RecordKind::OomKill
+                | RecordKind::MemcgOom
+                | RecordKind::VictimExit
+                | RecordKind::OomDecision
+                | RecordKind::OomSkipped,
+            ) => Ok(Record::Oom(read(bytes, k)?)),
             Some(RecordKind::CgroupMkdir) => Ok(Record::Mkdir(read(bytes, k)?)),
             Some(RecordKind::CgroupAttach) => Ok(Record::Attach(read(bytes, k)?)),
             None => Err(RecordError::UnknownKind(k)),

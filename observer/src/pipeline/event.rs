@@ -184,7 +184,8 @@ pub struct Event {
     pub schema: u32,
     /// Gap-free per daemon run.
     pub seq: u64,
-    /// `oom_kill` or `memcg_oom`.
+    /// `oom_kill`, `oom_kill_skipped`, `memcg_oom` or `victim_exit` (`oom_decision` is
+    /// internal: it hands TaskOOM over and writes no line).
     pub event: &'static str,
     /// Wall-clock time of the kernel event, RFC 3339.
     pub time: String,
@@ -215,6 +216,14 @@ pub struct Event {
     /// `victim_exit` only: `seq` of the kill this exit follows (null if it was not seen).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kill_seq: Option<Option<u64>>,
+    /// `oom_kill` and `oom_kill_skipped` only: when the OOM killer chose the victim
+    /// (`oom_kill_process` entry, RFC 3339), before its report and its SIGKILL; null where the
+    /// hook cannot see the decision (tp_btf, tracepoint). `time` stays the kill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<Option<String>>,
+    /// `CLOCK_BOOTTIME` of the decision (the incident id), or null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_ktime_ns: Option<Option<u64>>,
     /// `oom_kill` only: why, and what happens now.
     #[serde(flatten)]
     pub explained: Option<Explained>,
@@ -267,7 +276,16 @@ pub trait Resolve {
 pub fn build(r: &OomKillRecord, seq: u64, memory_on_dfl: bool, res: &mut dyn Resolve) -> Event {
     let has = |bit: u32| r.valid & bit != 0;
     let kind = RecordKind::from_u32(r.kind);
-    let victim = matches!(kind, Some(RecordKind::OomKill | RecordKind::VictimExit)).then(|| {
+    let victim = matches!(
+        kind,
+        Some(
+            RecordKind::OomKill
+                | RecordKind::VictimExit
+                | RecordKind::OomDecision
+                | RecordKind::OomSkipped
+        )
+    )
+    .then(|| {
         // On cgroup v2 a task's memory css can belong to an ancestor (where the controller is
         // not enabled below it); the task's own cgroup is the unified one.
         let cg = if memory_on_dfl {
@@ -284,13 +302,19 @@ pub fn build(r: &OomKillRecord, seq: u64, memory_on_dfl: bool, res: &mut dyn Res
             cgroup: cg.and_then(|id| res.memory_path(id)),
             unified_cgroup_id: (!memory_on_dfl && has(valid::VICTIM_DFL_CGROUP))
                 .then_some(r.victim_dfl_cgroup_id),
-            facts: if kind == Some(RecordKind::OomKill) {
+            facts: if matches!(kind, Some(RecordKind::OomKill | RecordKind::OomDecision)) {
                 victim_facts(r)
             } else {
                 VictimFacts::default()
             },
         }
     });
+    // The incident id is the decision's time; only the oom_kill_process hooks see it.
+    let decided = matches!(
+        kind,
+        Some(RecordKind::OomKill | RecordKind::OomSkipped | RecordKind::OomDecision)
+    )
+    .then(|| has(valid::INCIDENT).then_some(r.detail.incident_id));
     let oom_cgroup = (has(valid::OOM_MEMCG) && r.oom_memcg_id != 0).then(|| CgroupRef {
         id: r.oom_memcg_id,
         path: res.memory_path(r.oom_memcg_id),
@@ -299,7 +323,12 @@ pub fn build(r: &OomKillRecord, seq: u64, memory_on_dfl: bool, res: &mut dyn Res
         schema: SCHEMA,
         seq,
         event: match kind {
-            Some(k @ (RecordKind::MemcgOom | RecordKind::VictimExit)) => k.as_str(),
+            Some(
+                k @ (RecordKind::MemcgOom
+                | RecordKind::VictimExit
+                | RecordKind::OomDecision
+                | RecordKind::OomSkipped),
+            ) => k.as_str(),
             _ => RecordKind::OomKill.as_str(),
         },
         time: boot_rfc3339(r.ktime_ns),
@@ -319,6 +348,8 @@ pub fn build(r: &OomKillRecord, seq: u64, memory_on_dfl: bool, res: &mut dyn Res
         exit: (kind == Some(RecordKind::VictimExit) && has(valid::EXIT_CODE))
             .then(|| ExitInfo::from_status(r.exit_code)),
         kill_seq: None,
+        decided_at: decided.map(|d| d.map(boot_rfc3339)),
+        decided_ktime_ns: decided,
         explained: (kind == Some(RecordKind::OomKill)).then(|| Explained {
             oom_domain: oom_domain(r),
             incident: has(valid::INCIDENT).then_some(Incident {

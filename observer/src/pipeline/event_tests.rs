@@ -289,3 +289,47 @@ fn a_global_oom_is_the_nodes_and_an_unlimited_counter_is_null() {
     assert!(v.get("oom_domain").is_none() && v.get("message").is_none());
     assert!(v["victim"]["memory"].is_null());
 }
+
+#[test]
+fn kills_carry_the_decision_time_where_the_hook_sees_it() {
+    // tp_btf sees no decision: the field is there, null.
+    let v = serde_json::to_value(build(&kill(), 1, false, &mut Paths)).unwrap();
+    assert!(v["decided_at"].is_null() && v.get("decided_at").is_some());
+    assert!(v["decided_ktime_ns"].is_null());
+    // fentry: the incident id is the decision's time, before the kill's.
+    let mut r = kill();
+    r.hook = Hook::Fentry as u32;
+    r.ktime_ns = 9_000_000_000;
+    r.valid |= valid::INCIDENT;
+    r.detail.incident_id = 8_000_000_000;
+    let v = serde_json::to_value(build(&r, 1, false, &mut Paths)).unwrap();
+    assert_eq!(v["decided_ktime_ns"], 8_000_000_000u64);
+    assert_eq!(v["ktime_ns"], 9_000_000_000u64, "time stays the kill");
+    let decided = humantime::parse_rfc3339(v["decided_at"].as_str().unwrap()).unwrap();
+    let killed = humantime::parse_rfc3339(v["time"].as_str().unwrap()).unwrap();
+    // Each time is mapped to the wall clock on its own: allow for the clock's drift.
+    let gap = killed.duration_since(decided).unwrap().as_secs_f64();
+    assert!((gap - 1.0).abs() < 0.01, "{gap}");
+    // Exits and memcg OOMs have no decision.
+    r.kind = RecordKind::VictimExit as u32;
+    let v = serde_json::to_value(build(&r, 1, false, &mut Paths)).unwrap();
+    assert!(v.get("decided_at").is_none());
+}
+
+#[test]
+fn decisions_and_skipped_kills_are_their_own_events() {
+    let mut r = kill();
+    r.kind = RecordKind::OomDecision as u32;
+    r.hook = Hook::Kprobe as u32;
+    r.valid |= valid::INCIDENT;
+    r.detail.incident_id = 5;
+    let e = build(&r, 0, false, &mut Paths);
+    assert_eq!(e.event, "oom_decision");
+    assert_eq!(e.decided_ktime_ns, Some(Some(5)));
+    assert!(e.explained.is_none(), "a decision explains nothing yet");
+    r.kind = RecordKind::OomSkipped as u32;
+    let v = serde_json::to_value(build(&r, 1, false, &mut Paths)).unwrap();
+    assert_eq!(v["event"], "oom_kill_skipped");
+    assert_eq!(v["victim"]["pid"], 77);
+    assert!(v.get("message").is_none(), "no kill to explain");
+}

@@ -4,7 +4,7 @@
 
 use std::{io, io::Write, sync::Arc};
 
-use observer_common::{CgroupAttachRecord, CgroupMkdirRecord, RecordKind};
+use observer_common::{valid, CgroupAttachRecord, CgroupMkdirRecord, OomKillRecord, RecordKind};
 use tracing::{info, warn};
 
 use super::event::{self, ContainerRef, Event, Resolve};
@@ -54,6 +54,11 @@ struct GapKill {
 /// Kills kept for re-attribution after an outage (the oldest dropped beyond it).
 const GAP_KILLS: usize = 1024;
 
+/// OOM killer decisions waiting for their kill (or their skip), the oldest dropped beyond
+/// this: each is settled within one invocation of the OOM killer, so only a lost record
+/// leaves one behind.
+const OPEN_DECISIONS: usize = 256;
+
 /// What [`Processor::begin`] left to do.
 pub enum Begun {
     /// The record is handled (its line, if any, is written).
@@ -80,6 +85,9 @@ pub struct Processor<W: Write> {
     gap: std::collections::VecDeque<GapKill>,
     metrics: Option<Metrics>,
     events: Option<EventSink>,
+    /// Decisions by incident id (their time), with the container(s) and whether their
+    /// TaskOOM went out: a skipped kill is reported from them.
+    decisions: std::collections::BTreeMap<u64, Event>,
 }
 
 /// Paths in the memory controller's hierarchy, for [`event::build`].
@@ -135,6 +143,7 @@ impl<W: Write> Processor<W> {
             gap: Default::default(),
             metrics: None,
             events: None,
+            decisions: Default::default(),
         }
     }
 
@@ -229,6 +238,11 @@ impl<W: Write> Processor<W> {
                 self.scanned();
                 let received_us = boot_ns().saturating_sub(r.ktime_ns) / 1000;
                 tracing::trace!(received_us, kind = r.kind, "record read");
+                match RecordKind::from_u32(r.kind) {
+                    Some(RecordKind::OomDecision) => return Ok(self.begin_decision(&r)),
+                    Some(RecordKind::OomSkipped) => return self.begin_skipped(&r),
+                    _ => {}
+                }
                 self.seq += 1;
                 let memory_on_dfl = self.cgroups.memory_on_dfl();
                 let mut paths = MemoryPaths {
@@ -244,7 +258,12 @@ impl<W: Write> Processor<W> {
                     self.emit(&ev)?;
                     return Ok(Begun::Done);
                 }
-                match self.enrichment(&ev) {
+                if let Some(incident) = ev.decided_ktime_ns.flatten() {
+                    // Its decision is settled: the kill came.
+                    self.decisions.remove(&incident);
+                }
+                let publish = ev.event == "oom_kill";
+                match self.enrichment(&ev, publish) {
                     Some(work) => Ok(Begun::Enrich(Box::new(ev), work)),
                     None => {
                         self.finish(ev, Enrichment::default())?;
@@ -268,6 +287,92 @@ impl<W: Write> Processor<W> {
         }
     }
 
+    /// The OOM killer's decision (fentry/kprobe): its TaskOOM is handed over now, before the
+    /// kernel prints its report and sends SIGKILL, unless the victim looked already exiting
+    /// (then the kernel may kill nobody, and only a kill publishes). It writes no line: the
+    /// kill's line follows, with the decision's time; a skipped kill's line uses it.
+    fn begin_decision(&mut self, r: &OomKillRecord) -> Begun {
+        let memory_on_dfl = self.cgroups.memory_on_dfl();
+        let mut paths = MemoryPaths {
+            cache: &mut self.cache,
+            cgroups: &self.cgroups,
+        };
+        let ev = event::build(r, 0, memory_on_dfl, &mut paths);
+        let certain = r.valid & valid::DOUBT != 0 && r.detail.decision_doubt == 0;
+        if !certain {
+            tracing::debug!(
+                doubt = r.detail.decision_doubt,
+                pid = r.victim_pid,
+                "the OOM killer chose a victim that may not be killed: its TaskOOM waits for the kill"
+            );
+        }
+        match self.enrichment(&ev, certain) {
+            Some(work) => Begun::Enrich(Box::new(ev), work),
+            None => {
+                self.open_decision(ev);
+                Begun::Done
+            }
+        }
+    }
+
+    /// Keeps a decision until its kill or its skip settles it.
+    fn open_decision(&mut self, ev: Event) {
+        let Some(incident) = ev.decided_ktime_ns.flatten() else {
+            return;
+        };
+        if self.decisions.len() >= OPEN_DECISIONS {
+            self.decisions.pop_first();
+        }
+        self.decisions.insert(incident, ev);
+    }
+
+    /// The OOM killer chose a victim and then killed nobody (the victim was already
+    /// exiting). No TaskOOM; the line says so, named after the decision's victim and
+    /// container. Should the decision's TaskOOM already be out (the victim began to exit
+    /// after the decision), the line says `published: true` and the log says why.
+    fn begin_skipped(&mut self, r: &OomKillRecord) -> io::Result<Begun> {
+        self.seq += 1;
+        let memory_on_dfl = self.cgroups.memory_on_dfl();
+        let mut paths = MemoryPaths {
+            cache: &mut self.cache,
+            cgroups: &self.cgroups,
+        };
+        let mut ev = event::build(r, self.seq, memory_on_dfl, &mut paths);
+        let decision = ev
+            .decided_ktime_ns
+            .flatten()
+            .and_then(|i| self.decisions.remove(&i));
+        let Some(d) = decision else {
+            // The decision's record was lost: named from this one, never published.
+            return Ok(match self.enrichment(&ev, false) {
+                Some(work) => Begun::Enrich(Box::new(ev), work),
+                None => {
+                    self.finish(ev, Enrichment::default())?;
+                    Begun::Done
+                }
+            });
+        };
+        // From oom_kill_process' return only the pid is known: the decision knew the rest.
+        if ev.victim.as_ref().is_none_or(|v| v.cgroup_id.is_none()) {
+            ev.victim = d.victim;
+        }
+        ev.oom_cgroup = d.oom_cgroup;
+        ev.constraint = d.constraint;
+        ev.container = d.container;
+        ev.containers = d.containers;
+        ev.published = d.published;
+        if ev.published {
+            warn!(
+                seq = ev.seq,
+                pid = ?ev.victim.as_ref().and_then(|v| v.pid),
+                container = ?ev.container.as_ref().map(|c| c.id.as_str()),
+                "the OOM killer chose this victim but did not kill it (it began to exit after the decision); the TaskOOM handed over at the decision cannot be taken back"
+            );
+        }
+        self.emit(&ev)?;
+        Ok(Begun::Done)
+    }
+
     /// Second half: the event gets its container(s), enters the history, and its line is
     /// written.
     pub fn finish(&mut self, mut ev: Event, e: Enrichment) -> io::Result<()> {
@@ -278,6 +383,10 @@ impl<W: Write> Processor<W> {
             }
         }
         ev.published = e.published;
+        if ev.event == RecordKind::OomDecision.as_str() {
+            self.open_decision(ev);
+            return Ok(());
+        }
         // After the TaskOOM: what follows only explains the kill.
         explain(&mut ev, e.owners.as_deref().unwrap_or_default());
         if ev.event == "oom_kill" {
@@ -352,9 +461,10 @@ impl<W: Write> Processor<W> {
         }
     }
 
-    /// The work that names the container(s) and, for a kill, hands TaskOOM to containerd
-    /// before the JSON line is written; `None` without containerd.
-    fn enrichment(&self, ev: &Event) -> Option<EnrichWork> {
+    /// The work that names the container(s) and, with `publish` (a kill, or a decision whose
+    /// kill is certain), hands TaskOOM to containerd before the JSON line is written; `None`
+    /// without containerd.
+    fn enrichment(&self, ev: &Event, publish: bool) -> Option<EnrichWork> {
         let cd = self.containerd.clone()?;
         let publisher = self.publisher.clone();
         let oom = ev.oom_cgroup.as_ref().and_then(|c| c.path.clone());
@@ -364,7 +474,8 @@ impl<W: Write> Processor<W> {
             None => oom.clone(),
         };
         let is_kill = ev.event == "oom_kill";
-        let (seq, ktime_ns) = (ev.seq, ev.ktime_ns);
+        let (seq, ktime_ns, kind) = (ev.seq, ev.ktime_ns, ev.event);
+        let incident = ev.decided_ktime_ns.flatten();
         Some(Box::pin(async move {
             let t0 = std::time::Instant::now();
             let since_kill = std::time::Duration::from_nanos(boot_ns().saturating_sub(ktime_ns));
@@ -390,15 +501,18 @@ impl<W: Write> Processor<W> {
                 };
             }
             let mut published = false;
-            if let (true, Some(publisher)) = (is_kill, publisher) {
+            if let (true, Some(publisher)) = (publish, publisher) {
                 let mut p = publisher.lock().await;
                 published = true;
                 for c in &owners {
-                    published &= p.oom(&c.namespace, &c.id, ktime_ns, deadline).await;
+                    published &= p
+                        .oom(&c.namespace, &c.id, ktime_ns, incident, deadline)
+                        .await;
                 }
             }
             tracing::debug!(
                 seq,
+                kind,
                 woke_us,
                 since_kill_us = boot_ns().saturating_sub(ktime_ns) / 1000,
                 attribute_us = attributed.as_micros() as u64,
@@ -428,7 +542,7 @@ impl<W: Write> Processor<W> {
             let mut p = publisher.lock().await;
             for c in &owners {
                 let deadline = taskoom::handoff_deadline(std::time::Duration::ZERO);
-                let published = p.oom(&c.namespace, &c.id, k.ktime_ns, deadline).await;
+                let published = p.oom(&c.namespace, &c.id, k.ktime_ns, None, deadline).await;
                 info!(seq = k.seq, namespace = %c.namespace, container = %c.id, published,
                     "a kill made while containerd was out of reach is attributed now; TaskOOM handed over");
             }
@@ -491,5 +605,69 @@ mod tests {
         p.handle(&[200, 0, 0, 0]).await.unwrap();
         assert_eq!(p.malformed, 1);
         assert_eq!(p.seq(), 0, "mkdir and malformed records are not events");
+    }
+
+    fn record(kind: RecordKind, incident: u64) -> OomKillRecord {
+        let mut r: OomKillRecord = OomKillRecord::read_from(&[0u8; 256]).unwrap();
+        r.kind = kind as u32;
+        r.hook = observer_common::Hook::Fentry as u32;
+        r.ktime_ns = incident + 1000;
+        r.valid = valid::VICTIM_PID
+            | valid::VICTIM_TGID
+            | valid::VICTIM_COMM
+            | valid::INCIDENT
+            | valid::DOUBT;
+        r.victim_pid = 4242;
+        r.victim_tgid = 4242;
+        r.victim_comm[..3].copy_from_slice(b"hog");
+        r.detail.incident_id = incident;
+        r
+    }
+
+    fn lines(p: &Processor<Vec<u8>>) -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(p.out.get_ref())
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// A decision writes no line; its kill's line carries its time; a decision the kernel
+    /// did not carry out is one `oom_kill_skipped` line, named from the decision (the record
+    /// from oom_kill_process' return carries only the pid), in the same gap-free sequence.
+    #[tokio::test]
+    async fn decisions_settle_into_one_kill_line_or_one_skipped_line() {
+        let cg = CgroupMounts::from_texts(
+            "30 25 0:27 / /nonexistent-for-test rw - cgroup2 cgroup2 rw\n",
+            "",
+        );
+        let mut p = Processor::new(cg, Vec::new());
+        p.handle(record(RecordKind::OomDecision, 100).as_bytes())
+            .await
+            .unwrap();
+        assert!(lines(&p).is_empty(), "a decision alone writes nothing");
+        p.handle(record(RecordKind::OomKill, 100).as_bytes())
+            .await
+            .unwrap();
+        let v = lines(&p);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0]["event"], "oom_kill");
+        assert_eq!(v[0]["decided_ktime_ns"], 100);
+        assert!(p.decisions.is_empty(), "the kill settled its decision");
+
+        p.handle(record(RecordKind::OomDecision, 200).as_bytes())
+            .await
+            .unwrap();
+        let mut ret = record(RecordKind::OomSkipped, 200);
+        ret.valid = valid::VICTIM_PID | valid::INCIDENT;
+        ret.victim_comm = [0; observer_common::COMM_LEN];
+        p.handle(ret.as_bytes()).await.unwrap();
+        let v = lines(&p);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1]["event"], "oom_kill_skipped");
+        assert_eq!(v[1]["seq"], 2);
+        assert_eq!(v[1]["victim"]["comm"], "hog", "named from the decision");
+        assert_eq!(v[1]["decided_ktime_ns"], 200);
+        assert_eq!(v[1]["published"], false);
+        assert!(p.decisions.is_empty());
     }
 }

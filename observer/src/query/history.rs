@@ -309,6 +309,8 @@ mod tests {
             published: false,
             exit: None,
             kill_seq: None,
+            decided_at: None,
+            decided_ktime_ns: None,
 
             explained: None,
         }

@@ -282,6 +282,8 @@ mod tests {
             explained: None,
             exit: None,
             kill_seq: None,
+            decided_at: None,
+            decided_ktime_ns: None,
         }
     }
 

@@ -20,6 +20,8 @@ fn kill(seq: u64, ktime_ns: u64, c: Option<ContainerRef>) -> Event {
         published: false,
         exit: None,
         kill_seq: None,
+        decided_at: None,
+        decided_ktime_ns: None,
         explained: None,
     }
 }

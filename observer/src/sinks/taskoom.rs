@@ -16,6 +16,28 @@ use crate::enrich::{container::ContainerKey, containerd::Client};
 /// `memory.oom.group` kill takes several processes at once, and gets one TaskOOM.
 pub const SAME_KILL: Duration = Duration::from_secs(1);
 
+/// How long a TaskOOM handed over for an OOM killer invocation (published at its decision)
+/// answers for that invocation's kills of the same container: the kernel prints its whole
+/// report between the decision and the kill, which on a slow serial console can take
+/// longer than [`SAME_KILL`].
+pub const SAME_INCIDENT: Duration = Duration::from_secs(120);
+
+/// A container's last TaskOOM: when, whether containerd took it, for which invocation.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    at: Instant,
+    delivered: bool,
+    incident: Option<u64>,
+}
+
+impl Recent {
+    /// Whether a kill at `now` of invocation `incident` is the same kill.
+    fn covers(&self, now: Instant, incident: Option<u64>) -> bool {
+        let age = now.duration_since(self.at);
+        age < SAME_KILL || (incident.is_some() && incident == self.incident && age < SAME_INCIDENT)
+    }
+}
+
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -40,7 +62,7 @@ pub struct Publisher {
     socket: PathBuf,
     client: Option<Client>,
     spool: Spool,
-    recent: HashMap<ContainerKey, (Instant, bool)>,
+    recent: HashMap<ContainerKey, Recent>,
     retry_at: Option<Instant>,
     backoff: Duration,
     delivered: u64,
@@ -165,12 +187,14 @@ impl Publisher {
 
     /// Hands one kill of a container to containerd by `deadline`, else to the spool.
     /// Returns whether containerd has a TaskOOM for this kill (published now, or moments ago
-    /// for the same kill).
+    /// for the same kill: within [`SAME_KILL`], or for the same OOM killer invocation
+    /// `incident`, whose decision may have published it).
     pub async fn oom(
         &mut self,
         namespace: &str,
         container_id: &str,
         ktime_ns: u64,
+        incident: Option<u64>,
         deadline: tokio::time::Instant,
     ) -> bool {
         if container_id.is_empty() {
@@ -179,11 +203,20 @@ impl Publisher {
         }
         let key = ContainerKey::new(namespace, container_id);
         let now = Instant::now();
-        self.recent
-            .retain(|_, (t, _)| now.duration_since(*t) < SAME_KILL);
-        if let Some((_, delivered)) = self.recent.get(&key) {
-            return *delivered;
+        self.recent.retain(|_, r| {
+            let age = now.duration_since(r.at);
+            age < SAME_KILL || (r.incident.is_some() && age < SAME_INCIDENT)
+        });
+        if let Some(r) = self.recent.get(&key) {
+            if r.covers(now, incident) {
+                return r.delivered;
+            }
         }
+        let recent = |delivered| Recent {
+            at: now,
+            delivered,
+            incident,
+        };
         let p = Pending {
             namespace: key.namespace.clone(),
             container_id: key.id.clone(),
@@ -194,7 +227,7 @@ impl Publisher {
         // for it.
         if self.spool.is_empty() && !self.down {
             if self.send(&p, deadline).await {
-                self.recent.insert(key, (now, true));
+                self.recent.insert(key, recent(true));
                 return true;
             }
             self.down = true;
@@ -202,7 +235,7 @@ impl Publisher {
         self.spooled += 1;
         // Queued now; its thread writes it (and says so if the disk refuses it).
         self.spool.push(p);
-        self.recent.insert(key, (now, false));
+        self.recent.insert(key, recent(false));
         if !self.down {
             // containerd answers: deliver the spool now, this one last.
             self.retry_at = Some(now);
@@ -339,16 +372,16 @@ mod tests {
         let socket = dir.path().join("no-containerd.sock");
         let mut p = Publisher::new(&socket, Some(dir.path()));
         assert!(
-            !p.oom("k8s.io", "a", 1, soon()).await,
+            !p.oom("k8s.io", "a", 1, None, soon()).await,
             "nothing can be published"
         );
         assert!(
-            !p.oom("k8s.io", "a", 2, soon()).await,
+            !p.oom("k8s.io", "a", 2, None, soon()).await,
             "same container within SAME_KILL"
         );
-        assert!(!p.oom("k8s.io", "b", 3, soon()).await);
+        assert!(!p.oom("k8s.io", "b", 3, None, soon()).await);
         assert!(
-            !p.oom("k8s.io", "", 4, soon()).await,
+            !p.oom("k8s.io", "", 4, None, soon()).await,
             "an empty id is never published"
         );
         assert_eq!(p.pending(), 2, "one entry per container and kill");
@@ -363,5 +396,38 @@ mod tests {
                 .map(|e| (e.container_id.as_str(), e.ktime_ns)),
             Some(("a", 1))
         );
+    }
+}
+
+#[cfg(test)]
+mod incident_tests {
+    use super::*;
+
+    fn soon() -> tokio::time::Instant {
+        handoff_deadline(Duration::ZERO)
+    }
+
+    /// A decision's TaskOOM answers for its invocation's kill of the same container even
+    /// after SAME_KILL (the kernel's report can take that long on a serial console), and
+    /// only for that invocation.
+    #[tokio::test]
+    async fn one_taskoom_per_invocation_across_a_long_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("no-containerd.sock");
+        let mut p = Publisher::new(&socket, None);
+        p.oom("k8s.io", "a", 10, Some(10), soon()).await;
+        assert_eq!(p.pending(), 1);
+        // Instant::now() does not follow tokio's paused clock: age the entry by hand.
+        if let Some(r) = p.recent.values_mut().next() {
+            r.at -= SAME_KILL * 3;
+        }
+        p.oom("k8s.io", "a", 20, Some(10), soon()).await;
+        assert_eq!(
+            p.pending(),
+            1,
+            "the kill of the same invocation: no second TaskOOM"
+        );
+        p.oom("k8s.io", "a", 30, Some(30), soon()).await;
+        assert_eq!(p.pending(), 2, "a later invocation's kill gets its own");
     }
 }

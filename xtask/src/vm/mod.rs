@@ -28,7 +28,8 @@ pub(crate) use self::qemu::Arch;
 use self::report::{GuestResult, Summary};
 use crate::{build_ebpf, cache_dir, output, root, run};
 
-pub use self::race::{audit_vm, kubelet_vm, race_vm};
+pub use self::qemu::ConsoleLevel;
+pub use self::race::{audit_vm, kubelet_vm, race_vm, RaceRun};
 
 /// One row group of the matrix: a kernel series on an architecture.
 struct GuestDef {
@@ -340,6 +341,7 @@ fn run_guest(
         memory_mib: GUEST_MIB,
         cpus: GUEST_CPUS,
         extra_append: opts.append.as_deref(),
+        console_level: qemu::ConsoleLevel::Emergencies,
         log: &log,
         limit: opts
             .guest_timeout

@@ -80,6 +80,45 @@ pub struct Boot {
     pub log: PathBuf,
 }
 
+/// Which kernel messages reach the guest's console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ConsoleLevel {
+    /// `loglevel=1`: only emergencies (a panic), so the kernel's OOM reports do not bury the
+    /// verdict lines. The matrix and the default race run this way.
+    #[default]
+    #[value(name = "emergencies")]
+    Emergencies,
+    /// `quiet`: warnings and worse stay off the console; of an OOM kill only the
+    /// "Killed process" line (an error, printed after `mark_victim`) is printed.
+    #[value(name = "quiet")]
+    Quiet,
+    /// Neither: the kernel's default console log level (7 on Debian's kernels), as a cloud
+    /// node booted with `console=ttyS0` runs. The OOM killer's whole report goes to the
+    /// console before its SIGKILL.
+    #[value(name = "default")]
+    Talkative,
+}
+
+impl ConsoleLevel {
+    /// Its kernel command-line word, if any.
+    pub fn append(self) -> Option<&'static str> {
+        match self {
+            ConsoleLevel::Emergencies => Some("loglevel=1"),
+            ConsoleLevel::Quiet => Some("quiet"),
+            ConsoleLevel::Talkative => None,
+        }
+    }
+
+    /// The name used in flags, file names and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsoleLevel::Emergencies => "emergencies",
+            ConsoleLevel::Quiet => "quiet",
+            ConsoleLevel::Talkative => "default",
+        }
+    }
+}
+
 /// How to boot a guest.
 pub struct BootSpec<'a> {
     pub arch: Arch,
@@ -89,6 +128,8 @@ pub struct BootSpec<'a> {
     pub cpus: u32,
     /// Extra kernel command line, after the matrix's own (later settings win).
     pub extra_append: Option<&'a str>,
+    /// Which kernel messages reach the console.
+    pub console_level: ConsoleLevel,
     /// Where the console goes.
     pub log: &'a Path,
     /// Wall-clock limit: a guest still running then is killed and reported hung.
@@ -104,17 +145,19 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<Boot> {
         memory_mib,
         cpus,
         extra_append,
+        console_level,
         log,
         limit,
     } = *spec;
     let _ = fs::remove_file(log);
-    // loglevel=1: only emergencies (a panic) reach the console, so the kernel's OOM reports
-    // do not bury the verdict lines; panic=-1 and oops=panic turn any kernel crash into an
-    // immediate reboot, which -no-reboot turns into qemu exiting: never a hung run.
-    let mut append = format!(
-        "console={} loglevel=1 panic=-1 oops=panic rdinit=/init",
-        arch.console()
-    );
+    // panic=-1 and oops=panic turn any kernel crash into an immediate reboot, which
+    // -no-reboot turns into qemu exiting: never a hung run.
+    let mut append = format!("console={}", arch.console());
+    if let Some(level) = console_level.append() {
+        append.push(' ');
+        append.push_str(level);
+    }
+    append.push_str(" panic=-1 oops=panic rdinit=/init");
     if let Some(extra) = extra_append {
         append.push(' ');
         append.push_str(extra);

@@ -14,7 +14,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::{
-    build_guest_binaries, debian, qemu, qemu::Arch, userland, write_initramfs, GuestDef, MATRIX,
+    build_guest_binaries, debian, qemu,
+    qemu::{Arch, ConsoleLevel},
+    userland, write_initramfs, GuestDef, MATRIX,
 };
 use crate::{build_ebpf, cache_dir, output, root};
 
@@ -26,17 +28,82 @@ const BASE_LIMIT: Duration = Duration::from_secs(300);
 /// once on 2 cores), so a hung guest still ends; this is not a target.
 const PER_KILL: Duration = Duration::from_secs(12);
 
+/// Which race run: the guests' console level, and one guest only (a partial run).
+#[derive(Debug, Clone, Default)]
+pub struct RaceRun {
+    /// Which kernel messages reach the guests' consoles.
+    pub console: ConsoleLevel,
+    /// Only this guest (`linux-6.12-x86_64`, …); every cgroup v2 guest when `None`.
+    pub only: Option<String>,
+    /// More kernel command line for the guests (e.g. `preempt=full`).
+    pub append: Option<String>,
+}
+
+impl RaceRun {
+    /// Whether this is the full default run, the only one that may write `docs/`.
+    pub fn is_full(&self) -> bool {
+        self.console == ConsoleLevel::Emergencies && self.only.is_none() && self.append.is_none()
+    }
+
+    /// Where a run that is not the full one writes its page: under `target/`.
+    pub fn partial_report(&self) -> PathBuf {
+        let mut name = format!("race-vm-{}{}", self.console.name(), self.append_suffix());
+        if let Some(g) = &self.only {
+            name.push('-');
+            name.push_str(g);
+        }
+        root().join("target/vm").join(format!("{name}.md"))
+    }
+
+    fn guests(&self) -> impl Iterator<Item = &'static GuestDef> + '_ {
+        MATRIX
+            .iter()
+            .filter(|g| g.series == "6.12")
+            .filter(|g| self.only.as_deref().is_none_or(|o| o == g.name))
+    }
+
+    /// The console log of a guest's race boot.
+    fn log(&self, work: &Path, guest: &str) -> PathBuf {
+        work.join(format!("{guest}.race{}.console.log", self.suffix()))
+    }
+
+    fn suffix(&self) -> String {
+        let console = match self.console {
+            ConsoleLevel::Emergencies => String::new(),
+            c => format!("-{}", c.name()),
+        };
+        format!("{console}{}", self.append_suffix())
+    }
+
+    /// The extra command line as a file-name part (`-preempt=full`).
+    fn append_suffix(&self) -> String {
+        match &self.append {
+            Some(a) => format!(
+                "-{}",
+                a.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join("-")
+                    .replace(['/', ' '], "_")
+            ),
+            None => String::new(),
+        }
+    }
+}
+
 /// Runs N kills in each cgroup v2 guest; writes the tables to `report`. With `rerender`, no
 /// guest boots: the tables are written again from the consoles the last run left in
 /// `target/vm/` (after a change to the page's layout).
-pub fn race_vm(kills: usize, report: &Path, rerender: bool) -> Result<()> {
+pub fn race_vm(kills: usize, report: &Path, rerender: bool, run: &RaceRun) -> Result<()> {
     let t0 = Instant::now();
     let work = root().join("target/vm");
     fs::create_dir_all(&work)?;
+    if run.guests().next().is_none() {
+        bail!("no cgroup v2 guest is called {:?}", run.only);
+    }
     let results = if rerender {
-        from_consoles(&work)?
+        from_consoles(&work, run)?
     } else {
-        boot_all(kills, &work)?
+        boot_all(kills, &work, run)?
     };
     let kills = results
         .iter()
@@ -52,7 +119,8 @@ pub fn race_vm(kills: usize, report: &Path, rerender: bool) -> Result<()> {
         t0.elapsed().as_secs_f64()
     };
     let date = if rerender {
-        let log = work.join(format!("{}.race.console.log", MATRIX[1].name));
+        let first = run.guests().next().map(|g| g.name).unwrap_or_default();
+        let log = run.log(&work, first);
         let modified = fs::metadata(&log)?.modified()?;
         let secs = modified.duration_since(std::time::UNIX_EPOCH)?.as_secs();
         output(std::process::Command::new("date").args([
@@ -64,14 +132,14 @@ pub fn race_vm(kills: usize, report: &Path, rerender: bool) -> Result<()> {
     } else {
         output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
     };
-    write_race_page(kills, report, &results, &date, wall)
+    write_race_page(kills, report, &results, &date, wall, run)
 }
 
 /// The verdicts from the consoles of the last run.
-fn from_consoles(work: &Path) -> Result<Vec<(String, Result<Value>)>> {
+fn from_consoles(work: &Path, run: &RaceRun) -> Result<Vec<(String, Result<Value>)>> {
     let mut out = Vec::new();
-    for g in MATRIX.iter().filter(|g| g.series == "6.12") {
-        let log = work.join(format!("{}.race.console.log", g.name));
+    for g in run.guests() {
+        let log = run.log(work, g.name);
         let text = fs::read(&log)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .with_context(|| format!("reading {}", log.display()))?;
@@ -96,13 +164,17 @@ fn race_verdict(kernel: String, lines: Vec<Value>) -> Result<Value> {
     Ok(v)
 }
 
-fn boot_all(kills: usize, work: &Path) -> Result<Vec<(String, Result<Value>)>> {
+fn boot_all(kills: usize, work: &Path, run: &RaceRun) -> Result<Vec<(String, Result<Value>)>> {
     let cache = cache_dir().join("vm");
     fs::create_dir_all(&cache)?;
-    let boots = prepare(&cache, work)?;
+    let boots = prepare(&cache, work, run)?;
     let limit = BASE_LIMIT + PER_KILL * kills as u32;
-    let append = format!("oomx.race={kills}");
-    let results = boot_each(&boots, work, &append, limit, |(kernel, lines)| {
+    let mut append = format!("oomx.race={kills}");
+    if let Some(extra) = &run.append {
+        append.push(' ');
+        append.push_str(extra);
+    }
+    let results = boot_each(&boots, work, &append, limit, run, |(kernel, lines)| {
         race_verdict(kernel, lines)
     });
     Ok(results)
@@ -114,11 +186,34 @@ fn write_race_page(
     results: &[(String, Result<Value>)],
     date: &str,
     wall: f64,
+    run: &RaceRun,
 ) -> Result<()> {
+    let mut flags = format!("--kills {kills}");
+    if run.console != ConsoleLevel::Emergencies {
+        flags.push_str(&format!(" --console {}", run.console.name()));
+    }
+    if let Some(g) = &run.only {
+        flags.push_str(&format!(" --only {g}"));
+    }
+    if let Some(a) = &run.append {
+        flags.push_str(&format!(" --append '{a}'"));
+    }
+    let console = match run.console {
+        ConsoleLevel::Emergencies => {
+            "Guest console: `loglevel=1` (only emergencies are printed)".to_string()
+        }
+        ConsoleLevel::Quiet => "Guest console: `quiet` (of an OOM kill, only the kernel's \
+             \"Killed process\" line is printed, after `mark_victim`)"
+            .to_string(),
+        ConsoleLevel::Talkative => "Guest console: the kernel's default log level (no \
+             `quiet`, no `loglevel=`), as a cloud node with `console=ttyS0` runs: the OOM \
+             killer's whole report is printed to the serial console before its SIGKILL"
+            .to_string(),
+    };
     let mut page = format!(
         "# The containerd race in cgroup v2 guests\n\n\
-         Written by `cargo xtask race --vm --kills {kills}` — do not edit. Run: {} — wall time \
-         {:.0} s (2 cores, qemu TCG, both guests at once).\n\n\
+         Written by `cargo xtask race --vm {flags}` — do not edit. Run: {} — wall time \
+         {:.0} s (2 cores, qemu TCG, {} at once). {console}.{}\n\n\
          Each guest boots Debian's 6.12 cloud kernel with an initramfs holding Debian's \
          containerd, runc and busybox-static (with the shared libraries they need) and \
          oom-observer; `/init` mounts cgroup v2 with the memory controller, starts a private \
@@ -129,7 +224,16 @@ fn write_race_page(
          timestamp of each event, in ms. The waiter polls a pidfd of every container's task \
          and asks the query socket the moment it exits.\n",
         date.trim(),
-        wall
+        wall,
+        if run.only.is_some() {
+            "one guest"
+        } else {
+            "both guests"
+        },
+        match &run.append {
+            Some(a) => format!(" Also on the guests' command line: `{a}`."),
+            None => String::new(),
+        },
     );
     let mut failed = Vec::new();
     let mut summaries = Vec::new();
@@ -199,15 +303,29 @@ fn latency(name: &str, v: &Value) -> (String, Value) {
         s
     };
     let (ours, theirs, exit) = (sample("ours_ms"), sample("theirs_ms"), sample("exit_ms"));
+    let decided = sample("decided_ms");
+    let decided_to_ours = sample("decided_to_ours_ms");
     let (o, t, x) = (summary(&ours), summary(&theirs), summary(&exit));
+    let d = summary(&decided);
     let mut md = String::from(
         "\nLatency, ms from the kill:\n\n| path | n | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n",
     );
-    for (label, n, s) in [
+    let mut rows = vec![
         ("kill → our TaskOOM", ours.len(), o),
         ("kill → containerd's own TaskOOM", theirs.len(), t),
         ("kill → TaskExit", exit.len(), x),
-    ] {
+    ];
+    if !decided.is_empty() {
+        rows.push(("OOM killer's decision → kill", decided.len(), d));
+    }
+    if !decided_to_ours.is_empty() {
+        rows.push((
+            "OOM killer's decision → our TaskOOM",
+            decided_to_ours.len(),
+            summary(&decided_to_ours),
+        ));
+    }
+    for (label, n, s) in rows {
         md.push_str(&format!(
             "| {label} | {n} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
             s[0], s[1], s[2], s[3]
@@ -218,11 +336,25 @@ fn latency(name: &str, v: &Value) -> (String, Value) {
         "\nAhead of containerd's own cgroup v2 path (p50 and p99 both lower): **{}**.\n",
         if ahead { "yes" } else { "no" }
     ));
+    let kills_n = v["kills"].as_u64().unwrap_or(0);
+    let before = v["ours_before_kill"].as_u64();
+    if let Some(b) = before {
+        md.push_str(&format!(
+            "\nOur TaskOOM reached containerd before the kill itself (`mark_victim`, the \
+             event's `time`): **{b} of {kills_n}** ({:.1}%). A negative kill → our TaskOOM is \
+             such a kill: the TaskOOM was handed over at the OOM killer's decision \
+             (`decided_at`).\n",
+            100.0 * b as f64 / kills_n.max(1) as f64
+        ));
+    }
     let json = serde_json::json!({
         "guest": name,
         "kernel": v["kernel"],
         "kills": v["kills"],
         "ours": o, "theirs": t, "exit": x,
+        "decided": (!decided.is_empty()).then_some(d),
+        "decided_to_ours": (!decided_to_ours.is_empty()).then(|| summary(&decided_to_ours)),
+        "ours_before_kill": before,
         // Sample sizes: containerd may send no TaskOOM of its own for a kill.
         "n": {"ours": ours.len(), "theirs": theirs.len(), "exit": exit.len()},
         // The first row is ours: "| oom-observer | N | 100.0% (N) | ...".
@@ -233,8 +365,12 @@ fn latency(name: &str, v: &Value) -> (String, Value) {
 }
 
 /// The cgroup v2 guests, each with its kernel and an initramfs holding the containerd stack.
-fn prepare(cache: &Path, work: &Path) -> Result<Vec<(&'static GuestDef, debian::Kernel, PathBuf)>> {
-    let guests: Vec<&GuestDef> = MATRIX.iter().filter(|g| g.series == "6.12").collect();
+fn prepare(
+    cache: &Path,
+    work: &Path,
+    run: &RaceRun,
+) -> Result<Vec<(&'static GuestDef, debian::Kernel, PathBuf)>> {
+    let guests: Vec<&GuestDef> = run.guests().collect();
     debian::ensure_qemu(
         cache,
         &guests.iter().map(|g| g.arch.qemu()).collect::<Vec<_>>(),
@@ -270,6 +406,7 @@ fn boot_each<T: Send>(
     work: &Path,
     append: &str,
     limit: Duration,
+    run: &RaceRun,
     judge: impl Fn(Verdicts) -> Result<T> + Sync,
 ) -> Vec<(String, Result<T>)> {
     thread::scope(|s| {
@@ -278,7 +415,7 @@ fn boot_each<T: Send>(
             .map(|(g, k, img)| {
                 let judge = &judge;
                 s.spawn(move || {
-                    let r = boot(g, k, img, work, append, limit).and_then(judge);
+                    let r = boot(g, k, img, work, append, limit, run).and_then(judge);
                     (g.name.to_string(), r)
                 })
             })
@@ -300,10 +437,17 @@ fn boot(
     work: &Path,
     append: &str,
     limit: Duration,
+    run: &RaceRun,
 ) -> Result<Verdicts> {
     let mode = append.split(['.', '=']).nth(1).unwrap_or("run");
-    let log: PathBuf = work.join(format!("{}.{mode}.console.log", g.name));
-    eprintln!("vm {mode}: {} booting {} {}", g.name, k.package, k.version);
+    let log: PathBuf = work.join(format!("{}.{mode}{}.console.log", g.name, run.suffix()));
+    eprintln!(
+        "vm {mode}: {} booting {} {} (console: {})",
+        g.name,
+        k.package,
+        k.version,
+        run.console.name()
+    );
     let b = qemu::boot(&qemu::BootSpec {
         arch: g.arch,
         vmlinuz: &k.vmlinuz,
@@ -311,6 +455,7 @@ fn boot(
         memory_mib: GUEST_MIB,
         cpus: super::GUEST_CPUS,
         extra_append: Some(append),
+        console_level: run.console,
         log: &log,
         limit,
     })?;
@@ -361,7 +506,8 @@ pub fn kubelet_vm(kills: usize) -> Result<Vec<(String, Result<Value>)>> {
     fs::create_dir_all(&work)?;
     let cache = cache_dir().join("vm");
     fs::create_dir_all(&cache)?;
-    let boots = prepare(&cache, &work)?;
+    let run = RaceRun::default();
+    let boots = prepare(&cache, &work, &run)?;
     // Four rows of `kills` pods each.
     let limit = BASE_LIMIT + PER_KILL * (4 * kills) as u32;
     Ok(boot_each(
@@ -369,6 +515,7 @@ pub fn kubelet_vm(kills: usize) -> Result<Vec<(String, Result<Value>)>> {
         &work,
         &format!("oomx.kubelet={kills}"),
         limit,
+        &run,
         |(kernel, lines)| {
             let mut v = lines
                 .into_iter()
@@ -388,8 +535,9 @@ pub fn audit_vm(report: &Path) -> Result<()> {
     fs::create_dir_all(&cache)?;
     let work = root().join("target/vm");
     fs::create_dir_all(&work)?;
-    let boots = prepare(&cache, &work)?;
-    let results = boot_each(&boots, &work, "oomx.audit=1", BASE_LIMIT * 2, Ok);
+    let run = RaceRun::default();
+    let boots = prepare(&cache, &work, &run)?;
+    let results = boot_each(&boots, &work, "oomx.audit=1", BASE_LIMIT * 2, &run, Ok);
     let date = output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
     let mut page = format!(
         "# Unenforced memory limits in cgroup v2 guests (runc)\n\n\

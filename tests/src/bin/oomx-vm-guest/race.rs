@@ -215,6 +215,9 @@ fn race(n: usize) -> Result<serde_json::Value, String> {
         "ours_ms": t.ours.latency_ms,
         "theirs_ms": t.theirs.latency_ms,
         "exit_ms": t.exit_ms,
+        "decided_ms": t.decided_ms,
+        "decided_to_ours_ms": t.decided_to_ours_ms,
+        "ours_before_kill": t.ours_before_kill,
         "ready_seconds": ready_s,
         "problems": problems,
     }))
