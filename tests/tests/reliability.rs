@@ -292,10 +292,11 @@ fn a_hung_containerd_delays_no_line_beyond_the_bound_and_no_query() {
         "a line waited {worst_line:?}; daemon log:\n{}",
         obs.stderr_text()
     );
-    // Only the first kill tried containerd (the others went straight to the spool); its
-    // publish timed out and may still have been taken when containerd ran again, so it may
-    // arrive twice, with the same ktime marker. Nothing else may.
-    assert!(duplicates <= 1, "{duplicates} duplicate TaskOOMs");
+    // Only the first kill tried containerd (the others went straight to the spool). Its
+    // publish timed out, and containerd took it when it ran again: the daemon waits for that
+    // late answer before sending the entry again, so it arrives once. (Before: resent at
+    // once, and taken twice in 5 of 6 runs.)
+    assert_eq!(duplicates, 0, "duplicate TaskOOMs");
     for c in &mut ctrs {
         let _ = c.kill();
         let _ = c.wait();

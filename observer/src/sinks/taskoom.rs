@@ -57,6 +57,25 @@ pub fn handoff_deadline(since_kill: Duration) -> tokio::time::Instant {
     tokio::time::Instant::now() + HANDOFF.saturating_sub(since_kill).max(MIN_ATTEMPT)
 }
 
+/// How long a publish that ran past its hand-off deadline is still awaited before its entry
+/// is sent again. containerd may have read it already (a stopped containerd reads it when it
+/// runs again): waiting for its answer is what keeps that TaskOOM from arriving twice.
+const LATE_ANSWER: Duration = Duration::from_secs(30);
+
+/// A publish still in containerd's hands after its deadline: its entry waits at the front
+/// of the spool, and is sent again only if this attempt fails.
+type LatePublish = tokio::task::JoinHandle<(Option<Client>, bool)>;
+
+/// How one hand-off ended.
+enum Sent {
+    /// containerd took it; the client to keep.
+    Delivered(Option<Client>),
+    /// containerd refused it or could not be reached.
+    Failed,
+    /// Not answered by the deadline, and still going.
+    Late(LatePublish),
+}
+
 /// Publishes TaskOOM to containerd.
 pub struct Publisher {
     socket: PathBuf,
@@ -70,6 +89,8 @@ pub struct Publisher {
     /// The last attempt failed: new kills go straight to the spool (one hand-off delay per
     /// outage, not one per kill) until a retry gets through.
     down: bool,
+    /// The spool's front entry, if its publish is still going (see [`LatePublish`]).
+    late: Option<LatePublish>,
     wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
@@ -95,6 +116,31 @@ pub async fn retry_task(p: SharedPublisher, wake: std::sync::Arc<tokio::sync::No
             }
         }
         loop {
+            // A late publish of the front entry first: if containerd takes it after all,
+            // the entry is delivered and is not sent a second time.
+            let late = p.lock().await.late.take();
+            if let Some(mut h) = late {
+                match tokio::time::timeout(LATE_ANSWER, &mut h).await {
+                    Ok(Ok((client, true))) => {
+                        let mut g = p.lock().await;
+                        if g.client.is_none() {
+                            g.client = client;
+                        }
+                        info!("containerd took a TaskOOM after its deadline; not sent again");
+                        g.acknowledge_front();
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        h.abort();
+                        warn!(
+                            waited_s = LATE_ANSWER.as_secs(),
+                            "a TaskOOM publish got no answer; sending it again (containerd may \
+                             still take the first copy: same ktime marker)"
+                        );
+                    }
+                }
+            }
             // The network call runs without the lock: a kill that arrives meanwhile is
             // spooled behind this entry at once instead of waiting for containerd.
             let (entry, client, socket) = {
@@ -108,16 +154,25 @@ pub async fn retry_task(p: SharedPublisher, wake: std::sync::Arc<tokio::sync::No
                 }
             };
             let deadline = tokio::time::Instant::now() + HANDOFF;
-            let (client, ok) = publish_once(client, &socket, &entry, deadline).await;
+            let sent = publish_once(client, &socket, &entry, deadline).await;
             let mut g = p.lock().await;
-            if g.client.is_none() {
-                g.client = client;
+            match sent {
+                Sent::Delivered(client) => {
+                    if g.client.is_none() {
+                        g.client = client;
+                    }
+                    g.acknowledge_front();
+                }
+                Sent::Failed => {
+                    g.retry_failed();
+                    break;
+                }
+                Sent::Late(h) => {
+                    g.late = Some(h);
+                    g.retry_failed();
+                    break;
+                }
             }
-            if !ok {
-                g.retry_failed();
-                break;
-            }
-            g.acknowledge_front();
         }
     }
 }
@@ -137,6 +192,7 @@ impl Publisher {
             delivered: 0,
             spooled: 0,
             down: false,
+            late: None,
             wake: Default::default(),
         };
         if !p.spool.is_empty() {
@@ -226,9 +282,16 @@ impl Publisher {
         // it behind the rest); and while containerd is known not to answer, nothing waits
         // for it.
         if self.spool.is_empty() && !self.down {
-            if self.send(&p, deadline).await {
-                self.recent.insert(key, recent(true));
-                return true;
+            match publish_once(self.client.take(), &self.socket, &p, deadline).await {
+                Sent::Delivered(client) => {
+                    self.client = client;
+                    self.delivered += 1;
+                    self.recent.insert(key, recent(true));
+                    return true;
+                }
+                Sent::Failed => {}
+                // The spool is empty: this entry becomes its front.
+                Sent::Late(h) => self.late = Some(h),
             }
             self.down = true;
         }
@@ -273,11 +336,34 @@ impl Publisher {
     /// containerd took it.
     async fn deliver_one(&mut self) -> Option<bool> {
         let p = self.spool.front().cloned()?;
-        if !self.send(&p, tokio::time::Instant::now() + HANDOFF).await {
-            return Some(false);
+        // The front entry's own late publish decides first: never two copies in flight.
+        if let Some(h) = self.late.take() {
+            if !h.is_finished() {
+                self.late = Some(h);
+                return Some(false);
+            }
+            if let Ok((client, true)) = h.await {
+                self.client = client;
+                self.acknowledge_front();
+                return Some(true);
+            }
         }
-        info!(namespace = %p.namespace, container = %p.container_id, "delivered a spooled TaskOOM");
-        self.spool.pop_front();
+        match publish_once(
+            self.client.take(),
+            &self.socket,
+            &p,
+            tokio::time::Instant::now() + HANDOFF,
+        )
+        .await
+        {
+            Sent::Delivered(client) => self.client = client,
+            Sent::Failed => return Some(false),
+            Sent::Late(h) => {
+                self.late = Some(h);
+                return Some(false);
+            }
+        }
+        self.acknowledge_front();
         Some(true)
     }
 
@@ -295,15 +381,6 @@ impl Publisher {
         self.retry_at = Some(Instant::now() + self.backoff);
     }
 
-    async fn send(&mut self, p: &Pending, deadline: tokio::time::Instant) -> bool {
-        let (client, ok) = publish_once(self.client.take(), &self.socket, p, deadline).await;
-        self.client = client;
-        if ok {
-            self.delivered += 1;
-        }
-        ok
-    }
-
     /// The oldest entry was delivered (by [`retry_task`], outside the lock).
     fn acknowledge_front(&mut self) {
         self.delivered += 1;
@@ -314,20 +391,20 @@ impl Publisher {
     }
 }
 
-/// One TaskOOM to containerd by `deadline` (connecting first if there is no client).
-/// Returns the client to keep (none after a failure: containerd may have restarted on the
-/// same socket) and whether containerd took it. A publish that timed out may still reach
-/// containerd later; it is spooled and sent again, with the same `ktime` marker.
+/// One TaskOOM to containerd by `deadline` (connecting first if there is no client). A
+/// publish that is not answered by then goes on in its own task ([`Sent::Late`]): containerd
+/// may still take it, and its answer decides whether the entry is sent again.
 async fn publish_once(
     client: Option<Client>,
     socket: &Path,
     p: &Pending,
     deadline: tokio::time::Instant,
-) -> (Option<Client>, bool) {
-    let attempt = async {
+) -> Sent {
+    let (socket_path, entry) = (socket.to_path_buf(), p.clone());
+    let mut attempt = tokio::spawn(async move {
         let client = match client {
             Some(c) => c,
-            None => match Client::connect(socket).await {
+            None => match Client::connect(&socket_path).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, "TaskOOM not published yet");
@@ -336,23 +413,28 @@ async fn publish_once(
             },
         };
         match client
-            .publish_oom(&p.namespace, &p.container_id, p.ktime_ns)
+            .publish_oom(&entry.namespace, &entry.container_id, entry.ktime_ns)
             .await
         {
             Ok(()) => (Some(client), true),
             Err(e) => {
-                warn!(error = %e, namespace = %p.namespace, container = %p.container_id, "publishing TaskOOM failed; spooled for retry");
+                warn!(error = %e, namespace = %entry.namespace, container = %entry.container_id, "publishing TaskOOM failed; spooled for retry");
                 (None, false)
             }
         }
-    };
+    });
     let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
-    match tokio::time::timeout_at(deadline, attempt).await {
-        Ok(r) => r,
+    match tokio::time::timeout_at(deadline, &mut attempt).await {
+        Ok(Ok((client, true))) => Sent::Delivered(client),
+        Ok(Ok((_, false))) => Sent::Failed,
+        Ok(Err(e)) => {
+            warn!(error = %e, "the TaskOOM publish task failed; spooled for retry");
+            Sent::Failed
+        }
         Err(_) => {
             warn!(namespace = %p.namespace, container = %p.container_id, timeout_ms = budget.as_millis() as u64,
-                "containerd did not take the TaskOOM in time; spooled for retry");
-            (None, false)
+                "containerd did not take the TaskOOM in time; spooled, and sent again only if this attempt fails");
+            Sent::Late(attempt)
         }
     }
 }
