@@ -74,7 +74,14 @@ async fn timed<T, F>(call: &'static str, f: F) -> Result<T, ContainerdError>
 where
     F: std::future::Future<Output = Result<T, containerd_client::tonic::Status>>,
 {
-    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+    timed_for(call, CALL_TIMEOUT, f).await
+}
+
+async fn timed_for<T, F>(call: &'static str, limit: Duration, f: F) -> Result<T, ContainerdError>
+where
+    F: std::future::Future<Output = Result<T, containerd_client::tonic::Status>>,
+{
+    match tokio::time::timeout(limit, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(status)) => Err(ContainerdError::Call {
             call,
@@ -246,11 +253,15 @@ impl Client {
     }
 
     /// Publishes `/tasks/oom` for a container, carrying our marker.
+    /// Publishes a TaskOOM, waiting at most `limit` for containerd's answer: the caller
+    /// bounds its own wait, and a longer `limit` lets a late answer still count (a request
+    /// cut off here may be taken by containerd anyway, and then sent again).
     pub async fn publish_oom(
         &self,
         namespace: &str,
         container_id: &str,
         ktime_ns: u64,
+        limit: Duration,
     ) -> Result<(), ContainerdError> {
         let event = prost_types::Any {
             type_url: "containerd.events.TaskOOM".into(),
@@ -260,8 +271,9 @@ impl Client {
             topic: "/tasks/oom".into(),
             event: Some(event),
         };
-        timed(
+        timed_for(
             "events.publish",
+            limit,
             EventsClient::new(self.channel.clone()).publish(ns_request(req, namespace)),
         )
         .await

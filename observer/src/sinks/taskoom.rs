@@ -413,7 +413,14 @@ async fn publish_once(
             },
         };
         match client
-            .publish_oom(&entry.namespace, &entry.container_id, entry.ktime_ns)
+            // The hand-off's own deadline is the caller's; containerd's answer counts until
+            // LATE_ANSWER (see `Sent::Late`).
+            .publish_oom(
+                &entry.namespace,
+                &entry.container_id,
+                entry.ktime_ns,
+                LATE_ANSWER,
+            )
             .await
         {
             Ok(()) => (Some(client), true),
