@@ -236,24 +236,20 @@ pub struct Tally {
 
 /// Reads the event stream (`seen`, in arrival order) and our JSON lines against the kills.
 pub fn tally(namespace: &str, kills: &[Kill], seen: &[Seen], obs_events: &[Value]) -> Tally {
-    let kill_time: HashMap<String, SystemTime> = obs_events
-        .iter()
-        .filter(|e| e["event"] == "oom_kill")
-        .filter_map(|e| {
-            let id = e["container"]["id"].as_str()?.to_string();
-            let t = humantime::parse_rfc3339(e["time"].as_str()?).ok()?;
-            Some((id, t))
-        })
-        .collect();
-    let decided_at: HashMap<String, SystemTime> = obs_events
-        .iter()
-        .filter(|e| e["event"] == "oom_kill")
-        .filter_map(|e| {
-            let id = e["container"]["id"].as_str()?.to_string();
-            let t = humantime::parse_rfc3339(e["decided_at"].as_str()?).ok()?;
-            Some((id, t))
-        })
-        .collect();
+    // One of the kill lines' times (`time`, `decided_at`) by container id.
+    let by_container = |field: &str| -> HashMap<String, SystemTime> {
+        obs_events
+            .iter()
+            .filter(|e| e["event"] == "oom_kill")
+            .filter_map(|e| {
+                let id = e["container"]["id"].as_str()?.to_string();
+                let t = humantime::parse_rfc3339(e[field].as_str()?).ok()?;
+                Some((id, t))
+            })
+            .collect()
+    };
+    let kill_time = by_container("time");
+    let decided_at = by_container("decided_at");
     let decided_ms: Vec<f64> = obs_events
         .iter()
         .filter(|e| e["event"] == "oom_kill")

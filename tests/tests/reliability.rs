@@ -18,27 +18,38 @@ use tests::{
 const READY: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A tmpfs this test mounted on a directory it created; unmounted and removed on drop.
-struct Tmpfs {
+/// A filesystem this test mounted on a directory it created (a tmpfs, or a bpffs whose pins
+/// go with it); unmounted and removed on drop.
+struct ScratchMount {
     dir: PathBuf,
 }
 
-impl Tmpfs {
-    fn mount(dir: &Path, opts: &str) -> Tmpfs {
+impl ScratchMount {
+    /// `mount -t <fstype> [-o <opts>]` on `dir`, created first.
+    fn mount(dir: &Path, fstype: &str, opts: Option<&str>) -> ScratchMount {
         fs::create_dir_all(dir).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", opts, "oomx-tmpfs"])
+        let mut cmd = Command::new("mount");
+        cmd.args(["-t", fstype]);
+        if let Some(o) = opts {
+            cmd.args(["-o", o]);
+        }
+        let st = cmd
+            .arg(format!("oomx-{fstype}"))
             .arg(dir)
             .status()
             .expect("mount");
-        assert!(st.success(), "mount -t tmpfs -o {opts} {}", dir.display());
-        Tmpfs {
+        assert!(
+            st.success(),
+            "mount -t {fstype} -o {opts:?} {}",
+            dir.display()
+        );
+        ScratchMount {
             dir: dir.to_path_buf(),
         }
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for ScratchMount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.dir).status();
         let _ = fs::remove_dir(&self.dir);
@@ -57,7 +68,7 @@ fn unusable_state_dirs_and_a_corrupt_spool_lose_no_taskoom() {
     fs::create_dir_all(&scratch).unwrap();
     // Full: a 64 KiB tmpfs filled to the last page.
     let full_dir = scratch.join("full");
-    let _full = Tmpfs::mount(&full_dir, "size=64k,mode=0755");
+    let _full = ScratchMount::mount(&full_dir, "tmpfs", Some("size=64k,mode=0755"));
     {
         use std::io::Write;
         let mut f = fs::File::create(full_dir.join("filler")).unwrap();
@@ -65,7 +76,7 @@ fn unusable_state_dirs_and_a_corrupt_spool_lose_no_taskoom() {
     }
     // Read-only.
     let ro_dir = scratch.join("ro");
-    let _ro = Tmpfs::mount(&ro_dir, "ro,size=64k");
+    let _ro = ScratchMount::mount(&ro_dir, "tmpfs", Some("ro,size=64k"));
     // A file where the directory should be.
     let file_dir = scratch.join("a-file");
     fs::write(&file_dir, b"not a directory").unwrap();
@@ -669,34 +680,6 @@ fn a_kill_in_the_gap_is_attributed_once_containerd_is_back() {
     );
 }
 
-/// A bpffs this test mounted on a directory it created; unmounted (which detaches whatever
-/// was pinned in it) and removed on drop.
-struct Bpffs {
-    dir: PathBuf,
-}
-
-impl Bpffs {
-    fn mount(dir: &Path) -> Bpffs {
-        fs::create_dir_all(dir).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "bpf", "oomx-bpffs"])
-            .arg(dir)
-            .status()
-            .expect("mount");
-        assert!(st.success(), "mount -t bpf {}", dir.display());
-        Bpffs {
-            dir: dir.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-        let _ = fs::remove_dir(&self.dir);
-    }
-}
-
 /// The memory hog every container of the restart test runs: `/go` is there from the start,
 /// so it is killed at once.
 const HOG: &str = "while [ ! -e /go ]; do sleep 0.05; done; x=a; while :; do x=$x$x; done";
@@ -713,7 +696,7 @@ const HOG: &str = "while [ ! -e /go ]; do sleep 0.05; done; x=a; while :; do x=$
 fn a_daemon_restart_during_kills_loses_and_repeats_nothing() {
     let t0 = Instant::now();
     let cd = Containerd::start();
-    let bpffs = Bpffs::mount(&cd.dir.join("bpffs"));
+    let bpffs = ScratchMount::mount(&cd.dir.join("bpffs"), "bpf", None);
     let pins = bpffs.dir.join("oom-observer");
     let pin_args = ["--pin-dir", pins.to_str().unwrap()];
     let sub = Subscriber::start(&cd.socket);

@@ -486,15 +486,6 @@ mod tests {
             Some(("a", 1))
         );
     }
-}
-
-#[cfg(test)]
-mod incident_tests {
-    use super::*;
-
-    fn soon() -> tokio::time::Instant {
-        handoff_deadline(Duration::ZERO)
-    }
 
     /// A decision's TaskOOM answers for its invocation's kill of the same container even
     /// after SAME_KILL (the kernel's report can take that long on a serial console), and
