@@ -17,7 +17,7 @@ use crate::{
         record::Record,
         setup,
     },
-    pipeline::processor::{Begun, Processor},
+    pipeline::processor::{Begun, Processor, TaskOomAt},
     query::socket::{self as query_socket, Request},
     sinks::{
         k8s_events::EventSink,
@@ -55,6 +55,8 @@ pub struct RunOptions {
     /// Keep the programs attached, and what they record, across restarts: pinned here (a
     /// directory on a bpffs).
     pub pin_dir: Option<PathBuf>,
+    /// When TaskOOM is handed to containerd: at the kill, or at the OOM killer's decision.
+    pub taskoom_at: TaskOomAt,
 }
 
 /// How often the lost-record counter is read when no events arrive.
@@ -145,7 +147,8 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     }
 
     let stdout = io::stdout();
-    let mut proc = Processor::new(setup.cgroups.clone(), io::BufWriter::new(stdout.lock()));
+    let mut proc = Processor::new(setup.cgroups.clone(), io::BufWriter::new(stdout.lock()))
+        .with_taskoom_at(opts.taskoom_at);
     let (change_tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<IndexChange>();
     let mut observations = None;
     let mut containerd = None;
@@ -203,6 +206,14 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         victim_hook,
         cgroups = %setup.cgroups.describe(),
         btf = ?setup.btf_source,
+        taskoom_at = if opts.taskoom_at == TaskOomAt::Decision
+            && matches!(strategy, Strategy::Fentry | Strategy::Kprobe)
+        {
+            "decision"
+        } else {
+            // The strategy sees no decision.
+            "kill"
+        },
         "ready"
     );
     if let (Some(cd), Some(_)) = (&containerd, &pinned) {

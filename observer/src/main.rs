@@ -8,6 +8,7 @@ use observer::{
     daemon::{self, RunOptions},
     error::{chain, ObserverError},
     kernel::hooks::Strategy,
+    pipeline::processor::TaskOomAt,
     EBPF_OBJECT,
 };
 
@@ -78,6 +79,11 @@ enum Command {
         /// next start reports what they recorded meanwhile. `rm -r DIR` detaches them.
         #[arg(long, value_name = "DIR")]
         pin_dir: Option<PathBuf>,
+        /// When to hand TaskOOM to containerd: at the OOM killer's decision (before the
+        /// kernel's report and its SIGKILL; fentry/kprobe strategies, elsewhere at the kill),
+        /// or always at the kill.
+        #[arg(long, value_enum, default_value_t = TaskOomAt::Decision)]
+        taskoom_at: TaskOomAt,
     },
     /// Ask a running oom-observer whether a container, cgroup or process was OOM-killed.
     /// Exit status: 0 OOM-killed, 1 not, 2 error.
@@ -200,6 +206,7 @@ fn main() -> ExitCode {
             k8s_events,
             node_name,
             pin_dir,
+            taskoom_at,
         } => {
             if k8s_events && node_name.is_none() {
                 eprintln!(
@@ -223,6 +230,7 @@ fn main() -> ExitCode {
                 metrics_listen,
                 k8s_events: k8s_events.then_some(node_name).flatten(),
                 pin_dir,
+                taskoom_at,
             };
             match rt.block_on(daemon::run(opts, EBPF_OBJECT)) {
                 Ok(()) => ExitCode::SUCCESS,

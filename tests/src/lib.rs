@@ -260,9 +260,16 @@ impl Observer {
             .tempdir()
             .expect("a scratch directory for the query socket");
         let query_socket = scratch.path().join("query.sock");
+        // A run's choice of when TaskOOM goes out (`cargo xtask race --vm --append
+        // oomx.taskoom=decision` sets it in the guests), unless the test names one itself.
+        let taskoom_at: Vec<String> = match std::env::var("OOMX_TASKOOM_AT") {
+            Ok(at) if !args.contains(&"--taskoom-at") => vec!["--taskoom-at".into(), at],
+            _ => Vec::new(),
+        };
         let mut child = Command::new(observer_bin())
             .arg("run")
             .args(args)
+            .args(&taskoom_at)
             .args(if kernel_only {
                 &["--no-containerd"][..]
             } else {

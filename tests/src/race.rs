@@ -222,6 +222,11 @@ pub struct Tally {
     /// The OOM killer's decision → our TaskOOM's envelope timestamp, ms: how long the daemon
     /// took to hear of the decision and publish (the time the kernel's report gives it).
     pub decided_to_ours_ms: Vec<f64>,
+    /// The kernel's stamp of each record → the daemon's read of it, ms, from the daemon's
+    /// `record read` trace lines (see [`RECORD_TRACE`]): kill records (stamped at
+    /// `mark_victim`, right before the kernel prints "Killed process"), victim exit records
+    /// (no printk near them) and decisions (stamped before the OOM report is printed).
+    pub read_ms: ReadDelays,
     /// Kills for which containerd got more than one TaskOOM from us.
     pub ours_twice: Vec<String>,
     /// Kills whose TaskOOM from us came after TaskExit or never.
@@ -232,6 +237,49 @@ pub struct Tally {
     pub waiter_wrong: Vec<(String, String)>,
     /// Kills whose `ctr run` did not exit 137.
     pub not_oom_killed: Vec<String>,
+}
+
+/// The log filter under which the daemon traces each record's read (`OOM_OBSERVER_LOG`):
+/// what [`ReadDelays::from_log`] reads.
+pub const RECORD_TRACE: &str = "info,observer::pipeline::processor=trace";
+
+/// How long records waited in the ring buffer before the daemon read them, ms, sorted.
+#[derive(Debug, Default, Clone)]
+pub struct ReadDelays {
+    /// Kill records (`mark_victim`).
+    pub kill: Vec<f64>,
+    /// Victim exit records.
+    pub exit: Vec<f64>,
+    /// OOM killer decisions (fentry/kprobe).
+    pub decision: Vec<f64>,
+}
+
+impl ReadDelays {
+    /// From the daemon's stderr under [`RECORD_TRACE`]: lines `... record read
+    /// received_us=N kind=K`.
+    pub fn from_log(stderr: &str) -> ReadDelays {
+        let mut d = ReadDelays::default();
+        for line in stderr.lines().filter(|l| l.contains("record read")) {
+            let field = |k: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k)?.parse::<u64>().ok())
+            };
+            let (Some(us), Some(kind)) = (field("received_us="), field("kind=")) else {
+                continue;
+            };
+            let ms = us as f64 / 1000.0;
+            match kind {
+                1 => d.kill.push(ms),
+                4 => d.exit.push(ms),
+                6 => d.decision.push(ms),
+                _ => {}
+            }
+        }
+        for v in [&mut d.kill, &mut d.exit, &mut d.decision] {
+            v.sort_by(|a, b| a.total_cmp(b));
+        }
+        d
+    }
 }
 
 /// Reads the event stream (`seen`, in arrival order) and our JSON lines against the kills.
@@ -412,6 +460,34 @@ impl Tally {
             self.row("oom-observer", &self.ours),
             self.row("containerd's own (runc shim)", &self.theirs)
         )
+    }
+
+    /// How long kill and exit records waited for the daemon, one line (empty without
+    /// trace lines).
+    pub fn read_line(&self) -> String {
+        let r = &self.read_ms;
+        if r.kill.is_empty() {
+            return String::new();
+        }
+        let one = |name: &str, v: &[f64]| {
+            format!(
+                "{name} (n {}): p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+                v.len(),
+                pct(v, 50.0),
+                pct(v, 90.0),
+                pct(v, 99.0),
+                v.last().copied().unwrap_or(f64::NAN)
+            )
+        };
+        let mut s = format!(
+            "Record stamped → read by the daemon: {}; {}",
+            one("kill records", &r.kill),
+            one("victim exit records", &r.exit)
+        );
+        if !r.decision.is_empty() {
+            s += &format!("; {}", one("decisions", &r.decision));
+        }
+        s + "."
     }
 
     /// Kill → TaskExit and the waiter, one line.

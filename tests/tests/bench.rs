@@ -491,7 +491,9 @@ fn bench() {
         record is usually read ~1.9 ms after the kill, while a victim's exit record is read 40–80 µs after the exit: \
         right after `mark_victim` the kernel prints its own \"Killed process\" report to the console, and the ring \
         buffer's wake-up (an irq_work on the killing CPU) waits for that printk. Attribution takes ~10 µs, publication \
-        to containerd 0.3–0.6 ms (release build). A node whose console is quiet does not pay the 1.9 ms.\n\n";
+        to containerd 0.3–0.6 ms (release build). A node whose console is quiet does not pay the 1.9 ms. The race \
+        harness now measures this per record, on this host and in the cgroup v2 guests, with what a node operator \
+        can do about it: [printk.md](printk.md).\n\n";
     r += &v2_section();
     r += "## Metrics\n\nThe daemon's CPU and RSS with `--metrics-listen` on and a real Prometheus scraping every 15 s: [metrics.md](metrics.md) (its own test, `metrics_footprint`).\n\n";
     r += "## Goals\n\n| goal | met | measured |\n|---|---|---|\n";

@@ -12,7 +12,7 @@ use std::{fs, time::Duration};
 
 use tests::{
     containerd::{Containerd, Subscriber},
-    race::{ask_socket, run_kills, tally, TABLE_HEAD},
+    race::{ask_socket, run_kills, tally, ReadDelays, RECORD_TRACE, TABLE_HEAD},
 };
 
 const PARALLEL: usize = 4;
@@ -25,6 +25,8 @@ fn our_task_oom_precedes_task_exit_in_every_kill() {
         .unwrap_or(20);
     let cd = Containerd::start();
     let sub = Subscriber::start(&cd.socket);
+    // Each record's read is traced: how long kill records wait behind the kernel's printk.
+    std::env::set_var("OOM_OBSERVER_LOG", RECORD_TRACE);
     let obs = cd.observer(Duration::from_secs(30));
     let ids: Vec<String> = (0..n).map(|i| format!("race-{i}")).collect();
     let ask = |pid: u32| ask_socket(&obs.query_socket, &format!("{{\"pid\":{pid}}}"));
@@ -37,16 +39,18 @@ fn our_task_oom_precedes_task_exit_in_every_kill() {
         })
     });
     std::thread::sleep(Duration::from_secs(1));
-    let t = tally(&cd.namespace, &kills, &sub.seen(), &obs.events());
+    let mut t = tally(&cd.namespace, &kills, &sub.seen(), &obs.events());
+    t.read_ms = ReadDelays::from_log(&obs.stderr_text());
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let table = format!(
         "Race: {n} OOM kills of runc containers (private containerd 1.6, {PARALLEL} at a time), \
          Linux {}, cgroup v1 memory.\n\
          Latencies are from the kernel's kill (oom-observer's `time`) to containerd's envelope \
-         timestamp of each event, in ms.\n\n{TABLE_HEAD}\n{}\n\n{}\n",
+         timestamp of each event, in ms.\n\n{TABLE_HEAD}\n{}\n\n{}\n\n{}\n",
         kernel.trim(),
         t.rows(),
         t.exit_and_waiter(),
+        t.read_line(),
     );
     eprintln!("\n{table}");
     if std::env::var_os("OOMX_DUMP_LOG").is_some() {

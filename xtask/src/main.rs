@@ -100,10 +100,13 @@ enum Cmd {
         /// OOM-killed pods per row on this host.
         #[arg(long, default_value_t = 200)]
         kills: usize,
-        /// OOM-killed pods per row in each cgroup v2 guest (0, the default: no guests; the
-        /// guests' kubelet mode has not been booted yet, see docs/kubelet.md).
-        #[arg(long, default_value_t = 0)]
+        /// OOM-killed pods per row in each cgroup v2 guest (0: no guests).
+        #[arg(long, default_value_t = 20)]
         vm_kills: usize,
+        /// One guest only (e.g. linux-6.12-x86_64). A partial run (this, `--kills 0` or
+        /// `--vm-kills 0`) writes its page under target/kubelet/, never docs/.
+        #[arg(long)]
+        only: Option<String>,
         /// Run nothing: write docs/kubelet.md again from the host rows of the last run
         /// (target/kubelet/).
         #[arg(long)]
@@ -157,7 +160,10 @@ fn main() -> Result<()> {
                 &vm::RaceRun::default(),
             )?;
             // The audit's runc scenarios in the same guests (about 90 s).
-            vm::audit_vm(&root().join("target/vm/audit-vm.md"))
+            vm::audit_vm(&root().join("target/vm/audit-vm.md"))?;
+            // The kubelet rows in the same guests, CI_VM_KUBELET_PODS pods per row (the full
+            // ones are `cargo xtask kubelet`).
+            kubelet::quick_vm(CI_VM_KUBELET_PODS)
         }
         Cmd::VmTest(opts) => vm::vm_test(&opts),
         Cmd::Image => image::image().map(|_| ()),
@@ -190,8 +196,9 @@ fn main() -> Result<()> {
         Cmd::Kubelet {
             kills,
             vm_kills,
+            only,
             rerender,
-        } => kubelet::kubelet(kills, vm_kills, rerender),
+        } => kubelet::kubelet(kills, vm_kills, only.as_deref(), rerender),
         Cmd::AuditVm { report } => {
             vm::audit_vm(&report.unwrap_or_else(|| root().join("docs/audit-vm.md")))
         }
@@ -399,8 +406,8 @@ fn build_ebpf() -> Result<PathBuf> {
 const BUILD_PACKAGES: &[&str] = &["protobuf-compiler"];
 /// Debian packages the static musl builds need (the VM guests' and the image's): clang
 /// compiles ring's C and assembly for x86_64 and aarch64 alike (see
-/// `vm::build_guest_binaries`).
-pub(crate) const CROSS_PACKAGES: &[&str] = &["clang"];
+/// `vm::build_guest_binaries`); protoc as for every build (a guest run may be the first build).
+pub(crate) const CROSS_PACKAGES: &[&str] = &["clang", "protobuf-compiler"];
 /// The features of the static musl builds: the image posts Kubernetes Events
 /// (`run --k8s-events`, deploy/kubernetes/30-daemonset.yaml).
 pub(crate) const IMAGE_FEATURES: &str = "observer/k8s-events";
@@ -612,6 +619,9 @@ fn release_test_filtered(
     }
     run(&mut cmd)
 }
+
+/// Pods per kubelet row in each guest in `cargo xtask test` (about 2 minutes).
+const CI_VM_KUBELET_PODS: usize = 2;
 
 fn race(kills: usize) -> Result<()> {
     let report = root().join("docs/race-host.md");

@@ -116,7 +116,14 @@ pub fn exe_and_cmdline(
     if !with_cmdline {
         return (exe, None);
     }
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+    (exe, cmdline(pid))
+}
+
+/// The arguments of `/proc/<pid>/cmdline`. The read goes through the process's memory
+/// (`access_remote_vm`): for an OOM victim it can wait for as long as another OOM kill holds
+/// the kernel's OOM lock (the whole report printed to a serial console).
+fn cmdline(pid: u32) -> Option<Vec<String>> {
+    fs::read(format!("/proc/{pid}/cmdline"))
         .ok()
         .filter(|b| !b.is_empty())
         .map(|b| {
@@ -125,8 +132,98 @@ pub fn exe_and_cmdline(
                 .split(|c| *c == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect()
-        });
-    (exe, cmdline)
+        })
+}
+
+/// How long the record path waits for a victim's `/proc/<pid>/cmdline`: the reads of the
+/// records behind it (the next kill's decision among them) wait as long. Measured in the
+/// cgroup v2 guests with a slow console: a victim's cmdline read waited up to 0.8 s while
+/// the next OOM kill printed its report, holding back the next decision's TaskOOM.
+pub const CMDLINE_BUDGET: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Reads victims' command lines on a thread of its own, so that a read that waits in the
+/// kernel holds the record path back by at most a budget. One read at a time: while one is
+/// still waiting, later victims go without their arguments (`None`) instead of piling up
+/// threads behind the same lock.
+pub struct CmdlineReader {
+    requests: Option<std::sync::mpsc::Sender<(u64, u32)>>,
+    answers: std::sync::mpsc::Receiver<(u64, Option<Vec<String>>)>,
+    next: u64,
+    /// The read that ran past its budget and has not answered yet.
+    waiting: Option<u64>,
+    /// Command lines left unread because a read ran past its budget.
+    pub unread: u64,
+}
+
+impl CmdlineReader {
+    /// Starts the reading thread (without it, no command line is read).
+    pub fn start() -> CmdlineReader {
+        let (req_tx, req_rx) = std::sync::mpsc::channel::<(u64, u32)>();
+        let (ans_tx, answers) = std::sync::mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("cmdline".into())
+            .spawn(move || {
+                for (id, pid) in req_rx {
+                    if ans_tx.send((id, cmdline(pid))).is_err() {
+                        break;
+                    }
+                }
+            });
+        if let Err(e) = &started {
+            tracing::warn!(error = %e, "cannot start the cmdline reader's thread: kill lines carry no cmdline");
+        }
+        CmdlineReader {
+            requests: started.ok().map(|_| req_tx),
+            answers,
+            next: 0,
+            waiting: None,
+            unread: 0,
+        }
+    }
+
+    /// `exe_and_cmdline`, the command line read within `budget` (else `None`).
+    pub fn exe_and_cmdline(
+        &mut self,
+        pid: u32,
+        comm: Option<&str>,
+        with_cmdline: bool,
+        budget: std::time::Duration,
+    ) -> (Option<String>, Option<Vec<String>>) {
+        let (exe, _) = exe_and_cmdline(pid, comm, false);
+        if !with_cmdline || exe.is_none() {
+            return (exe, None);
+        }
+        if let Some(id) = self.waiting {
+            // The late answer, if it came, is for a kill already written.
+            while let Ok((got, _)) = self.answers.try_recv() {
+                if got == id {
+                    self.waiting = None;
+                }
+            }
+            if self.waiting.is_some() {
+                self.unread += 1;
+                return (exe, None);
+            }
+        }
+        let Some(tx) = &self.requests else {
+            return (exe, None);
+        };
+        self.next += 1;
+        let id = self.next;
+        if tx.send((id, pid)).is_err() {
+            return (exe, None);
+        }
+        match self.answers.recv_timeout(budget) {
+            Ok((got, args)) if got == id => (exe, args),
+            _ => {
+                self.waiting = Some(id);
+                self.unread += 1;
+                tracing::debug!(pid, unread = self.unread, budget_ms = budget.as_millis() as u64,
+                    "the victim's cmdline did not answer within its budget: the line goes without it");
+                (exe, None)
+            }
+        }
+    }
 }
 
 /// Whether the node itself is short of memory: `MemAvailable` under 1/16 of `MemTotal`
@@ -157,6 +254,34 @@ fn meminfo_short(text: &str) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_cmdline_reader_reads_a_live_process_and_names_no_other() {
+        let me = std::process::id();
+        let comm = std::fs::read_to_string(format!("/proc/{me}/comm")).unwrap_or_default();
+        let mut r = super::CmdlineReader::start();
+        let budget = std::time::Duration::from_secs(5);
+        let (exe, args) = r.exe_and_cmdline(me, Some(comm.trim_end()), true, budget);
+        assert_eq!(
+            exe,
+            std::env::current_exe()
+                .ok()
+                .map(|p| p.display().to_string())
+        );
+        let want: Vec<String> = std::env::args().collect();
+        assert_eq!(args.as_ref(), Some(&want));
+        // Another process's name: nothing is taken from a pid that is not the victim's.
+        assert_eq!(
+            r.exe_and_cmdline(me, Some("not-this"), true, budget),
+            (None, None)
+        );
+        // Without the arguments asked for, none are read.
+        assert!(r
+            .exe_and_cmdline(me, Some(comm.trim_end()), false, budget)
+            .1
+            .is_none());
+        assert_eq!(r.unread, 0);
+    }
+
     #[test]
     fn meminfo_short_compares_available_with_a_sixteenth_of_total() {
         let m =

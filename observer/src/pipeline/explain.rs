@@ -189,7 +189,7 @@ fn short_id(id: &str) -> &str {
 
 /// Fills what explains a kill once its container is known: which limit fired, whether the
 /// container lives on, what ran (from `/proc`, while it is still there) and the summary.
-pub fn explain(ev: &mut Event, owners: &[ContainerInfo]) {
+pub fn explain(ev: &mut Event, owners: &[ContainerInfo], cmdlines: &mut procfs::CmdlineReader) {
     if ev.explained.is_none() {
         return;
     }
@@ -209,7 +209,12 @@ pub fn explain(ev: &mut Event, owners: &[ContainerInfo]) {
                 Some(c) => c == observer_common::Constraint::Memcg.as_str(),
                 None => !procfs::node_short_of_memory(),
             };
-            let (exe, cmdline) = procfs::exe_and_cmdline(pid, v.comm.as_deref(), with_cmdline);
+            let (exe, cmdline) = cmdlines.exe_and_cmdline(
+                pid,
+                v.comm.as_deref(),
+                with_cmdline,
+                procfs::CMDLINE_BUDGET,
+            );
             v.facts.exe = exe;
             v.facts.cmdline = cmdline;
         }

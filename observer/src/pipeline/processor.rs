@@ -54,12 +54,18 @@ struct GapKill {
 /// Kills kept for re-attribution after an outage (the oldest dropped beyond it).
 const GAP_KILLS: usize = 1024;
 
-/// Whether a decision's TaskOOM is handed over at the decision (fentry/kprobe) instead of at
-/// the kill. Off: in the cgroup v2 guests' race with it on, a few kills (1 in 10 in one CI
-/// run, 2 in about 240 in others) had our TaskOOM after TaskExit, which the kill-time path
-/// never had in 200-kill runs; until that is understood the TaskOOM goes out at the kill, as
-/// before, and decisions only give the event its `decided_at` (issue 15 stays open on it).
-const PUBLISH_AT_DECISION: bool = false;
+/// When a kill's TaskOOM is handed to containerd.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskOomAt {
+    /// At the OOM killer's decision (`oom_kill_process` entry), before the kernel prints
+    /// its report and sends SIGKILL, unless the victim already looked as if exiting (then
+    /// at the kill). The default; on the strategies that do not see the decision
+    /// (`tp_btf`, `tracepoint`) it is the same as `kill`.
+    #[default]
+    Decision,
+    /// Always at the kill (`mark_victim`), after the SIGKILL.
+    Kill,
+}
 
 /// OOM killer decisions waiting for their kill (or their skip), the oldest dropped beyond
 /// this: each is settled within one invocation of the OOM killer, so only a lost record
@@ -95,6 +101,8 @@ pub struct Processor<W: Write> {
     /// Decisions by incident id (their time), with the container(s) and whether their
     /// TaskOOM went out: a skipped kill is reported from them.
     decisions: std::collections::BTreeMap<u64, Event>,
+    taskoom_at: TaskOomAt,
+    cmdlines: crate::host::procfs::CmdlineReader,
 }
 
 /// Paths in the memory controller's hierarchy, for [`event::build`].
@@ -151,7 +159,15 @@ impl<W: Write> Processor<W> {
             metrics: None,
             events: None,
             decisions: Default::default(),
+            taskoom_at: TaskOomAt::default(),
+            cmdlines: crate::host::procfs::CmdlineReader::start(),
         }
+    }
+
+    /// When TaskOOM is handed over: at the kill, or at the OOM killer's decision.
+    pub fn with_taskoom_at(mut self, at: TaskOomAt) -> Self {
+        self.taskoom_at = at;
+        self
     }
 
     /// Adds the containerd index (container names), the TaskOOM sink and the limit audit.
@@ -305,8 +321,9 @@ impl<W: Write> Processor<W> {
             cgroups: &self.cgroups,
         };
         let ev = event::build(r, 0, memory_on_dfl, &mut paths);
-        let certain =
-            PUBLISH_AT_DECISION && r.valid & valid::DOUBT != 0 && r.detail.decision_doubt == 0;
+        let certain = self.taskoom_at == TaskOomAt::Decision
+            && r.valid & valid::DOUBT != 0
+            && r.detail.decision_doubt == 0;
         if !certain {
             tracing::debug!(
                 doubt = r.detail.decision_doubt,
@@ -396,7 +413,11 @@ impl<W: Write> Processor<W> {
             return Ok(());
         }
         // After the TaskOOM: what follows only explains the kill.
-        explain(&mut ev, e.owners.as_deref().unwrap_or_default());
+        explain(
+            &mut ev,
+            e.owners.as_deref().unwrap_or_default(),
+            &mut self.cmdlines,
+        );
         if ev.event == "oom_kill" {
             self.history.record_kill(&ev);
             if e.in_gap {

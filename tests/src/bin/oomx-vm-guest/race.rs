@@ -11,7 +11,7 @@ use serde_json::json;
 use tests::{
     containerd::{Containerd, Subscriber},
     cri::{markdown_rows, rows, CriNode, RowSpec},
-    race::{ask_socket, run_kills, tally, TABLE_HEAD},
+    race::{ask_socket, run_kills, tally, ReadDelays, RECORD_TRACE, TABLE_HEAD},
     Observer,
 };
 
@@ -42,6 +42,9 @@ fn containerd_env() {
     std::env::set_var("OOM_OBSERVER_BIN", OBSERVER);
     std::env::set_var("OOMX_NO_RUNSC", "1");
     std::env::set_var("OOMX_NO_PIVOT", "1");
+    if let Some(at) = cmdline("taskoom") {
+        std::env::set_var("OOMX_TASKOOM_AT", at);
+    }
 }
 
 /// The library panics on what it cannot do (it is test code): a panic becomes an error
@@ -133,11 +136,14 @@ fn kubelet(n: usize) -> Result<serde_json::Value, String> {
     let spec = RowSpec::new(n);
     let rows = rows(&mut node, &spec, Duration::from_secs(240));
     drop(node);
+    // `oomx.kubelet_at_exit=0` (the README's test command): hold the containers to their
+    // reason a second later only, as the host's quick test does (see `Row::problems`).
+    let at_exit = cmdline("kubelet_at_exit").as_deref() != Some("0");
     Ok(json!({
         "type": "kubelet",
         "rows": rows.iter().map(|r| r.json("guest")).collect::<Vec<_>>(),
         "table": markdown_rows(&rows, &spec, "guest"),
-        "problems": rows.iter().flat_map(|r| r.problems(true)).collect::<Vec<_>>(),
+        "problems": rows.iter().flat_map(|r| r.problems(at_exit)).collect::<Vec<_>>(),
     }))
 }
 
@@ -145,6 +151,8 @@ fn race(n: usize) -> Result<serde_json::Value, String> {
     let t0 = Instant::now();
     let cd = Containerd::start();
     let sub = Subscriber::start(&cd.socket);
+    // Each record's read is traced: how long kill records wait behind the kernel's printk.
+    std::env::set_var("OOM_OBSERVER_LOG", RECORD_TRACE);
     let state = cd.dir.join("state-observer");
     let obs = Observer::spawn(
         &[
@@ -168,7 +176,8 @@ fn race(n: usize) -> Result<serde_json::Value, String> {
         })
     });
     std::thread::sleep(Duration::from_secs(1));
-    let t = tally(&cd.namespace, &kills, &sub.seen(), &obs.events());
+    let mut t = tally(&cd.namespace, &kills, &sub.seen(), &obs.events());
+    t.read_ms = ReadDelays::from_log(&obs.stderr_text());
     let version = cd.ctr(&["version"]);
     let server = String::from_utf8_lossy(&version.stdout)
         .lines()
@@ -217,6 +226,9 @@ fn race(n: usize) -> Result<serde_json::Value, String> {
         "exit_ms": t.exit_ms,
         "decided_ms": t.decided_ms,
         "decided_to_ours_ms": t.decided_to_ours_ms,
+        "kill_read_ms": t.read_ms.kill,
+        "exit_read_ms": t.read_ms.exit,
+        "decision_read_ms": t.read_ms.decision,
         "ours_before_kill": t.ours_before_kill,
         "ready_seconds": ready_s,
         "problems": problems,
