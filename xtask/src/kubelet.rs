@@ -14,7 +14,7 @@ use crate::{output, release_test, root};
 /// `vm_kills` (none when 0; only the guest `only` when given), and writes the page; fails,
 /// after writing it, when a row broke its promise. Only a full run (host and every guest)
 /// writes `docs/`; a partial one writes under `target/kubelet/`. With `rerender`, nothing
-/// runs: the page is written again from the host rows the last run left in
+/// runs: the page is written again from the host and guest rows the last run left in
 /// `target/kubelet/` (after a change to the page's text).
 pub fn kubelet(kills: usize, vm_kills: usize, only: Option<&str>, rerender: bool) -> Result<()> {
     let root = root();
@@ -70,14 +70,7 @@ pub fn kubelet(kills: usize, vm_kills: usize, only: Option<&str>, rerender: bool
         for (name, r) in crate::vm::kubelet_vm(vm_kills, only, true)? {
             match r {
                 Ok(v) => {
-                    let problems: Vec<String> = v["problems"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|p| p.as_str().unwrap_or("?").to_string())
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    let problems = verdict_problems(&v);
                     if let Some(t) = v["table"].as_str() {
                         guests += &format!(
                             "### {name} (Linux {})\n\n{t}\n",
@@ -159,6 +152,17 @@ pub fn kubelet(kills: usize, vm_kills: usize, only: Option<&str>, rerender: bool
     Ok(())
 }
 
+/// A guest's `kubelet` verdict's problems; a verdict that lists none at all is one.
+fn verdict_problems(v: &Value) -> Vec<String> {
+    match v["problems"].as_array() {
+        Some(a) => a
+            .iter()
+            .map(|p| p.as_str().unwrap_or("?").to_string())
+            .collect(),
+        None => vec![format!("a verdict without problems: {v}")],
+    }
+}
+
 /// The guest rows with `pods` pods each, as the README's test command runs them: every
 /// container with oom-observer must read OOMKilled a second after its exit; the rows go to
 /// `target/kubelet/quick-vm.json`, never to docs/.
@@ -173,10 +177,9 @@ pub fn quick_vm(pods: usize) -> Result<()> {
                 if let Some(t) = v["table"].as_str() {
                     eprintln!("\nkubelet rows, {name}:\n{t}");
                 }
-                match v["problems"].as_array() {
-                    Some(p) if p.is_empty() => {}
-                    Some(p) => failed.push(format!("{name}: {p:?}")),
-                    None => failed.push(format!("{name}: a verdict without problems: {v}")),
+                let problems = verdict_problems(&v);
+                if !problems.is_empty() {
+                    failed.push(format!("{name}: {}", problems.join("; ")));
                 }
                 all.push(v);
             }

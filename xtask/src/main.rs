@@ -107,8 +107,8 @@ enum Cmd {
         /// `--vm-kills 0`) writes its page under target/kubelet/, never docs/.
         #[arg(long)]
         only: Option<String>,
-        /// Run nothing: write docs/kubelet.md again from the host rows of the last run
-        /// (target/kubelet/).
+        /// Run nothing: write docs/kubelet.md again from the host and guest rows of the last
+        /// run (target/kubelet/).
         #[arg(long)]
         rerender: bool,
     },
