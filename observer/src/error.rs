@@ -1,65 +1,22 @@
 //! The daemon's errors, each with its own process exit code and the cause it came from.
+//!
+//! Each layer fails with its own error ([`KernelError`], [`PinError`], [`QueryError`], …),
+//! which knows its exit code; [`ObserverError`] wraps them and asks them (the pattern of
+//! aya's `EbpfError`). What fails only here, in the daemon's loop, is said here.
 
-use std::{io, path::PathBuf};
+use std::io;
 
 use crate::{
-    kernel::hooks::{Refusal, Strategy},
+    kernel::error::{KernelError, PinError},
     query::socket::QueryError,
 };
-
-/// A parse error from either BTF reader (aya's, for loading; btf-rs's, for offsets).
-pub type BtfParseError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Everything that stops `oom-observer` from starting or running.
 #[derive(Debug, thiserror::Error)]
 pub enum ObserverError {
-    /// The kernel refused to create maps or load programs for lack of privilege.
-    #[error("not permitted to load eBPF programs ({}): run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE", first_line(.0))]
-    NotPermitted(#[source] Box<aya::EbpfError>),
-    /// No hook strategy could be loaded and attached.
-    #[error("no usable OOM hook on this kernel: {}", refusals(.0))]
-    NoHook(Vec<(Strategy, Refusal)>),
-    /// A BTF file was named but could not be read or parsed.
-    #[error("cannot use BTF from {}", .path.display())]
-    Btf {
-        /// The file that was tried.
-        path: PathBuf,
-        /// Why it failed.
-        #[source]
-        source: BtfParseError,
-    },
-    /// Neither tracefs nor debugfs tracing is mounted, and mounting tracefs failed.
-    #[error("tracefs is not available: mounting it on {} failed", .target.display())]
-    TracefsMount {
-        /// Where it was to be mounted.
-        target: PathBuf,
-        /// Why the mount failed.
-        #[source]
-        source: nix::Error,
-    },
-    /// tracefs was mounted but shows no tracepoints.
-    #[error("tracefs is not available: mounted on {} but it has no events", .0.display())]
-    TracefsEmpty(PathBuf),
-    /// The binary was built without the kernel programs.
-    #[error(
-        "this oom-observer was built without its eBPF object: build it with `cargo xtask build`"
-    )]
-    NoObject,
-    /// The eBPF object could not be parsed or relocated.
-    #[error("cannot load the eBPF object")]
-    Load(#[source] Box<aya::EbpfError>),
-    /// The object lacks a map the daemon reads.
-    #[error("cannot load the eBPF object: map {0} is missing from it")]
-    MapMissing(&'static str),
-    /// A map of the object is not of the type the daemon reads it as.
-    #[error("cannot load the eBPF object: map {name}")]
-    Map {
-        /// The map.
-        name: &'static str,
-        /// Why it cannot be used.
-        #[source]
-        source: aya::maps::MapError,
-    },
+    /// Setting up, loading, attaching or reading the kernel programs failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
     /// Writing the event stream failed (for example, stdout was closed).
     #[error("cannot write events")]
     Output(#[source] io::Error),
@@ -89,19 +46,14 @@ pub enum ObserverError {
     K8sEvents(#[source] crate::sinks::k8s_events::SinkError),
     /// `--pin-dir` cannot be used (not a bpffs, taken by another daemon, cannot pin).
     #[error(transparent)]
-    Pin(#[from] crate::kernel::pins::PinError),
+    Pin(#[from] PinError),
 }
 
 impl ObserverError {
     /// The process exit code for this error; 2 is reserved for usage errors (clap).
     pub fn exit_code(&self) -> u8 {
         match self {
-            ObserverError::NotPermitted(_) => 3,
-            ObserverError::NoHook(_) => 4,
-            ObserverError::Btf { .. } => 5,
-            ObserverError::TracefsMount { .. } | ObserverError::TracefsEmpty(_) => 6,
-            ObserverError::NoObject => 7,
-            ObserverError::Load(_) | ObserverError::MapMissing(_) | ObserverError::Map { .. } => 8,
+            ObserverError::Kernel(e) => e.exit_code(),
             ObserverError::Output(_) => 9,
             ObserverError::RingBuffer(_)
             | ObserverError::Runtime(_)
@@ -109,57 +61,20 @@ impl ObserverError {
             | ObserverError::Query(_) => 10,
             ObserverError::MetricsListen { .. } => 11,
             ObserverError::K8sEvents(_) => 12,
-            ObserverError::Pin(_) => 13,
+            ObserverError::Pin(e) => e.exit_code(),
         }
     }
-}
-
-fn first_line(e: &aya::EbpfError) -> String {
-    chain(e).lines().next().unwrap_or_default().to_string()
-}
-
-fn refusals(r: &[(Strategy, Refusal)]) -> String {
-    if r.is_empty() {
-        return "see the table above".into();
-    }
-    r.iter()
-        .map(|(s, why)| format!("{s}: {why}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// The errno behind an error, looking through its chain of sources.
-pub fn errno_of(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if let Some(code) = io.raw_os_error() {
-                return Some(code);
-            }
-        }
-        cur = e.source();
-    }
-    None
-}
-
-/// One line: the error and its sources, joined, so logs and the terminal get the cause.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = e.source();
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::{
+        cause::chain,
+        kernel::strategy::{Refusal, Strategy},
+    };
 
     #[test]
     fn the_line_names_what_failed_and_why() {
@@ -171,21 +86,61 @@ mod tests {
             "{}",
             chain(&e)
         );
-        let e = ObserverError::NoHook(vec![(
+        let e = ObserverError::from(KernelError::NoHook(vec![(
             Strategy::Tracepoint,
             Refusal::Unavailable {
                 what: "tracepoint oom/mark_victim".into(),
                 why: "not in tracefs",
             },
-        )]);
+        )]));
         assert_eq!(
             e.to_string(),
             "no usable OOM hook on this kernel: tracepoint: tracepoint oom/mark_victim: not in tracefs"
         );
         assert_eq!(
-            ObserverError::NoHook(Vec::new()).to_string(),
+            ObserverError::from(KernelError::NoHook(Vec::new())).to_string(),
             "no usable OOM hook on this kernel: see the table above"
         );
         assert_eq!(e.exit_code(), 4);
+    }
+
+    /// Every code as it was when these variants were `ObserverError`'s own: the exit codes
+    /// are part of the interface.
+    #[test]
+    fn wrapped_errors_keep_their_exit_codes_and_lines() {
+        let io = || io::Error::other("x");
+        let kernel = |k: KernelError| ObserverError::from(k);
+        assert_eq!(kernel(KernelError::NoObject).exit_code(), 7);
+        assert_eq!(
+            kernel(KernelError::NoObject).to_string(),
+            "this oom-observer was built without its eBPF object: build it with `cargo xtask build`"
+        );
+        let btf = kernel(KernelError::Btf {
+            path: PathBuf::from("/nonexistent/vmlinux.btf"),
+            source: "bad".into(),
+        });
+        assert_eq!(btf.exit_code(), 5);
+        assert_eq!(
+            chain(&btf),
+            "cannot use BTF from /nonexistent/vmlinux.btf: bad"
+        );
+        assert_eq!(
+            kernel(KernelError::TracefsEmpty("/sys/kernel/tracing".into())).exit_code(),
+            6
+        );
+        assert_eq!(kernel(KernelError::MapMissing("EVENTS")).exit_code(), 8);
+        assert_eq!(
+            kernel(KernelError::MapMissing("EVENTS")).to_string(),
+            "cannot load the eBPF object: map EVENTS is missing from it"
+        );
+        assert_eq!(kernel(KernelError::RingBuffer(io())).exit_code(), 10);
+        assert_eq!(ObserverError::RingBuffer(io()).exit_code(), 10);
+        assert_eq!(ObserverError::Output(io()).exit_code(), 9);
+        let pin = PinError::NotBpffs("/tmp/pins".into());
+        let line = "--pin-dir /tmp/pins: not on a bpffs (mount one there: mount -t bpf bpf DIR)";
+        assert_eq!(chain(&ObserverError::from(pin)), line);
+        let pin = kernel(KernelError::from(PinError::NotBpffs("/tmp/pins".into())));
+        assert_eq!(pin.exit_code(), 13);
+        assert_eq!(chain(&pin), line);
     }
 }

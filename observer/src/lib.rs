@@ -17,6 +17,7 @@
 //! the loop; [`cli`] holds the one-shot commands.
 
 pub mod audit;
+pub mod cause;
 pub mod cli;
 pub mod daemon;
 pub mod enrich;

@@ -4,10 +4,11 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use observer::{
+    cause::chain,
     cli,
     daemon::{self, RunOptions},
-    error::{chain, ObserverError},
-    kernel::hooks::Strategy,
+    error::ObserverError,
+    kernel::{error::KernelError, hooks::Strategy},
     pipeline::processor::TaskOomAt,
     EBPF_OBJECT,
 };
@@ -182,7 +183,7 @@ fn main() -> ExitCode {
     init_logging();
     let needs_object = !matches!(cli.cmd, Command::Audit { .. } | Command::Query { .. });
     if needs_object && (cfg!(ebpf_object_missing) || EBPF_OBJECT.is_empty()) {
-        return fail(&ObserverError::NoObject);
+        return fail(&KernelError::NoObject.into());
     }
     match cli.cmd {
         Command::Audit {
@@ -266,7 +267,7 @@ fn main() -> ExitCode {
                 if report.best.is_some() {
                     ExitCode::SUCCESS
                 } else {
-                    fail(&ObserverError::NoHook(Vec::new()))
+                    fail(&KernelError::NoHook(Vec::new()).into())
                 }
             }
             Err(e) => fail(&e),

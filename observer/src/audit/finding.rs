@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::{
-    assess::{Assessment, Declared, SandboxProcess},
+    assess::{reasons, Assessment, Declared, SandboxProcess},
     memory_fs::Effective,
 };
 use crate::{
@@ -27,19 +27,6 @@ pub mod events {
     pub const LIMIT_ENFORCED: &str = "limit_enforced";
 }
 
-/// Reason codes.
-pub mod reasons {
-    /// No limit on the processes' cgroup or any ancestor.
-    pub const NO_LIMIT: &str = "no_limit";
-    /// The smallest limit up the processes' cgroup ancestry is above the declared one.
-    pub const LIMIT_ABOVE_DECLARED: &str = "limit_above_declared";
-    /// The processes run outside the cgroup their spec or their pod names.
-    pub const OUTSIDE_EXPECTED_CGROUP: &str = "outside_expected_cgroup";
-    /// A gVisor sandbox's `--total-memory` is above its effective limit.
-    pub const TOTAL_MEMORY_ABOVE_LIMIT: &str = "total_memory_above_limit";
-    /// The declared limit is enforced again.
-    pub const ENFORCED: &str = "enforced";
-}
 /// One finding (or its clearing), as a JSON line on the event stream.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FindingEvent {

@@ -103,7 +103,7 @@ impl Client {
         }
         match tokio::time::timeout(CALL_TIMEOUT, containerd_client::connect(socket)).await {
             Ok(Ok(channel)) => Ok(Client { channel }),
-            Ok(Err(e)) => Err(err(crate::error::chain(&e))),
+            Ok(Err(e)) => Err(err(crate::cause::chain(&e))),
             Err(_) => Err(err("timed out".into())),
         }
     }

@@ -1,6 +1,7 @@
 //! Cgroup path algebra, in one place: paths are hierarchy paths as `/proc/<pid>/cgroup` shows
 //! them (`/`, `/a`, `/a/b`), never filesystem paths; [`to_dir`] and [`from_dir`] convert to
-//! and from a mount point's directories, and [`from_spec`] reads an OCI `cgroupsPath`.
+//! and from a mount point's directories, [`from_spec`] reads an OCI `cgroupsPath`, and
+//! [`memory_cgroup_of`] picks the memory controller's path out of `/proc/<pid>/cgroup`.
 
 use std::path::{Path, PathBuf};
 
@@ -148,6 +149,23 @@ fn expand_slice(slice: &str) -> Option<String> {
     Some(path)
 }
 
+/// The memory-controller cgroup of a process, from the text of `/proc/<pid>/cgroup`.
+pub fn memory_cgroup_of(proc_cgroup: &str, memory_on_dfl: bool) -> Option<String> {
+    for line in proc_cgroup.lines() {
+        let mut f = line.splitn(3, ':');
+        let (id, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        let hit = if memory_on_dfl {
+            id == "0" && ctrls.is_empty()
+        } else {
+            ctrls.split(',').any(|c| c == "memory")
+        };
+        if hit {
+            return Some(path.to_string());
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +243,23 @@ mod tests {
             Some("/kubepods/x")
         );
         assert_eq!(from_dir(m, "/", m).as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn proc_cgroup_memory_line() {
+        let v1 = "12:pids:/x\n4:memory:/process_api/abc\n0::/\n";
+        assert_eq!(
+            memory_cgroup_of(v1, false).as_deref(),
+            Some("/process_api/abc")
+        );
+        let v1multi = "5:cpu,memory:/p\n";
+        assert_eq!(memory_cgroup_of(v1multi, false).as_deref(), Some("/p"));
+        let v2 = "0::/kubepods.slice/x.scope\n";
+        assert_eq!(
+            memory_cgroup_of(v2, true).as_deref(),
+            Some("/kubepods.slice/x.scope")
+        );
+        assert_eq!(memory_cgroup_of(v2, false), None);
+        assert_eq!(memory_cgroup_of("garbage", true), None);
     }
 }

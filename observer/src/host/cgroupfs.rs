@@ -226,7 +226,7 @@ pub fn namespace_root(h: &Hierarchy, proc_self_cgroup: &str, v2: bool, pid: u32)
     if !is_root {
         return None;
     }
-    let own = super::procfs::memory_cgroup_of(proc_self_cgroup, v2)?;
+    let own = cgroup_path::memory_cgroup_of(proc_self_cgroup, v2)?;
     let own: Vec<&str> = own.split('/').filter(|c| !c.is_empty()).collect();
     if own.contains(&"..") {
         return None;

@@ -2,11 +2,13 @@
 
 use std::fs;
 
+use super::{cgroup_path::memory_cgroup_of, cgroupfs::from_namespace};
+
 /// The memory cgroup a process lives in, named from the real root (also when the daemon runs
 /// in a cgroup namespace, where `/proc` shows it relative to the namespace).
 pub fn proc_memory_cgroup(pid: u32, memory_on_dfl: bool) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    memory_cgroup_of(&text, memory_on_dfl).map(|p| super::cgroupfs::from_namespace(&p))
+    memory_cgroup_of(&text, memory_on_dfl).map(|p| from_namespace(&p))
 }
 
 /// What `/proc/<pid>/stat` says about a live process: when it started (`CLOCK_BOOTTIME`,
@@ -78,23 +80,6 @@ pub fn ancestry(pid: u32) -> Vec<u32> {
         cur = ppid;
     }
     out
-}
-
-/// The memory-controller cgroup of a process, from the text of `/proc/<pid>/cgroup`.
-pub fn memory_cgroup_of(proc_cgroup: &str, memory_on_dfl: bool) -> Option<String> {
-    for line in proc_cgroup.lines() {
-        let mut f = line.splitn(3, ':');
-        let (id, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-        let hit = if memory_on_dfl {
-            id == "0" && ctrls.is_empty()
-        } else {
-            ctrls.split(',').any(|c| c == "memory")
-        };
-        if hit {
-            return Some(path.to_string());
-        }
-    }
-    None
 }
 
 /// `/proc/<pid>/exe` and the arguments of `/proc/<pid>/cmdline`, when the process there is
@@ -338,23 +323,5 @@ mod tests {
         );
         assert_eq!(parse_start("garbage", 100), None);
         assert!(proc_start(std::process::id()).is_some_and(|s| !s.zombie));
-    }
-
-    #[test]
-    fn proc_cgroup_memory_line() {
-        let v1 = "12:pids:/x\n4:memory:/process_api/abc\n0::/\n";
-        assert_eq!(
-            memory_cgroup_of(v1, false).as_deref(),
-            Some("/process_api/abc")
-        );
-        let v1multi = "5:cpu,memory:/p\n";
-        assert_eq!(memory_cgroup_of(v1multi, false).as_deref(), Some("/p"));
-        let v2 = "0::/kubepods.slice/x.scope\n";
-        assert_eq!(
-            memory_cgroup_of(v2, true).as_deref(),
-            Some("/kubepods.slice/x.scope")
-        );
-        assert_eq!(memory_cgroup_of(v2, false), None);
-        assert_eq!(memory_cgroup_of("garbage", true), None);
     }
 }

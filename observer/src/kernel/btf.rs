@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use btf_rs::{Btf, Type};
 use observer_common::{AttachLayout, KernelLayout, ABSENT};
 
-use super::tracefs;
-use crate::{error::ObserverError, host::cgroupfs::CgroupMounts};
+use super::{error::KernelError, tracefs};
+use crate::host::cgroupfs::CgroupMounts;
 
 /// Where the kernel publishes its own BTF.
 pub const SYS_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -45,19 +45,17 @@ impl BtfSource {
     }
 
     /// Parses it for aya (fentry/tp_btf need it to find their attach targets).
-    pub fn aya_btf(&self) -> Result<Option<aya::Btf>, ObserverError> {
+    pub fn aya_btf(&self) -> Result<Option<aya::Btf>, KernelError> {
         match self {
-            BtfSource::Kernel => {
-                aya::Btf::from_sys_fs()
-                    .map(Some)
-                    .map_err(|e| ObserverError::Btf {
-                        path: SYS_BTF.into(),
-                        source: Box::new(e),
-                    })
-            }
+            BtfSource::Kernel => aya::Btf::from_sys_fs()
+                .map(Some)
+                .map_err(|e| KernelError::Btf {
+                    path: SYS_BTF.into(),
+                    source: Box::new(e),
+                }),
             BtfSource::File(p) => aya::Btf::parse_file(p, aya::Endianness::default())
                 .map(Some)
-                .map_err(|e| ObserverError::Btf {
+                .map_err(|e| KernelError::Btf {
                     path: p.clone(),
                     source: Box::new(e),
                 }),
@@ -73,8 +71,8 @@ pub struct KernelBtf {
 
 impl KernelBtf {
     /// Reads and parses a BTF file.
-    pub fn open(path: &Path) -> Result<Self, ObserverError> {
-        let btf = Btf::from_file(path).map_err(|e| ObserverError::Btf {
+    pub fn open(path: &Path) -> Result<Self, KernelError> {
+        let btf = Btf::from_file(path).map_err(|e| KernelError::Btf {
             path: path.to_path_buf(),
             source: e.into(),
         })?;

@@ -12,12 +12,7 @@ use serde::Serialize;
 use tokio::io::{unix::AsyncFd, Interest};
 use tracing::warn;
 
-use super::clock::boot_rfc3339;
-use crate::{
-    error::ObserverError,
-    pipeline::event::ExitInfo,
-    query::history::{ExitSeen, Kill},
-};
+use super::error::KernelError;
 
 /// The maps the daemon reads while running.
 pub struct KernelMaps {
@@ -36,14 +31,14 @@ pub struct Victims(Option<HashMap<MapData, u32, VictimState>>);
 
 impl KernelMaps {
     /// Takes the maps out of the loaded object.
-    pub fn take(ebpf: &mut Ebpf) -> Result<KernelMaps, ObserverError> {
+    pub fn take(ebpf: &mut Ebpf) -> Result<KernelMaps, KernelError> {
         KernelMaps::from_maps(|name| ebpf.take_map(name))
     }
 
     /// The maps, each from `take` by name (the loaded object's, or pinned ones).
     pub fn from_maps(
         mut take: impl FnMut(&'static str) -> Option<Map>,
-    ) -> Result<KernelMaps, ObserverError> {
+    ) -> Result<KernelMaps, KernelError> {
         let ring = take_ring(take(map::EVENTS), map::EVENTS)?;
         let cgroup_ring = take_ring(take(map::CGROUP_EVENTS), map::CGROUP_EVENTS)?;
         let lost = take(map::LOST).and_then(|m| PerCpuArray::try_from(m).ok());
@@ -111,29 +106,21 @@ impl KernelMaps {
     }
 }
 
+/// A victim in the kernel's map: the process it is kept under, and what the kernel kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Victim {
+    /// The victim's process id (the map's key).
+    pub tgid: u32,
+    /// Its kill, and its exit once seen.
+    pub state: VictimState,
+}
+
 impl Victims {
     /// A kill the daemon has not seen (an earlier run's, or one whose record was lost),
     /// from the kernel's own victim map.
-    pub fn victim(&self, pid: u32) -> Option<Kill> {
-        let v = self.0.as_ref()?.get(&pid, 0).ok()?;
-        Some(Kill {
-            seq: 0,
-            facts: Default::default(),
-            explained: Default::default(),
-            time: boot_rfc3339(v.kill_ktime_ns),
-            ktime_ns: v.kill_ktime_ns,
-            pid: Some(v.pid),
-            tgid: Some(pid),
-            comm: None,
-            cgroup: None,
-            container: None,
-            exit: (v.exit_ktime_ns != 0).then(|| ExitSeen {
-                time: boot_rfc3339(v.exit_ktime_ns),
-                ktime_ns: v.exit_ktime_ns,
-                signal: ExitInfo::from_status(v.exit_code).signal,
-            }),
-            start_time: None,
-        })
+    pub fn victim(&self, pid: u32) -> Option<Victim> {
+        let state = self.0.as_ref()?.get(&pid, 0).ok()?;
+        Some(Victim { tgid: pid, state })
     }
 }
 
@@ -207,14 +194,11 @@ impl LostCounts {
 }
 
 /// Makes a map a ring buffer registered with tokio.
-fn take_ring(
-    m: Option<Map>,
-    name: &'static str,
-) -> Result<AsyncFd<RingBuf<MapData>>, ObserverError> {
-    let m = m.ok_or(ObserverError::MapMissing(name))?;
-    let rb = RingBuf::try_from(m).map_err(|source| ObserverError::Map { name, source })?;
+fn take_ring(m: Option<Map>, name: &'static str) -> Result<AsyncFd<RingBuf<MapData>>, KernelError> {
+    let m = m.ok_or(KernelError::MapMissing(name))?;
+    let rb = RingBuf::try_from(m).map_err(|source| KernelError::Map { name, source })?;
     // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the RingBuf, and
     // always returns that same fd.
     unsafe { AsyncFd::register_with_interest(rb, Interest::READABLE) }
-        .map_err(|e| ObserverError::RingBuffer(e.into()))
+        .map_err(|e| KernelError::RingBuffer(e.into()))
 }

@@ -28,12 +28,14 @@ use observer_common::{map, program};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+pub use super::error::PinError;
 use super::{
     clock::boot_ns,
+    error::KernelError,
     hooks::{self, LoadParams, Loaded, Outcome, Refusal, Strategy},
     maps::KernelMaps,
 };
-use crate::error::{chain, ObserverError};
+use crate::cause::chain;
 
 /// The maps a later daemon must find: the two ring buffers, the lost-record counters and the
 /// victim map (the query socket's fallback).
@@ -41,47 +43,6 @@ const PINNED_MAPS: [&str; 4] = [map::EVENTS, map::CGROUP_EVENTS, map::LOST, map:
 
 /// The suffix of pins being made.
 const PARTIAL: &str = "-partial";
-
-/// Why `--pin-dir` cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum PinError {
-    /// The directory (or its nearest existing parent) is not on a BPF filesystem.
-    #[error("--pin-dir {}: not on a bpffs (mount one there: mount -t bpf bpf DIR)", .0.display())]
-    NotBpffs(PathBuf),
-    /// Another daemon holds the directory.
-    #[error("--pin-dir {}: another oom-observer uses it", .0.display())]
-    Busy(PathBuf),
-    /// The kernel hands tracepoints no bpf_link (before Linux 5.15): they cannot be pinned.
-    #[error("--pin-dir: this kernel cannot pin tracepoint links (needs Linux 5.15 or later)")]
-    NoPerfLink,
-    /// A file operation on the directory failed.
-    #[error("--pin-dir {}", .path.display())]
-    Io {
-        /// What was being done to.
-        path: PathBuf,
-        /// Why it failed.
-        #[source]
-        source: io::Error,
-    },
-    /// Pinning a map or link failed.
-    #[error("--pin-dir: cannot pin {}", .path.display())]
-    Pin {
-        /// The pin's path.
-        path: PathBuf,
-        /// Why it failed.
-        #[source]
-        source: aya::pin::PinError,
-    },
-}
-
-impl PinError {
-    fn io(path: &Path) -> impl FnOnce(io::Error) -> PinError + '_ {
-        move |source| PinError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}
 
 /// The kernel side as a run starts with `--pin-dir`.
 pub struct Attached {
@@ -154,7 +115,7 @@ pub fn start(
     p: &LoadParams<'_>,
     forced: Option<Strategy>,
     want_stalls: bool,
-) -> Result<(KernelMaps, Attached), ObserverError> {
+) -> Result<(KernelMaps, Attached), KernelError> {
     let lock = open_dir(root)?;
     let id = identity(p, forced, want_stalls);
     let dir = root.join(&id);
@@ -167,19 +128,19 @@ pub fn start(
     }
     if dir.is_dir() {
         match reopen(&dir) {
-            Ok((maps, strategy, victim_hook, links)) => {
-                info!(pins = %dir.display(), strategy = %strategy, programs = links.len(),
+            Ok(found) => {
+                info!(pins = %dir.display(), strategy = %found.strategy, programs = found.links.len(),
                     "reusing the programs pinned by an earlier run: still attached, nothing missed");
                 return Ok((
-                    maps,
+                    found.maps,
                     Attached {
-                        strategy,
-                        victim_hook,
+                        strategy: found.strategy,
+                        victim_hook: found.victim_hook,
                         loaded: None,
                         replaced: Vec::new(),
                         replaced_at: 0,
                         dir,
-                        _links: links,
+                        _links: found.links,
                         _lock: lock,
                     },
                 ));
@@ -291,10 +252,21 @@ fn open_map(dir: &Path, name: &str) -> io::Result<Map> {
         .map_err(|e| io::Error::other(format!("{}: {}", path.display(), chain(&e))))
 }
 
+/// What an earlier run pinned, open again.
+struct Reopened {
+    /// Its maps.
+    maps: KernelMaps,
+    /// The strategy, read from which programs are linked.
+    strategy: Strategy,
+    /// Which `mark_victim` program carries the victims.
+    victim_hook: &'static str,
+    /// Its links, open.
+    links: Vec<PinnedLink>,
+}
+
 /// Opens what an earlier run pinned in `dir`: its maps and links; the strategy is read from
 /// which programs are linked.
-#[allow(clippy::type_complexity)]
-fn reopen(dir: &Path) -> io::Result<(KernelMaps, Strategy, &'static str, Vec<PinnedLink>)> {
+fn reopen(dir: &Path) -> io::Result<Reopened> {
     let mut links = Vec::new();
     let mut names = Vec::new();
     for e in fs::read_dir(dir.join("links"))?.flatten() {
@@ -329,7 +301,12 @@ fn reopen(dir: &Path) -> io::Result<(KernelMaps, Strategy, &'static str, Vec<Pin
         Some(maps.swap_remove(i).1)
     })
     .map_err(|e| io::Error::other(chain(&e)))?;
-    Ok((maps, strategy, victim_hook, links))
+    Ok(Reopened {
+        maps,
+        strategy,
+        victim_hook,
+        links,
+    })
 }
 
 /// What `start` found attached (for the start-up log), in the shape [`hooks::load`] gives.

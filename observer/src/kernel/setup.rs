@@ -7,9 +7,10 @@ use observer_common::{AttachLayout, KernelLayout};
 
 use super::{
     btf::{self, BtfSource, KernelBtf},
+    error::KernelError,
     tracefs,
 };
-use crate::{error::ObserverError, host::cgroupfs::CgroupMounts};
+use crate::host::cgroupfs::CgroupMounts;
 
 /// The facts about this node that loading depends on.
 pub struct Setup {
@@ -37,7 +38,7 @@ pub fn prepare(
     btf_file: Option<&Path>,
     no_btf: bool,
     mount_tracefs: bool,
-) -> Result<Setup, ObserverError> {
+) -> Result<Setup, KernelError> {
     let tracefs = if mount_tracefs {
         tracefs::ensure_mounted().map_err(|e| e.to_string())
     } else {

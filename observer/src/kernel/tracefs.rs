@@ -6,13 +6,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::error::ObserverError;
+use super::error::KernelError;
 
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// The tracefs directory, mounting tracefs at `/sys/kernel/tracing` when nothing provides
 /// it (a bare node or an initramfs). Classic tracepoints cannot attach without it.
-pub fn ensure_mounted() -> Result<PathBuf, ObserverError> {
+pub fn ensure_mounted() -> Result<PathBuf, KernelError> {
     if let Some(p) = find() {
         return Ok(p);
     }
@@ -26,12 +26,12 @@ pub fn ensure_mounted() -> Result<PathBuf, ObserverError> {
             | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(|source| ObserverError::TracefsMount {
+    .map_err(|source| KernelError::TracefsMount {
         target: target.to_path_buf(),
         source,
     })?;
     tracing::info!(path = %target.display(), "mounted tracefs");
-    find().ok_or_else(|| ObserverError::TracefsEmpty(target.to_path_buf()))
+    find().ok_or_else(|| KernelError::TracefsEmpty(target.to_path_buf()))
 }
 
 /// The tracefs directory, if one is mounted.

@@ -9,7 +9,8 @@ use crate::{
         cgroup_path::is_under,
         procfs::{clock_ticks, proc_start, ProcStart},
     },
-    pipeline::event::{ContainerRef, Event, Explained, VictimFacts},
+    kernel::{clock::boot_rfc3339, maps::Victim},
+    pipeline::event::{ContainerRef, Event, ExitInfo, Explained, VictimFacts},
 };
 
 /// Kills remembered for queries (the kernel's victim map holds more, by pid).
@@ -97,6 +98,30 @@ pub struct Kill {
 }
 
 impl Kill {
+    /// A kill the daemon has not seen (an earlier run's, or one whose record was lost),
+    /// from the kernel's own victim map.
+    pub fn from_victim(v: Victim) -> Kill {
+        let s = v.state;
+        Kill {
+            seq: 0,
+            facts: Default::default(),
+            explained: Default::default(),
+            time: boot_rfc3339(s.kill_ktime_ns),
+            ktime_ns: s.kill_ktime_ns,
+            pid: Some(s.pid),
+            tgid: Some(v.tgid),
+            comm: None,
+            cgroup: None,
+            container: None,
+            exit: (s.exit_ktime_ns != 0).then(|| ExitSeen {
+                time: boot_rfc3339(s.exit_ktime_ns),
+                ktime_ns: s.exit_ktime_ns,
+                signal: ExitInfo::from_status(s.exit_code).signal,
+            }),
+            start_time: None,
+        }
+    }
+
     /// Whether the process `pid` asked about can be this kill's victim: not when its start
     /// time (given, or read now from a live process) says it is a later process that
     /// reused the pid.
