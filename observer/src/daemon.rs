@@ -18,10 +18,7 @@ use crate::{
         setup,
     },
     pipeline::processor::{Begun, Processor, TaskOomAt},
-    query::{
-        history::Kill,
-        socket::{self as query_socket, Request},
-    },
+    query::socket::{self as query_socket, Request},
     sinks::{
         k8s_events::EventSink,
         metrics,
@@ -258,7 +255,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
                 // Everything the kernel recorded before this moment is read first, so a
                 // kill can never be missed by a question asked right after it.
                 drain_all(&mut proc, &mut maps, &mut queries).await?;
-                let answer = proc.answer(&req.query, |pid| maps.victims.victim(pid).map(Kill::from_victim));
+                let answer = proc.answer(&req.query, |pid| maps.victims.victim(pid).map(crate::query::history::Kill::from_victim));
                 let _ = req.reply.send(answer);
             }
             _ = limits_ready(limit_fd.as_deref()) => {
@@ -373,7 +370,7 @@ async fn drain<W: io::Write>(
                     tokio::select! {
                         found = &mut work => break found,
                         Some(req) = next_query(queries) => {
-                            let answer = proc.answer(&req.query, |pid| victims.victim(pid).map(Kill::from_victim));
+                            let answer = proc.answer(&req.query, |pid| victims.victim(pid).map(crate::query::history::Kill::from_victim));
                             let _ = req.reply.send(answer);
                         }
                     }
