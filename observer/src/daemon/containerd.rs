@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tracing::info;
 
-use super::RunOptions;
+use super::options::RunOptions;
 use crate::{
     enrich::upkeep::{Containerd, IndexChange},
     host::cgroupfs::CgroupMounts,

@@ -3,7 +3,7 @@
 
 use tracing::{info, warn};
 
-use super::{lost::LostFile, RunOptions};
+use super::{lost::LostFile, options::RunOptions};
 use crate::{
     error::ObserverError,
     kernel::{
@@ -26,8 +26,9 @@ pub struct Kernel {
     pub victim_hook: &'static str,
     /// With `--pin-dir`: what is pinned, and the rings of a replaced object.
     pub pinned: Option<Attached>,
-    /// Without `--pin-dir`: the loaded object, whose links detach when it drops.
-    pub _loaded: Option<Loaded>,
+    /// Without `--pin-dir`: the loaded object, kept for its links (they detach when it
+    /// drops).
+    pub loaded: Option<Loaded>,
     /// With `--pin-dir` and a state directory: the losses already reported.
     pub lost_file: Option<LostFile>,
 }
@@ -60,7 +61,7 @@ pub fn start(opts: &RunOptions, object: &[u8]) -> Result<Kernel, ObserverError> 
                 strategy: loaded.strategy,
                 victim_hook: loaded.victim_hook,
                 pinned: None,
-                _loaded: Some(loaded),
+                loaded: Some(loaded),
                 lost_file: None,
                 setup,
             }
@@ -73,7 +74,7 @@ pub fn start(opts: &RunOptions, object: &[u8]) -> Result<Kernel, ObserverError> 
                 strategy: a.strategy,
                 victim_hook: a.victim_hook,
                 pinned: Some(a),
-                _loaded: None,
+                loaded: None,
                 lost_file: None,
                 setup,
             }

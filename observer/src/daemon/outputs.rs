@@ -4,7 +4,7 @@ use std::{io, sync::Arc};
 
 use tracing::info;
 
-use super::RunOptions;
+use super::options::RunOptions;
 use crate::{
     enrich::upkeep::Containerd,
     error::ObserverError,

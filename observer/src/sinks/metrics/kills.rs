@@ -116,7 +116,7 @@ pub struct KillSeries {
 
 impl KillSeries {
     /// The sink of the `kills` counters and the `last_kill` gauge (registered by
-    /// [`Metrics::new`](super::Metrics::new)).
+    /// `Metrics::new`).
     pub(super) fn new(
         kills: Family<KillLabels, Counter>,
         last_kill: Gauge<f64, AtomicU64>,

@@ -79,7 +79,7 @@ pub(super) struct Writer {
 impl Writer {
     /// A writer for the spool file `path` in the state directory `dir`, whose file holds
     /// `file_lines` lines and mirrors `mirror` unless `dirty` (then it is rewritten first);
-    /// `shared_dirty` tells the [`Spool`](super::Spool) whether the file mirrors the queue.
+    /// `shared_dirty` tells the spool whether the file mirrors the queue.
     pub(super) fn new(
         dir: PathBuf,
         path: PathBuf,
@@ -101,7 +101,7 @@ impl Writer {
         }
     }
 
-    /// Mirrors the queue from `rx` until the [`Spool`](super::Spool) drops its end.
+    /// Mirrors the queue from `rx` until the spool drops its end.
     pub(super) fn run(mut self, rx: mpsc::Receiver<Op>) {
         // Here, not at start-up: the check is a synced write, which a loaded disk can hold
         // for a second.
