@@ -1,6 +1,6 @@
 //! The event schema: what a kernel record becomes, below the processor and the sinks that
 //! read it. [`schema`] holds the JSON events ([`Event`], [`SCHEMA`]), [`kind`] their kind,
-//! [`build`] turns a kernel record into one, [`facts`] reads the kernel's detail, and
+//! [`build`](mod@build) turns a kernel record into one, [`facts`] reads the kernel's detail, and
 //! [`explain`] says why a kill happened and what follows.
 
 pub mod build;

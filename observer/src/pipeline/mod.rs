@@ -1,4 +1,4 @@
-//! The pipeline's middle: the [`processor`] turns kernel records into [`event`](crate::event)s,
+//! The pipeline's middle: the [`processor`] turns kernel records into [`event`]s,
 //! hands each kill's TaskOOM to containerd first, then gives the event to the sinks, in
 //! kernel order.
 

@@ -9,7 +9,7 @@
 //! the live ones, which keeps it O(n) amortised, and removed when the queue is empty.
 //!
 //! The queue lives in memory, on the event thread; the file is written by a thread of its
-//! own ([`Writer`]), which gets every change through a channel. So no write, fsync or
+//! own (`Writer`), which gets every change through a channel. So no write, fsync or
 //! rewrite ever holds a kill's line back (a loaded disk can take seconds to sync). A kill's
 //! entry is queued to the writer before its line is written, and appended and synced moments
 //! later; entries queued together share one sync. Only an observer crash in the instant
@@ -91,7 +91,7 @@ impl Drop for Disk {
     }
 }
 
-/// The queue; its file is kept by the [`Writer`] thread.
+/// The queue; its file is kept by the writer thread.
 #[derive(Debug)]
 pub struct Spool {
     queue: VecDeque<(u64, Pending)>,

@@ -101,7 +101,7 @@ impl CgroupPaths {
     }
 }
 
-/// Paths in the memory controller's hierarchy, for [`event::build`].
+/// Paths in the memory controller's hierarchy, for [`event::build()`].
 impl Resolve for CgroupPaths {
     fn memory_path(&mut self, id: u64) -> Option<String> {
         self.cache.resolve(self.cgroups.memory(), id)
