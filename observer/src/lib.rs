@@ -1,20 +1,24 @@
 //! oom-observer: sees every OOM kill in the kernel, names its container, and reports it in
 //! order.
 //!
-//! Data flows one way, and the folders follow it:
+//! Data flows one way, and the folders follow it (each imports only those above it here):
 //!
-//! 1. [`kernel`]: the kernel programs are loaded and attached ([`kernel::hooks`], with
+//! 1. `cause`: an error's chain of causes, in words.
+//! 2. [`host`]: what the host says: cgroup mounts, id → path, `/proc`.
+//! 3. [`kernel`]: the kernel programs are loaded and attached ([`kernel::hooks`], with
 //!    offsets from the running kernel's BTF in [`kernel::btf`]); ring-buffer items become
 //!    typed [`kernel::record`]s.
-//! 2. [`host`]: what the host says about them: cgroup mounts, id → path, `/proc`.
-//! 3. [`enrich`]: which container a kill belongs to, from containerd.
-//! 4. [`pipeline`]: the [`pipeline::processor`] builds each [`pipeline::event`] and hands it
-//!    to the sinks in kernel order.
-//! 5. [`sinks`]: TaskOOM to containerd (spooled while it is away), then the JSON line.
+//! 4. [`enrich`]: which container a kill belongs to, from containerd.
+//! 5. [`event`]: the event schema a record becomes, and why the kill happened.
+//! 6. [`audit`]: declared vs enforced memory limits, findings into the same stream.
+//! 7. [`query`]: the "was it OOM-killed?" history and socket.
+//! 8. [`sinks`]: where events go, each behind one [`sinks::Sink`] trait (the JSON line,
+//!    metrics, Kubernetes Events), and TaskOOM to containerd with its spool.
+//! 9. [`pipeline`]: the [`pipeline::processor`] sequences the events: TaskOOM first, then
+//!    the sinks, in kernel order.
 //!
-//! Beside the stream: [`audit`] (declared vs enforced memory limits, findings into the same
-//! stream) and [`query`] (the "was it OOM-killed?" socket). [`daemon`] wires it all and runs
-//! the loop; [`cli`] holds the one-shot commands.
+//! Then [`error`] (the daemon's error and its exit codes), [`daemon`] (wires it all and runs
+//! the loop) and [`cli`] (the one-shot commands).
 
 pub mod audit;
 pub mod cause;
@@ -22,6 +26,7 @@ pub mod cli;
 pub mod daemon;
 pub mod enrich;
 pub mod error;
+pub mod event;
 pub mod host;
 pub mod kernel;
 pub mod pipeline;

@@ -1,7 +1,8 @@
-//! The pipeline's middle: kernel records become schema-1 [`event`]s, the [`processor`]
-//! enriches them and hands them to the sinks in kernel order, and [`explain`] says why each
-//! kill happened and what follows.
+//! The pipeline's middle: the [`processor`] turns kernel records into [`event`]s,
+//! hands each kill's TaskOOM to containerd first, then gives the event to the sinks, in
+//! kernel order.
 
-pub mod event;
-pub mod explain;
 pub mod processor;
+
+/// The schema's old home, for callers not yet moved to [`crate::event`].
+pub use crate::event;

@@ -4,6 +4,8 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use super::{Line, Sink};
+
 /// Writes events as JSON lines.
 pub struct JsonLines<W: Write> {
     out: W,
@@ -29,5 +31,16 @@ impl<W: Write> JsonLines<W> {
     /// What was written (for tests that write to memory).
     pub fn get_ref(&self) -> &W {
         &self.out
+    }
+}
+
+/// Every line, kills, findings and losses alike.
+impl<W: Write> Sink for JsonLines<W> {
+    fn emit(&mut self, line: Line<'_>) -> io::Result<()> {
+        self.write(&line)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        JsonLines::flush(self)
     }
 }

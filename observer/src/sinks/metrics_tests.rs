@@ -1,13 +1,18 @@
 //! Unit tests of `metrics`.
 
+use std::time::{Duration, Instant};
+
 use super::*;
-use crate::enrich::container::Pod;
+use crate::{
+    enrich::{container::Pod, index::KEEP_DELETED},
+    event::{ContainerRef, Event, EventKind},
+};
 
 fn kill(seq: u64, ktime_ns: u64, c: Option<ContainerRef>) -> Event {
     Event {
         schema: 1,
         seq,
-        event: "oom_kill",
+        event: EventKind::OomKill,
         time: String::new(),
         ktime_ns,
         hook: "tp_btf",
@@ -44,14 +49,15 @@ const S: u64 = 1_000_000_000;
 
 #[test]
 fn kills_are_counted_per_container_one_per_kill_and_expire_after_deletion() {
-    let mut m = Metrics::new("0.1.0", "tp_btf");
+    let m = Metrics::new("0.1.0", "tp_btf");
+    let mut k = m.kill_series();
     let a = app("a", Some(("shop", "web-0")));
-    m.on_event(&kill(1, 10 * S, Some(a.clone())));
+    k.on_event(&kill(1, 10 * S, Some(a.clone())));
     // A second victim of the same kill (a sandbox's processes): not a second kill.
-    m.on_event(&kill(2, 10 * S + S / 2, Some(a.clone())));
-    m.on_event(&kill(3, 20 * S, Some(a.clone())));
-    m.on_event(&kill(4, 20 * S, Some(app("plain", None))));
-    m.on_event(&kill(5, 21 * S, None));
+    k.on_event(&kill(2, 10 * S + S / 2, Some(a.clone())));
+    k.on_event(&kill(3, 20 * S, Some(a.clone())));
+    k.on_event(&kill(4, 20 * S, Some(app("plain", None))));
+    k.on_event(&kill(5, 21 * S, None));
     let text = m.render();
     assert!(
         text.contains(r#"oom_observer_oom_kills_total{namespace="shop",pod="web-0",container="app",limit="unknown",container_exits="unknown"} 2"#),
@@ -78,29 +84,30 @@ fn kills_are_counted_per_container_one_per_kill_and_expire_after_deletion() {
     // "a" deleted just now stays; "plain" is unknown to containerd and goes; the kill
     // outside containers has no container and stays.
     let now = Instant::now();
-    m.expire(|k| (k.id == "a").then_some(Some(now)));
+    k.expire(|k| (k.id == "a").then_some(Some(now)));
     let text = m.render();
     assert!(text.contains(r#"container="app""#), "{text}");
     assert!(!text.contains(r#"container="plain""#), "{text}");
     assert!(text.contains(r#"container="""#), "{text}");
     // Once deleted for longer than the index keeps it, "a" goes too.
     let long_ago = now.checked_sub(KEEP_DELETED + Duration::from_secs(1));
-    m.expire(|_| Some(long_ago));
+    k.expire(|_| Some(long_ago));
     let text = m.render();
     assert!(!text.contains(r#"container="app""#), "{text}");
 }
 
 #[test]
 fn series_are_capped_with_an_overflow_series() {
-    let mut m = Metrics::new("0", "tp_btf");
+    let m = Metrics::new("0", "tp_btf");
+    let mut k = m.kill_series();
     for i in 0..MAX_KILL_SERIES + 5 {
-        m.on_event(&kill(
+        k.on_event(&kill(
             i as u64,
             i as u64 * 2 * S,
             Some(app(&format!("c{i}"), None)),
         ));
     }
-    assert_eq!(m.series.len(), MAX_KILL_SERIES + 1);
+    assert_eq!(k.series.len(), MAX_KILL_SERIES + 1);
     let text = m.render();
     assert!(
         text.contains(r#"oom_observer_oom_kills_total{namespace="overflow",pod="overflow",container="overflow",limit="unknown",container_exits="unknown"} 5"#),

@@ -1,5 +1,8 @@
 //! Unit tests of `spool`.
 
+use std::time::{Duration, Instant};
+
+use super::writer::{COMPACT_SLACK, PERSIST_EVERY};
 use super::*;
 
 fn p(id: &str, t: u64) -> Pending {

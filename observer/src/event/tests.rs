@@ -1,10 +1,17 @@
 //! Unit tests of `event`.
 
+use super::explain::{limit_in_words, message};
+use super::facts::{limit, page_size};
 use super::*;
-use crate::kernel::record::{mkdir_path, Record, RecordError};
-use crate::pipeline::explain::{limit, limit_in_words, message, page_size};
+use crate::kernel::{
+    maps::LostCounts,
+    record::{mkdir_path, Record, RecordError},
+};
 use observer_common::Plain;
-use observer_common::{CgroupAttachRecord, CGROUP_PATH_LEN, COMM_LEN};
+use observer_common::{
+    valid, CgroupAttachRecord, Constraint, Hook, OomKillRecord, RecordKind, CGROUP_PATH_LEN,
+    COMM_LEN,
+};
 
 struct Paths;
 impl Resolve for Paths {
@@ -324,7 +331,7 @@ fn decisions_and_skipped_kills_are_their_own_events() {
     r.valid |= valid::INCIDENT;
     r.detail.incident_id = 5;
     let e = build(&r, 0, false, &mut Paths);
-    assert_eq!(e.event, "oom_decision");
+    assert_eq!(e.event.as_str(), "oom_decision");
     assert_eq!(e.decided_ktime_ns, Some(Some(5)));
     assert!(e.explained.is_none(), "a decision explains nothing yet");
     r.kind = RecordKind::OomSkipped as u32;

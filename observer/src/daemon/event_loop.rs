@@ -1,0 +1,221 @@
+//! The daemon's last step: ready, what the kernel recorded meanwhile read first, then the
+//! select loop until told to stop.
+
+use std::time::Duration;
+
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+    sync::mpsc::{Receiver, UnboundedReceiver},
+};
+use tracing::info;
+
+use super::{
+    containerd::ContainerdLink,
+    drain::{drain, drain_all, next_query, report_lost},
+    kernel::Kernel,
+    options::RunOptions,
+};
+use crate::{
+    audit::{limitwatch::InotifyFd, worker::Observation},
+    enrich::upkeep::{Containerd, IndexChange},
+    error::ObserverError,
+    kernel::hooks::Strategy,
+    pipeline::processor::{Processor, TaskOomAt},
+    query::{
+        history::Kill,
+        socket::{self as query_socket, Request},
+    },
+    sinks::metrics::{Metrics, Totals},
+};
+
+/// How often the lost-record counter is read when no events arrive.
+const LOST_CHECK: Duration = Duration::from_secs(5);
+
+/// With `--pin-dir`, how long the first read of the rings waits for containerd's index.
+const STARTUP_LISTING: Duration = Duration::from_secs(2);
+
+/// Everything the loop runs on.
+pub struct Running {
+    /// The programs and their maps.
+    pub kernel: Kernel,
+    /// Records in, lines out.
+    pub proc: Processor,
+    /// containerd's index, its changes and the TaskOOM publisher; none without containerd.
+    pub containerd: Option<ContainerdLink>,
+    /// The audit worker's observations; none without the audit.
+    pub observations: Option<UnboundedReceiver<Observation>>,
+    /// The metrics that follow totals, brought up to date after each turn.
+    pub metrics: Option<Metrics>,
+}
+
+/// Serves queries, says it is ready, reads what waits, and runs until SIGTERM or SIGINT
+/// (SIGHUP is logged and ignored).
+pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
+    let Running {
+        mut kernel,
+        mut proc,
+        mut containerd,
+        mut observations,
+        mut metrics,
+    } = r;
+    let limit_fd = proc.audits().and_then(|a| a.limit_watch_fd());
+    let mut term = signal(SignalKind::terminate()).map_err(ObserverError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ObserverError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(ObserverError::Signals)?;
+    let mut tick = tokio::time::interval(LOST_CHECK);
+    let mut queries = match &opts.query_socket {
+        Some(path) => {
+            let rx = query_socket::serve(path).await?;
+            info!(socket = %path.display(), "answering queries");
+            Some(rx)
+        }
+        None => None,
+    };
+    ready(opts, &kernel);
+    let index = containerd.as_ref().map(|c| &*c.index);
+    catch_up(&mut proc, &mut kernel, &mut queries, index).await?;
+    let lost_file = kernel.lost_file.take();
+    let maps = &mut kernel.maps;
+    loop {
+        tokio::select! {
+            guard = maps.ring.readable_mut() => {
+                // Cleared before draining: a record submitted meanwhile wakes the loop again.
+                guard.map_err(ObserverError::RingBuffer)?.clear_ready();
+                drain_all(&mut proc, maps, &mut queries).await?;
+                report_lost(&mut proc, maps, lost_file.as_ref())?;
+            }
+            guard = maps.cgroup_ring.readable_mut() => {
+                guard.map_err(ObserverError::RingBuffer)?.clear_ready();
+                drain_all(&mut proc, maps, &mut queries).await?;
+                report_lost(&mut proc, maps, lost_file.as_ref())?;
+            }
+            Some(req) = next_query(&mut queries) => {
+                // Everything the kernel recorded before this moment is read first, so a
+                // kill can never be missed by a question asked right after it.
+                drain_all(&mut proc, maps, &mut queries).await?;
+                let answer = proc.answer(&req.query, |pid| maps.victims.victim(pid).map(Kill::from_victim));
+                let _ = req.reply.send(answer);
+            }
+            _ = limits_ready(limit_fd.as_deref()) => {
+                if let Some(a) = proc.audits() {
+                    a.on_limit_change();
+                }
+            }
+            Some(change) = next_change(&mut containerd) => {
+                if change == IndexChange::Relisted {
+                    proc.attribute_gap().await;
+                }
+                if let Some(a) = proc.audits() {
+                    a.on_index_change(change);
+                }
+            }
+            Some(obs) = next_observation(&mut observations) => {
+                let findings = proc.audits().map(|a| a.apply(obs)).unwrap_or_default();
+                proc.write_findings(findings).map_err(ObserverError::Output)?;
+            }
+            _ = tick.tick() => {
+                report_lost(&mut proc, maps, lost_file.as_ref())?;
+                proc.upkeep();
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                // Everything comes from flags and the kernel, and the output streams are
+                // inherited descriptors: nothing to reload or reopen. Ending here would
+                // leave the node blind until something restarts the daemon.
+                info!(events = proc.seq(), lost = maps.lost(), "SIGHUP: nothing to reload; still running");
+            }
+        }
+        // Counted after the turn's events went out: the scrape never waits for a kill.
+        if let Some(m) = metrics.as_mut() {
+            let publisher = containerd.as_ref().map(|c| &c.publisher);
+            let totals = Totals::of(publisher, proc.audits().map(|a| &*a));
+            m.sync(totals, &maps.lost_by_kind());
+        }
+    }
+    report_lost(&mut proc, maps, lost_file.as_ref())?;
+    proc.flush().map_err(ObserverError::Output)?;
+    if let Some(a) = &kernel.pinned {
+        info!(pins = %a.dir.display(), "the programs stay attached, pinned: the next start reads on from here");
+    }
+    info!(events = proc.seq(), lost = kernel.maps.lost(), "stopped");
+    Ok(())
+}
+
+/// The one line that says the daemon is ready, and how it runs.
+fn ready(opts: &RunOptions, kernel: &Kernel) {
+    info!(
+        strategy = %kernel.strategy,
+        victim_hook = kernel.victim_hook,
+        cgroups = %kernel.setup.cgroups.describe(),
+        btf = ?kernel.setup.btf_source,
+        taskoom_at = if opts.taskoom_at == TaskOomAt::Decision
+            && matches!(kernel.strategy, Strategy::Fentry | Strategy::Kprobe)
+        {
+            "decision"
+        } else {
+            // The strategy sees no decision.
+            "kill"
+        },
+        "ready"
+    );
+}
+
+/// What the kernel recorded while no daemon ran (pinned rings, and a replaced object's),
+/// and anything already waiting, before the first wait.
+async fn catch_up(
+    proc: &mut Processor,
+    kernel: &mut Kernel,
+    queries: &mut Option<Receiver<Request>>,
+    containerd: Option<&Containerd>,
+) -> Result<(), ObserverError> {
+    if let (Some(cd), Some(_)) = (containerd, &kernel.pinned) {
+        // The kills recorded while no daemon ran are about to be read: they are named and
+        // handed over best with containerd's index listed (if it is not in time, they are
+        // attributed once it is, like any kill made while containerd is away).
+        let deadline = tokio::time::Instant::now() + STARTUP_LISTING;
+        while !cd.connected() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    if let Some(a) = kernel.pinned.as_mut() {
+        // A replaced object's rings: what they recorded before the new programs ran, oldest
+        // first (from then on, the new rings have it too).
+        let cutoff = a.replaced_at;
+        for rb in &mut a.replaced {
+            drain(proc, rb, queries, &kernel.maps.victims, Some(cutoff)).await?;
+        }
+        a.replaced.clear();
+    }
+    drain_all(proc, &mut kernel.maps, queries).await?;
+    report_lost(proc, &mut kernel.maps, kernel.lost_file.as_ref())
+}
+
+/// The next change of containerd's index; forever without containerd.
+async fn next_change(containerd: &mut Option<ContainerdLink>) -> Option<IndexChange> {
+    match containerd {
+        Some(c) => c.changes.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next audit observation; forever without the audit.
+async fn next_observation(rx: &mut Option<UnboundedReceiver<Observation>>) -> Option<Observation> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until a watched limit file was written; forever without a watch.
+async fn limits_ready(fd: Option<&AsyncFd<InotifyFd>>) {
+    match fd {
+        Some(fd) => match fd.readable().await {
+            // Cleared before the events are read, so none written after is missed.
+            Ok(mut g) => g.clear_ready(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
