@@ -230,3 +230,37 @@ fn the_table_names_each_field_once() {
         );
     }
 }
+
+#[test]
+fn every_tracepoint_field_resolves_with_its_width() {
+    let Some(t) = crate::kernel::tracefs::find() else {
+        eprintln!("NOTE: tracefs is not mounted here; the tracepoint rows have nothing to read");
+        return;
+    };
+    let l = build(None, Some(&t), &CgroupMounts::default());
+    for f in KernelLayout::TRACEPOINT_FIELDS {
+        let mut copy = l;
+        assert_ne!(*(f.slot)(&mut copy), ABSENT, "{} absent", f.field);
+        // The daemon takes only offsets from tracefs; the record's `size:` says the read fits.
+        let format = std::fs::read_to_string(
+            t.join("events")
+                .join(f.category)
+                .join(f.event)
+                .join("format"),
+        )
+        .expect("the tracepoint's format reads");
+        let size = format
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("field:"))
+            .find_map(|rest| {
+                let mut parts = rest.split(';').map(str::trim);
+                let decl = parts.next()?;
+                let name = decl.split_whitespace().last()?.split('[').next()?;
+                (name == f.name)
+                    .then(|| parts.find_map(|p| p.strip_prefix("size:")))
+                    .flatten()
+                    .and_then(|s| s.parse::<u32>().ok())
+            });
+        assert_eq!(size.map(Read::Value), Some(f.read), "{}", f.field);
+    }
+}
