@@ -8,6 +8,9 @@
 /// Offset value meaning "this field does not exist in the running kernel".
 pub const ABSENT: u32 = u32::MAX;
 
+mod layout;
+pub use layout::{KernelLayout, Member, Read, TracepointField};
+
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 
@@ -442,196 +445,6 @@ impl AttachLayout {
 /// Name of the global the daemon fills with [`AttachLayout`].
 pub const ATTACH_GLOBAL: &str = "ATTACH";
 
-/// Kernel structure layout, computed by the daemon from the running kernel's BTF when the
-/// programs load, and handed to them as a read-only global. This is how one object file
-/// serves every kernel: no offset here comes from a header of one kernel.
-/// Every offset is in bytes; [`ABSENT`] means the field does not exist.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct KernelLayout {
-    /// Nonzero when the offsets below were resolved (BTF was available).
-    pub have_btf: u32,
-    /// Nonzero when the memory controller is on the unified (v2) hierarchy.
-    pub memory_on_dfl: u32,
-    /// `memory_cgrp_id`: index of the memory controller in `css_set.subsys[]`.
-    pub memory_cgrp_id: u32,
-    /// `oom_control.memcg`.
-    pub oc_memcg: u32,
-    /// `oom_control.chosen`.
-    pub oc_chosen: u32,
-    /// `oom_control.constraint`.
-    pub oc_constraint: u32,
-    /// `task_struct.pid`.
-    pub task_pid: u32,
-    /// `task_struct.tgid`.
-    pub task_tgid: u32,
-    /// `task_struct.comm`.
-    pub task_comm: u32,
-    /// `task_struct.real_cred`.
-    pub task_real_cred: u32,
-    /// `task_struct.cgroups`.
-    pub task_cgroups: u32,
-    /// `task_struct.memcg_in_oom` (cgroup v1 deferred OOM), or ABSENT.
-    pub task_memcg_in_oom: u32,
-    /// `cred.uid`.
-    pub cred_uid: u32,
-    /// `css_set.dfl_cgrp`.
-    pub css_set_dfl_cgrp: u32,
-    /// `css_set.subsys` (array of `cgroup_subsys_state *`).
-    pub css_set_subsys: u32,
-    /// `cgroup_subsys_state.cgroup`.
-    pub css_cgroup: u32,
-    /// `cgroup_subsys_state.parent`.
-    pub css_parent: u32,
-    /// `mem_cgroup.css`.
-    pub memcg_css: u32,
-    /// `task_struct.exit_code`.
-    pub task_exit_code: u32,
-    /// Classic tracepoint `sched/sched_process_exit`: offset of `pid`.
-    pub tp_exit_pid: u32,
-    /// Classic tracepoint `sched/sched_process_exit`: offset of `group_dead`, or ABSENT.
-    pub tp_exit_group_dead: u32,
-    /// Nonzero when `tp_btf/sched_process_exit` passes `group_dead` as its second argument.
-    pub tp_btf_exit_has_group_dead: u32,
-    /// `mem_cgroup.oom_lock` (cgroup v1), or ABSENT.
-    pub memcg_oom_lock: u32,
-    /// `cgroup.kn`.
-    pub cgroup_kn: u32,
-    /// `kernfs_node.id`.
-    pub kn_id: u32,
-    /// Classic tracepoint `oom/mark_victim`: offset of `pid`.
-    pub tp_victim_pid: u32,
-    /// Classic tracepoint `oom/mark_victim`: offset of `__data_loc comm`, or ABSENT.
-    pub tp_victim_comm: u32,
-    /// Classic tracepoint `oom/mark_victim`: offset of `uid`, or ABSENT.
-    pub tp_victim_uid: u32,
-    /// Classic tracepoint `cgroup/cgroup_mkdir`: offset of `root`.
-    pub tp_mkdir_root: u32,
-    /// Classic tracepoint `cgroup/cgroup_mkdir`: offset of `id`.
-    pub tp_mkdir_id: u32,
-    /// Classic tracepoint `cgroup/cgroup_mkdir`: offset of `level`.
-    pub tp_mkdir_level: u32,
-    /// Classic tracepoint `cgroup/cgroup_mkdir`: offset of `__data_loc path`.
-    pub tp_mkdir_path: u32,
-    /// Nonzero when `tp_btf/mark_victim` passes `struct task_struct *` (Linux 6.8+),
-    /// zero when it passes only `int pid`.
-    pub tp_btf_victim_is_task: u32,
-    /// Offset in `struct pt_regs` of the register that carries a function's first argument
-    /// (kprobes): `di` on x86_64, `regs[0]` on arm64. It depends on the kernel's
-    /// architecture, which one object file for every architecture cannot know when it is built.
-    pub kprobe_arg0: u32,
-    /// `oom_control.totalpages`.
-    pub oc_totalpages: u32,
-    /// `oom_control.chosen_points`.
-    pub oc_chosen_points: u32,
-    /// `mem_cgroup.memory` (`struct page_counter`).
-    pub memcg_memory: u32,
-    /// `mem_cgroup.swap` (`struct page_counter`), or ABSENT.
-    pub memcg_swap: u32,
-    /// `page_counter.usage` (`atomic_long_t`).
-    pub page_counter_usage: u32,
-    /// `page_counter.max`.
-    pub page_counter_max: u32,
-    /// `task_struct.mm`.
-    pub task_mm: u32,
-    /// `task_struct.signal`.
-    pub task_signal: u32,
-    /// `signal_struct.oom_score_adj` (`short`).
-    pub signal_oom_score_adj: u32,
-    /// `task_struct.group_leader`.
-    pub task_group_leader: u32,
-    /// `task_struct.thread_pid` (`struct pid *`).
-    pub task_thread_pid: u32,
-    /// `pid.level`.
-    pub pid_level: u32,
-    /// Offset of `pid.numbers[0].nr`.
-    pub pid_numbers_nr: u32,
-    /// `sizeof(struct upid)`, the stride of `pid.numbers[]`.
-    pub upid_size: u32,
-    /// `mm_struct.total_vm`.
-    pub mm_total_vm: u32,
-    /// The counter of `MM_FILEPAGES` in `mm_struct.rss_stat` (the `atomic_long_t` of 5.x's
-    /// `count[]`, or the `.count` of 6.2+'s `percpu_counter`).
-    pub mm_file_rss: u32,
-    /// The counter of `MM_ANONPAGES`.
-    pub mm_anon_rss: u32,
-    /// The counter of `MM_SWAPENTS`.
-    pub mm_swap_ents: u32,
-    /// The counter of `MM_SHMEMPAGES`.
-    pub mm_shmem_rss: u32,
-    /// `mm_struct.pgtables_bytes` (`atomic_long_t`).
-    pub mm_pgtables_bytes: u32,
-    /// `task_struct.flags`.
-    pub task_flags: u32,
-    /// `signal_struct.flags`.
-    pub signal_flags: u32,
-}
-
-impl KernelLayout {
-    /// A layout that knows nothing: every field absent. Programs then report only what
-    /// their hook hands them directly.
-    pub const fn unknown() -> Self {
-        KernelLayout {
-            have_btf: 0,
-            memory_on_dfl: 0,
-            memory_cgrp_id: ABSENT,
-            oc_memcg: ABSENT,
-            oc_chosen: ABSENT,
-            oc_constraint: ABSENT,
-            task_pid: ABSENT,
-            task_tgid: ABSENT,
-            task_comm: ABSENT,
-            task_real_cred: ABSENT,
-            task_cgroups: ABSENT,
-            task_memcg_in_oom: ABSENT,
-            cred_uid: ABSENT,
-            css_set_dfl_cgrp: ABSENT,
-            css_set_subsys: ABSENT,
-            css_cgroup: ABSENT,
-            css_parent: ABSENT,
-            memcg_css: ABSENT,
-            task_exit_code: ABSENT,
-            tp_exit_pid: ABSENT,
-            tp_exit_group_dead: ABSENT,
-            tp_btf_exit_has_group_dead: 0,
-            memcg_oom_lock: ABSENT,
-            cgroup_kn: ABSENT,
-            kn_id: ABSENT,
-            tp_victim_pid: ABSENT,
-            tp_victim_comm: ABSENT,
-            tp_victim_uid: ABSENT,
-            tp_mkdir_root: ABSENT,
-            tp_mkdir_id: ABSENT,
-            tp_mkdir_level: ABSENT,
-            tp_mkdir_path: ABSENT,
-            tp_btf_victim_is_task: 0,
-            kprobe_arg0: ABSENT,
-            oc_totalpages: ABSENT,
-            oc_chosen_points: ABSENT,
-            memcg_memory: ABSENT,
-            memcg_swap: ABSENT,
-            page_counter_usage: ABSENT,
-            page_counter_max: ABSENT,
-            task_mm: ABSENT,
-            task_signal: ABSENT,
-            signal_oom_score_adj: ABSENT,
-            task_group_leader: ABSENT,
-            task_thread_pid: ABSENT,
-            pid_level: ABSENT,
-            pid_numbers_nr: ABSENT,
-            upid_size: ABSENT,
-            mm_total_vm: ABSENT,
-            mm_file_rss: ABSENT,
-            mm_anon_rss: ABSENT,
-            mm_swap_ents: ABSENT,
-            mm_shmem_rss: ABSENT,
-            mm_pgtables_bytes: ABSENT,
-            task_flags: ABSENT,
-            signal_flags: ABSENT,
-        }
-    }
-}
-
 /// Per-thread OOM context stashed by the `oom_kill_process` hooks for `mark_victim`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -746,10 +559,16 @@ plain! {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all three are repr(C) plain integers and arrays with explicit padding.
+    // SAFETY (each impl): a `Plain` type (see `plain!`): repr(C) integers only, with no
+    // implicit padding, so any bytes are a valid value, as aya's `Pod` requires.
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::KernelLayout {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::OomContext {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::StallState {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::VictimState {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::AttachLayout {}
 }

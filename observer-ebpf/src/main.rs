@@ -6,6 +6,7 @@
 //! unknown is reported as not seen, never guessed.
 //!
 //! - [`kernel`]: typed views of the kernel structures (`Task`, `Css`, `Cgroup`, ...).
+//! - [`tracepoint`]: typed views of the classic tracepoints' records.
 //! - [`maps`]: the maps and globals shared with the daemon.
 //! - [`record`]: building and submitting records.
 //! - [`probes`]: one module per hook.
@@ -16,6 +17,14 @@ mod kernel;
 mod maps;
 mod probes;
 mod record;
+mod tracepoint;
+
+/// The license the kernel reads from the object's `license` section: GPL-compatible, which
+/// the kernel requires of programs that call its GPL-only helpers (`bpf_probe_read_kernel`
+/// and the tracing helpers), and MIT for everything else, as the crate's license says.
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -11,6 +11,13 @@ use crate::{
     maps::{EVENTS, LOST, VICTIMS},
 };
 
+/// `bpf_ktime_get_boot_ns()`: the boot clock, which the daemon's records are stamped with.
+#[inline(always)]
+pub fn boot_ns() -> u64 {
+    // SAFETY: the helper takes no argument and only reads the clock.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
 /// The thread running this program.
 #[inline(always)]
 pub fn current_tid() -> u32 {
@@ -21,6 +28,8 @@ pub fn current_tid() -> u32 {
 #[inline(always)]
 pub fn count_lost(kind: RecordKind) {
     if let Some(p) = LOST.get_ptr_mut(kind as u32) {
+        // SAFETY: `p` is this CPU's slot of the array, valid while the program runs; a
+        // nested program's increment lost in between is a miscount, not unsoundness.
         unsafe { *p += 1 };
     }
 }
@@ -39,11 +48,14 @@ impl Slot {
             return None;
         };
         let rec = entry.as_mut_ptr();
+        // SAFETY: `rec` is the reserved entry: `size_of::<OomKillRecord>()` writable bytes
+        // that this program owns until it submits or discards them; zeroed first, so every
+        // field (plain integers) is initialised.
         unsafe {
             core::ptr::write_bytes(rec, 0, 1);
             (*rec).kind = kind as u32;
             (*rec).hook = hook as u32;
-            (*rec).ktime_ns = bpf_ktime_get_boot_ns();
+            (*rec).ktime_ns = boot_ns();
             (*rec).constraint = Constraint::UNSEEN;
         }
         Some(Slot(entry))
@@ -52,6 +64,8 @@ impl Slot {
     /// The record.
     #[inline(always)]
     pub fn rec(&mut self) -> &mut OomKillRecord {
+        // SAFETY: the entry is a whole record, initialised by `reserve`, owned by this `Slot`
+        // until `submit`; the borrow of `self` keeps it the only reference.
         unsafe { &mut *self.0.as_mut_ptr() }
     }
 
@@ -118,7 +132,7 @@ pub fn remember_victim(key: u32, pid: u32, kill_ktime_ns: u64, memcg_id: u64, df
         pid,
         exit_code: 0,
     };
-    let _ = VICTIMS.insert(&key, &v, 0);
+    let _ = VICTIMS.insert(key, v, 0);
 }
 
 /// [`remember_victim`] for a filled kill record.

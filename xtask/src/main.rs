@@ -17,6 +17,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod clippy_ebpf;
 mod image;
 mod kubelet;
 mod vm;
@@ -38,6 +39,8 @@ struct Cli {
 enum Cmd {
     /// Build the kernel programs (bootstrapping rust-src and bpf-linker if needed).
     BuildEbpf,
+    /// Clippy over the kernel programs, for their bpf target (warnings fail it).
+    ClippyEbpf,
     /// Build the kernel programs and the `oom-observer` binary that embeds them.
     Build {
         /// Build with the release profile.
@@ -135,6 +138,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::BuildEbpf => build_ebpf().map(|_| ()),
+        Cmd::ClippyEbpf => clippy_ebpf::clippy_ebpf(),
         Cmd::Build { release } => build(release).map(|_| ()),
         Cmd::Run { args } => {
             let bin = build(true)?;

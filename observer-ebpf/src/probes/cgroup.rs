@@ -2,27 +2,19 @@
 //! cgroup's path, learnt before it can vanish, and processes moved into memory cgroups. Both
 //! go to their own ring, [`CGROUP_EVENTS`], so that a flood of them cannot displace a kill.
 
-use aya_ebpf::{
-    helpers::bpf_probe_read_kernel_str_bytes, macros::tracepoint, programs::TracePointContext,
-    EbpfContext,
-};
-use observer_common::{CgroupAttachRecord, CgroupMkdirRecord, RecordKind, ABSENT, CGROUP_PATH_LEN};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use observer_common::{CgroupAttachRecord, CgroupMkdirRecord, RecordKind, CGROUP_PATH_LEN};
 
 use crate::{
-    kernel::layout,
-    maps::{ATTACH, CGROUP_EVENTS},
+    maps::CGROUP_EVENTS,
     record::count_lost,
+    tracepoint::{AttachTp, MkdirTp},
 };
 
 #[tracepoint(category = "cgroup", name = "cgroup_mkdir")]
 pub fn cgroup_mkdir_tp(ctx: TracePointContext) -> u32 {
-    let (root_off, id_off, level_off, path_off) = (
-        layout!(tp_mkdir_root),
-        layout!(tp_mkdir_id),
-        layout!(tp_mkdir_level),
-        layout!(tp_mkdir_path),
-    );
-    if root_off == ABSENT || id_off == ABSENT || path_off == ABSENT {
+    let tp = MkdirTp(&ctx);
+    if !tp.has_fields() {
         return 0;
     }
     let Some(mut slot) = CGROUP_EVENTS.reserve::<CgroupMkdirRecord>(0) else {
@@ -30,19 +22,15 @@ pub fn cgroup_mkdir_tp(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let rec = slot.as_mut_ptr();
+    // SAFETY: `rec` points to the reserved ring-buffer entry, a whole `CgroupMkdirRecord`
+    // that this program owns until it submits it; every field is a plain integer (array).
     unsafe {
         (*rec).kind = RecordKind::CgroupMkdir as u32;
-        (*rec).root = ctx.read_at::<i32>(root_off as usize).unwrap_or(-1) as u32;
-        (*rec).id = ctx.read_at::<u64>(id_off as usize).unwrap_or(0);
-        (*rec).level = if level_off == ABSENT {
-            0
-        } else {
-            ctx.read_at::<i32>(level_off as usize).unwrap_or(0) as u32
-        };
+        (*rec).root = tp.root().unwrap_or(-1) as u32;
+        (*rec).id = tp.id().unwrap_or(0);
+        (*rec).level = tp.level().unwrap_or(0) as u32;
         (*rec).path_len = 0;
-        let loc = ctx.read_at::<u32>(path_off as usize).unwrap_or(0);
-        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
-        if let Ok(bytes) = bpf_probe_read_kernel_str_bytes(src, &mut (*rec).path) {
+        if let Some(bytes) = tp.path(&mut (*rec).path) {
             // A path that filled the buffer may have been cut: say so.
             let n = bytes.len() as u32;
             (*rec).path_len = if n as usize >= CGROUP_PATH_LEN - 1 {
@@ -59,28 +47,24 @@ pub fn cgroup_mkdir_tp(ctx: TracePointContext) -> u32 {
 /// A process moved into a memory cgroup: the daemon re-audits its container's limit at once.
 #[tracepoint(category = "cgroup", name = "cgroup_attach_task")]
 pub fn cgroup_attach_tp(ctx: TracePointContext) -> u32 {
-    let l = unsafe { core::ptr::read_volatile(&ATTACH) };
-    if l.tp_root == ABSENT || l.tp_id == ABSENT || l.tp_pid == ABSENT {
+    let tp = AttachTp::new(&ctx);
+    if !tp.has_fields() {
         return 0;
     }
-    let root = match unsafe { ctx.read_at::<i32>(l.tp_root as usize) } {
-        Ok(r) => r as u32,
-        Err(_) => return 0,
+    let Some(root) = tp.root() else {
+        return 0;
     };
+    let root = root as u32;
     // Every v1 hierarchy sees its own migration; only the memory one matters.
-    if root != l.memory_root {
+    if root != tp.memory_root() {
         return 0;
     }
     let rec = CgroupAttachRecord {
         kind: RecordKind::CgroupAttach as u32,
         root,
-        id: unsafe { ctx.read_at::<u64>(l.tp_id as usize) }.unwrap_or(0),
-        pid: unsafe { ctx.read_at::<i32>(l.tp_pid as usize) }.unwrap_or(0) as u32,
-        level: if l.tp_level == ABSENT {
-            0
-        } else {
-            unsafe { ctx.read_at::<i32>(l.tp_level as usize) }.unwrap_or(0) as u32
-        },
+        id: tp.id().unwrap_or(0),
+        pid: tp.pid().unwrap_or(0) as u32,
+        level: tp.level().unwrap_or(0) as u32,
     };
     match CGROUP_EVENTS.reserve::<CgroupAttachRecord>(0) {
         Some(mut slot) => {

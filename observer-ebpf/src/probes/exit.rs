@@ -2,16 +2,17 @@
 //! same ring as its kill, so every consumer reads the kill first.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use observer_common::{valid, Hook, RecordKind, ABSENT};
+use observer_common::{valid, Hook, RecordKind};
 
 use crate::{
     kernel::{layout, Task},
     maps::VICTIMS,
-    record::Slot,
+    record::{boot_ns, Slot},
+    tracepoint::ExitTp,
 };
 
 /// Every process exit on the node passes here: one map lookup decides it is not a victim.
@@ -19,7 +20,7 @@ use crate::{
 fn on_exit(group_dead: Option<bool>) {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    let Some(v) = VICTIMS.get_ptr_mut(&tgid) else {
+    let Some(v) = VICTIMS.get_ptr_mut(tgid) else {
         return;
     };
     let pid = id as u32;
@@ -32,8 +33,10 @@ fn on_exit(group_dead: Option<bool>) {
     if !process_exit {
         return;
     }
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let now = boot_ns();
     let code = Task::current().exit_code();
+    // SAFETY: `v` is the map's pointer to this process's element, which the kernel keeps
+    // alive (RCU) until the program returns; its fields are plain integers.
     unsafe {
         (*v).exit_ktime_ns = now;
         (*v).exit_code = code.unwrap_or(0);
@@ -50,6 +53,7 @@ fn on_exit(group_dead: Option<bool>) {
         rec.victim_comm = comm;
         rec.valid |= valid::VICTIM_COMM;
     }
+    // SAFETY: as above, the element outlives the program's run.
     let (memcg, dfl) = unsafe { ((*v).memcg_id, (*v).dfl_cgroup_id) };
     if memcg != 0 {
         rec.victim_memcg_id = memcg;
@@ -82,14 +86,7 @@ pub fn exit_btf(ctx: BtfTracePointContext) -> i32 {
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn exit_tp(ctx: TracePointContext) -> u32 {
-    let off = layout!(tp_exit_group_dead);
-    let group_dead = if off == ABSENT {
-        None
-    } else {
-        unsafe { ctx.read_at::<u8>(off as usize) }
-            .ok()
-            .map(|b| b != 0)
-    };
+    let group_dead = ExitTp(&ctx).group_dead().map(|b| b != 0);
     on_exit(group_dead);
     0
 }

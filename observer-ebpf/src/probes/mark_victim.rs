@@ -3,10 +3,8 @@
 //! `task_will_free_mem` shortcut for a victim already exiting) is a skipped kill instead.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
-    EbpfContext,
 };
 use observer_common::{valid, Constraint, Hook, OomContext, OomKillRecord, RecordKind, ABSENT};
 
@@ -14,8 +12,10 @@ use crate::{
     kernel::{layout, Css, MemCgroup, Task},
     maps::{KILLED, KILL_SIGNAL_ON, OOM_CTX},
     record::{
-        current_tid, fill_trigger, fill_victim, remember_recorded_victim, remember_victim, Slot,
+        boot_ns, current_tid, fill_trigger, fill_victim, remember_recorded_victim, remember_victim,
+        Slot,
     },
+    tracepoint::MarkVictimTp,
 };
 
 /// What a `mark_victim` hook was handed directly.
@@ -106,7 +106,7 @@ fn fill_detail(rec: &mut OomKillRecord, task: Task, memcg: Option<MemCgroup>) {
 
 /// Emits one `oom_kill` record for a victim seen by `mark_victim`.
 #[inline(always)]
-fn on_mark_victim(victim_hook: Hook, victim: Victim, tp: Option<(&TracePointContext, u32, u32)>) {
+fn on_mark_victim(victim_hook: Hook, victim: Victim, tp: Option<&MarkVictimTp<'_>>) {
     let tid = current_tid();
     // Every field is read into a plain local (no Option<struct> copies): the verifier rejects
     // the partially initialised registers LLVM may leave for an empty Option.
@@ -123,7 +123,9 @@ fn on_mark_victim(victim_hook: Hook, victim: Victim, tp: Option<(&TracePointCont
         incident_id: 0,
     };
     let mut has_ctx = false;
-    if let Some(p) = OOM_CTX.get_ptr_mut(&tid) {
+    if let Some(p) = OOM_CTX.get_ptr_mut(tid) {
+        // SAFETY: `p` is the map's pointer to this thread's element, kept alive (RCU) until
+        // the program returns; only this thread's programs write it.
         unsafe {
             (*p).victims += 1;
             ctx = *p;
@@ -140,7 +142,9 @@ fn on_mark_victim(victim_hook: Hook, victim: Victim, tp: Option<(&TracePointCont
         task = ctx.chosen;
     }
     if task == 0 {
-        if let Some(k) = unsafe { KILLED.get(&tid) } {
+        // SAFETY: the element is read at once, while RCU keeps it; this thread's own
+        // `signal_generate` is its only writer, and it is not running now.
+        if let Some(k) = unsafe { KILLED.get(tid) } {
             if k.pid == victim.pid {
                 task = k.task;
             }
@@ -154,7 +158,8 @@ fn on_mark_victim(victim_hook: Hook, victim: Victim, tp: Option<(&TracePointCont
     // Known only where `signal_generate` runs (the daemon says so) and the decision was seen.
     let mut kind = RecordKind::OomKill;
     if has_ctx && KILL_SIGNAL_ON.get(0).copied().unwrap_or(0) != 0 {
-        let signalled = match unsafe { KILLED.get(&tid) } {
+        // SAFETY: as above.
+        let signalled = match unsafe { KILLED.get(tid) } {
             Some(k) => k.pid == victim.pid && k.ktime_ns >= ctx.incident_id,
             None => false,
         };
@@ -168,13 +173,7 @@ fn on_mark_victim(victim_hook: Hook, victim: Victim, tp: Option<(&TracePointCont
         }
         // The kill is lost (and counted); its exit still finds it.
         let t = Task(task);
-        remember_victim(
-            t.tgid().unwrap_or(victim.pid),
-            victim.pid,
-            unsafe { bpf_ktime_get_boot_ns() },
-            0,
-            0,
-        );
+        remember_victim(t.tgid().unwrap_or(victim.pid), victim.pid, boot_ns(), 0, 0);
         return;
     };
     let rec = slot.rec();
@@ -184,18 +183,12 @@ fn on_mark_victim(victim_hook: Hook, victim: Victim, tp: Option<(&TracePointCont
         fill_victim(rec, Task(task));
     }
     // Fields the classic tracepoint carries in its own record.
-    if let Some((tpctx, comm_off, uid_off)) = tp {
-        if rec.valid & valid::VICTIM_COMM == 0 && comm_off != ABSENT {
-            if let Ok(loc) = unsafe { tpctx.read_at::<u32>(comm_off as usize) } {
-                let start = (loc & 0xffff) as usize;
-                let src = unsafe { (tpctx.as_ptr() as *const u8).add(start) };
-                if unsafe { bpf_probe_read_kernel_str_bytes(src, &mut rec.victim_comm) }.is_ok() {
-                    rec.valid |= valid::VICTIM_COMM;
-                }
-            }
+    if let Some(tp) = tp {
+        if rec.valid & valid::VICTIM_COMM == 0 && tp.comm(&mut rec.victim_comm).is_some() {
+            rec.valid |= valid::VICTIM_COMM;
         }
-        if rec.valid & valid::VICTIM_UID == 0 && uid_off != ABSENT {
-            if let Ok(uid) = unsafe { tpctx.read_at::<u32>(uid_off as usize) } {
+        if rec.valid & valid::VICTIM_UID == 0 {
+            if let Some(uid) = tp.uid() {
                 rec.victim_uid = uid;
                 rec.valid |= valid::VICTIM_UID;
             }
@@ -266,20 +259,17 @@ pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
 
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
-    let pid_off = layout!(tp_victim_pid);
-    if pid_off == ABSENT {
+    let tp = MarkVictimTp(&ctx);
+    let Some(pid) = tp.pid() else {
         return 0;
-    }
-    let pid = match unsafe { ctx.read_at::<i32>(pid_off as usize) } {
-        Ok(p) => p as u32,
-        Err(_) => return 0,
     };
-    let comm_off = layout!(tp_victim_comm);
-    let uid_off = layout!(tp_victim_uid);
     on_mark_victim(
         Hook::Tracepoint,
-        Victim { task: 0, pid },
-        Some((&ctx, comm_off, uid_off)),
+        Victim {
+            task: 0,
+            pid: pid as u32,
+        },
+        Some(&tp),
     );
     0
 }

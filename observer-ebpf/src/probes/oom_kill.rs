@@ -4,7 +4,6 @@
 //! return, a decision that marked nobody is reported as skipped.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns,
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
@@ -13,9 +12,9 @@ use observer_common::{
 };
 
 use crate::{
-    kernel::{layout, read_at, OomControl, Task},
+    kernel::{OomControl, PtRegs, Task},
     maps::OOM_CTX,
-    record::{current_tid, fill_trigger, fill_victim, Slot},
+    record::{boot_ns, current_tid, fill_trigger, fill_victim, Slot},
 };
 
 /// Stores `oom_control`'s memcg, constraint and chosen task for this thread's `mark_victim`,
@@ -48,9 +47,9 @@ fn on_decision(oc: u64, hook: Hook) {
         memcg: memcg.map(|m| m.0).unwrap_or(0),
         total_pages: oc.total_pages().unwrap_or(u64::MAX),
         chosen_points: oc.chosen_points().unwrap_or(i64::MIN),
-        incident_id: unsafe { bpf_ktime_get_boot_ns() },
+        incident_id: boot_ns(),
     };
-    let _ = OOM_CTX.insert(&current_tid(), &c, 0);
+    let _ = OOM_CTX.insert(current_tid(), c, 0);
     if chosen != 0 {
         report_decision(&c, Task(chosen), hook);
     }
@@ -110,14 +109,19 @@ fn report_decision(c: &OomContext, chosen: Task, hook: Hook) {
 #[inline(always)]
 fn on_return() {
     let tid = current_tid();
-    let Some(c) = (unsafe { OOM_CTX.get(&tid) }).copied() else {
+    // SAFETY: the element is copied at once, while RCU keeps it; only this thread's
+    // programs write it, and they are not running now.
+    let Some(c) = (unsafe { OOM_CTX.get(tid) }).copied() else {
         return;
     };
-    let _ = OOM_CTX.remove(&tid);
+    let _ = OOM_CTX.remove(tid);
     if c.victims != 0 || c.chosen == 0 {
         return;
     }
-    let Some(mut slot) = Slot::reserve(RecordKind::OomSkipped, Hook::from_u32(c.hook).unwrap_or(Hook::Fentry)) else {
+    let Some(mut slot) = Slot::reserve(
+        RecordKind::OomSkipped,
+        Hook::from_u32(c.hook).unwrap_or(Hook::Fentry),
+    ) else {
         return;
     };
     let rec = slot.rec();
@@ -147,7 +151,7 @@ pub fn oom_kill_kprobe(ctx: ProbeContext) -> u32 {
     // Not `ctx.arg(0)`: aya-ebpf picks the argument register's place in pt_regs for the
     // architecture the object is *built* on, so on arm64 an x86_64-built object would read
     // x14 instead of x0. The daemon passes the running kernel's offset instead.
-    if let Some(oc) = read_at::<u64>(ctx.regs as u64, layout!(kprobe_arg0)) {
+    if let Some(oc) = PtRegs(ctx.regs as u64).arg0() {
         on_decision(oc, Hook::Kprobe);
     }
     0

@@ -9,14 +9,12 @@
 //! SIGKILL, then `mark_victim`) from `task_will_free_mem`'s shortcut, which marks an exiting
 //! victim without any signal.
 
-use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns, macros::btf_tracepoint, programs::BtfTracePointContext,
-};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
     kernel::Task,
     maps::{KilledTask, KILLED},
-    record::current_tid,
+    record::{boot_ns, current_tid},
 };
 
 const SIGKILL: i32 = 9;
@@ -36,8 +34,8 @@ pub fn kill_signal_btf(ctx: BtfTracePointContext) -> i32 {
         task,
         pid,
         _pad: 0,
-        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ktime_ns: boot_ns(),
     };
-    let _ = KILLED.insert(&current_tid(), &k, 0);
+    let _ = KILLED.insert(current_tid(), k, 0);
     0
 }

@@ -5,7 +5,6 @@
 //! page fault. It is seen here, as it is switched out.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -14,7 +13,7 @@ use observer_common::{valid, Constraint, Hook, RecordKind, StallState, STALL_REP
 use crate::{
     kernel::Task,
     maps::STALLS,
-    record::{current_tid, fill_trigger, Slot},
+    record::{boot_ns, current_tid, fill_trigger, Slot},
 };
 
 #[inline(always)]
@@ -26,18 +25,20 @@ fn on_switch_out() {
         return;
     };
     let tid = current_tid();
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let now = boot_ns();
     let seen = StallState {
         memcg_id,
         last_seen_ns: now,
     };
-    if let Some(prev) = unsafe { STALLS.get(&tid) } {
+    // SAFETY: the element is read at once, while RCU keeps it; only this thread's programs
+    // write it.
+    if let Some(prev) = unsafe { STALLS.get(tid) } {
         if prev.memcg_id == memcg_id && now.wrapping_sub(prev.last_seen_ns) < STALL_REPEAT_NS {
-            let _ = STALLS.insert(&tid, &seen, 0);
+            let _ = STALLS.insert(tid, seen, 0);
             return;
         }
     }
-    let _ = STALLS.insert(&tid, &seen, 0);
+    let _ = STALLS.insert(tid, seen, 0);
     let Some(mut slot) = Slot::reserve(RecordKind::MemcgOom, Hook::SchedSwitch) else {
         return;
     };

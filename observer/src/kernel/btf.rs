@@ -1,15 +1,25 @@
-//! Computes [`KernelLayout`], the struct offsets the kernel programs read, from the running
-//! kernel's BTF (or a BTF file), and the classic tracepoints' record offsets from tracefs.
+//! Computes [`observer_common::KernelLayout`], the struct offsets the kernel programs read,
+//! from the running kernel's BTF (or a BTF file), and the classic tracepoints' record offsets
+//! from tracefs.
 //!
 //! This is the CO-RE step: the same object file gets each kernel's own offsets at load time.
+//! - this file: the BTF source and the type lookups;
+//! - [`resolve`]: one row of the offsets table, its member found and its width checked;
+//! - [`layout`]: the whole layout, the table's rows and the values computed by hand.
 
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
-use observer_common::{AttachLayout, KernelLayout, ABSENT};
 
-use super::{error::KernelError, tracefs};
-use crate::host::cgroupfs::CgroupMounts;
+use super::error::KernelError;
+
+mod layout;
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+pub use layout::{attach, build};
+pub use resolve::Unresolved;
 
 /// Where the kernel publishes its own BTF.
 pub const SYS_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -196,104 +206,6 @@ impl KernelBtf {
     }
 }
 
-/// Builds the layout handed to the kernel programs. Without BTF only the classic
-/// tracepoints' own record fields are known.
-pub fn build(
-    btf: Option<&KernelBtf>,
-    tracefs: Option<&Path>,
-    cgroups: &CgroupMounts,
-) -> KernelLayout {
-    let mut l = KernelLayout::unknown();
-    l.memory_on_dfl = cgroups.memory_on_dfl() as u32;
-    if let Some(b) = btf {
-        let o = |s: &str, f: &str| b.offset(s, f).unwrap_or(ABSENT);
-        l.oc_memcg = o("oom_control", "memcg");
-        l.oc_chosen = o("oom_control", "chosen");
-        l.oc_constraint = o("oom_control", "constraint");
-        l.task_pid = o("task_struct", "pid");
-        l.task_tgid = o("task_struct", "tgid");
-        l.task_comm = o("task_struct", "comm");
-        l.task_real_cred = o("task_struct", "real_cred");
-        l.task_cgroups = o("task_struct", "cgroups");
-        l.task_memcg_in_oom = o("task_struct", "memcg_in_oom");
-        // kuid_t is `struct { uid_t val; }`: the uid is at the member's own offset.
-        l.cred_uid = o("cred", "uid");
-        l.css_set_dfl_cgrp = o("css_set", "dfl_cgrp");
-        l.css_set_subsys = o("css_set", "subsys");
-        l.css_cgroup = o("cgroup_subsys_state", "cgroup");
-        l.css_parent = o("cgroup_subsys_state", "parent");
-        l.memcg_css = o("mem_cgroup", "css");
-        l.memcg_oom_lock = o("mem_cgroup", "oom_lock");
-        l.cgroup_kn = o("cgroup", "kn");
-        l.kn_id = o("kernfs_node", "id");
-        l.memory_cgrp_id = b
-            .enum_value("cgroup_subsys_id", "memory_cgrp_id")
-            .unwrap_or(ABSENT);
-        l.tp_btf_victim_is_task = b
-            .tracepoint_first_arg_is_pointer("mark_victim")
-            .unwrap_or(false) as u32;
-        l.task_exit_code = o("task_struct", "exit_code");
-        // (task, group_dead) since Linux 6.16; (task) before.
-        l.tp_btf_exit_has_group_dead =
-            (b.tracepoint_arg_count("sched_process_exit").unwrap_or(0) >= 2) as u32;
-        l.kprobe_arg0 = kprobe_arg0(b).unwrap_or(ABSENT);
-        kill_detail(b, &mut l);
-        l.have_btf = 1;
-    }
-    if let Some(t) = tracefs {
-        if let Some(f) = tracefs::field_offsets(t, "oom", "mark_victim") {
-            l.tp_victim_pid = f.get("pid").copied().unwrap_or(ABSENT);
-            l.tp_victim_comm = f.get("comm").copied().unwrap_or(ABSENT);
-            l.tp_victim_uid = f.get("uid").copied().unwrap_or(ABSENT);
-        }
-        if let Some(f) = tracefs::field_offsets(t, "sched", "sched_process_exit") {
-            l.tp_exit_pid = f.get("pid").copied().unwrap_or(ABSENT);
-            l.tp_exit_group_dead = f.get("group_dead").copied().unwrap_or(ABSENT);
-        }
-        if let Some(f) = tracefs::field_offsets(t, "cgroup", "cgroup_mkdir") {
-            l.tp_mkdir_root = f.get("root").copied().unwrap_or(ABSENT);
-            l.tp_mkdir_id = f.get("id").copied().unwrap_or(ABSENT);
-            l.tp_mkdir_level = f.get("level").copied().unwrap_or(ABSENT);
-            l.tp_mkdir_path = f.get("path").copied().unwrap_or(ABSENT);
-        }
-    }
-    l
-}
-
-/// Offsets of `cgroup/cgroup_attach_task`'s record and the memory hierarchy's id, for the
-/// program that reports process migrations into memory cgroups. Unknown (the program then
-/// reports nothing) without tracefs or without a memory hierarchy.
-pub fn attach(tracefs: Option<&Path>, cgroups: &CgroupMounts) -> AttachLayout {
-    let mut a = AttachLayout::unknown();
-    let Some(mem) = cgroups.memory() else {
-        return a;
-    };
-    let Some(f) = tracefs.and_then(|t| tracefs::field_offsets(t, "cgroup", "cgroup_attach_task"))
-    else {
-        return a;
-    };
-    a.tp_root = f.get("dst_root").copied().unwrap_or(ABSENT);
-    a.tp_id = f.get("dst_id").copied().unwrap_or(ABSENT);
-    a.tp_pid = f.get("pid").copied().unwrap_or(ABSENT);
-    a.tp_level = f.get("dst_level").copied().unwrap_or(ABSENT);
-    a.memory_root = mem.id;
-    a
-}
-
-/// Where a kprobe finds the probed function's first argument in `struct pt_regs`. The daemon
-/// runs natively, so the kernel's calling convention is the one this binary was built for;
-/// the offset itself comes from the kernel's BTF.
-fn kprobe_arg0(b: &KernelBtf) -> Option<u32> {
-    if cfg!(target_arch = "x86_64") {
-        b.offset("pt_regs", "di")
-    } else if cfg!(target_arch = "aarch64") {
-        // `regs[31]` in an anonymous struct inside an anonymous union; x0 is regs[0].
-        b.offset("pt_regs", "regs")
-    } else {
-        None
-    }
-}
-
 impl KernelBtf {
     /// `field` of `struct name`: its byte offset and its type (typedefs, const and volatile
     /// looked through), looking through anonymous unions and structs.
@@ -327,6 +239,8 @@ impl KernelBtf {
                 Type::Const(ref x) | Type::Volatile(ref x) => {
                     self.btf.resolve_chained_type(x).ok()?
                 }
+                Type::Restrict(ref x) => self.btf.resolve_chained_type(x).ok()?,
+                Type::TypeTag(ref x) => self.btf.resolve_chained_type(x).ok()?,
                 other => return Some(other),
             };
         }
@@ -360,155 +274,5 @@ impl KernelBtf {
             }
         }
         out
-    }
-
-    /// Offset in `mm_struct` of each `rss_stat` counter, in the order of `MM_*` indices given:
-    /// `atomic_long_t rss_stat.count[i]` before Linux 6.2, the `.count` of
-    /// `struct percpu_counter rss_stat[i]` since.
-    fn rss_counter_offsets(&self, idx: &[Option<u32>]) -> Vec<u32> {
-        let absent = || vec![ABSENT; idx.len()];
-        let Some((base, t)) = self.member("mm_struct", "rss_stat") else {
-            return absent();
-        };
-        let (base, stride, count_off) = match t {
-            // 5.x: struct mm_rss_stat { atomic_long_t count[NR_MM_COUNTERS]; }
-            Type::Struct(s) => match self.find_member_typed(&s, "count", 0) {
-                Some((off, Type::Array(_))) => (base + off, 8, 0),
-                _ => return absent(),
-            },
-            // 6.2+: struct percpu_counter rss_stat[NR_MM_COUNTERS]
-            Type::Array(a) => {
-                let Some(Type::Struct(pc)) = self
-                    .btf
-                    .resolve_chained_type(&a)
-                    .ok()
-                    .and_then(|t| self.strip(t))
-                else {
-                    return absent();
-                };
-                let Some((count_off, _)) = self.find_member_typed(&pc, "count", 0) else {
-                    return absent();
-                };
-                (base, pc.size() as u32, count_off)
-            }
-            _ => return absent(),
-        };
-        idx.iter()
-            .map(|i| match i {
-                Some(i) if *i < 16 => base + i * stride + count_off,
-                _ => ABSENT,
-            })
-            .collect()
-    }
-}
-
-/// Offsets for the kill's detail: the OOM domain's page counters, the victim's memory
-/// counters, badness and namespace pid. Each one is ABSENT where this kernel lacks it.
-fn kill_detail(b: &KernelBtf, l: &mut KernelLayout) {
-    let o = |s: &str, f: &str| b.offset(s, f).unwrap_or(ABSENT);
-    l.oc_totalpages = o("oom_control", "totalpages");
-    l.oc_chosen_points = o("oom_control", "chosen_points");
-    l.memcg_memory = o("mem_cgroup", "memory");
-    l.memcg_swap = o("mem_cgroup", "swap");
-    l.page_counter_usage = o("page_counter", "usage");
-    l.page_counter_max = o("page_counter", "max");
-    l.task_mm = o("task_struct", "mm");
-    l.task_signal = o("task_struct", "signal");
-    l.signal_oom_score_adj = o("signal_struct", "oom_score_adj");
-    // Whether the OOM killer's chosen victim is already exiting (the decision's doubt).
-    l.task_flags = o("task_struct", "flags");
-    l.signal_flags = o("signal_struct", "flags");
-    l.task_group_leader = o("task_struct", "group_leader");
-    l.task_thread_pid = o("task_struct", "thread_pid");
-    l.pid_level = o("pid", "level");
-    let numbers = o("pid", "numbers");
-    let nr = o("upid", "nr");
-    l.pid_numbers_nr = if numbers == ABSENT || nr == ABSENT {
-        ABSENT
-    } else {
-        numbers + nr
-    };
-    l.upid_size = b.struct_size("upid").unwrap_or(ABSENT);
-    l.mm_total_vm = o("mm_struct", "total_vm");
-    l.mm_pgtables_bytes = o("mm_struct", "pgtables_bytes");
-    let idx = b.enumerators(&[
-        "MM_FILEPAGES",
-        "MM_ANONPAGES",
-        "MM_SWAPENTS",
-        "MM_SHMEMPAGES",
-    ]);
-    let rss = b.rss_counter_offsets(&idx);
-    (l.mm_file_rss, l.mm_anon_rss, l.mm_swap_ents, l.mm_shmem_rss) =
-        (rss[0], rss[1], rss[2], rss[3]);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // These read the machine's own kernel BTF: real data, not a fixture.
-    fn kernel() -> Option<KernelBtf> {
-        if !Path::new(SYS_BTF).exists() {
-            eprintln!(
-                "NOTE: {SYS_BTF} is missing on this machine; BTF layout tests have nothing to read"
-            );
-            return None;
-        }
-        Some(KernelBtf::open(Path::new(SYS_BTF)).expect("kernel BTF parses"))
-    }
-
-    #[test]
-    fn resolves_oom_path_offsets_from_kernel_btf() {
-        let Some(b) = kernel() else { return };
-        // css is the first member of mem_cgroup on every kernel since 3.x.
-        assert_eq!(b.offset("mem_cgroup", "css"), Some(0));
-        for (s, f) in [
-            ("oom_control", "memcg"),
-            ("oom_control", "chosen"),
-            ("oom_control", "constraint"),
-            ("task_struct", "pid"),
-            ("task_struct", "tgid"),
-            ("task_struct", "comm"),
-            ("task_struct", "cgroups"),
-            ("css_set", "dfl_cgrp"),
-            ("css_set", "subsys"),
-            ("cgroup", "kn"),
-            ("kernfs_node", "id"),
-        ] {
-            assert!(b.offset(s, f).is_some(), "{s}.{f} not found");
-        }
-        assert_ne!(
-            b.offset("task_struct", "pid"),
-            b.offset("task_struct", "tgid")
-        );
-        assert!(b.enum_value("cgroup_subsys_id", "memory_cgrp_id").is_some());
-        // x86_64 pt_regs: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di ...
-        #[cfg(target_arch = "x86_64")]
-        assert_eq!(kprobe_arg0(&b), Some(14 * 8));
-        assert!(b.offset("task_struct", "no_such_field").is_none());
-        assert!(b.has_function("oom_kill_process") || b.has_function("out_of_memory"));
-        assert!(b.offset("task_struct", "exit_code").is_some());
-        // sched_process_exit passes the task (and group_dead on 6.16+).
-        assert!(matches!(
-            b.tracepoint_arg_count("sched_process_exit"),
-            Some(1) | Some(2)
-        ));
-    }
-
-    #[test]
-    fn finds_members_inside_anonymous_unions() {
-        let Some(b) = kernel() else { return };
-        // sk_buff opens with `union { struct { next; prev; ... }; struct rb_node rbnode; ... }`.
-        assert_eq!(b.offset("sk_buff", "next"), Some(0));
-        assert_eq!(b.offset("sk_buff", "rbnode"), Some(0));
-        assert_eq!(b.offset("sk_buff", "prev"), Some(8));
-    }
-
-    #[test]
-    fn unknown_layout_without_btf_or_tracefs() {
-        let l = build(None, None, &CgroupMounts::default());
-        assert_eq!(l.have_btf, 0);
-        assert_eq!(l.task_pid, ABSENT);
-        assert_eq!(l.tp_victim_pid, ABSENT);
     }
 }
