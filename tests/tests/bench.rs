@@ -5,6 +5,13 @@
 //!
 //! OOMX_BENCH_FULL=1 selects the full sizes; OOMX_BENCH_DIR names the report directory.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{
     collections::HashMap,
     fs,

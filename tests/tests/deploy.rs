@@ -11,6 +11,13 @@
 //! image it builds), OOMX_KUBERNETES_VALIDATE (kubernetes-validate 1.37.0 in a venv under the
 //! cache), and Debian's prometheus (promtool).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{
     collections::BTreeMap,
     fs,
@@ -574,11 +581,14 @@ fn listen_in_netns(pid: u32, port: u16) -> std::net::TcpListener {
     thread::spawn(move || {
         // setns(2) moves only this thread, which ends here; its socket stays in the namespace.
         assert_eq!(
+            // SAFETY: `ns` is an open namespace file, alive until this thread ends.
             unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
             0,
             "setns: {}",
             std::io::Error::last_os_error()
         );
+        // SAFETY: `ifr` is zeroed plain data that the ioctls read and write in place, and
+        // `fd` is the socket opened here, closed once at the end.
         unsafe {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
             assert!(fd >= 0);

@@ -8,7 +8,10 @@ use std::fs;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{output, release_test, root};
+use crate::{
+    command::{output, root},
+    test::release_test,
+};
 
 /// Runs the host rows with `kills` pods each (none when 0) and the guest rows with
 /// `vm_kills` (none when 0; only the guest `only` when given), and writes the page; fails,
