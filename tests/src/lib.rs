@@ -27,11 +27,14 @@ use std::{
 use serde_json::Value;
 
 pub mod audit_v2;
+pub mod bench;
 pub mod containerd;
 pub mod cri;
+pub mod deploy;
 pub mod fake_apiserver;
 pub mod load;
 pub mod pod;
+pub mod procfs;
 pub mod prometheus;
 pub mod race;
 pub mod stats;
