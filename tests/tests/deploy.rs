@@ -37,8 +37,8 @@ use tests::{
             yaml_files,
         },
         run::{
-            listen_in_netns, nix_hostname, pod_run, service_account, status_field,
-            with_cgroup_namespace, API_PORT,
+            nix_hostname, pod_run, service_account, status_field, with_cgroup_namespace, API_HOST,
+            API_PORT,
         },
     },
     fake_apiserver::FakeApiServer,
@@ -318,6 +318,51 @@ fn image_holds_the_static_binary_for_each_architecture() {
             "{arch}: the image's binary"
         );
     }
+}
+
+/// A TCP listener on `API_HOST:port` inside the network namespace of process `pid` (a
+/// container's), with that namespace's loopback brought up (runc leaves it down). The
+/// namespace is the test's own container's; the test's other threads stay in theirs. Not in
+/// the tests' library, which is also built for musl (the VM guests, the image), where ioctl's
+/// request is a c_int and not glibc's c_ulong.
+fn listen_in_netns(pid: u32, port: u16) -> std::net::TcpListener {
+    use std::os::fd::AsRawFd;
+    let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    thread::spawn(move || {
+        // setns(2) moves only this thread, which ends here; its socket stays in the namespace.
+        assert_eq!(
+            // SAFETY: `ns` is an open namespace file, alive until this thread ends.
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `ifr` is zeroed plain data that the ioctls read and write in place, and
+        // `fd` is the socket opened here, closed once at the end.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let mut ifr: libc::ifreq = std::mem::zeroed();
+            for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+                *d = *c as libc::c_char;
+            }
+            assert_eq!(
+                libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr as *mut libc::ifreq),
+                0
+            );
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            assert_eq!(
+                libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr as *const libc::ifreq),
+                0,
+                "lo up: {}",
+                std::io::Error::last_os_error()
+            );
+            libc::close(fd);
+        }
+        std::net::TcpListener::bind((API_HOST, port)).unwrap()
+    })
+    .join()
+    .unwrap()
 }
 
 #[test]

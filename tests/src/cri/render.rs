@@ -1,6 +1,8 @@
 //! The kubelet rows as the results pages show them: a markdown table and JSON.
 
-use super::*;
+use std::fs;
+
+use super::{arch, Row, RowSpec};
 
 /// The rows as a markdown table, headed by where they ran.
 pub fn markdown_rows(rows: &[Row], spec: &RowSpec, where_: &str) -> String {

@@ -1,7 +1,12 @@
 //! The kubelet rows: the same pods with and without oom-observer, idle and loaded, on a
 //! [`CriNode`], tallied by what the CRI reported.
 
-use super::*;
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::{CriNode, Outcome, Verdict, Workload};
 
 /// Tally of outcomes for one row of the report.
 #[derive(Debug, Default, Clone, Copy)]

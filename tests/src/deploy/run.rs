@@ -1,13 +1,11 @@
 //! The DaemonSet's container under a private containerd: its `ctr` arguments, the service
-//! account the kubelet would mount, a listener in its network namespace and a cgroup
-//! namespace of its own.
+//! account the kubelet would mount and a cgroup namespace of its own.
 
 use std::{
     collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
     process::Command,
-    thread,
 };
 
 use serde_json::{json, Value};
@@ -245,49 +243,6 @@ pub fn service_account(parent: &Path) -> ServiceAccount {
         server_cert: pki.join("server.crt"),
         server_key: pki.join("server.key"),
     }
-}
-
-/// A TCP listener on `API_HOST:port` inside the network namespace of process `pid` (a
-/// container's), with that namespace's loopback brought up (runc leaves it down). The
-/// namespace is the test's own container's; the test's other threads stay in theirs.
-pub fn listen_in_netns(pid: u32, port: u16) -> std::net::TcpListener {
-    use std::os::fd::AsRawFd;
-    let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
-    thread::spawn(move || {
-        // setns(2) moves only this thread, which ends here; its socket stays in the namespace.
-        assert_eq!(
-            // SAFETY: `ns` is an open namespace file, alive until this thread ends.
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: `ifr` is zeroed plain data that the ioctls read and write in place, and
-        // `fd` is the socket opened here, closed once at the end.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-            assert!(fd >= 0);
-            let mut ifr: libc::ifreq = std::mem::zeroed();
-            for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-                *d = *c as libc::c_char;
-            }
-            assert_eq!(
-                libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr as *mut libc::ifreq),
-                0
-            );
-            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            assert_eq!(
-                libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr as *const libc::ifreq),
-                0,
-                "lo up: {}",
-                std::io::Error::last_os_error()
-            );
-            libc::close(fd);
-        }
-        std::net::TcpListener::bind((API_HOST, port)).unwrap()
-    })
-    .join()
-    .unwrap()
 }
 
 /// `ctr run` has no flag for a new cgroup namespace: the container is made by
