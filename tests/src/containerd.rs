@@ -173,6 +173,7 @@ impl Containerd {
     /// Stops the daemon (the shims and their containers keep running, as in production).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) takes plain integers and touches none of our memory.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }

@@ -4,6 +4,13 @@
 //! These tests touch only cgroups they create (named `oomx-<pid>-...`) and remove them on
 //! drop, pass or fail.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "the integration tests' harness: a panic is how a test fails"
+)]
+
 use std::{
     fs,
     io::{BufRead, BufReader},
@@ -20,11 +27,14 @@ use std::{
 use serde_json::Value;
 
 pub mod audit_v2;
+pub mod bench;
 pub mod containerd;
 pub mod cri;
+pub mod deploy;
 pub mod fake_apiserver;
 pub mod load;
 pub mod pod;
+pub mod procfs;
 pub mod prometheus;
 pub mod race;
 pub mod stats;
@@ -91,6 +101,7 @@ pub fn v1_memory_root() -> PathBuf {
 }
 
 fn nix_is_root() -> bool {
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
@@ -164,6 +175,7 @@ fn kill_all(dir: &Path) {
             return;
         }
         for p in pids {
+            // SAFETY: kill(2) takes plain integers and touches none of our memory.
             unsafe { libc::kill(p, libc::SIGKILL) };
         }
         // A stalled (oom_kill_disable) task needs room to die.
@@ -433,6 +445,7 @@ impl Observer {
     /// Sends `sig` and waits for the daemon to end; returns its exit status with every line
     /// it wrote (stdout and stderr read to their end).
     pub fn end(mut self, sig: i32) -> (ExitStatus, Vec<Value>, String) {
+        // SAFETY: kill(2) takes plain integers and touches none of our memory.
         unsafe { libc::kill(self.child.id() as i32, sig) };
         let status = self.terminate();
         for r in self.readers.drain(..) {
@@ -442,6 +455,7 @@ impl Observer {
     }
 
     fn terminate(&mut self) -> ExitStatus {
+        // SAFETY: kill(2) takes plain integers and touches none of our memory.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -255,6 +255,7 @@ impl Drop for ScratchTree {
                 let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
                 for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                     any = true;
+                    // SAFETY: kill(2) takes plain integers and touches none of our memory.
                     unsafe { libc::kill(p, libc::SIGKILL) };
                 }
             }

@@ -7,6 +7,13 @@
 //! standing where `system.slice` stood in the incident: a systemd-form cgroupsPath given to a
 //! runtime without its systemd driver lands there.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{
     fs,
     process::Command,

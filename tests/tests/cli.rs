@@ -1,6 +1,13 @@
 //! The command line's behaviour on bad input and on what the kernel cannot do: one line,
 //! a distinct exit code, no panic.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{os::unix::process::CommandExt, process::Command};
 
 use tests::{observer_bin, Observer};

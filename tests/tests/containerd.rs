@@ -2,6 +2,13 @@
 //! TaskOOM reaches containerd's event stream with the container's id. Run with
 //! `cargo xtask test` (root; it installs containerd, runc, runsc and busybox-static).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{
     fs,
     path::PathBuf,

@@ -11,6 +11,13 @@
 //! image it builds), OOMX_KUBERNETES_VALIDATE (kubernetes-validate 1.37.0 in a venv under the
 //! cache), and Debian's prometheus (promtool).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{
     collections::BTreeMap,
     fs,
@@ -20,84 +27,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tests::{
     containerd::{Containerd, K8sLabels, Subscriber},
+    deploy::{
+        image::{arch_image, image_config},
+        manifest::{
+            cap_mask, daemonset, deploy_dir, env_path, objects, quantity_bytes, strs, yaml_docs,
+            yaml_files,
+        },
+        run::{
+            nix_hostname, pod_run, service_account, status_field, with_cgroup_namespace, API_HOST,
+            API_PORT,
+        },
+    },
     fake_apiserver::FakeApiServer,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn deploy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes")
-}
-
-/// Every document of a YAML file, as JSON values.
-fn yaml_docs(path: &Path) -> Vec<Value> {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_norway::Deserializer::from_str(&text)
-        .map(|d| {
-            Value::deserialize(d).unwrap_or_else(|e| panic!("{}: bad YAML: {e}", path.display()))
-        })
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-/// The YAML files of a folder (not recursive), sorted: the order `kubectl apply -f` uses.
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .collect();
-    files.sort();
-    files
-}
-
-/// All objects of the main folder and of `prometheus-operator/`, by `Kind/name`.
-fn objects() -> BTreeMap<String, Value> {
-    let mut out = BTreeMap::new();
-    for dir in [deploy_dir(), deploy_dir().join("prometheus-operator")] {
-        for f in yaml_files(&dir) {
-            for d in yaml_docs(&f) {
-                let key = format!(
-                    "{}/{}",
-                    d["kind"].as_str().unwrap_or("?"),
-                    d["metadata"]["name"].as_str().unwrap_or("?")
-                );
-                assert!(out.insert(key.clone(), d).is_none(), "{key} twice");
-            }
-        }
-    }
-    out
-}
-
-fn daemonset() -> Value {
-    objects()
-        .remove("DaemonSet/oom-observer")
-        .expect("deploy/kubernetes has DaemonSet/oom-observer")
-}
-
-fn env_path(var: &str, what: &str) -> PathBuf {
-    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        panic!("THIS TEST NEEDS {var} ({what}): run it with `cargo xtask test`")
-    });
-    assert!(p.exists(), "{var}={} does not exist", p.display());
-    p
-}
-
-fn strs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn manifests_validate_against_the_kubernetes_schema() {
     let kv = env_path(
@@ -299,467 +246,6 @@ fn manifests_agree_with_each_other_and_with_the_image() {
     assert!(res["limits"]["cpu"].is_null());
 }
 
-/// A Kubernetes memory quantity in bytes (`128Mi`, `64M`, `1Gi`, `1000`).
-fn quantity_bytes(q: &str) -> u64 {
-    let (num, mul) = [
-        ("Ki", 1u64 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("k", 1000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-    ]
-    .iter()
-    .find_map(|(s, m)| q.strip_suffix(s).map(|n| (n, *m)))
-    .unwrap_or((q, 1));
-    num.parse::<u64>()
-        .unwrap_or_else(|_| panic!("unsupported quantity {q:?}"))
-        * mul
-}
-
-/// Capability names → the bit mask `/proc/<pid>/status` shows.
-fn cap_mask(names: &[String]) -> u64 {
-    names
-        .iter()
-        .map(|n| {
-            let bit = match n.trim_start_matches("CAP_") {
-                "SYS_PTRACE" => 19,
-                "SYS_ADMIN" => 21,
-                "SYS_NICE" => 23,
-                "SYS_RESOURCE" => 24,
-                "DAC_OVERRIDE" => 1,
-                "DAC_READ_SEARCH" => 2,
-                "PERFMON" => 38,
-                "BPF" => 39,
-                other => panic!("add capability {other} to cap_mask"),
-            };
-            1u64 << bit
-        })
-        .fold(0, |a, b| a | b)
-}
-
-/// The DaemonSet's container turned into `ctr run` flags, the way the kubelet and the CRI turn
-/// it into an OCI spec. Host paths the test must not touch (the node's containerd socket
-/// directory, the state and query directories) are replaced by ones of the test's own,
-/// loudly; everything else is the manifest's.
-struct PodRun {
-    flags: Vec<String>,
-    args: Vec<String>,
-    caps: Vec<String>,
-    memory_limit: u64,
-    /// Volume name → host directory used.
-    host_dirs: BTreeMap<String, PathBuf>,
-}
-
-fn pod_run(
-    ds: &Value,
-    cd: &Containerd,
-    substitute: &BTreeMap<&str, PathBuf>,
-    service_account: &ServiceAccount,
-) -> PodRun {
-    let spec = &ds["spec"]["template"]["spec"];
-    let c = &spec["containers"][0];
-    let sc = &c["securityContext"];
-    let mut flags: Vec<String> = Vec::new();
-    assert_eq!(
-        sc["privileged"], false,
-        "the DaemonSet must not be privileged"
-    );
-    if spec["hostPID"] == true {
-        // The node's PID namespace. This machine's PID 1 (its supervisor) refuses to show its
-        // namespace links; the test's own PID namespace is the machine's.
-        flags.push(format!("--with-ns=pid:/proc/{}/ns/pid", std::process::id()));
-    }
-    if spec["hostNetwork"] == true {
-        flags.push("--net-host".into());
-    }
-    if sc["readOnlyRootFilesystem"] == true {
-        flags.push("--read-only".into());
-    }
-    if sc["allowPrivilegeEscalation"] != false {
-        flags.push("--allow-new-privs".into());
-    }
-    assert_eq!(sc["runAsUser"], 0, "ctr runs as root; so does the manifest");
-    match sc["seccompProfile"]["type"].as_str() {
-        // ctr's --seccomp is containerd's default profile, the CRI's RuntimeDefault.
-        Some("RuntimeDefault") => flags.push("--seccomp".into()),
-        Some("Unconfined") | None => {}
-        Some(other) => panic!("seccompProfile {other} not supported by this test"),
-    }
-    // drop: [ALL] = drop every capability of containerd's default spec; then add.
-    let own_bounding = u64::from_str_radix(&status_field(std::process::id(), "CapBnd"), 16)
-        .expect("CapBnd of the test");
-    let caps: Vec<String> = strs(&sc["capabilities"]["add"])
-        .iter()
-        .map(|c| format!("CAP_{c}"))
-        .filter(|c| {
-            // What the machine withholds from every process, runc cannot grant either.
-            let have = cap_mask(std::slice::from_ref(c)) & own_bounding != 0;
-            if !have {
-                eprintln!(
-                    "deploy test: NOT GRANTED: {c} is outside this machine's bounding set \
-                     (the supervisor withholds it from every process): the container runs \
-                     without it"
-                );
-            }
-            have
-        })
-        .collect();
-    assert_eq!(strs(&sc["capabilities"]["drop"]), ["ALL"]);
-    let default_spec: Value = serde_json::from_slice(&cd.ctr(&["oci", "spec"]).stdout).unwrap();
-    for cap in strs(&default_spec["process"]["capabilities"]["bounding"]) {
-        if !caps.contains(&cap) {
-            flags.push(format!("--cap-drop={cap}"));
-        }
-    }
-    for cap in &caps {
-        flags.push(format!("--cap-add={cap}"));
-    }
-    // Volumes: hostPath only, bound where the container mounts them.
-    let mut host_dirs = BTreeMap::new();
-    let volumes = spec["volumes"].as_array().unwrap();
-    for m in c["volumeMounts"].as_array().unwrap() {
-        let name = m["name"].as_str().unwrap();
-        let vol = volumes
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap_or_else(|| panic!("no volume {name}"));
-        let hp = &vol["hostPath"];
-        let path = hp["path"].as_str().expect("hostPath volumes only");
-        let src = match substitute.get(name) {
-            Some(p) => {
-                eprintln!(
-                    "deploy test: volume {name}: {path} on the node is {} here",
-                    p.display()
-                );
-                p.clone()
-            }
-            None => PathBuf::from(path),
-        };
-        match hp["type"].as_str() {
-            Some("Directory") => assert!(src.is_dir(), "hostPath {path} must exist"),
-            Some("DirectoryOrCreate") => fs::create_dir_all(&src).unwrap(),
-            other => panic!("hostPath type {other:?} not supported by this test"),
-        }
-        let mode = if m["readOnly"] == true { "ro" } else { "rw" };
-        flags.push(format!(
-            "--mount=type=bind,src={},dst={},options=rbind:{mode}",
-            src.display(),
-            m["mountPath"].as_str().unwrap()
-        ));
-        host_dirs.insert(name.to_string(), src);
-    }
-    for e in c["env"].as_array().unwrap() {
-        let name = e["name"].as_str().unwrap();
-        let value = if let Some(v) = e["value"].as_str() {
-            v.to_string()
-        } else {
-            assert_eq!(e["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
-            // What the kubelet puts there: the node's name.
-            nix_hostname()
-        };
-        flags.push(format!("--env={name}={value}"));
-    }
-    if spec["automountServiceAccountToken"] != false {
-        // What the kubelet adds to every container of a pod with a mounted token: the
-        // account's token, CA and namespace, and the API server's service address.
-        eprintln!(
-            "deploy test: service account: the test's own token and CA from {}; API server \
-             {API_HOST}:{API_PORT} in the container's network namespace (a stand-in)",
-            service_account.dir.display()
-        );
-        flags.push(format!(
-            "--mount=type=bind,src={},dst={SA_MOUNT},options=rbind:ro",
-            service_account.dir.display()
-        ));
-        flags.push(format!("--env=KUBERNETES_SERVICE_HOST={API_HOST}"));
-        flags.push(format!("--env=KUBERNETES_SERVICE_PORT={API_PORT}"));
-    }
-    let memory_limit = quantity_bytes(c["resources"]["limits"]["memory"].as_str().unwrap());
-    flags.push(format!("--memory-limit={memory_limit}"));
-    let mut args = strs(&c["args"]);
-    let help = Command::new(tests::observer_bin())
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
-    if !String::from_utf8_lossy(&help.stdout).contains("--metrics-listen") {
-        // Until the metrics sink is in this tree (issue 16): the binary would refuse the flag.
-        eprintln!(
-            "deploy test: NOT TESTED: this build has no --metrics-listen; running without it"
-        );
-        args.retain(|a| !a.starts_with("--metrics-listen"));
-    }
-    PodRun {
-        flags,
-        args,
-        caps,
-        memory_limit,
-        host_dirs,
-    }
-}
-
-/// Where the kubelet mounts a pod's service account (kube-rs reads it there in-cluster).
-const SA_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-/// The API server's address as the container sees it: the stand-in listens there, inside the
-/// container's own network namespace (the manifest has no hostNetwork), so nothing of the
-/// node's network is used.
-const API_HOST: &str = "127.0.0.1";
-const API_PORT: u16 = 6443;
-
-/// A service account as the kubelet mounts it (token, ca.crt, namespace), with a CA made
-/// for the test and the stand-in API server's certificate and key signed by it.
-struct ServiceAccount {
-    dir: PathBuf,
-    token: String,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-}
-
-fn service_account(parent: &Path) -> ServiceAccount {
-    let dir = parent.join("serviceaccount");
-    let pki = parent.join("pki");
-    fs::create_dir_all(&dir).unwrap();
-    fs::create_dir_all(&pki).unwrap();
-    let openssl = |args: &str| {
-        let out = Command::new("openssl")
-            .current_dir(&pki)
-            .args(args.split_whitespace())
-            .output()
-            .expect(
-                "THIS TEST NEEDS openssl (Debian package openssl; cargo xtask test installs it)",
-            );
-        assert!(
-            out.status.success(),
-            "openssl {args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    openssl(&format!(
-        "req -x509 {ec} -keyout ca.key -out ca.crt -days 1 -subj /CN=oomx-test-ca"
-    ));
-    openssl(&format!(
-        "req {ec} -keyout server.key -out server.csr -subj /CN=kube-apiserver"
-    ));
-    fs::write(
-        pki.join("server.ext"),
-        format!(
-            "subjectAltName=IP:{API_HOST}\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
-        ),
-    )
-    .unwrap();
-    openssl(
-        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
-         -extfile server.ext -out server.crt",
-    );
-    let token = format!("oomx-deploy-token-{}", std::process::id());
-    fs::write(dir.join("token"), &token).unwrap();
-    fs::write(dir.join("namespace"), "oom-observer").unwrap();
-    fs::copy(pki.join("ca.crt"), dir.join("ca.crt")).unwrap();
-    ServiceAccount {
-        dir,
-        token,
-        server_cert: pki.join("server.crt"),
-        server_key: pki.join("server.key"),
-    }
-}
-
-/// A TCP listener on `API_HOST:port` inside the network namespace of process `pid` (a
-/// container's), with that namespace's loopback brought up (runc leaves it down). The
-/// namespace is the test's own container's; the test's other threads stay in theirs.
-fn listen_in_netns(pid: u32, port: u16) -> std::net::TcpListener {
-    use std::os::fd::AsRawFd;
-    let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
-    thread::spawn(move || {
-        // setns(2) moves only this thread, which ends here; its socket stays in the namespace.
-        assert_eq!(
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns: {}",
-            std::io::Error::last_os_error()
-        );
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-            assert!(fd >= 0);
-            let mut ifr: libc::ifreq = std::mem::zeroed();
-            for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-                *d = *c as libc::c_char;
-            }
-            assert_eq!(
-                libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr as *mut libc::ifreq),
-                0
-            );
-            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            assert_eq!(
-                libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr as *const libc::ifreq),
-                0,
-                "lo up: {}",
-                std::io::Error::last_os_error()
-            );
-            libc::close(fd);
-        }
-        std::net::TcpListener::bind((API_HOST, port)).unwrap()
-    })
-    .join()
-    .unwrap()
-}
-
-/// `ctr run` has no flag for a new cgroup namespace: the container is made by
-/// `ctr containers create` with the same flags, its spec given a cgroup namespace through
-/// containerd's API (Containers.Update), and its task started with `ctr tasks start`. Returns
-/// those `ctr` arguments.
-fn with_cgroup_namespace(cd: &Containerd, run_argv: &[String], image: &str) -> Vec<String> {
-    use containerd_client::{
-        services::v1::{
-            containers_client::ContainersClient, GetContainerRequest, UpdateContainerRequest,
-        },
-        tonic::Request,
-    };
-    let id = "oom-observer";
-    let mut create: Vec<String> = vec!["containers".into(), "create".into()];
-    let mut log_uri = String::new();
-    let mut cgroup = String::new();
-    let mut rest = run_argv[2..].iter();
-    for a in rest.by_ref() {
-        // `run`'s own flags; the cgroup goes into the spec.
-        if a.starts_with("--log-uri=") {
-            log_uri = a.clone();
-        } else if let Some(cg) = a.strip_prefix("--cgroup=") {
-            cgroup = cg.to_string();
-        } else if a == image {
-            break;
-        } else {
-            create.push(a.clone());
-        }
-    }
-    create.push(image.into());
-    create.extend(rest.cloned());
-    let refs: Vec<&str> = create.iter().map(String::as_str).collect();
-    let out = cd.ctr(&refs);
-    assert!(
-        out.status.success(),
-        "ctr {create:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let ch = containerd_client::connect(&cd.socket).await.unwrap();
-        let mut client = ContainersClient::new(ch);
-        fn with_ns<T>(ns: &str, r: T) -> Request<T> {
-            let mut r = Request::new(r);
-            r.metadata_mut()
-                .insert("containerd-namespace", ns.parse().unwrap());
-            r
-        }
-        let mut c = client
-            .get(with_ns(
-                &cd.namespace,
-                GetContainerRequest { id: id.into() },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .container
-            .unwrap();
-        let any = c.spec.as_mut().unwrap();
-        let mut spec: Value = serde_json::from_slice(&any.value).unwrap();
-        spec["linux"]["cgroupsPath"] = json!(cgroup);
-        let nss = spec["linux"]["namespaces"]
-            .as_array_mut()
-            .expect("namespaces in the spec");
-        assert!(!nss.iter().any(|n| n["type"] == "cgroup"));
-        nss.push(json!({"type": "cgroup"}));
-        any.value = serde_json::to_vec(&spec).unwrap();
-        client
-            .update(with_ns(
-                &cd.namespace,
-                UpdateContainerRequest {
-                    container: Some(c),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["spec".into()],
-                    }),
-                },
-            ))
-            .await
-            .unwrap();
-    });
-    vec![
-        "tasks".into(),
-        "start".into(),
-        "-d".into(),
-        log_uri,
-        id.into(),
-    ]
-}
-
-/// The members of a tar stream, by path.
-fn tar_members(r: impl std::io::Read) -> BTreeMap<String, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut ar = tar::Archive::new(r);
-    for e in ar.entries().unwrap() {
-        let mut e = e.unwrap();
-        let path = e.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
-        files.insert(path, data);
-    }
-    files
-}
-
-/// One platform's image in an OCI archive: its config and its layers' files, read the way
-/// containerd does (index.json → multi-arch index → manifest → config, layers).
-struct ArchImage {
-    config: Value,
-    files: BTreeMap<String, Vec<u8>>,
-}
-
-fn arch_image(archive: &Path, arch: &str) -> ArchImage {
-    let blobs = tar_members(fs::File::open(archive).unwrap());
-    let raw = |d: &Value| -> &[u8] {
-        let hex = d["digest"].as_str().unwrap().trim_start_matches("sha256:");
-        &blobs[&format!("blobs/sha256/{hex}")]
-    };
-    let json = |d: &Value| -> Value { serde_json::from_slice(raw(d)).unwrap() };
-    let mut desc =
-        serde_json::from_slice::<Value>(&blobs["index.json"]).unwrap()["manifests"][0].clone();
-    while desc["mediaType"] == oci_archive::media_type::INDEX {
-        desc = json(&desc)["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["platform"]["architecture"] == arch)
-            .unwrap_or_else(|| panic!("no {arch} image in the archive"))
-            .clone();
-    }
-    let manifest = json(&desc);
-    let mut files = BTreeMap::new();
-    for l in manifest["layers"].as_array().unwrap() {
-        let data = raw(l);
-        if l["mediaType"] == oci_archive::media_type::LAYER_TAR_GZIP {
-            files.extend(tar_members(flate2::read::GzDecoder::new(data)));
-        } else {
-            files.extend(tar_members(data));
-        }
-    }
-    ArchImage {
-        config: json(&manifest["config"]),
-        files,
-    }
-}
-
-/// The Entrypoint and Cmd of the archive's image for this machine's platform.
-fn image_config(archive: &Path) -> (Vec<String>, Vec<String>) {
-    let img = arch_image(archive, &oci_archive::Platform::host().architecture);
-    (
-        strs(&img.config["config"]["Entrypoint"]),
-        strs(&img.config["config"]["Cmd"]),
-    )
-}
-
 #[test]
 fn image_holds_the_static_binary_for_each_architecture() {
     let archive = env_path("OOMX_IMAGE_ARCHIVE", "the archive of `cargo xtask image`");
@@ -834,22 +320,49 @@ fn image_holds_the_static_binary_for_each_architecture() {
     }
 }
 
-fn nix_hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
-fn status_field(pid: u32, field: &str) -> String {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{field}:"))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_default()
+/// A TCP listener on `API_HOST:port` inside the network namespace of process `pid` (a
+/// container's), with that namespace's loopback brought up (runc leaves it down). The
+/// namespace is the test's own container's; the test's other threads stay in theirs. Not in
+/// the tests' library, which is also built for musl (the VM guests, the image), where ioctl's
+/// request is a c_int and not glibc's c_ulong.
+fn listen_in_netns(pid: u32, port: u16) -> std::net::TcpListener {
+    use std::os::fd::AsRawFd;
+    let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    thread::spawn(move || {
+        // setns(2) moves only this thread, which ends here; its socket stays in the namespace.
+        assert_eq!(
+            // SAFETY: `ns` is an open namespace file, alive until this thread ends.
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `ifr` is zeroed plain data that the ioctls read and write in place, and
+        // `fd` is the socket opened here, closed once at the end.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let mut ifr: libc::ifreq = std::mem::zeroed();
+            for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+                *d = *c as libc::c_char;
+            }
+            assert_eq!(
+                libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr as *mut libc::ifreq),
+                0
+            );
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            assert_eq!(
+                libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr as *const libc::ifreq),
+                0,
+                "lo up: {}",
+                std::io::Error::last_os_error()
+            );
+            libc::close(fd);
+        }
+        std::net::TcpListener::bind((API_HOST, port)).unwrap()
+    })
+    .join()
+    .unwrap()
 }
 
 #[test]

@@ -4,6 +4,13 @@
 //! with the two strategies this host runs (`tp_btf`, `tracepoint`; fentry and kprobe, which
 //! also see `oom_control`, run in the VM matrix).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::time::Duration;
 
 use serde_json::Value;

@@ -3,6 +3,13 @@
 //! event in the stream, counted per record kind. Real kills in scratch cgroup v1 memcgs on
 //! this host, a real flood of scratch cgroups created and removed by several threads.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{
     fs,
     path::Path,
@@ -81,6 +88,7 @@ fn lost_total(evs: &[Value], kind: &str) -> u64 {
 
 fn sig(pid: u32, s: i32) {
     assert_eq!(
+        // SAFETY: kill(2) takes plain integers and touches none of our memory.
         unsafe { libc::kill(pid as i32, s) },
         0,
         "signal {s} to {pid}"

@@ -4,6 +4,13 @@
 //! The host offers `tp_btf` and `tracepoint` (no kprobes, fentry denied); both are forced in
 //! turn. fentry and kprobe run in the VM matrix.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{fs, thread, time::Duration};
 
 use serde_json::Value;

@@ -9,6 +9,13 @@
 //! cannot check: TLS to a real API server, the in-cluster service-account files, and the
 //! API server's own validation and admission.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{fs, thread, time::Duration};
 
 use tests::{

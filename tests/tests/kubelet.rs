@@ -6,6 +6,13 @@
 //! every kill line of the observer must name the container with the CRI's own labels.
 //! The harness is `tests::cri`; `cargo xtask kubelet` runs the longer comparison.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::time::Duration;
 
 use tests::{

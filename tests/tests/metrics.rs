@@ -4,6 +4,13 @@
 //! container's count. Run with `cargo xtask test` (root; it installs containerd, runc,
 //! busybox-static and prometheus).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{
     process::Command,
     thread,

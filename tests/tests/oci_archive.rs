@@ -1,6 +1,13 @@
 //! The OCI archives `oci-archive` writes, imported by a real containerd (`ctr images import`)
 //! and run with real runc: what the image tests and `cargo xtask image` rely on.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::fs;
 
 use oci_archive::{write_oci_archive, Entry, Image, Platform};

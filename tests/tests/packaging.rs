@@ -1,5 +1,12 @@
 //! The systemd unit is valid for systemd itself, pointing at the binary under test.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{fs, path::Path, process::Command};
 
 #[test]

@@ -8,6 +8,13 @@
 //!
 //! OOMX_RACE_KILLS sets N (default 20); OOMX_RACE_REPORT names a markdown file to write.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{fs, time::Duration};
 
 use tests::{

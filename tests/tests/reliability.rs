@@ -2,6 +2,13 @@
 //! operator would: every kill reported exactly once, every TaskOOM delivered exactly once,
 //! no wrong verdict, a bounded delay. Real mounts, real containerd, real OOM kills.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -451,6 +458,8 @@ fn spawn_with_pid(pid: u32, script: &str) -> bool {
         )
     };
     if r == 0 {
+        // SAFETY: in the clone3 child: `argv` is a NULL-terminated array of C strings that
+        // outlive the call, and _exit is async-signal-safe.
         unsafe {
             libc::execv(sh.as_ptr(), argv.as_ptr());
             libc::_exit(127);

@@ -1,6 +1,13 @@
 //! A runtime shim's view: wait for the victim's exit (pidfd), ask the daemon at once, get
 //! the right answer — every time. OOMX_WAITER_KILLS sets how many kills (default 200).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -9,6 +16,7 @@ use std::{
 use tests::{hog_bin, observer_bin, spawn_hog, was_sigkilled, Memcg, Observer};
 
 fn pidfd_wait(pid: u32, timeout: Duration) -> bool {
+    // SAFETY: pidfd_open(2) takes plain integers and returns a descriptor we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
     assert!(
         fd >= 0,
@@ -20,7 +28,9 @@ fn pidfd_wait(pid: u32, timeout: Duration) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
+    // SAFETY: `p` is a live pollfd, the one entry poll(2) is told of.
     let r = unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) };
+    // SAFETY: `fd` is the pidfd opened above, closed once.
     unsafe { libc::close(fd) };
     r == 1
 }

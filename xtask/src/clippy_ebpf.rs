@@ -6,7 +6,11 @@ use std::{env, process::Command};
 
 use anyhow::{Context, Result};
 
-use crate::{ensure_bpf_linker, ensure_nightly, root, run, EBPF_TARGET};
+use crate::{
+    build::EBPF_TARGET,
+    command::{root, run},
+    toolchain::{ensure_bpf_linker, ensure_nightly},
+};
 
 /// Runs clippy on `observer-ebpf` with the eBPF build's toolchain, target and flags;
 /// any warning fails it.

@@ -8,7 +8,7 @@ use std::{fs, path::PathBuf};
 use anyhow::{Context, Result};
 use oci_archive::{write_oci_archive_with, Entry, Image, Options, Platform};
 
-use crate::{build_ebpf, root, vm};
+use crate::{build::build_ebpf, command::root, vm};
 
 /// The image's name: `localhost/` marks a locally built image (no registry), and keeps the
 /// CRI from normalizing it to `docker.io/library/…`, so the DaemonSet's `image:` is exactly

@@ -8,7 +8,10 @@ use std::fs;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{output, release_test, root};
+use crate::{
+    command::{output, root},
+    test::release_test,
+};
 
 /// Runs the host rows with `kills` pods each (none when 0) and the guest rows with
 /// `vm_kills` (none when 0; only the guest `only` when given), and writes the page; fails,
@@ -278,7 +281,7 @@ fn page(table: &str, guests: &str, flags: &str, vm_kills: usize, date: &str, wal
 [kubelet.json](kubelet.json).
 
 Each pod is made the way the kubelet makes it, through containerd's own CRI plugin (the
-`k8s-cri` crate's CRI v1 client; harness: `tests/src/cri.rs`): a pod cgroup holding the pod's
+`k8s-cri` crate's CRI v1 client; harness: `tests/src/cri/`): a pod cgroup holding the pod's
 memory limit (128 MiB) is passed as RunPodSandbox's cgroup parent, then CreateContainer (limit
 64 MiB, a busybox image built locally), StartContainer. Host network, no CNI; the pause and
 busybox images are OCI archives built by the tests (`oci-archive`) and imported with

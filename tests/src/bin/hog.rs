@@ -8,6 +8,13 @@
 //!
 //! Usage: oomx-hog [--join CGROUP_DIR] [--wait-for FILE] [--max-mb N] [--hold] [--oom-score-adj N]
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test helper process: a panic fails the test that started it"
+)]
+
 use std::{env, fs, path::Path, thread, time::Duration};
 
 fn main() {

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{output, run};
+use crate::command::{output, run};
 
 /// A kernel image from a Debian package.
 #[derive(Debug, Clone)]

@@ -26,7 +26,10 @@ use sha2::{Digest, Sha256};
 
 pub(crate) use self::qemu::Arch;
 use self::report::{GuestResult, Summary};
-use crate::{build_ebpf, cache_dir, output, root, run};
+use crate::{
+    build::build_ebpf,
+    command::{cache_dir, output, root, run},
+};
 
 pub use self::qemu::ConsoleLevel;
 pub use self::race::{audit_vm, kubelet_vm, race_vm, RaceRun};
@@ -394,7 +397,7 @@ pub(crate) struct GuestBins {
 }
 
 /// Cross-builds the guests' static musl binaries for `arch` (release, each embedding `obj`,
-/// with [`crate::IMAGE_FEATURES`]). `cargo xtask image` takes its `oom-observer` from here
+/// with [`crate::build::IMAGE_FEATURES`]). `cargo xtask image` takes its `oom-observer` from here
 /// too: one build, one cache, and the VM matrix boots the very binary the image ships.
 pub(crate) fn build_guest_binaries(arch: Arch, obj: &Path) -> Result<GuestBins> {
     let target = arch.rust_target();
@@ -403,7 +406,7 @@ pub(crate) fn build_guest_binaries(arch: Arch, obj: &Path) -> Result<GuestBins> 
         eprintln!("vm: rustup target add {target}");
         run(Command::new("rustup").args(["target", "add", target]))?;
     }
-    crate::ensure_packages(crate::CROSS_PACKAGES)?;
+    crate::packages::ensure_packages(crate::packages::CROSS_PACKAGES)?;
     let root = root();
     // Static musl binaries linked by the toolchain's own rust-lld. The one C dependency,
     // ring (kube-rs's TLS, for the k8s-events feature), is compiled by Debian's clang for
@@ -416,7 +419,7 @@ pub(crate) fn build_guest_binaries(arch: Arch, obj: &Path) -> Result<GuestBins> 
         .current_dir(&root)
         .args(["build", "--release", "--target", target])
         .args(["--package", "observer", "--package", "tests", "--bins"])
-        .args(["--features", crate::IMAGE_FEATURES])
+        .args(["--features", crate::build::IMAGE_FEATURES])
         .args(["--config", &format!("target.{target}.linker=\"rust-lld\"")])
         .env(format!("CC_{triple_env}"), "clang")
         .env("OOM_OBSERVER_EBPF_OBJ", obj))?;

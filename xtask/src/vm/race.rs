@@ -18,7 +18,10 @@ use super::{
     qemu::{Arch, ConsoleLevel},
     userland, write_initramfs, GuestDef, MATRIX,
 };
-use crate::{build_ebpf, cache_dir, output, root};
+use crate::{
+    build::build_ebpf,
+    command::{cache_dir, output, root},
+};
 
 /// containerd, its shims and four containers at once need more than the matrix's 256 MiB.
 const GUEST_MIB: u32 = 1024;

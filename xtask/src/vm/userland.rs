@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{output, run};
+use crate::command::{output, run};
 
 /// The packages: the container runtime stack and the C libraries its binaries link.
 const PACKAGES: &[&str] = &[

@@ -80,13 +80,8 @@ impl Daemon {
     /// The observer's resident and peak memory (`VmRSS`, `VmHWM` from its `status`), for the
     /// console: a guest has 256 MiB, and a global OOM with nothing killable panics it.
     pub fn memory(&self) -> String {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect::<Vec<_>>()
+        tests::procfs::ProcStatus::read_or_empty(self.child.id())
+            .lines_of(&["VmRSS", "VmHWM"])
             .join(", ")
     }
 

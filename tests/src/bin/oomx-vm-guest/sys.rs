@@ -63,6 +63,7 @@ pub fn setup() -> Result<(), String> {
 pub fn uname() -> (String, String) {
     // SAFETY: utsname is plain data; uname(2) fills it.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable utsname for uname(2) to fill.
     unsafe { libc::uname(&mut u) };
     let s = |f: &[libc::c_char]| {
         let b: Vec<u8> = f

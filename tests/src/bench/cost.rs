@@ -1,0 +1,156 @@
+//! The daemon's cost: fork/exit with and without it, its CPU time and resident size, the
+//! kernel's BPF statistics of our programs, and its footprint with metrics scraped.
+
+use std::{
+    fs,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{containerd::Containerd, forker_bin, procfs::ProcStatus, prometheus::Prometheus};
+
+/// Our kernel programs, as the BPF statistics name them.
+pub const PROGRAMS: [&str; 7] = [
+    "mark_victim_btf",
+    "mark_victim_tp",
+    "cgroup_mkdir_tp",
+    "exit_btf",
+    "exit_tp",
+    "stall_btf",
+    "stall_tp",
+];
+
+/// Nanoseconds per fork+exit+wait over `n` of them (`oomx-forker`).
+pub fn run_forker(n: u64) -> f64 {
+    let out = Command::new(forker_bin())
+        .arg(n.to_string())
+        .output()
+        .expect("oomx-forker");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .unwrap()
+        / n as f64
+}
+
+/// User plus system time of `pid`, in clock ticks.
+pub fn proc_cpu_ticks(pid: u32) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// The resident size of `pid` in KiB (`VmRSS`); the process must be alive.
+pub fn rss_kib(pid: u32) -> u64 {
+    ProcStatus::read(pid).unwrap().number("VmRSS").unwrap_or(0)
+}
+
+/// Our programs' run counts and times, from the kernel's BPF statistics.
+pub fn bpf_stats(names: &[&str]) -> Vec<(String, u64, f64)> {
+    let mut out = Vec::new();
+    for p in aya::programs::loaded_programs().flatten() {
+        let Some(name) = p.name_as_str() else {
+            continue;
+        };
+        if names.contains(&name) && p.run_count() > 0 {
+            let avg = p.run_time().as_nanos() as f64 / p.run_count() as f64;
+            out.push((name.to_string(), p.run_count(), avg));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// One daemon's footprint over a window of container OOM kills.
+pub struct Footprint {
+    pub cpu_pct: f64,
+    pub rss_kib: u64,
+    pub scrapes: f64,
+    pub counted: f64,
+}
+
+/// Runs a daemon against a private containerd for `secs`, with `kills` container OOM kills
+/// spread evenly over the window (each a new container name: one more kill series); with
+/// `scrape = Some(interval)` it serves metrics and a real Prometheus scrapes it at that
+/// interval.
+pub fn footprint(scrape: Option<&str>, secs: u64, kills: usize, tag: &str) -> Footprint {
+    let cd = Containerd::start();
+    let obs = match scrape {
+        Some(_) => cd.observer_with(
+            Duration::from_secs(30),
+            &["--metrics-listen", "127.0.0.1:0"],
+        ),
+        None => cd.observer(Duration::from_secs(30)),
+    };
+    let prom = scrape.map(|interval| {
+        let log = obs.stderr_text();
+        let addr = log
+            .lines()
+            .find(|l| l.contains("serving Prometheus metrics"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|a| a.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no metrics address logged:\n{log}"))
+            .to_string();
+        Prometheus::start(&addr, interval)
+    });
+    cd.go();
+    let hz = 100.0;
+    let start = Instant::now();
+    let t0 = proc_cpu_ticks(obs.pid());
+    for i in 0..kills {
+        let at = Duration::from_secs_f64(secs as f64 * i as f64 / kills as f64);
+        if let Some(wait) = at.checked_sub(start.elapsed()) {
+            thread::sleep(wait);
+        }
+        let name = format!("io.kubernetes.container.name=c{i}");
+        let mut c = cd.run_hog(
+            &format!("{tag}-{i}"),
+            24,
+            &[
+                "--label",
+                "io.kubernetes.pod.namespace=bench",
+                "--label",
+                "io.kubernetes.pod.name=p",
+                "--label",
+                &name,
+            ],
+        );
+        assert_eq!(c.wait().unwrap().code(), Some(137), "must be OOM-killed");
+    }
+    if let Some(rest) = Duration::from_secs(secs).checked_sub(start.elapsed()) {
+        thread::sleep(rest);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu_pct = (proc_cpu_ticks(obs.pid()) - t0) as f64 / hz / elapsed * 100.0;
+    let rss_kib = rss_kib(obs.pid());
+    let value = |p: &Prometheus, q: &str| {
+        p.query(q)
+            .first()
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (scrapes, counted) = match &prom {
+        Some(p) => {
+            // The last kill's scrape may still be due.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let q = "sum(oom_observer_oom_kills_total{namespace=\"bench\"})";
+            while value(p, q) < kills as f64 && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(500));
+            }
+            (
+                value(p, "count_over_time(up{job=\"oom-observer\"}[1h])"),
+                value(p, q),
+            )
+        }
+        None => (0.0, 0.0),
+    };
+    Footprint {
+        cpu_pct,
+        rss_kib,
+        scrapes,
+        counted,
+    }
+}

@@ -1,0 +1,263 @@
+//! Test orchestration: `cargo xtask test` (unit, host integration and VM tests), and the
+//! long runs behind the results pages (`race`, `bench`, `audit-vm`), which alone write
+//! `docs/`.
+
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    build::{build, build_ebpf, EBPF_TARGET, IMAGE_FEATURES},
+    command::root,
+    command::run,
+    image, kubelet,
+    packages::{ensure_kubernetes_validate, ensure_packages, BUILD_PACKAGES, TEST_PACKAGES},
+    vm,
+};
+
+/// Container OOM kills per cgroup v2 guest in `cargo xtask test` (CI time: see README).
+const CI_VM_RACE_KILLS: usize = 10;
+/// Pods per kubelet row in each guest in `cargo xtask test` (about 2 minutes).
+const CI_VM_KUBELET_PODS: usize = 2;
+
+/// `cargo xtask test`: the cargo tests, then (unless `no_vm`) the VM matrix and the short
+/// guest runs. Every result goes under `target/`: the run leaves the tree as it found it,
+/// which it checks at the end.
+pub fn all(no_vm: bool, extra: &[OsString]) -> Result<()> {
+    let root = root();
+    let before = tree_status(&root);
+    test(extra)?;
+    if !no_vm {
+        // The matrix's page goes under target/: only `cargo xtask vm-test` writes
+        // docs/vm-matrix.md.
+        vm::vm_test(&vm::VmOptions {
+            report: Some(root.join("target/vm/vm-matrix.md")),
+            ..vm::VmOptions::default()
+        })?;
+        // The short containerd race in the cgroup v2 guests (the full one is
+        // `cargo xtask race --vm`); its tables go under target/, not into docs/.
+        vm::race_vm(
+            CI_VM_RACE_KILLS,
+            &root.join("target/vm/race-vm.md"),
+            false,
+            &vm::RaceRun::default(),
+        )?;
+        // The audit's runc scenarios in the same guests (about 90 s).
+        vm::audit_vm(&root.join("target/vm/audit-vm.md"))?;
+        // The kubelet rows in the same guests, CI_VM_KUBELET_PODS pods per row (the full
+        // ones are `cargo xtask kubelet`).
+        kubelet::quick_vm(CI_VM_KUBELET_PODS)?;
+    }
+    check_tree(&root, before.as_deref())
+}
+
+/// `git status --porcelain` of the workspace (untracked files included), or `None` outside
+/// a git checkout (a source tarball).
+fn tree_status(root: &Path) -> Option<String> {
+    Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["status", "--porcelain", "--untracked-files=all"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Fails when a run that started on a clean tree left it changed: results belong under
+/// `target/`. On a tree that already had changes it only says what changed since the start,
+/// since some of that may be the developer's own editing during the run.
+fn check_tree(root: &Path, before: Option<&str>) -> Result<()> {
+    let (Some(before), Some(after)) = (before, tree_status(root)) else {
+        return Ok(());
+    };
+    let changed: Vec<&str> = after
+        .lines()
+        .filter(|l| !before.lines().any(|b| b == *l))
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let changed = changed.join("\n");
+    if before.is_empty() {
+        bail!("the test run changed the tree (its results belong under target/):\n{changed}");
+    }
+    eprintln!("xtask: the tree changed during the run (the run's or your own edits?):\n{changed}");
+    Ok(())
+}
+
+/// What `cargo xtask run` does before it starts the daemon, checked: `xtask build` (the same
+/// setup: apt-get, rustup, bpf-linker, the builds) with apt forced to reinstall the build
+/// packages must print nothing on stdout, and dpkg's output must show on stderr.
+fn check_setup_output() -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let out = Command::new(env::current_exe()?)
+        .arg("build")
+        .env("XTASK_APT_REINSTALL", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running xtask build")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!(
+            "xtask build (setup output check) failed: {}\n{stderr}",
+            out.status
+        );
+    }
+    if !out.stdout.is_empty() {
+        bail!(
+            "setup output reached stdout, where `cargo xtask run` writes the daemon's JSON lines:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let pkg = BUILD_PACKAGES[0];
+    if !stderr.contains(&format!("Setting up {pkg}")) {
+        bail!("the forced reinstall of {pkg} did not run (no dpkg output on stderr):\n{stderr}");
+    }
+    eprintln!(
+        "xtask: setup output goes to stderr, stdout stays empty ({:.1} s)",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The tests run the daemon with everything it can do, Kubernetes Events included: the
+/// image's features.
+const TEST_FEATURES: &str = IMAGE_FEATURES;
+
+/// The cargo tests: unit tests and the host integration tests against real OOM kills.
+pub fn test(extra: &[OsString]) -> Result<()> {
+    ensure_packages(BUILD_PACKAGES)?;
+    ensure_packages(TEST_PACKAGES)?;
+    let obj = build_ebpf()?;
+    let root = root();
+    // Before the tests' build: `xtask build` builds the binary without TEST_FEATURES, and
+    // the tests must run the one built with them.
+    check_setup_output()?;
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args([
+            "build",
+            "--package",
+            "observer",
+            "--package",
+            "tests",
+            "--bins",
+            "--features",
+            TEST_FEATURES,
+        ])
+        .env("OOM_OBSERVER_EBPF_OBJ", &obj))?;
+    // The container image and the manifest validator for tests/tests/deploy.rs.
+    let archive = image::image()?;
+    let kubernetes_validate = ensure_kubernetes_validate()?;
+    let bin_dir = root.join("target/debug");
+    run(Command::new("cargo")
+        .current_dir(&root)
+        // The same features as the binaries, or cargo would rebuild them without.
+        .args(["test", "--workspace", "--features", TEST_FEATURES])
+        .args(extra)
+        .env("OOMX_IMAGE_ARCHIVE", &archive)
+        .env("OOMX_IMAGE_NAME", image::IMAGE_NAME)
+        .env("OOMX_KUBERNETES_VALIDATE", &kubernetes_validate)
+        .env("OOM_OBSERVER_EBPF_OBJ", &obj)
+        .env("OOM_OBSERVER_BIN", bin_dir.join("oom-observer"))
+        .env("OOMX_HOG_BIN", bin_dir.join("oomx-hog")))
+}
+
+/// Runs one integration test against release builds, with extra environment.
+pub fn release_test(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
+    release_test_filtered(test, None, env)
+}
+
+/// [`release_test`], running only the tests whose name contains `filter`.
+fn release_test_filtered(
+    test: &str,
+    filter: Option<&str>,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<()> {
+    ensure_packages(BUILD_PACKAGES)?;
+    ensure_packages(TEST_PACKAGES)?;
+    let bin = build(true)?;
+    let root = root();
+    let obj = root
+        .join("target/ebpf")
+        .join(EBPF_TARGET)
+        .join("release/observer-ebpf");
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "tests", "--bins"])
+        .env("OOM_OBSERVER_EBPF_OBJ", &obj))?;
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&root)
+        .args(["test", "--release", "--package", "tests", "--test", test])
+        .args(filter)
+        .args(["--", "--nocapture"])
+        .env("OOM_OBSERVER_EBPF_OBJ", &obj)
+        .env("OOM_OBSERVER_BIN", &bin)
+        .env("OOMX_HOG_BIN", root.join("target/release/oomx-hog"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
+/// `cargo xtask race` on this host: writes docs/race-host.md.
+pub fn race(kills: usize) -> Result<()> {
+    let report = root().join("docs/race-host.md");
+    fs::create_dir_all(root().join("docs"))?;
+    let kills = kills.to_string();
+    release_test(
+        "race",
+        &[
+            ("OOMX_RACE_KILLS", kills.as_ref()),
+            ("OOMX_RACE_REPORT", report.as_os_str()),
+        ],
+    )?;
+    eprintln!("xtask: wrote {}", report.display());
+    Ok(())
+}
+
+/// `cargo xtask race --vm`: only the full default run writes the results page,
+/// docs/race-vm.md (issue 15 item 5); a partial one writes under target/vm/.
+pub fn race_vm(
+    kills: usize,
+    report: Option<PathBuf>,
+    rerender: bool,
+    run: &vm::RaceRun,
+) -> Result<()> {
+    let report = report.unwrap_or_else(|| {
+        if run.is_full() {
+            root().join("docs/race-vm.md")
+        } else {
+            run.partial_report()
+        }
+    });
+    vm::race_vm(kills, &report, rerender, run)
+}
+
+/// `cargo xtask audit-vm`: writes docs/audit-vm.md unless told where.
+pub fn audit_vm(report: Option<PathBuf>) -> Result<()> {
+    vm::audit_vm(&report.unwrap_or_else(|| root().join("docs/audit-vm.md")))
+}
+
+/// `cargo xtask bench`: the full benchmarks, written to docs/bench/.
+pub fn bench(filter: Option<&str>) -> Result<()> {
+    let dir = root().join("docs/bench");
+    fs::create_dir_all(&dir)?;
+    release_test_filtered(
+        "bench",
+        filter,
+        &[
+            ("OOMX_BENCH_FULL", "1".as_ref()),
+            ("OOMX_BENCH_DIR", dir.as_os_str()),
+        ],
+    )?;
+    eprintln!("xtask: wrote the reports under {}", dir.display());
+    Ok(())
+}
