@@ -10,8 +10,8 @@ use super::{
 };
 use crate::{
     enrich::container::ContainerInfo,
+    event::{ContainerRef, SCHEMA},
     kernel::clock::rfc3339,
-    pipeline::event::{ContainerRef, SCHEMA},
 };
 
 /// Event names.
