@@ -7,7 +7,7 @@ use std::{collections::HashMap, path::Path};
 use btf_rs::Type;
 use observer_common::{AttachLayout, KernelLayout, Member, Read, ABSENT};
 
-use super::{resolve::Unresolved, KernelBtf};
+use super::{resolve::Unresolved, source::KernelBtf};
 use crate::{host::cgroupfs::CgroupMounts, kernel::tracefs};
 
 /// Builds the layout handed to the kernel programs. Without BTF only the classic

@@ -6,7 +6,7 @@
 use btf_rs::Type;
 use observer_common::{Member, Read};
 
-use super::KernelBtf;
+use super::source::KernelBtf;
 
 /// Why a row of the table has no offset on this kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
