@@ -39,7 +39,7 @@ pub mod prometheus;
 pub mod race;
 pub mod stats;
 
-/// The event schema the README documents, `docs/event.schema.json`.
+/// The event schema docs/events.md documents, `docs/event.schema.json`.
 pub const EVENT_SCHEMA: &str = include_str!("../../docs/event.schema.json");
 
 /// Why `event` does not match [`EVENT_SCHEMA`]: one line per violation, empty when it does.

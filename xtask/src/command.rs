@@ -42,7 +42,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// Runs the daemon with our stdout (its JSON lines) and returns the exit code xtask must end
-/// with: the daemon's own (see the README's table), or 128 + the signal that ended it.
+/// with: the daemon's own (docs/cli.md, exit codes), or 128 + the signal that ended it.
 pub fn run_daemon(cmd: &mut Command) -> Result<i32> {
     use std::os::unix::process::ExitStatusExt;
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;

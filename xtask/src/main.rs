@@ -143,7 +143,7 @@ fn main() -> Result<()> {
                 args
             };
             let code = command::run_daemon(Command::new(&bin).args(&args))?;
-            // xtask ends as the daemon did: its exit code is the README's table.
+            // xtask ends as the daemon did: its exit code is as docs/cli.md lists.
             std::process::exit(code)
         }
         Cmd::Test { no_vm, args } => test::all(no_vm, &args),

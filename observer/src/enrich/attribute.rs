@@ -1,6 +1,6 @@
 //! Attribution: which container(s) an OOM kill belongs to.
 //!
-//! Rules (also in the README):
+//! Rules (also in docs/taskoom.md):
 //! 1. A victim in a container's own cgroup is that container's. A victim in a cgroup below a
 //!    container's cgroup belongs to the nearest such container.
 //! 2. A victim in a pod sandbox's cgroup under a sandboxed runtime (gVisor `runsc`, Kata)

@@ -1,6 +1,6 @@
 //! The schema-1 JSON events: what one line holds.
 //!
-//! Schema 1 is documented in the README. Later versions add fields; they never rename or
+//! Schema 1 is documented in docs/events.md. Later versions add fields; they never rename or
 //! drop one.
 
 use serde::{Deserialize, Serialize};

@@ -369,7 +369,7 @@ hook strategy starts `oom-observer run --hook <strategy>` and causes real OOM ki
 | global | no cgroup limit; the guest's 256 MiB run out | one event; OOM cgroup null; constraint `global` |
 | stream | the run as a whole | stdout is only JSON, `seq` is 1, 2, 3, … without gaps, no lost records, exit 0 on SIGTERM |
 
-Per strategy, exactly what it claims (README, "Hook strategies") — a claimed field must be right,
+Per strategy, exactly what it claims (docs/hooks.md) — a claimed field must be right,
 an unclaimed one must be `null`:
 
 - fentry, kprobe: everything, including OOM cgroup and constraint (`memcg`/`global`), and the victim's

@@ -91,7 +91,12 @@ impl KernelBtf {
         self.find_member(&s, field, 0)
     }
 
-    pub(super) fn find_member(&self, s: &btf_rs::Struct, field: &str, base_bits: u32) -> Option<u32> {
+    pub(super) fn find_member(
+        &self,
+        s: &btf_rs::Struct,
+        field: &str,
+        base_bits: u32,
+    ) -> Option<u32> {
         self.find(s, field, base_bits, &|bits, _| {
             bits.is_multiple_of(8).then_some(bits / 8)
         })

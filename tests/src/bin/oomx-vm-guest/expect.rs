@@ -1,4 +1,4 @@
-//! What each hook strategy claims to see (the README's table), as assertions on events.
+//! What each hook strategy claims to see (docs/hooks.md), as assertions on events.
 //! A field a strategy claims must be right; a field it does not claim must be `null`.
 
 use serde_json::Value;
