@@ -136,12 +136,6 @@ impl Task {
         let nr: u32 = read_at(pid, nr_off + level * stride)?;
         Some((nr, level))
     }
-
-    /// `task->memcg_in_oom`: the memcg a cgroup v1 task waits on with the OOM killer disabled.
-    #[inline(always)]
-    pub fn memcg_in_oom(self) -> Option<MemCgroup> {
-        read_ptr(self.0, layout!(task_memcg_in_oom)).map(MemCgroup)
-    }
 }
 
 /// `struct css_set *`.

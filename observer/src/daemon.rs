@@ -10,6 +10,7 @@ use crate::{
     audit::{driver::AuditDriver, limitwatch::InotifyFd, memory_fs::MemoryFs, worker::Observation},
     enrich::upkeep::{Containerd, IndexChange},
     error::ObserverError,
+    host::oom_control,
     kernel::{
         hooks::{self, LoadParams, Strategy},
         maps::{KernelMaps, LostCounts, Victims},
@@ -92,11 +93,10 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         attach: setup.attach,
         keep_links: opts.pin_dir.is_some(),
     };
-    let want_stalls = setup.wants_stall_watcher();
     let (mut maps, strategy, victim_hook, refused, extras, mut pinned, _kernel) =
         match &opts.pin_dir {
             None => {
-                let mut loaded = hooks::load(&params, opts.hook, want_stalls)?;
+                let mut loaded = hooks::load(&params, opts.hook)?;
                 let maps = KernelMaps::take(&mut loaded.ebpf)?;
                 (
                     maps,
@@ -109,7 +109,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
                 )
             }
             Some(dir) => {
-                let (maps, a) = pins::start(dir, &params, opts.hook, want_stalls)?;
+                let (maps, a) = pins::start(dir, &params, opts.hook)?;
                 let (refused, extras) = (pins::refused_of(&a), pins::extras_of(&a));
                 (
                     maps,
@@ -149,6 +149,16 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     let stdout = io::stdout();
     let mut proc = Processor::new(setup.cgroups.clone(), io::BufWriter::new(stdout.lock()))
         .with_taskoom_at(opts.taskoom_at);
+    let mut stalls = None;
+    if let Ok(memory) = oom_control::hierarchy(setup.cgroups.memory_v1.as_ref()) {
+        match oom_control::start(memory) {
+            Ok((watch, rx)) => {
+                proc = proc.with_stall_watch(watch);
+                stalls = Some(rx);
+            }
+            Err(e) => warn!(error = %e, "memcg OOM stalls (oom_kill_disable) are not watched"),
+        }
+    }
     let (change_tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<IndexChange>();
     let mut observations = None;
     let mut containerd = None;
@@ -250,6 +260,15 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
                 guard.map_err(ObserverError::RingBuffer)?.clear_ready();
                 drain_all(&mut proc, &mut maps, &mut queries).await?;
                 report_lost(&mut proc, &mut maps, lost_file.as_ref())?;
+            }
+            Some(rec) = next_stall(&mut stalls) => {
+                // What the kernel recorded before it first (a new cgroup's path), then the
+                // stall, as a record of the kernel's own format.
+                drain_all(&mut proc, &mut maps, &mut queries).await?;
+                proc.handle(observer_common::Plain::as_bytes(&rec))
+                    .await
+                    .and_then(|()| proc.flush())
+                    .map_err(ObserverError::Output)?;
             }
             Some(req) = next_query(&mut queries) => {
                 // Everything the kernel recorded before this moment is read first, so a
@@ -439,6 +458,16 @@ fn apply_observation<W: io::Write>(
 
 /// The next query; forever without the query socket.
 async fn next_query(rx: &mut Option<tokio::sync::mpsc::Receiver<Request>>) -> Option<Request> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next stall the `memory.oom_control` watcher saw; forever without it.
+async fn next_stall(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<observer_common::OomKillRecord>>,
+) -> Option<observer_common::OomKillRecord> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -91,7 +91,7 @@ pub struct Loaded {
     pub victim_hook: &'static str,
     /// Better strategies that could not be used, with the reason.
     pub refused: Vec<(Strategy, Refusal)>,
-    /// Auxiliary programs (cgroup creation, memcg stalls): name and outcome.
+    /// Auxiliary programs (cgroup creation, exits, migrations): name and outcome.
     pub extras: Vec<(&'static str, Outcome)>,
     /// The attached programs' links, when [`LoadParams::keep_links`] asked for them;
     /// dropping one detaches its program unless it was pinned first.
@@ -99,11 +99,7 @@ pub struct Loaded {
 }
 
 /// Loads the object and attaches the best strategy that works (or exactly `forced`).
-pub fn load(
-    p: &LoadParams<'_>,
-    forced: Option<Strategy>,
-    want_stalls: bool,
-) -> Result<Loaded, ObserverError> {
+pub fn load(p: &LoadParams<'_>, forced: Option<Strategy>) -> Result<Loaded, ObserverError> {
     let candidates: Vec<Strategy> = match forced {
         Some(s) => vec![s],
         None => Strategy::ALL.to_vec(),
@@ -128,9 +124,6 @@ pub fn load(
                         }
                     }
                     extras.push(("kill_signal", outcome));
-                }
-                if want_stalls {
-                    extras.push(("memcg_stall", attach_stall(&mut ebpf, p, l)));
                 }
                 return Ok(Loaded {
                     ebpf,
@@ -525,25 +518,6 @@ fn attach_migrations(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> 
         .map_err(|e| reason("tracepoint cgroup/cgroup_attach_task", &e))?;
     keep(p, links, program::CGROUP_ATTACH_TP, || prog.take_link(id))?;
     Ok("tracepoint")
-}
-
-/// The cgroup v1 `oom_kill_disable` stall watcher, on `sched_switch`.
-fn attach_stall(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
-    if p.layout.task_memcg_in_oom == ABSENT {
-        return Err(Refusal::unavailable(
-            "task_struct.memcg_in_oom",
-            "not in this kernel",
-        ));
-    }
-    attach_btf_or_tracepoint(
-        ebpf,
-        p,
-        links,
-        program::STALL_BTF,
-        program::STALL_TP,
-        "sched",
-        "sched_switch",
-    )
 }
 
 /// The victim-exit hook, on `sched_process_exit`.

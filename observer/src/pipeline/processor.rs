@@ -103,6 +103,8 @@ pub struct Processor<W: Write> {
     decisions: std::collections::BTreeMap<u64, Event>,
     taskoom_at: TaskOomAt,
     cmdlines: crate::host::procfs::CmdlineReader,
+    /// Told of new memory cgroups (cgroup v1 `oom_kill_disable` stalls).
+    stalls: Option<crate::host::oom_control::StallWatch>,
 }
 
 /// Paths in the memory controller's hierarchy, for [`event::build`].
@@ -161,7 +163,14 @@ impl<W: Write> Processor<W> {
             decisions: Default::default(),
             taskoom_at: TaskOomAt::default(),
             cmdlines: crate::host::procfs::CmdlineReader::start(),
+            stalls: None,
         }
+    }
+
+    /// Tells the `memory.oom_control` watcher of each new memory cgroup.
+    pub fn with_stall_watch(mut self, w: crate::host::oom_control::StallWatch) -> Self {
+        self.stalls = Some(w);
+        self
     }
 
     /// When TaskOOM is handed over: at the kill, or at the OOM killer's decision.
@@ -295,10 +304,16 @@ impl<W: Write> Processor<W> {
                 }
             }
             Ok(Record::Mkdir(m)) => {
+                if let Some(s) = &self.stalls {
+                    s.cgroup_created(m.root, m.id, mkdir_path(&m));
+                }
                 self.learn_path(&m);
                 Ok(Begun::Done)
             }
             Ok(Record::Attach(a)) => {
+                if let Some(s) = &self.stalls {
+                    s.cgroup_attached(a.root, a.id);
+                }
                 self.on_migration(&a);
                 Ok(Begun::Done)
             }
