@@ -137,9 +137,6 @@ macro_rules! kernel_offsets {
                 task_real_cred: Task::real_cred = task_struct.real_cred => ptr Cred;
                 /// `task_struct.cgroups` (RCU).
                 task_cgroups: Task::css_set = task_struct.cgroups => ptr CssSet;
-                /// `task_struct.memcg_in_oom`: the memcg a cgroup v1 task waits on with the
-                /// OOM killer disabled (absent without cgroup v1).
-                task_memcg_in_oom: Task::memcg_in_oom = task_struct.memcg_in_oom => ptr MemCgroup;
                 /// `task_struct.exit_code`.
                 task_exit_code: Task::exit_code = task_struct.exit_code => read i32;
                 /// `task_struct.mm`: NULL for a kernel thread or a task past `exit_mm`.

@@ -109,10 +109,15 @@ abi_enum! {
         TpBtf = 3 => "tp_btf",
         /// Classic tracepoint `oom/mark_victim`.
         Tracepoint = 4 => "tracepoint",
-        /// `sched_switch`, used to see tasks stalled in a memcg OOM (cgroup v1 `oom_kill_disable`).
+        /// `sched_switch`: the program that saw tasks stalled in a memcg OOM before the daemon
+        /// watched `memory.oom_control` instead. No program records it any more; kept so that
+        /// a record of an older object (pinned rings read once at an upgrade) still names it.
         SchedSwitch = 5 => "sched_switch",
         /// `sched_process_exit`, which reports an OOM victim's exit.
         SchedProcessExit = 6 => "sched_process_exit",
+        /// Not a kernel program: cgroup v1's `memory.oom_control` notification (an eventfd),
+        /// through which the daemon sees tasks stalled in a memcg OOM with `oom_kill_disable`.
+        OomControl = 7 => "oom_control",
     }
 }
 
@@ -140,7 +145,7 @@ impl Constraint {
 /// static's name) and the daemon looks them up. A unit test in `observer` checks each one is
 /// in the embedded object.
 pub mod map {
-    /// Ring buffer of kill, exit and stall records ([`crate::OomKillRecord`]).
+    /// Ring buffer of kill and exit records ([`crate::OomKillRecord`]).
     pub const EVENTS: &str = "EVENTS";
     /// Ring buffer of cgroup mkdir and attach records, kept apart so that a flood of them
     /// cannot displace a kill.
@@ -153,8 +158,6 @@ pub mod map {
     pub const VICTIMS: &str = "VICTIMS";
     /// The task each thread last sent SIGKILL to.
     pub const KILLED: &str = "KILLED";
-    /// Threads seen stalled in a memcg OOM ([`crate::StallState`]).
-    pub const STALLS: &str = "STALLS";
     /// One `u32`, set to 1 by the daemon once `signal_generate` is attached: from then on a
     /// `mark_victim` without the OOM killer's SIGKILL is known not to be a kill.
     pub const KILL_SIGNAL_ON: &str = "KILL_SIGNAL_ON";
@@ -166,7 +169,6 @@ pub mod map {
         OOM_CTX,
         VICTIMS,
         KILLED,
-        STALLS,
         KILL_SIGNAL_ON,
     ];
 }
@@ -195,10 +197,6 @@ pub mod program {
     pub const CGROUP_MKDIR_TP: &str = "cgroup_mkdir_tp";
     /// `tracepoint/cgroup/cgroup_attach_task`.
     pub const CGROUP_ATTACH_TP: &str = "cgroup_attach_tp";
-    /// `tp_btf/sched_switch` (memcg OOM stalls).
-    pub const STALL_BTF: &str = "stall_btf";
-    /// `tracepoint/sched/sched_switch`.
-    pub const STALL_TP: &str = "stall_tp";
     /// Every program, for the check that the object has them.
     pub const ALL: &[&str] = &[
         OOM_KILL_FENTRY,
@@ -212,8 +210,6 @@ pub mod program {
         EXIT_TP,
         CGROUP_MKDIR_TP,
         CGROUP_ATTACH_TP,
-        STALL_BTF,
-        STALL_TP,
     ];
 }
 
@@ -491,19 +487,6 @@ pub struct VictimState {
     pub exit_code: i32,
 }
 
-/// Last memcg OOM stall reported for a thread, so one stall is one event.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct StallState {
-    /// Id of the memory cgroup the thread waits on.
-    pub memcg_id: u64,
-    /// When the thread was last seen waiting (`bpf_ktime_get_boot_ns()`).
-    pub last_seen_ns: u64,
-}
-
-/// A thread seen waiting again on the same memcg within this time is the same stall.
-pub const STALL_REPEAT_NS: u64 = 1_000_000_000;
-
 /// Name of the global the daemon fills with [`KernelLayout`].
 pub const LAYOUT_GLOBAL: &str = "LAYOUT";
 
@@ -551,10 +534,9 @@ plain! {
     CgroupMkdirRecord = 24 + CGROUP_PATH_LEN;
     CgroupAttachRecord = 24;
     AttachLayout = 24;
-    KernelLayout = 56 * 4;
+    KernelLayout = 55 * 4;
     OomContext = 64;
     VictimState = 40;
-    StallState = 16;
 }
 
 #[cfg(feature = "user")]
@@ -565,8 +547,6 @@ mod pod {
     unsafe impl aya::Pod for super::KernelLayout {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::OomContext {}
-    // SAFETY: see above.
-    unsafe impl aya::Pod for super::StallState {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::VictimState {}
     // SAFETY: see above.

@@ -5,9 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use observer_common::{
-    AttachLayout, KernelLayout, OomContext, StallState, VictimState, LOST_SLOTS,
-};
+use observer_common::{AttachLayout, KernelLayout, OomContext, VictimState, LOST_SLOTS};
 
 /// Filled by the daemon from the running kernel's BTF before load.
 #[no_mangle]
@@ -18,7 +16,7 @@ pub static LAYOUT: KernelLayout = KernelLayout::unknown();
 #[no_mangle]
 pub static ATTACH: AttachLayout = AttachLayout::unknown();
 
-/// Kill, exit and stall records for user space, in the order the kernel produced them.
+/// Kill and exit records for user space, in the order the kernel produced them.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -49,10 +47,6 @@ pub static KILLED: LruHashMap<u32, KilledTask> = LruHashMap::with_max_entries(10
 /// Set to 1 by the daemon once `signal_generate` is attached (see `observer_common::map`).
 #[map]
 pub static KILL_SIGNAL_ON: Array<u32> = Array::with_max_entries(1, 0);
-
-/// Threads seen stalled in a memcg OOM, so that one stall is reported once.
-#[map]
-pub static STALLS: LruHashMap<u32, StallState> = LruHashMap::with_max_entries(4096, 0);
 
 /// A SIGKILL's target, as `signal_generate` saw it.
 #[repr(C)]

@@ -18,6 +18,7 @@ pub mod lost;
 pub mod options;
 pub mod outputs;
 pub mod priority;
+pub mod stalls;
 
 pub use options::RunOptions;
 
@@ -46,6 +47,11 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     if let Some(c) = &containerd {
         proc = proc.with_containerd(c.index.clone(), c.publisher.clone());
     }
+    let mut stall_records = None;
+    if let Some((watch, rx)) = stalls::start(&kernel.setup.cgroups) {
+        proc = proc.with_stall_watch(watch);
+        stall_records = Some(rx);
+    }
     let mut observations = None;
     if let Some(a) = audit {
         proc = proc.with_audit(a.driver);
@@ -56,6 +62,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         proc,
         containerd,
         observations,
+        stalls: stall_records,
         metrics,
     };
     event_loop::run(&opts, running).await

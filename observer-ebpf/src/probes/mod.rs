@@ -5,4 +5,3 @@ mod exit;
 mod mark_victim;
 mod oom_kill;
 mod signal;
-mod stall;

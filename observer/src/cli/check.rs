@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::{
     error::ObserverError,
+    host::oom_control,
     kernel::{
         btf::BtfSource,
         hooks::{self, LoadParams},
@@ -128,7 +129,7 @@ pub fn check(
             if outcome.is_err() {
                 continue;
             }
-            let v = match hooks::load(&params, Some(*strategy), s.wants_stall_watcher()) {
+            let v = match hooks::load(&params, Some(*strategy)) {
                 Ok(loaded) => hooks::program_stats(&loaded.ebpf)
                     .iter()
                     .map(|(name, n)| match n {
@@ -142,6 +143,14 @@ pub fn check(
             row(&mut t, &format!("insns {strategy}"), &v);
         }
     }
+    row(
+        &mut t,
+        "memcg stalls",
+        match oom_control::hierarchy(s.cgroups.memory_v1.as_ref()) {
+            Ok(_) => oom_control::HOW,
+            Err(why) => why,
+        },
+    );
     if let Some(loss) = s.btf_loss() {
         row(&mut t, "note", &loss);
     }

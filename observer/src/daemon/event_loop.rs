@@ -45,6 +45,8 @@ pub struct Running {
     pub containerd: Option<ContainerdLink>,
     /// The audit worker's observations; none without the audit.
     pub observations: Option<UnboundedReceiver<Observation>>,
+    /// Stalls seen by the `memory.oom_control` watcher (cgroup v1); none without it.
+    pub stalls: Option<UnboundedReceiver<observer_common::OomKillRecord>>,
     /// The metrics that follow totals, brought up to date after each turn.
     pub metrics: Option<Metrics>,
 }
@@ -57,6 +59,7 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
         mut proc,
         mut containerd,
         mut observations,
+        mut stalls,
         mut metrics,
     } = r;
     let limit_fd = proc.audits().and_then(|a| a.limit_watch_fd());
@@ -89,6 +92,15 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
                 guard.map_err(ObserverError::RingBuffer)?.clear_ready();
                 drain_all(&mut proc, maps, &mut queries).await?;
                 report_lost(&mut proc, maps, lost_file.as_ref())?;
+            }
+            Some(rec) = super::stalls::next(&mut stalls) => {
+                // What the kernel recorded before it first (a new cgroup's path), then the
+                // stall, as a record of the kernel's own format.
+                drain_all(&mut proc, maps, &mut queries).await?;
+                proc.handle(observer_common::Plain::as_bytes(&rec))
+                    .await
+                    .and_then(|()| proc.flush())
+                    .map_err(ObserverError::Output)?;
             }
             Some(req) = next_query(&mut queries) => {
                 // Everything the kernel recorded before this moment is read first, so a

@@ -50,10 +50,9 @@ pub fn start(opts: &RunOptions, object: &[u8]) -> Result<Kernel, ObserverError> 
         attach: setup.attach,
         keep_links: opts.pin_dir.is_some(),
     };
-    let want_stalls = setup.wants_stall_watcher();
     let mut kernel = match &opts.pin_dir {
         None => {
-            let mut loaded = hooks::load(&params, opts.hook, want_stalls)?;
+            let mut loaded = hooks::load(&params, opts.hook)?;
             let maps = KernelMaps::take(&mut loaded.ebpf)?;
             after_load(&mut setup, &loaded.refused, &loaded.extras);
             Kernel {
@@ -67,7 +66,7 @@ pub fn start(opts: &RunOptions, object: &[u8]) -> Result<Kernel, ObserverError> 
             }
         }
         Some(dir) => {
-            let (maps, a) = pins::start(dir, &params, opts.hook, want_stalls)?;
+            let (maps, a) = pins::start(dir, &params, opts.hook)?;
             after_load(&mut setup, &pins::refused_of(&a), &pins::extras_of(&a));
             Kernel {
                 maps,

@@ -3,5 +3,6 @@
 pub mod cgroup_path;
 pub mod cgroupfs;
 pub mod heap;
+pub mod oom_control;
 pub mod path_cache;
 pub mod procfs;

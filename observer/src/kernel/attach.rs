@@ -247,25 +247,6 @@ pub(super) fn attach_migrations(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut
     Ok("tracepoint")
 }
 
-/// The cgroup v1 `oom_kill_disable` stall watcher, on `sched_switch`.
-pub(super) fn attach_stall(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
-    if p.layout.task_memcg_in_oom == ABSENT {
-        return Err(Refusal::unavailable(
-            "task_struct.memcg_in_oom",
-            "not in this kernel",
-        ));
-    }
-    attach_btf_or_tracepoint(
-        ebpf,
-        p,
-        links,
-        program::STALL_BTF,
-        program::STALL_TP,
-        "sched",
-        "sched_switch",
-    )
-}
-
 /// The victim-exit hook, on `sched_process_exit`.
 pub(super) fn attach_exit(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
     attach_btf_or_tracepoint(

@@ -15,8 +15,8 @@ pub use super::attach::{Links, LoadParams};
 pub use super::strategy::{Outcome, Refusal, RefusalKind, Strategy};
 use super::{
     attach::{
-        attach_exit, attach_kill_signal, attach_migrations, attach_mkdir, attach_stall,
-        attach_strategy, enable_kill_signal, needs_kill_signal,
+        attach_exit, attach_kill_signal, attach_migrations, attach_mkdir, attach_strategy,
+        enable_kill_signal, needs_kill_signal,
     },
     error::KernelError,
 };
@@ -32,7 +32,7 @@ pub struct Loaded {
     pub victim_hook: &'static str,
     /// Better strategies that could not be used, with the reason.
     pub refused: Vec<(Strategy, Refusal)>,
-    /// Auxiliary programs (cgroup creation, memcg stalls): name and outcome.
+    /// Auxiliary programs (cgroup creation, exits, migrations): name and outcome.
     pub extras: Vec<(&'static str, Outcome)>,
     /// The attached programs' links, when [`LoadParams::keep_links`] asked for them;
     /// dropping one detaches its program unless it was pinned first.
@@ -40,11 +40,7 @@ pub struct Loaded {
 }
 
 /// Loads the object and attaches the best strategy that works (or exactly `forced`).
-pub fn load(
-    p: &LoadParams<'_>,
-    forced: Option<Strategy>,
-    want_stalls: bool,
-) -> Result<Loaded, KernelError> {
+pub fn load(p: &LoadParams<'_>, forced: Option<Strategy>) -> Result<Loaded, KernelError> {
     let candidates: Vec<Strategy> = match forced {
         Some(s) => vec![s],
         None => Strategy::ALL.to_vec(),
@@ -69,9 +65,6 @@ pub fn load(
                         }
                     }
                     extras.push(("kill_signal", outcome));
-                }
-                if want_stalls {
-                    extras.push(("memcg_stall", attach_stall(&mut ebpf, p, l)));
                 }
                 return Ok(Loaded {
                     ebpf,

@@ -67,7 +67,7 @@ pub struct Attached {
 }
 
 /// Names the object and what it was loaded with: a restart with anything else loads afresh.
-pub fn identity(p: &LoadParams<'_>, forced: Option<Strategy>, want_stalls: bool) -> String {
+pub fn identity(p: &LoadParams<'_>, forced: Option<Strategy>) -> String {
     let mut h = Sha256::new();
     h.update(p.object);
     // Debug of plain `repr(C)` integers: stable for one build, which is all that must match.
@@ -75,7 +75,7 @@ pub fn identity(p: &LoadParams<'_>, forced: Option<Strategy>, want_stalls: bool)
     h.update(format!("{:?}", p.attach).as_bytes());
     h.update(p.ring_bytes.to_le_bytes());
     h.update(forced.map(Strategy::name).unwrap_or("best").as_bytes());
-    h.update([u8::from(want_stalls), u8::from(p.btf.is_some())]);
+    h.update([u8::from(p.btf.is_some())]);
     h.finalize()
         .iter()
         .take(8)
@@ -114,10 +114,9 @@ pub fn start(
     root: &Path,
     p: &LoadParams<'_>,
     forced: Option<Strategy>,
-    want_stalls: bool,
 ) -> Result<(KernelMaps, Attached), KernelError> {
     let lock = open_dir(root)?;
-    let id = identity(p, forced, want_stalls);
+    let id = identity(p, forced);
     let dir = root.join(&id);
     // A daemon killed while pinning: its programs are detached with the pins.
     for (name, path) in ours(root)? {
@@ -154,7 +153,7 @@ pub fn start(
     if !aya::features().bpf_perf_link() {
         return Err(PinError::NoPerfLink.into());
     }
-    let mut loaded = hooks::load(p, forced, want_stalls)?;
+    let mut loaded = hooks::load(p, forced)?;
     let replaced_at = boot_ns();
     let partial = root.join(format!("{id}{PARTIAL}"));
     let links = pin_all(&partial, &mut loaded)?;

@@ -97,11 +97,6 @@ pub fn prepare(
 }
 
 impl Setup {
-    /// Whether the cgroup v1 `oom_kill_disable` stall watcher is worth attaching.
-    pub fn wants_stall_watcher(&self) -> bool {
-        !self.cgroups.memory_on_dfl() && self.layout.task_memcg_in_oom != observer_common::ABSENT
-    }
-
     /// What is lost without BTF, for the start-up warning and `check`.
     pub fn btf_loss(&self) -> Option<String> {
         self.btf_problem.as_ref().map(|p| {

@@ -13,8 +13,12 @@ use crate::{
     audit::{driver::AuditDriver, finding::FindingEvent},
     enrich::upkeep::Containerd,
     event::{explain::explain, ContainerRef, Event, EventKind, LostEvent},
-    host::procfs::CmdlineReader,
-    kernel::{clock::boot_ns, maps::LostCounts, record::Record},
+    host::{oom_control::StallWatch, procfs::CmdlineReader},
+    kernel::{
+        clock::boot_ns,
+        maps::LostCounts,
+        record::{mkdir_path, Record},
+    },
     query::history::{self, Answer, History, Kill, Query},
     sinks::{taskoom::SharedPublisher, Line, Sinks},
 };
@@ -54,6 +58,8 @@ pub struct Processor {
     sinks: Sinks,
     taskoom_at: TaskOomAt,
     cmdlines: CmdlineReader,
+    /// Told of new memory cgroups (cgroup v1 `oom_kill_disable` stalls).
+    stalls: Option<StallWatch>,
 }
 
 impl Processor {
@@ -72,7 +78,14 @@ impl Processor {
             sinks,
             taskoom_at: TaskOomAt::default(),
             cmdlines: CmdlineReader::start(),
+            stalls: None,
         }
+    }
+
+    /// Tells the `memory.oom_control` watcher of each new memory cgroup.
+    pub fn with_stall_watch(mut self, w: StallWatch) -> Self {
+        self.stalls = Some(w);
+        self
     }
 
     /// When TaskOOM is handed over: at the kill, or at the OOM killer's decision.
@@ -158,10 +171,16 @@ impl Processor {
                 }
             }
             Ok(Record::Mkdir(m)) => {
+                if let Some(s) = &self.stalls {
+                    s.cgroup_created(m.root, m.id, mkdir_path(&m));
+                }
                 self.paths.learn(&m);
                 Ok(Begun::Done)
             }
             Ok(Record::Attach(a)) => {
+                if let Some(s) = &self.stalls {
+                    s.cgroup_attached(a.root, a.id);
+                }
                 self.on_migration(&a);
                 Ok(Begun::Done)
             }
