@@ -1,15 +1,13 @@
 //! The daemon's errors, each with its own process exit code and the cause it came from.
 //!
-//! Each layer fails with its own error ([`KernelError`], [`PinError`], [`QueryError`], …),
-//! which knows its exit code; [`ObserverError`] wraps them and asks them (the pattern of
+//! Each layer fails with its own error ([`KernelError`], with
+//! [`PinError`](crate::kernel::error::PinError) inside it, [`QueryError`], …), which knows
+//! its exit code; [`ObserverError`] wraps them and asks them (the pattern of
 //! aya's `EbpfError`). What fails only here, in the daemon's loop, is said here.
 
 use std::io;
 
-use crate::{
-    kernel::error::{KernelError, PinError},
-    query::socket::QueryError,
-};
+use crate::{kernel::error::KernelError, query::socket::QueryError};
 
 /// Everything that stops `oom-observer` from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +42,6 @@ pub enum ObserverError {
     /// `--k8s-events` was asked for and cannot work.
     #[error("Kubernetes Events")]
     K8sEvents(#[source] crate::sinks::k8s_events::SinkError),
-    /// `--pin-dir` cannot be used (not a bpffs, taken by another daemon, cannot pin).
-    #[error(transparent)]
-    Pin(#[from] PinError),
 }
 
 impl ObserverError {
@@ -61,7 +56,6 @@ impl ObserverError {
             | ObserverError::Query(_) => 10,
             ObserverError::MetricsListen { .. } => 11,
             ObserverError::K8sEvents(_) => 12,
-            ObserverError::Pin(e) => e.exit_code(),
         }
     }
 }
@@ -136,10 +130,10 @@ mod tests {
         assert_eq!(kernel(KernelError::RingBuffer(io())).exit_code(), 10);
         assert_eq!(ObserverError::RingBuffer(io()).exit_code(), 10);
         assert_eq!(ObserverError::Output(io()).exit_code(), 9);
-        let pin = PinError::NotBpffs("/tmp/pins".into());
         let line = "--pin-dir /tmp/pins: not on a bpffs (mount one there: mount -t bpf bpf DIR)";
-        assert_eq!(chain(&ObserverError::from(pin)), line);
-        let pin = kernel(KernelError::from(PinError::NotBpffs("/tmp/pins".into())));
+        let pin = kernel(KernelError::from(crate::kernel::error::PinError::NotBpffs(
+            "/tmp/pins".into(),
+        )));
         assert_eq!(pin.exit_code(), 13);
         assert_eq!(chain(&pin), line);
     }

@@ -1,5 +1,5 @@
 //! The daemon's handles on the kernel programs' maps: the two ring buffers it reads (kills,
-//! stalls and exits; cgroup mkdir and attach records apart, so a flood of those cannot
+//! decisions and exits; cgroup mkdir and attach records apart, so a flood of those cannot
 //! displace a kill), the lost-record counters, and the victim map the query socket falls
 //! back to.
 
@@ -16,7 +16,7 @@ use super::error::KernelError;
 
 /// The maps the daemon reads while running.
 pub struct KernelMaps {
-    /// The ring buffer of kill, stall and exit records, registered with tokio.
+    /// The ring buffer of kill, decision and exit records, registered with tokio.
     pub ring: AsyncFd<RingBuf<MapData>>,
     /// The ring buffer of cgroup mkdir and attach records, registered with tokio.
     pub cgroup_ring: AsyncFd<RingBuf<MapData>>,
@@ -129,7 +129,8 @@ impl Victims {
 pub struct LostCounts {
     /// Kill records.
     pub oom_kill: u64,
-    /// Memcg OOM stall records.
+    /// Memcg OOM stall records (none since the stall watcher left the kernel; kept for
+    /// pinned counters of an older object).
     pub memcg_oom: u64,
     /// Victim exit records.
     pub victim_exit: u64,

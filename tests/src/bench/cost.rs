@@ -11,14 +11,12 @@ use std::{
 use crate::{containerd::Containerd, forker_bin, procfs::ProcStatus, prometheus::Prometheus};
 
 /// Our kernel programs, as the BPF statistics name them.
-pub const PROGRAMS: [&str; 7] = [
+pub const PROGRAMS: [&str; 5] = [
     "mark_victim_btf",
     "mark_victim_tp",
     "cgroup_mkdir_tp",
     "exit_btf",
     "exit_tp",
-    "stall_btf",
-    "stall_tp",
 ];
 
 /// Nanoseconds per fork+exit+wait over `n` of them (`oomx-forker`).
