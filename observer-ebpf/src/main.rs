@@ -12,6 +12,10 @@
 //! - [`probes`]: one module per hook.
 #![no_std]
 #![no_main]
+// The BPF target has no compare-and-swap, so core offers no atomic read-modify-write; the
+// intrinsic's add, its result unused, is the BPF atomic add every kernel supports.
+#![feature(core_intrinsics)]
+#![allow(internal_features, reason = "core_intrinsics, for atomic_xadd (see above)")]
 
 mod kernel;
 mod maps;

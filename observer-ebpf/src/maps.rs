@@ -40,6 +40,13 @@ pub static OOM_CTX: HashMap<u32, OomContext> = HashMap::with_max_entries(1024, 0
 #[map]
 pub static VICTIMS: LruHashMap<u32, VictimState> = LruHashMap::with_max_entries(16384, 0);
 
+/// How many victims in [`VICTIMS`] have not exited yet, never fewer (see
+/// `record::victim_awaits_exit`): while it is 0, every other exit on the node leaves the exit
+/// hook after this one load. Only the programs use it; they keep it alive across restarts
+/// with `--pin-dir`, as they keep themselves.
+#[map]
+pub static AWAITING_EXIT: Array<u64> = Array::with_max_entries(1, 0);
+
 /// The task each thread last sent SIGKILL to (see `probes::signal`), by sending thread.
 #[map]
 pub static KILLED: LruHashMap<u32, KilledTask> = LruHashMap::with_max_entries(1024, 0);

@@ -8,7 +8,7 @@ use observer_common::{valid, Constraint, Hook, OomKillRecord, RecordKind, Victim
 
 use crate::{
     kernel::Task,
-    maps::{EVENTS, LOST, VICTIMS},
+    maps::{AWAITING_EXIT, CGROUP_EVENTS, EVENTS, LOST, VICTIMS},
 };
 
 /// `bpf_ktime_get_boot_ns()`: the boot clock, which the daemon's records are stamped with.
@@ -22,6 +22,25 @@ pub fn boot_ns() -> u64 {
 #[inline(always)]
 pub fn current_tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
+}
+
+/// `bpf_ringbuf_query` flags and `bpf_ringbuf_submit` flags (`uapi/linux/bpf.h`).
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_RING_SIZE: u64 = 1;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// The submit flags of a cgroup record: no wake-up (the daemon reads the ring on its own
+/// tick) until the ring is half full, then a wake-up with every record, so a burst is read
+/// before it can fill the ring.
+#[inline(always)]
+pub fn cgroup_wakeup() -> u64 {
+    let size = CGROUP_EVENTS.query(BPF_RB_RING_SIZE);
+    if CGROUP_EVENTS.query(BPF_RB_AVAIL_DATA) >= size / 2 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
 }
 
 /// Counts a record of `kind` that found its ring full.
@@ -124,6 +143,18 @@ pub fn fill_trigger(rec: &mut OomKillRecord) {
 /// (its thread id when the hook could not see the process id); cgroup ids are 0 when unknown.
 #[inline(always)]
 pub fn remember_victim(key: u32, pid: u32, kill_ktime_ns: u64, memcg_id: u64, dfl_cgroup_id: u64) {
+    // Already counted: a victim still on its way out (marked twice).
+    let counted = match VICTIMS.get_ptr(key) {
+        // SAFETY: the map's pointer to `key`'s element, valid while the program runs; a
+        // concurrent update of it can only make the count one too high, never too low.
+        Some(old) => unsafe { (*old).exit_ktime_ns == 0 },
+        None => false,
+    };
+    // Counted before the victim is visible: an exit that sees the victim always sees the
+    // count (an exit that sees the count but not yet the victim leaves it one too high).
+    if !counted {
+        add_awaiting_exit(1);
+    }
     let v = VictimState {
         kill_ktime_ns,
         memcg_id,
@@ -133,6 +164,31 @@ pub fn remember_victim(key: u32, pid: u32, kill_ktime_ns: u64, memcg_id: u64, df
         exit_code: 0,
     };
     let _ = VICTIMS.insert(key, v, 0);
+}
+
+/// Whether any OOM victim may still be on its way out (see [`AWAITING_EXIT`]).
+#[inline(always)]
+pub fn victim_awaits_exit() -> bool {
+    AWAITING_EXIT.get(0).is_some_and(|n| *n != 0)
+}
+
+/// Adds `delta` (wrapping: `u64::MAX` is −1) to [`AWAITING_EXIT`], atomically: kills and
+/// exits run on any CPU at once. The count errs only upwards (an evicted victim never exits
+/// through the map), which costs a map lookup per exit, never a missed one.
+#[inline(always)]
+pub fn add_awaiting_exit(delta: u64) {
+    if let Some(p) = AWAITING_EXIT.get_ptr_mut(0) {
+        // SAFETY: `p` is the array's only element, valid while the program runs, 8-byte
+        // aligned; it is only ever changed through atomic adds. The result is unused, so
+        // this is the BPF atomic add every kernel supports.
+        unsafe {
+            core::intrinsics::atomic_xadd::<
+                u64,
+                u64,
+                { core::intrinsics::AtomicOrdering::Relaxed },
+            >(p, delta);
+        }
+    }
 }
 
 /// [`remember_victim`] for a filled kill record.

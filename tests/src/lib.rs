@@ -60,9 +60,9 @@ pub fn observer_bin() -> PathBuf {
     bin_from_env("OOM_OBSERVER_BIN", "oom-observer")
 }
 
-/// The fork/exit benchmark binary (next to the hog).
-pub fn forker_bin() -> PathBuf {
-    hog_bin().with_file_name("oomx-forker")
+/// The cost benchmarks' workload binary, `oomx-loop` (next to the hog).
+pub fn loop_bin() -> PathBuf {
+    hog_bin().with_file_name("oomx-loop")
 }
 
 /// The hog binary (`cargo xtask test` sets `OOMX_HOG_BIN`).

@@ -23,8 +23,9 @@ use std::{
 
 use tests::{
     bench::{
-        cost::{bpf_stats, footprint, proc_cpu_ticks, rss_kib, run_forker, PROGRAMS},
+        cost::{bpf_stats, footprint, proc_cpu_ticks, rss_kib, PROGRAMS},
         kills::container_kills,
+        paired::{mkdir_cost, paired, paired_page, workloads, Paired},
         render::{bench_page, latency_svg, BenchRun},
         storm::storm,
         FULL, QUICK,
@@ -33,9 +34,7 @@ use tests::{
     events_in,
     load::Load,
     procfs::ProcStatus,
-    spawn_hog,
-    stats::summary,
-    was_sigkilled, Observer,
+    spawn_hog, was_sigkilled, Observer,
 };
 
 /// The benchmarks measure CPU and memory: never two at once.
@@ -70,19 +69,22 @@ fn bench() {
     thread::sleep(Duration::from_secs(sz.idle_secs));
     let idle_cpu_pct = (proc_cpu_ticks(obs.pid()) - t0) as f64 / hz / sz.idle_secs as f64 * 100.0;
     let rss = rss_kib(obs.pid());
-    // Fork/exit: alternate with and without the observer, same run.
-    let mut with = Vec::new();
-    let mut without = Vec::new();
     drop(obs);
-    let mut stats_exit = Vec::new();
-    for _ in 0..sz.rounds {
-        without.push(run_forker(sz.exits));
-        let _obs = Observer::start(&[]);
-        with.push(run_forker(sz.exits));
-        stats_exit = bpf_stats(&PROGRAMS);
-    }
-    let (w, wo) = (summary(&mut with)[0], summary(&mut without)[0]);
-    let ratio = w / wo;
+    // 5. The cost of being always on: paired rounds, and the mkdir hook.
+    let results: Vec<Paired> = workloads(sz.cost_scale)
+        .iter()
+        .map(|w| {
+            paired(w, sz.cost_blocks, &PROGRAMS, || {
+                let obs = Observer::start(&[]);
+                let pid = obs.pid();
+                (obs, pid)
+            })
+        })
+        .collect();
+    let obs = Observer::start(&[]);
+    let spaced = mkdir_cost(obs.pid(), sz.mkdirs, Duration::from_millis(5), "spaced");
+    let burst = mkdir_cost(obs.pid(), sz.mkdirs, Duration::ZERO, "burst");
+    drop(obs);
 
     let mut run = BenchRun {
         full,
@@ -92,24 +94,14 @@ fn bench() {
         churned,
         st,
         stats_after_storm,
-        stats_exit,
-        w,
-        wo,
-        ratio,
         idle_cpu_pct,
         rss,
     };
-    let r = bench_page(&mut run);
+    let r = bench_page(&mut run) + "\n" + &cost_section(&results, spaced, burst);
     fs::write(dir.join("README.md"), &r).unwrap();
     fs::write(dir.join("latency.svg"), latency_svg(&run.idle)).unwrap();
     eprintln!("\n{r}");
-    let BenchRun {
-        sz,
-        idle,
-        st,
-        stats_exit,
-        ..
-    } = run;
+    let BenchRun { sz, idle, st, .. } = run;
 
     // The harness itself must work: these fail CI when it breaks, whatever the numbers.
     assert_eq!(
@@ -122,12 +114,108 @@ fn bench() {
         idle.kills,
         "every idle kill got our TaskOOM"
     );
+    // The harness must see what it measures, whatever the numbers.
+    let by_mode = |m: &str| results.iter().find(|p| p.workload.mode == m).unwrap();
+    let exits: f64 = by_mode("fork")
+        .programs
+        .iter()
+        .filter(|p| p.name.starts_with("exit_"))
+        .map(|p| p.runs_per_op)
+        .sum();
     assert!(
-        stats_exit
-            .iter()
-            .any(|(n, c, _)| n.starts_with("exit_") && *c >= sz.exits),
-        "exit hook stats: {stats_exit:?}"
+        exits >= 0.99,
+        "the exit hook ran once per exit: {results:?}"
     );
+    // Nothing of ours may run on every context switch again (issue 23, step 1).
+    let per_switch: Vec<_> = by_mode("pingpong")
+        .programs
+        .iter()
+        .filter(|p| p.runs_per_op >= 0.5)
+        .collect();
+    assert!(
+        per_switch.is_empty(),
+        "a program runs on the context switch: {per_switch:?}"
+    );
+    assert!(
+        spaced.0 >= sz.mkdirs as u64 && burst.0 >= sz.mkdirs as u64,
+        "the mkdir hook ran on every mkdir: {spaced:?} {burst:?}"
+    );
+}
+
+/// The page's section on the cost of being always on (issue 23).
+fn cost_section(results: &[Paired], spaced: (u64, f64), burst: (u64, f64)) -> String {
+    let mut s = String::from(
+        "## The cost of being always on\n\nPaired rounds of process exits, context switches and \
+         signals, without and with a kernel-only daemon (A/B/B/A blocks, so the machine's drift \
+         cancels within a block), and the kernel's statistics (BPF_ENABLE_STATS) of every one of \
+         its programs that ran meanwhile.\n\n",
+    );
+    s += &paired_page(results);
+    let mean_of = |prefix: &str, mode: &str| {
+        results
+            .iter()
+            .filter(|p| p.workload.mode == mode)
+            .flat_map(|p| p.programs.iter())
+            .filter(|c| c.name.starts_with(prefix) && c.runs_per_op >= 0.5)
+            .map(|c| c.mean_ns)
+            .fold(f64::NAN, f64::max)
+    };
+    let exit = mean_of("exit_", "fork");
+    let signal = mean_of("kill_signal", "signal");
+    s += &format!(
+        "\n### cgroup mkdir\n\n`cgroup_mkdir_tp` over mkdirs in the memory hierarchy: {} mkdirs 5 ms apart, \
+         mean **{:.0} ns**; {} back to back, mean **{:.0} ns**.\n\n### Cost goals\n\n| goal | met | measured |\n|---|---|---|\n\
+         | `exit` ≤ 100 ns mean | {} | {exit:.0} ns |\n\
+         | signal hook ≤ 60 ns mean over a signal loop | {} | {signal:.0} ns |\n\
+         | `cgroup_mkdir` ≤ 1 µs | {} | {:.0} ns spaced, {:.0} ns back to back |\n\
+         | no slowdown the paired interval shows | {} | see above |\n\n",
+        spaced.0,
+        spaced.1,
+        burst.0,
+        burst.1,
+        yes(exit <= 100.0),
+        yes(signal <= 60.0),
+        yes(spaced.1 <= 1000.0 && burst.1 <= 1000.0),
+        spaced.1,
+        burst.1,
+        yes(results.iter().all(Paired::no_slowdown_shows)),
+    );
+    // Where a goal is missed, by how much and why.
+    if exit > 100.0 {
+        s += &format!(
+            "- `exit` misses by {:.0} ns. It is one load of a counter (victims awaiting their exit) \
+             while none does; the floor of any `tp_btf` program here (dispatch, and the statistics' own \
+             two clock reads on a VM) is the signal hook's {signal:.0} ns, a comparison of its argument. \
+             The rest is that counter's cache line, cold after the fork and exit between two runs.\n",
+            exit - 100.0
+        );
+    }
+    if signal > 60.0 {
+        s += &format!(
+            "- The signal hook misses by {:.0} ns: it compares the signal number and leaves; what \
+             remains is the `tp_btf` dispatch and the statistics' clock reads.\n",
+            signal - 60.0
+        );
+    }
+    if spaced.1 > 1000.0 || burst.1 > 1000.0 {
+        s += &format!(
+            "- `cgroup_mkdir` misses after a pause, by {:.0} ns: a mkdir that comes 5 ms after the last \
+             finds the hook's memory cold (the ring's positions and pages, the offsets: about ten cache \
+             lines); back to back, the same hook costs {:.0} ns. It no longer wakes the daemon: that \
+             wake-up (an irq_work and an IPI, inside the mkdir) cost more than the rest of the hook.\n",
+            spaced.1.max(burst.1) - 1000.0,
+            burst.1
+        );
+    }
+    s
+}
+
+fn yes(ok: bool) -> &'static str {
+    if ok {
+        "yes"
+    } else {
+        "**no**"
+    }
 }
 
 /// The daemon's CPU and RSS with metrics on and scraped every 15 s (the quick version: a

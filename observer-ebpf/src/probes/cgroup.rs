@@ -1,12 +1,19 @@
 //! `cgroup/cgroup_mkdir` and `cgroup/cgroup_attach_task` (classic tracepoints): a new
 //! cgroup's path, learnt before it can vanish, and processes moved into memory cgroups. Both
 //! go to their own ring, [`CGROUP_EVENTS`], so that a flood of them cannot displace a kill.
+//!
+//! Neither wakes the daemon, unless the ring is half full: waking a sleeping reader runs an
+//! irq_work and an IPI inside the mkdir that made the record, about 16 µs of a mkdir from a
+//! fresh process on a VM, against 3 µs without. The daemon reads this ring on a tick of its
+//! own and before every kill or exit record, so a record is never later than that tick and
+//! never later than the kill that needs it.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use observer_common::{CgroupAttachRecord, CgroupMkdirRecord, RecordKind, CGROUP_PATH_LEN};
 
 use crate::{
     maps::CGROUP_EVENTS,
+    record::cgroup_wakeup,
     record::count_lost,
     tracepoint::{AttachTp, MkdirTp},
 };
@@ -40,7 +47,7 @@ pub fn cgroup_mkdir_tp(ctx: TracePointContext) -> u32 {
             };
         }
     }
-    slot.submit(0);
+    slot.submit(cgroup_wakeup());
     0
 }
 
@@ -69,7 +76,7 @@ pub fn cgroup_attach_tp(ctx: TracePointContext) -> u32 {
     match CGROUP_EVENTS.reserve::<CgroupAttachRecord>(0) {
         Some(mut slot) => {
             slot.write(rec);
-            slot.submit(0);
+            slot.submit(cgroup_wakeup());
         }
         None => count_lost(RecordKind::CgroupAttach),
     }

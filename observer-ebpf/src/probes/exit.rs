@@ -11,11 +11,12 @@ use observer_common::{valid, Hook, RecordKind};
 use crate::{
     kernel::{layout, Task},
     maps::VICTIMS,
-    record::{boot_ns, Slot},
+    record::{add_awaiting_exit, boot_ns, victim_awaits_exit, Slot},
     tracepoint::ExitTp,
 };
 
-/// Every process exit on the node passes here: one map lookup decides it is not a victim.
+/// A victim's exit, once [`victim_awaits_exit`] let it through: one map lookup says
+/// whether this is one.
 #[inline(always)]
 fn on_exit(group_dead: Option<bool>) {
     let id = bpf_get_current_pid_tgid();
@@ -37,9 +38,14 @@ fn on_exit(group_dead: Option<bool>) {
     let code = Task::current().exit_code();
     // SAFETY: `v` is the map's pointer to this process's element, which the kernel keeps
     // alive (RCU) until the program returns; its fields are plain integers.
-    unsafe {
+    let first = unsafe {
+        let first = (*v).exit_ktime_ns == 0;
         (*v).exit_ktime_ns = now;
         (*v).exit_code = code.unwrap_or(0);
+        first
+    };
+    if first {
+        add_awaiting_exit(u64::MAX);
     }
     let Some(mut slot) = Slot::reserve(RecordKind::VictimExit, Hook::SchedProcessExit) else {
         return;
@@ -73,6 +79,11 @@ fn on_exit(group_dead: Option<bool>) {
 
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn exit_btf(ctx: BtfTracePointContext) -> i32 {
+    // Every process exit on the node passes here: while no victim awaits its exit, this
+    // one load is all it costs.
+    if !victim_awaits_exit() {
+        return 0;
+    }
     // Linux 6.16+ passes `bool group_dead` after the task.
     let group_dead = if layout!(tp_btf_exit_has_group_dead) != 0 {
         let g: u64 = ctx.arg(1);
@@ -86,6 +97,9 @@ pub fn exit_btf(ctx: BtfTracePointContext) -> i32 {
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn exit_tp(ctx: TracePointContext) -> u32 {
+    if !victim_awaits_exit() {
+        return 0;
+    }
     let group_dead = ExitTp(&ctx).group_dead().map(|b| b != 0);
     on_exit(group_dead);
     0

@@ -7,6 +7,7 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
     sync::mpsc::{Receiver, UnboundedReceiver},
+    time::MissedTickBehavior,
 };
 use tracing::info;
 
@@ -31,6 +32,11 @@ use crate::{
 
 /// How often the lost-record counter is read when no events arrive.
 const LOST_CHECK: Duration = Duration::from_secs(5);
+
+/// How often the cgroup ring is read: its records wake the daemon only once it is half full
+/// (a wake-up costs each mkdir more than the rest of its hook), and every kill or exit
+/// record reads it first anyway. Bounds how late a new cgroup's audit or stall watch starts.
+const CGROUP_READ: Duration = Duration::from_millis(100);
 
 /// With `--pin-dir`, how long the first read of the rings waits for containerd's index.
 const STARTUP_LISTING: Duration = Duration::from_secs(2);
@@ -67,6 +73,8 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
     let mut int = signal(SignalKind::interrupt()).map_err(ObserverError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(ObserverError::Signals)?;
     let mut tick = tokio::time::interval(LOST_CHECK);
+    let mut cgroup_tick = tokio::time::interval(CGROUP_READ);
+    cgroup_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut queries = match &opts.query_socket {
         Some(path) => {
             let rx = query_socket::serve(path).await?;
@@ -92,6 +100,9 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
                 guard.map_err(ObserverError::RingBuffer)?.clear_ready();
                 drain_all(&mut proc, maps, &mut queries).await?;
                 report_lost(&mut proc, maps, lost_file.as_ref())?;
+            }
+            _ = cgroup_tick.tick() => {
+                drain_all(&mut proc, maps, &mut queries).await?;
             }
             Some(rec) = super::stalls::next(&mut stalls) => {
                 // What the kernel recorded before it first (a new cgroup's path), then the

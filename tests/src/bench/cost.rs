@@ -1,37 +1,23 @@
-//! The daemon's cost: fork/exit with and without it, its CPU time and resident size, the
+//! The daemon's cost: its CPU time and resident size, the
 //! kernel's BPF statistics of our programs, and its footprint with metrics scraped.
 
 use std::{
-    fs,
-    process::Command,
-    thread,
+    fs, thread,
     time::{Duration, Instant},
 };
 
-use crate::{containerd::Containerd, forker_bin, procfs::ProcStatus, prometheus::Prometheus};
+use crate::{containerd::Containerd, procfs::ProcStatus, prometheus::Prometheus};
 
 /// Our kernel programs, as the BPF statistics name them.
-pub const PROGRAMS: [&str; 5] = [
+pub const PROGRAMS: [&str; 7] = [
     "mark_victim_btf",
     "mark_victim_tp",
     "cgroup_mkdir_tp",
+    "cgroup_attach_tp",
     "exit_btf",
     "exit_tp",
+    "kill_signal_btf",
 ];
-
-/// Nanoseconds per fork+exit+wait over `n` of them (`oomx-forker`).
-pub fn run_forker(n: u64) -> f64 {
-    let out = Command::new(forker_bin())
-        .arg(n.to_string())
-        .output()
-        .expect("oomx-forker");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse::<f64>()
-        .unwrap()
-        / n as f64
-}
 
 /// User plus system time of `pid`, in clock ticks.
 pub fn proc_cpu_ticks(pid: u32) -> u64 {

@@ -4,6 +4,7 @@
 
 pub mod cost;
 pub mod kills;
+pub mod paired;
 pub mod render;
 pub mod storm;
 
@@ -14,8 +15,11 @@ pub struct Sizes {
     pub loaded_kills: usize,
     pub storm_cgroups: usize,
     pub storm_per_cgroup: usize,
-    pub exits: u64,
-    pub rounds: usize,
+    /// Operations per cost run, in units of the workloads' base counts, and A/B/B/A blocks.
+    pub cost_scale: u64,
+    pub cost_blocks: usize,
+    /// mkdirs in the memory hierarchy whose hook cost is measured.
+    pub mkdirs: usize,
     pub idle_secs: u64,
 }
 
@@ -25,8 +29,9 @@ pub const FULL: Sizes = Sizes {
     loaded_kills: 200,
     storm_cgroups: 100,
     storm_per_cgroup: 10,
-    exits: 100_000,
-    rounds: 5,
+    cost_scale: 10,
+    cost_blocks: 8,
+    mkdirs: 200,
     idle_secs: 60,
 };
 /// Inside `cargo xtask test`: a broken harness fails CI.
@@ -35,7 +40,8 @@ pub const QUICK: Sizes = Sizes {
     loaded_kills: 8,
     storm_cgroups: 10,
     storm_per_cgroup: 3,
-    exits: 5_000,
-    rounds: 1,
+    cost_scale: 1,
+    cost_blocks: 2,
+    mkdirs: 50,
     idle_secs: 3,
 };

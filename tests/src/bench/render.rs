@@ -148,13 +148,8 @@ pub struct BenchRun {
     /// Scratch cgroups the load created and removed.
     pub churned: u64,
     pub st: Storm,
-    /// BPF statistics after the storm and after the last fork/exit round.
+    /// BPF statistics after the storm.
     pub stats_after_storm: Vec<(String, u64, f64)>,
-    pub stats_exit: Vec<(String, u64, f64)>,
-    /// Median ns per fork+exit+wait with and without the observer, and their ratio.
-    pub w: f64,
-    pub wo: f64,
-    pub ratio: f64,
     /// The idle daemon's CPU (%) and resident size (KiB).
     pub idle_cpu_pct: f64,
     pub rss: u64,
@@ -162,17 +157,9 @@ pub struct BenchRun {
 
 /// The page `docs/bench/README.md`.
 pub fn bench_page(run: &mut BenchRun) -> String {
-    let (full, churned, w, wo, ratio, idle_cpu_pct, rss) = (
-        run.full,
-        run.churned,
-        run.w,
-        run.wo,
-        run.ratio,
-        run.idle_cpu_pct,
-        run.rss,
-    );
+    let (full, churned, idle_cpu_pct, rss) = (run.full, run.churned, run.idle_cpu_pct, run.rss);
     let (sz, st) = (&run.sz, &run.st);
-    let (stats_after_storm, stats_exit) = (&run.stats_after_storm, &run.stats_exit);
+    let stats_after_storm = &run.stats_after_storm;
     let (idle, loaded) = (&mut run.idle, &mut run.loaded);
     let commit = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
@@ -216,28 +203,15 @@ pub fn bench_page(run: &mut BenchRun) -> String {
         | {} | {} | {} | {} | {} | {} | {:.2} s | {:.2} s |\n\n",
         st.kills, sz.storm_cgroups, sz.storm_per_cgroup, sz.storm_cgroups, st.kills, st.reported_once, st.missing, st.duplicated,
         st.kill_path_lost, st.cgroup_lost, st.secs_to_last_kill, st.secs_to_drain);
-    r += "## Cost when nothing goes wrong\n\nPer-program run time from the kernel's BPF statistics (BPF_ENABLE_STATS): the storm's daemon first, then the daemon of the last fork/exit round:\n\n\
-        | daemon | program | runs | mean ns per run |\n|---|---|---|---|\n";
-    for (daemon, stats) in [("storm", stats_after_storm), ("fork/exit", stats_exit)] {
-        for (name, n, avg) in stats {
-            r += &format!("| {daemon} | {name} | {n} | {avg:.0} |\n");
-        }
+    r += "## Cost when nothing goes wrong\n\nPer-program run time from the kernel's BPF statistics (BPF_ENABLE_STATS) of the storm's daemon:\n\n\
+        | program | runs | mean ns per run |\n|---|---|---|\n";
+    for (name, n, avg) in stats_after_storm {
+        r += &format!("| {name} | {n} | {avg:.0} |\n");
     }
-    let exit_ns = stats_exit
-        .iter()
-        .find(|(n, _, _)| n.starts_with("exit_"))
-        .map(|(_, _, ns)| *ns)
-        .unwrap_or(f64::NAN);
-    r += &format!(
-        "\nDirect cost of the exit hook on a non-victim: {exit_ns:.0} ns per process exit (BPF statistics), \
-         {:.2}% of one fork+exit+wait here. The fork/exit ratio below measures the same thing end to end, \
-         but on a shared 2-core machine its noise is larger than the effect.\n",
-        exit_ns / wo * 100.0
-    );
-    r += &format!("\nFork/exit microbenchmark: {} fork+exit+wait per round, {} rounds alternating; median per process: without observer {:.2} µs, \
-        with observer {:.2} µs; ratio **{ratio:.4}** ({:+.2}%).\n\n\
+    r += &format!("\nThe cost of each exit, context switch, signal and cgroup mkdir, in paired rounds and per program: \
+        [below](#the-cost-of-being-always-on).\n\n\
         Daemon: idle CPU over {} s **{idle_cpu_pct:.3}%**, RSS **{:.1} MiB**.\n\n",
-        sz.exits, sz.rounds, wo / 1e3, w / 1e3, (ratio - 1.0) * 100.0, sz.idle_secs, rss as f64 / 1024.0);
+        sz.idle_secs, rss as f64 / 1024.0);
     let ours_p99 = pct(&idle.ours, 99.0);
     let goals = [
         (
@@ -258,11 +232,6 @@ pub fn bench_page(run: &mut BenchRun) -> String {
                 "{}/{} once, kill-path records lost: {}",
                 st.reported_once, st.kills, st.kill_path_lost
             ),
-        ),
-        (
-            "exit-path slowdown ≤ 1%",
-            ratio <= 1.01,
-            format!("{:+.2}%", (ratio - 1.0) * 100.0),
         ),
         (
             "idle CPU ≈ 0",
