@@ -178,14 +178,15 @@ fn attach_victim_tp(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> O
     Ok("tracepoint")
 }
 
-/// Whether `signal_generate` is attached: wherever the kernel has BTF. On the
-/// `oom_kill_process` strategies it tells a kill from a victim marked without a SIGKILL (see
-/// `probes::signal`); on a kernel whose `tp_btf/mark_victim` passes only a pid (before
-/// Linux 6.8) it supplies the victim's task. Elsewhere it only filters (every signal passes
-/// it, and its cost is the bench's to measure on every kernel): it is where the sender of a
-/// container's fatal signal will come from.
-pub(super) fn needs_kill_signal(_s: Strategy, p: &LoadParams<'_>) -> bool {
-    p.btf.is_some()
+/// Whether `signal_generate` is attached: with BTF, on every strategy but the classic
+/// tracepoint's (which reports what the tracepoint alone sees, as on a kernel without BTF).
+/// On the `oom_kill_process` strategies it tells a kill from a victim marked without a
+/// SIGKILL (see `probes::signal`); on a kernel whose `tp_btf/mark_victim` passes only a pid
+/// (before Linux 6.8) it supplies the victim's task. On later kernels it only filters: every
+/// signal passes it, so its cost is measured on every kernel (the bench's signal loop), and
+/// it is where the sender of a container's fatal signal is to come from.
+pub(super) fn needs_kill_signal(s: Strategy, p: &LoadParams<'_>) -> bool {
+    p.btf.is_some() && s != Strategy::Tracepoint
 }
 
 /// Tells the kernel programs that `signal_generate` runs (see [`map::KILL_SIGNAL_ON`]).
