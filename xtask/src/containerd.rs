@@ -103,7 +103,14 @@ pub fn unpacked(cache: &Path, release: &Release, arch: &str) -> Result<Option<Pa
         // Running as root into a directory _apt cannot write: do not drop privileges.
         .args(["-qq", "-o", "APT::Sandbox::User=root", "download"])
         .arg(format!("containerd:{arch}={debian}")))
-    .with_context(|| format!("downloading containerd {debian} ({arch})"))?;
+    .with_context(|| {
+        // sid moves on: the archive serves only the versions its suites list today.
+        format!(
+            "downloading containerd {debian} ({arch}) from {}: if the suite no longer \
+             lists it, pin the release it carries now in RELEASES (xtask/src/containerd.rs)",
+            release.suite
+        )
+    })?;
     let deb = fs::read_dir(&debs)?
         .flatten()
         .map(|e| e.path())
