@@ -67,7 +67,9 @@ fn cri_config(dir: &Path) -> String {
     let snapshotter = snapshotter();
     if crate::containerd::Version::selected().config_v3() {
         // containerd 2.x: the CRI's runtime and image halves are plugins of their own; the
-        // gRPC service keeps only the streaming server.
+        // gRPC service keeps only the streaming server. `ctr images import` goes through the
+        // transfer service, which unpacks into overlayfs unless told otherwise: without
+        // overlayfs (the guests) it would have no platform to unpack for.
         return format!(
             r#"[plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
@@ -92,7 +94,12 @@ fn cri_config(dir: &Path) -> String {
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
-"#
+[plugins."io.containerd.transfer.v1.local"]
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "linux/{arch}"
+    snapshotter = "{snapshotter}"
+"#,
+            arch = row::arch().replace("x86_64", "amd64"),
         );
     }
     format!(
