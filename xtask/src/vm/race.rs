@@ -223,6 +223,9 @@ fn write_race_page(
     if let Some(a) = &run.append {
         flags.push_str(&format!(" --append '{a}'"));
     }
+    if let Some(r) = run.containerd {
+        flags.push_str(&format!(" --containerd {}", r.name));
+    }
     let console = match run.console {
         ConsoleLevel::Emergencies => {
             "Guest console: `loglevel=1` (only emergencies are printed)".to_string()
