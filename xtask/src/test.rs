@@ -181,8 +181,9 @@ pub fn test(extra: &[OsString]) -> Result<()> {
 /// (everything above runs Debian 12's 1.6.20): against 2.1.9 the kubelet-shaped CRI tests
 /// (OOMKilled read back through the CRI with and without oom-observer, idle and loaded; the
 /// kill lines' attribution; the audit through the CRI), the race with its query socket, and
-/// the spool across a containerd restart; against 1.7.24 the CRI's quick test. About 45 s
-/// together. The full rows are `cargo xtask kubelet --containerd <release>`.
+/// the spool across a containerd restart; against 1.7.24 the CRI's quick test. 51 s
+/// together, measured on a loaded 2-core machine. The full rows are `cargo xtask kubelet
+/// --containerd <release>`.
 const CI_CONTAINERD_ROWS: &[(&str, &str, Option<&str>)] = &[
     ("2.1.9", "kubelet", None),
     ("2.1.9", "race", None),
