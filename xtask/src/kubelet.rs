@@ -318,7 +318,7 @@ exit runs on CPU 1. A pidfd on the init says the instant its exit is visible; fr
 ContainerStatus is read without pause until the CRI reports the container EXITED, as the
 kubelet's next relist would see it ("OOMKilled at exit"), and again 1 s later. `Error` is the
 race lost (exit code 137 with reason `Error`); `other` is anything else (no EXITED status
-within 10 s, or a reason other than the two). Every container ended with exit code 137.
+within 30 s, or a reason other than the two). Every container ended with exit code 137.
 
 - **idle**: nothing else runs (but see below: this machine is shared).
 - **loaded**: the bench's loaded node (2 busy loops per core at ordinary priority, a thread

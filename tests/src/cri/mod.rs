@@ -682,8 +682,10 @@ impl CriNode {
             let r = not_exited("init still running after 30 s");
             return (r.clone(), r);
         }
-        // As the kubelet's relist would, as early as it could: the first EXITED status.
-        let deadline = since + Duration::from_secs(10);
+        // As the kubelet's relist would, as early as it could: the first EXITED status. A
+        // kubelet keeps reading; the bound only ends a read that never comes. containerd
+        // 1.7's CRI, loaded under emulation, still said RUNNING 10 s after TaskExit.
+        let deadline = since + Duration::from_secs(30);
         let at_exit = loop {
             match self.read(&pod.container_id, since) {
                 Ok(r) if r.state == "CONTAINER_EXITED" => break r,
