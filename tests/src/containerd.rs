@@ -21,6 +21,8 @@ use containerd_client::{
 use observer::enrich::containerd::{proto_string_field, MARKER_FIELD, MARKER_PREFIX};
 use prost::Message;
 
+pub use crate::containerd_version::Version;
+
 static N: AtomicUsize = AtomicUsize::new(0);
 
 /// Everything a test needs installed; fails loudly when something is missing. The cgroup
@@ -28,13 +30,15 @@ static N: AtomicUsize = AtomicUsize::new(0);
 /// OOMX_NO_RUNSC.
 pub fn require_tools() {
     let runsc = std::env::var_os("OOMX_NO_RUNSC").is_none();
+    let version = Version::selected();
     let tools = ["containerd", "ctr", "runc", "busybox"]
         .into_iter()
         .chain(runsc.then_some("runsc"));
     for tool in tools {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-            .unwrap_or(false)
+        let found = (version.bin(tool).is_absolute() && version.bin(tool).is_file())
+            || std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+                .unwrap_or(false)
             || Path::new("/bin").join(tool).exists();
         assert!(found, "THIS TEST NEEDS {tool} (Debian packages containerd, runc, runsc, busybox-static; `cargo xtask test` installs them)");
     }
@@ -58,6 +62,8 @@ pub struct Containerd {
     /// output goes to a file (the shim would otherwise wait forever on the application's
     /// stdout, which `runsc start` hands over).
     pub runsc_pod_wrapper: PathBuf,
+    /// The release it runs (OOMX_CONTAINERD).
+    pub version: &'static Version,
     /// `cgroup.procs` files the daemon is put into when it starts (one per hierarchy).
     join: Vec<PathBuf>,
     child: Option<Child>,
@@ -86,18 +92,11 @@ impl Containerd {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("containerd.sock");
-        let plugins = match cri {
-            Some(sections) => sections(&dir),
-            None => "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n".to_string(),
-        };
+        let version = Version::selected();
+        let plugins = cri.map(|sections| sections(&dir));
         fs::write(
             dir.join("config.toml"),
-            format!(
-                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n{plugins}\
-                 [grpc]\n  address = \"{s}\"\n[ttrpc]\n  address = \"{s}.ttrpc\"\n",
-                d = dir.display(),
-                s = socket.display()
-            ),
+            version.config(&dir, &socket, plugins.as_deref()),
         )
         .unwrap();
         let rootfs = dir.join("rootfs");
@@ -138,6 +137,7 @@ impl Containerd {
             runsc_wrapper,
             runsc_pod_wrapper,
             cgroup_parent: format!("/oomx-cd-{pid}-{n}"),
+            version,
             join,
             child: None,
         };
@@ -147,7 +147,11 @@ impl Containerd {
 
     fn spawn(&mut self) {
         let log = fs::File::create(self.dir.join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
+        let mut cmd = Command::new(self.version.bin("containerd"));
+        if let Some(path) = self.version.path_env() {
+            cmd.env("PATH", path);
+        }
+        let child = cmd
             .arg("--config")
             .arg(self.dir.join("config.toml"))
             .stdout(Stdio::null())
@@ -328,7 +332,7 @@ impl Containerd {
 
     /// Runs `ctr` against this daemon in the test namespace.
     pub fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
+        Command::new(self.version.bin("ctr"))
             .arg("--address")
             .arg(&self.socket)
             .arg("-n")
@@ -368,7 +372,7 @@ impl Containerd {
         // Waits for /go in the rootfs, so a test can hold the kill back.
         let script = "while [ ! -e /go ]; do sleep 0.05; done; x=a; while :; do x=$x$x; done";
         args.extend_from_slice(&["--rootfs", rootfs, id, "/bin/sh", "-c", script]);
-        Command::new("ctr")
+        Command::new(self.version.bin("ctr"))
             .arg("--address")
             .arg(&self.socket)
             .arg("-n")

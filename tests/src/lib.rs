@@ -29,6 +29,7 @@ use serde_json::Value;
 pub mod audit_v2;
 pub mod bench;
 pub mod containerd;
+pub mod containerd_version;
 pub mod cri;
 pub mod deploy;
 pub mod fake_apiserver;

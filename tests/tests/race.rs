@@ -50,10 +50,11 @@ fn our_task_oom_precedes_task_exit_in_every_kill() {
     t.read_ms = ReadDelays::from_log(&obs.stderr_text());
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let table = format!(
-        "Race: {n} OOM kills of runc containers (private containerd 1.6, {PARALLEL} at a time), \
+        "Race: {n} OOM kills of runc containers (private containerd {}, {PARALLEL} at a time), \
          Linux {}, cgroup v1 memory.\n\
          Latencies are from the kernel's kill (oom-observer's `time`) to containerd's envelope \
          timestamp of each event, in ms.\n\n{TABLE_HEAD}\n{}\n\n{}\n\n{}\n",
+        cd.version.name,
         kernel.trim(),
         t.rows(),
         t.exit_and_waiter(),

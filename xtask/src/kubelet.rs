@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::{
-    command::{output, root},
+    command::{cache_dir, output, root},
     test::release_test,
 };
 
@@ -19,27 +19,46 @@ use crate::{
 /// writes `docs/`; a partial one writes under `target/kubelet/`. With `rerender`, nothing
 /// runs: the page is written again from the host and guest rows the last run left in
 /// `target/kubelet/` (after a change to the page's text).
-pub fn kubelet(kills: usize, vm_kills: usize, only: Option<&str>, rerender: bool) -> Result<()> {
+///
+/// `containerd` names the release (crate::containerd::RELEASES); a run against another
+/// than the default is partial too (docs/kubelet.md is the default's page; the others'
+/// rows are in docs/compat.md).
+pub fn kubelet(
+    kills: usize,
+    vm_kills: usize,
+    only: Option<&str>,
+    rerender: bool,
+    containerd: &str,
+) -> Result<()> {
     let root = root();
-    let work = root.join("target/kubelet");
+    let release = crate::containerd::release(containerd)?;
+    let default = release.name == crate::containerd::default_name();
+    let work = if default {
+        root.join("target/kubelet")
+    } else {
+        root.join("target/kubelet").join(release.name)
+    };
     fs::create_dir_all(&work)?;
     let t0 = std::time::Instant::now();
     let mut failed = Vec::new();
     let host = kills > 0 || rerender;
-    let full = host && vm_kills > 0 && only.is_none() && !rerender;
+    let full = host && vm_kills > 0 && only.is_none() && !rerender && default;
     if host && !rerender {
         let _ = fs::remove_file(work.join("kubelet.json"));
         let _ = fs::remove_file(work.join("kubelet.host.md"));
         let n = kills.to_string();
+        let mut env: Vec<(&str, std::ffi::OsString)> = vec![
+            ("OOMX_KUBELET_KILLS", n.into()),
+            ("OOMX_KUBELET_DIR", work.clone().into()),
+        ];
+        for (k, v) in crate::containerd::test_env(&cache_dir(), release)? {
+            env.push((k, v.into()));
+        }
+        let env: Vec<(&str, &std::ffi::OsStr)> =
+            env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
         // The test writes its rows before it checks them: a broken promise (a container
         // read as Error with oom-observer running) is a result to publish, then a failure.
-        if let Err(e) = release_test(
-            "kubelet",
-            &[
-                ("OOMX_KUBELET_KILLS", n.as_ref()),
-                ("OOMX_KUBELET_DIR", work.as_os_str()),
-            ],
-        ) {
+        if let Err(e) = release_test("kubelet", &env) {
             if !work.join("kubelet.json").exists() {
                 return Err(e);
             }
@@ -70,7 +89,7 @@ pub fn kubelet(kills: usize, vm_kills: usize, only: Option<&str>, rerender: bool
         }
     } else if vm_kills > 0 {
         let mut guest_rows = Vec::new();
-        for (name, r) in crate::vm::kubelet_vm(vm_kills, only, true)? {
+        for (name, r) in crate::vm::kubelet_vm(vm_kills, only, true, release)? {
             match r {
                 Ok(v) => {
                     let problems = verdict_problems(&v);
@@ -112,6 +131,9 @@ pub fn kubelet(kills: usize, vm_kills: usize, only: Option<&str>, rerender: bool
         .and_then(|r| r["kills"].as_u64())
         .map_or(kills, |k| k as usize);
     let mut flags = format!("--kills {kills} --vm-kills {vm_kills}");
+    if !default {
+        flags += &format!(" --containerd {}", release.name);
+    }
     if let Some(o) = only {
         flags += &format!(" --only {o}");
     }
@@ -174,7 +196,8 @@ pub fn quick_vm(pods: usize) -> Result<()> {
     fs::create_dir_all(&work)?;
     let mut failed = Vec::new();
     let mut all = Vec::new();
-    for (name, r) in crate::vm::kubelet_vm(pods, None, false)? {
+    let release = crate::containerd::release(crate::containerd::default_name())?;
+    for (name, r) in crate::vm::kubelet_vm(pods, None, false, release)? {
         match r {
             Ok(v) => {
                 if let Some(t) = v["table"].as_str() {
@@ -295,7 +318,7 @@ exit runs on CPU 1. A pidfd on the init says the instant its exit is visible; fr
 ContainerStatus is read without pause until the CRI reports the container EXITED, as the
 kubelet's next relist would see it ("OOMKilled at exit"), and again 1 s later. `Error` is the
 race lost (exit code 137 with reason `Error`); `other` is anything else (no EXITED status
-within 10 s, or a reason other than the two). Every container ended with exit code 137.
+within 30 s, or a reason other than the two). Every container ended with exit code 137.
 
 - **idle**: nothing else runs (but see below: this machine is shared).
 - **loaded**: the bench's loaded node (2 busy loops per core at ordinary priority, a thread

@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 mod build;
 mod clippy_ebpf;
 mod command;
+mod containerd;
 mod image;
 mod kubelet;
 mod packages;
@@ -78,6 +79,10 @@ enum Cmd {
         /// whose page goes under target/vm/.
         #[arg(long)]
         append: Option<String>,
+        /// With --vm: the containerd release in the guests (1.7.24, 2.1.9; Debian 12's
+        /// 1.6.20 when not given); a run whose page goes under target/vm/.
+        #[arg(long)]
+        containerd: Option<String>,
     },
     /// The unenforced-limit audit scenarios (runc) in the cgroup v2 VM guests; writes
     /// docs/audit-vm.md.
@@ -110,7 +115,14 @@ enum Cmd {
         /// run (target/kubelet/).
         #[arg(long)]
         rerender: bool,
+        /// The containerd release (1.6.20, Debian 12's, the default; 1.7.24; 2.1.9): any
+        /// other than the default is a partial run, written under target/kubelet/<release>/.
+        #[arg(long, default_value = "1.6.20")]
+        containerd: String,
     },
+    /// Download and unpack every pinned containerd release (Debian's trixie and sid) for
+    /// amd64 and arm64 into the cache; the test commands do it themselves when they need one.
+    FetchContainerd,
     /// Build everything and run every test: unit tests, the host integration tests against
     /// real OOM kills on this machine's kernel, then the VM matrix (`vm-test`).
     Test {
@@ -157,6 +169,7 @@ fn main() -> Result<()> {
             console,
             only,
             append,
+            containerd: release,
         } => test::race_vm(
             kills,
             report,
@@ -165,6 +178,11 @@ fn main() -> Result<()> {
                 console,
                 only,
                 append,
+                containerd: release
+                    .as_deref()
+                    .map(containerd::release)
+                    .transpose()?
+                    .filter(|r| r.name != containerd::default_name()),
             },
         ),
         Cmd::Race { kills, .. } => test::race(kills),
@@ -174,7 +192,9 @@ fn main() -> Result<()> {
             vm_kills,
             only,
             rerender,
-        } => kubelet::kubelet(kills, vm_kills, only.as_deref(), rerender),
+            containerd,
+        } => kubelet::kubelet(kills, vm_kills, only.as_deref(), rerender, &containerd),
+        Cmd::FetchContainerd => containerd::fetch_all(&command::cache_dir()),
         Cmd::AuditVm { report } => test::audit_vm(report),
     }
 }

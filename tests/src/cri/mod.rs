@@ -58,13 +58,50 @@ static N: AtomicUsize = AtomicUsize::new(0);
 /// The CRI plugin's settings an offline, kubelet-less pod needs on these machines (see the
 /// shared platform notes): no `oom_score_adj` below the caller's own, the local pause
 /// image, runc's state and containerd's opt directory inside the work dir, CNI config that
-/// does not exist (host-network pods need none).
+/// does not exist (host-network pods need none); in the format of the release under test.
 fn cri_config(dir: &Path) -> String {
     let d = dir.display();
     // In the VM guests the root filesystem is the initramfs, which pivot_root(2) cannot
     // leave (the guest sets OOMX_NO_PIVOT).
     let no_pivot = std::env::var_os("OOMX_NO_PIVOT").is_some();
     let snapshotter = snapshotter();
+    if crate::containerd::Version::selected().config_v3() {
+        // containerd 2.x: the CRI's runtime and image halves are plugins of their own; the
+        // gRPC service keeps only the streaming server. `ctr images import` goes through the
+        // transfer service, which unpacks into overlayfs unless told otherwise: without
+        // overlayfs (the guests) it would have no platform to unpack for.
+        return format!(
+            r#"[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "{snapshotter}"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{PAUSE_IMAGE}"
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{d}/cni/bin"]
+    conf_dir = "{d}/cni/conf"
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        Root = "{d}/runc"
+        SystemdCgroup = false
+        NoPivotRoot = {no_pivot}
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[plugins."io.containerd.transfer.v1.local"]
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "linux/{arch}"
+    snapshotter = "{snapshotter}"
+"#,
+            arch = row::arch().replace("x86_64", "amd64"),
+        );
+    }
     format!(
         r#"[plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
@@ -645,8 +682,10 @@ impl CriNode {
             let r = not_exited("init still running after 30 s");
             return (r.clone(), r);
         }
-        // As the kubelet's relist would, as early as it could: the first EXITED status.
-        let deadline = since + Duration::from_secs(10);
+        // As the kubelet's relist would, as early as it could: the first EXITED status. A
+        // kubelet keeps reading; the bound only ends a read that never comes. containerd
+        // 1.7's CRI, loaded under emulation, still said RUNNING 10 s after TaskExit.
+        let deadline = since + Duration::from_secs(30);
         let at_exit = loop {
             match self.read(&pod.container_id, since) {
                 Ok(r) if r.state == "CONTAINER_EXITED" => break r,

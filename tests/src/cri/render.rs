@@ -9,13 +9,14 @@ pub fn markdown_rows(rows: &[Row], spec: &RowSpec, where_: &str) -> String {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cgroup = if crate::pod::unified() { "v2" } else { "v1" };
     let mut s = format!(
-        "{where_}: Linux {}, cgroup {cgroup}, {}, containerd 1.6.20 (CRI plugin) + runc, {} pods \
-         per row, {} at a time.\n\n\
+        "{where_}: Linux {}, cgroup {cgroup}, {}, containerd {} (CRI plugin, cgroupfs driver) + \
+         runc, {} pods per row, {} at a time.\n\n\
          | load | observer | kills | OOMKilled at exit | OOMKilled 1 s later | Error | other | \
          exit → first EXITED read, p50 / p99 / max ms | row time, s |\n\
          |---|---|---|---|---|---|---|---|---|\n",
         kernel.trim(),
         arch(),
+        crate::containerd::Version::selected().name,
         spec.kills,
         spec.parallel,
     );
@@ -64,6 +65,9 @@ impl Row {
         let t = &self.tally;
         serde_json::json!({
             "runtime": "runc",
+            "containerd": crate::containerd::Version::selected().name,
+            // The CRI's runc runs with SystemdCgroup = false (tests::cri).
+            "cgroup_driver": "cgroupfs",
             "cgroup": if crate::pod::unified() { "v2" } else { "v1" },
             "arch": arch(),
             "where": where_,

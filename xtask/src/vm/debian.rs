@@ -66,7 +66,8 @@ impl Apt {
         Ok(apt)
     }
 
-    fn cmd(&self, tool: &str) -> Command {
+    /// `tool` (apt-get, apt-cache) with this configuration.
+    pub fn cmd(&self, tool: &str) -> Command {
         let mut c = Command::new(tool);
         for o in &self.opts {
             c.arg("-o").arg(o);

@@ -5,7 +5,7 @@
 //! that every guest ran the very eBPF object built here, and writes `docs/vm-matrix.md`.
 
 mod cpio;
-mod debian;
+pub mod debian;
 mod qemu;
 mod race;
 mod report;

@@ -42,17 +42,33 @@ pub struct RaceRun {
     pub only: Option<String>,
     /// More kernel command line for the guests (e.g. `preempt=full`).
     pub append: Option<String>,
+    /// The containerd release in the guests; Debian 12's (the default) when `None`.
+    pub containerd: Option<&'static crate::containerd::Release>,
 }
 
 impl RaceRun {
     /// Whether this is the full default run, the only one that may write `docs/`.
     pub fn is_full(&self) -> bool {
-        self.console == ConsoleLevel::Emergencies && self.only.is_none() && self.append.is_none()
+        self.console == ConsoleLevel::Emergencies
+            && self.only.is_none()
+            && self.append.is_none()
+            && self.containerd.is_none()
+    }
+
+    /// The guests' command line for the containerd release (`oomx.containerd=2.1.9`; the
+    /// guest runs the tests with OOMX_CONTAINERD set to it), empty for the default.
+    fn containerd_append(&self) -> String {
+        self.containerd
+            .map(|r| format!(" oomx.containerd={}", r.name))
+            .unwrap_or_default()
     }
 
     /// Where a run that is not the full one writes its page: under `target/`.
     pub fn partial_report(&self) -> PathBuf {
         let mut name = format!("race-vm-{}{}", self.console.name(), self.append_suffix());
+        if let Some(r) = self.containerd {
+            name.push_str(&format!("-containerd-{}", r.name));
+        }
         if let Some(g) = &self.only {
             name.push('-');
             name.push_str(g);
@@ -77,7 +93,11 @@ impl RaceRun {
             ConsoleLevel::Emergencies => String::new(),
             c => format!("-{}", c.name()),
         };
-        format!("{console}{}", self.append_suffix())
+        let containerd = self
+            .containerd
+            .map(|r| format!("-containerd-{}", r.name))
+            .unwrap_or_default();
+        format!("{console}{}{containerd}", self.append_suffix())
     }
 
     /// The extra command line as a file-name part (`-preempt=full`).
@@ -202,6 +222,9 @@ fn write_race_page(
     }
     if let Some(a) = &run.append {
         flags.push_str(&format!(" --append '{a}'"));
+    }
+    if let Some(r) = run.containerd {
+        flags.push_str(&format!(" --containerd {}", r.name));
     }
     let console = match run.console {
         ConsoleLevel::Emergencies => {
@@ -367,9 +390,20 @@ fn latency(name: &str, v: &Value) -> (String, Value) {
             100.0 * b as f64 / kills_n.max(1) as f64
         ));
     }
+    // The server's version as `ctr version` gives it (`1.6.20~ds1`, `2.1.9+unknown`): the
+    // release's name, as crate::containerd pins it.
+    let containerd = v["containerd"].as_str().map(|s| {
+        s.trim_start_matches('v')
+            .split(['~', '+', '-'])
+            .next()
+            .unwrap_or(s)
+    });
     let json = serde_json::json!({
         "guest": name,
         "kernel": v["kernel"],
+        "containerd": containerd,
+        // The guests' containerd runs runc without its systemd driver.
+        "cgroup_driver": "cgroupfs",
         "kills": v["kills"],
         "ours": o, "theirs": t, "exit": x,
         "decided": (!decided.is_empty()).then_some(d),
@@ -407,8 +441,14 @@ fn prepare(
             g.series,
         )?;
         let bins = build_guest_binaries(g.arch, &obj)?;
-        let stack = userland::containerd_stack(cache, g.arch.deb())?;
-        let img = work.join(format!("initramfs-containerd-{}.cpio", g.arch.name()));
+        let stack = userland::containerd_stack(cache, g.arch.deb(), run.containerd)?;
+        let img = work.join(format!(
+            "initramfs-containerd-{}{}.cpio",
+            g.arch.name(),
+            run.containerd
+                .map(|r| format!("-{}", r.name))
+                .unwrap_or_default()
+        ));
         write_initramfs(&bins, &stack, &img)?;
         boots.push((g, k, img));
     }
@@ -468,13 +508,14 @@ fn boot(
         k.version,
         run.console.name()
     );
+    let append = format!("{append}{}", run.containerd_append());
     let b = qemu::boot(&qemu::BootSpec {
         arch: g.arch,
         vmlinuz: &k.vmlinuz,
         initrd,
         memory_mib: GUEST_MIB,
         cpus: super::GUEST_CPUS,
-        extra_append: Some(append),
+        extra_append: Some(&append),
         console_level: run.console,
         log: &log,
         limit,
@@ -527,6 +568,7 @@ pub fn kubelet_vm(
     kills: usize,
     only: Option<&str>,
     at_exit: bool,
+    containerd: &'static crate::containerd::Release,
 ) -> Result<Vec<(String, Result<Value>)>> {
     let work = root().join("target/vm");
     fs::create_dir_all(&work)?;
@@ -534,6 +576,7 @@ pub fn kubelet_vm(
     fs::create_dir_all(&cache)?;
     let run = RaceRun {
         only: only.map(str::to_string),
+        containerd: (containerd.name != crate::containerd::default_name()).then_some(containerd),
         ..RaceRun::default()
     };
     if run.guests().next().is_none() {

@@ -40,8 +40,14 @@ const BINARIES: &[(&str, &str)] = &[
 pub type Files = BTreeMap<String, PathBuf>;
 
 /// Downloads (unless cached) and unpacks the packages for Debian architecture `arch`
-/// (`amd64`, `arm64`), returning the files for the initramfs.
-pub fn containerd_stack(cache: &Path, arch: &str) -> Result<Files> {
+/// (`amd64`, `arm64`), returning the files for the initramfs. With a later containerd
+/// `release`, its `containerd`, `ctr` and shim replace Debian 12's (they link only libc,
+/// whose Debian 12 build serves them); runc stays Debian 12's.
+pub fn containerd_stack(
+    cache: &Path,
+    arch: &str,
+    release: Option<&crate::containerd::Release>,
+) -> Result<Files> {
     let versions: Vec<String> = PACKAGES
         .iter()
         .map(|p| candidate(&format!("{p}:{arch}")))
@@ -80,6 +86,25 @@ pub fn containerd_stack(cache: &Path, arch: &str) -> Result<Files> {
         }
         files.insert(to.to_string(), p.clone());
         add_libraries(&root, &p, &mut files)?;
+    }
+    // The project cache's root: the vm cache is its `vm/` folder.
+    let project_cache = cache.parent().unwrap_or(cache);
+    if let Some(later) = release
+        .map(|r| crate::containerd::unpacked(project_cache, r, arch))
+        .transpose()?
+        .flatten()
+    {
+        for (from, to) in BINARIES
+            .iter()
+            .filter(|(f, _)| f.contains("containerd") || *f == "usr/bin/ctr")
+        {
+            let p = later.join(from);
+            if !p.is_file() {
+                bail!("{} is not in the unpacked package", p.display());
+            }
+            files.insert(to.to_string(), p.clone());
+            add_libraries(&root, &p, &mut files)?;
+        }
     }
     Ok(files)
 }

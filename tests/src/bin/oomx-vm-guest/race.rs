@@ -45,6 +45,11 @@ fn containerd_env() {
     if let Some(at) = cmdline("taskoom") {
         std::env::set_var("OOMX_TASKOOM_AT", at);
     }
+    // `oomx.containerd=2.1.9`: the initramfs carries that release's binaries in /bin.
+    if let Some(release) = cmdline("containerd") {
+        std::env::set_var("OOMX_CONTAINERD", release);
+        std::env::set_var("OOMX_CONTAINERD_DIR", "/bin");
+    }
 }
 
 /// The library panics on what it cannot do (it is test code): a panic becomes an error
