@@ -10,13 +10,30 @@ use std::{
 
 /// When the clock started, and when the last step ended.
 static CLOCK: Mutex<Option<(Instant, Instant)>> = Mutex::new(None);
+/// From the exec to [`begin`], logged with the first step (and then taken).
+static BEFORE_MAIN: Mutex<Option<Duration>> = Mutex::new(None);
 
-/// Starts the clock (the first call wins; `main` calls it before anything else).
+/// Starts the clock (the first call wins; `main` calls it before anything else), and notes
+/// how long after the exec that is (to the kernel's clock tick, 10 ms on most kernels).
 pub fn begin() {
     let now = Instant::now();
     if let Ok(mut c) = CLOCK.lock() {
-        c.get_or_insert((now, now));
+        if c.is_none() {
+            *c = Some((now, now));
+            if let Ok(mut b) = BEFORE_MAIN.lock() {
+                *b = since_exec();
+            }
+        }
     }
+}
+
+/// Time since this process's exec: `CLOCK_BOOTTIME` now less its `starttime`.
+fn since_exec() -> Option<Duration> {
+    let start = super::procfs::proc_start(std::process::id())?;
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    let now_ns =
+        u64::try_from(now.tv_sec()).ok()? * 1_000_000_000 + u64::try_from(now.tv_nsec()).ok()?;
+    Some(Duration::from_nanos(now_ns.saturating_sub(start.ns)))
 }
 
 /// Ends a step: logs its name, the time since [`begin`] and since the previous step, and the
@@ -25,6 +42,16 @@ pub fn begin() {
 pub fn step(name: &str) {
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
+    }
+    if let Some(before) = BEFORE_MAIN.lock().ok().and_then(|mut b| b.take()) {
+        tracing::debug!(
+            step = "exec → main (to the clock tick)",
+            at_ms = 0.0,
+            took_ms = ms(before),
+            rss_kib = 0,
+            hwm_kib = 0,
+            "start step"
+        );
     }
     let now = Instant::now();
     let (at, took) = match CLOCK.lock() {

@@ -51,20 +51,38 @@ pub fn steps_table(steps: &[Step], exec_to_ready_ms: f64, hwm_ready_kib: u64) ->
     let mut out = String::from(
         "| step | ends at ms | took ms | VmRSS after, MiB | VmHWM after, MiB |\n|---|---|---|---|---|\n",
     );
+    // Memory unknown (the exec → main line): a dash, not 0.
+    let kib = |k: u64| {
+        if k == 0 {
+            "–".to_string()
+        } else {
+            format!("{:.1}", mib(k))
+        }
+    };
     for s in steps {
         out += &format!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            "| {} | {:.1} | {:.1} | {} | {} |\n",
             s.name,
             s.at_ms,
             s.took_ms,
-            mib(s.rss_kib),
-            mib(s.hwm_kib)
+            kib(s.rss_kib),
+            kib(s.hwm_kib)
         );
     }
     if let Some(last) = steps.last() {
+        let before_main: f64 = steps
+            .iter()
+            .filter(|s| s.name.starts_with("exec → main"))
+            .map(|s| s.took_ms)
+            .sum();
+        let what = if before_main > 0.0 {
+            "the bench's spawn, and the `ready` line's way back to it"
+        } else {
+            "exec, before `main`, and the `ready` line's way to the bench"
+        };
         out += &format!(
-            "| exec, before `main`, and the `ready` line's way to the bench | – | {:.1} | – | – |\n",
-            (exec_to_ready_ms - last.at_ms).max(0.0)
+            "| {what} | – | {:.1} | – | – |\n",
+            (exec_to_ready_ms - last.at_ms - before_main).max(0.0)
         );
     }
     out += &format!(
@@ -94,6 +112,7 @@ mod tests {
 
     const LOG: &str = "\
 2026-12-06T10:32:20.522000Z  INFO running at real-time priority (SCHED_FIFO 1)
+2026-12-06T10:32:20.542400Z DEBUG start step step=\"exec → main (to the clock tick)\" at_ms=0.0 took_ms=3.0 rss_kib=0 hwm_kib=0
 2026-12-06T10:32:20.542452Z DEBUG start step step=\"aya's loader made\" at_ms=22.36 took_ms=22.36 rss_kib=4932 hwm_kib=23292
 2026-12-06T10:32:20.544441Z DEBUG start step step=\"kernel BTF mapped\" at_ms=24.07 took_ms=1.71 rss_kib=6500 hwm_kib=23292
 2026-12-06T10:32:20.560156Z DEBUG start step step=\"query socket\" at_ms=73.51 took_ms=0.04 rss_kib=7964 hwm_kib=23292
@@ -103,9 +122,10 @@ mod tests {
     #[test]
     fn reads_each_step_line_and_nothing_else() {
         let steps = parse_steps(LOG);
-        assert_eq!(steps.len(), 3);
+        assert_eq!(steps.len(), 4);
+        assert_eq!(steps[0].name, "exec → main (to the clock tick)");
         assert_eq!(
-            steps[0],
+            steps[1],
             Step {
                 name: "aya's loader made".into(),
                 at_ms: 22.36,
@@ -114,7 +134,7 @@ mod tests {
                 hwm_kib: 23292,
             }
         );
-        assert_eq!(steps[2].name, "query socket");
+        assert_eq!(steps[3].name, "query socket");
     }
 
     #[test]
@@ -124,13 +144,17 @@ mod tests {
             t.contains("| aya's loader made | 22.4 | 22.4 | 4.8 | 22.7 |"),
             "{t}"
         );
-        // 79.1 ms measured from exec, 73.51 ms on the daemon's own clock.
-        assert!(t.contains("| – | 5.6 | – | – |"), "{t}");
+        assert!(
+            t.contains("| exec → main (to the clock tick) | 0.0 | 3.0 | – | – |"),
+            "{t}"
+        );
+        // 79.1 ms measured from the spawn, 73.51 ms on the daemon's clock, 3 ms before it.
+        assert!(t.contains("way back to it | – | 2.6 | – | – |"), "{t}");
         assert!(
             t.contains("**79.1**") && t.contains("**22.7** (VmHWM at `ready`)"),
             "{t}"
         );
-        assert_eq!(t.lines().count(), 2 + 3 + 2);
+        assert_eq!(t.lines().count(), 2 + 4 + 2);
     }
 
     #[test]
