@@ -5,6 +5,7 @@
 
 use crate::{
     error::ObserverError,
+    host::startup,
     pipeline::processor::{paths::CgroupPaths, Processor},
     sinks::metrics,
 };
@@ -35,11 +36,16 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         priority::raise();
     }
     let kernel = kernel::start(&opts, object)?;
+    startup::step("kernel programs");
     // Scanned on a thread of its own while the rest starts.
     let paths = CgroupPaths::start(kernel.setup.cgroups.clone());
+    startup::step("cgroup scan started");
     let mut outputs = outputs::start(&opts, metrics_listener, kernel.strategy).await?;
+    startup::step("outputs");
     let containerd = containerd::start(&opts, &kernel.setup.cgroups).await;
+    startup::step("containerd");
     let audit = audit::start(containerd.as_ref(), &kernel.setup.cgroups);
+    startup::step("limit audit");
 
     let metrics = outputs.metrics.take();
     let sinks = outputs.line_up(containerd.as_ref().map(|c| &c.index));
@@ -52,6 +58,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         proc = proc.with_stall_watch(watch);
         stall_records = Some(rx);
     }
+    startup::step("stall watcher");
     let mut observations = None;
     if let Some(a) = audit {
         proc = proc.with_audit(a.driver);

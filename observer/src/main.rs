@@ -179,6 +179,7 @@ fn fail(e: &ObserverError) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    observer::host::startup::begin();
     let cli = Cli::parse();
     init_logging();
     let needs_object = !matches!(cli.cmd, Command::Audit { .. } | Command::Query { .. });

@@ -265,6 +265,11 @@ impl Observer {
     /// Starts `oom-observer run` without the host's cgroup v1 checks (the cgroup v2 VM
     /// guests use it), waiting up to `ready_timeout`: loading is slow under emulation.
     pub fn spawn(args: &[&str], ready_timeout: Duration) -> Observer {
+        Observer::spawn_env(args, ready_timeout, &[])
+    }
+
+    /// [`Observer::spawn`], with variables added to its environment (`OOM_OBSERVER_LOG`).
+    pub fn spawn_env(args: &[&str], ready_timeout: Duration, env: &[(&str, &str)]) -> Observer {
         // Kernel-only unless a test names a containerd: the machine's own containerd socket
         // (if any) is not the tests' business.
         let kernel_only = !args.contains(&"--containerd-socket");
@@ -290,6 +295,7 @@ impl Observer {
             })
             .arg("--query-socket")
             .arg(&query_socket)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

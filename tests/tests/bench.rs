@@ -27,6 +27,7 @@ use tests::{
         kills::container_kills,
         paired::{mkdir_cost, paired, paired_page, workloads, Paired},
         render::{bench_page, latency_svg, BenchRun},
+        startup::{parse_steps, peak_step, steps_table, STEPS_LOG},
         storm::storm,
         FULL, QUICK,
     },
@@ -286,6 +287,10 @@ const QUICK_NODE: Node = Node {
 /// The issue's bounds.
 const RSS_BOUND_KIB: u64 = 64 << 10;
 const START_BOUND: Duration = Duration::from_secs(1);
+/// Issue 23's goals for the start-up: `ready` within 200 ms, and a peak at `ready` within
+/// 24 MiB (the DaemonSet's memory request and limit follow from it).
+const START_GOAL: Duration = Duration::from_millis(200);
+const START_PEAK_GOAL_KIB: u64 = 24 << 10;
 
 /// Scratch cgroups made under one top directory of a hierarchy; removed on drop, deepest
 /// first (also when the test fails).
@@ -471,9 +476,24 @@ fn memory_bound_on_a_big_node() {
         state.to_str().unwrap(),
     ];
     let t0 = Instant::now();
-    let obs = Observer::spawn(&args, Duration::from_secs(60));
+    let obs = Observer::spawn_env(
+        &args,
+        Duration::from_secs(60),
+        &[("OOM_OBSERVER_LOG", STEPS_LOG)],
+    );
     let startup = t0.elapsed();
     let hwm_ready = status_kib(obs.pid(), "VmHWM");
+    // Its own account of the steps up to `ready` (the cgroup scan's lines come later).
+    let steps = parse_steps(&obs.stderr_text());
+    let steps_md = steps_table(&steps, startup.as_secs_f64() * 1e3, hwm_ready);
+    let peak_note = match peak_step(&steps) {
+        Some((s, rise)) => format!(
+            "The peak at `ready` was set during \"{}\" (VmHWM rose by {:.1} MiB in it).",
+            s.name,
+            rise as f64 / 1024.0
+        ),
+        None => "The daemon logged no steps.".to_string(),
+    };
     // The scan of the hierarchies runs beside the loop (one line per hierarchy).
     let deadline = Instant::now() + Duration::from_secs(120);
     while obs
@@ -568,14 +588,23 @@ fn memory_bound_on_a_big_node() {
          containerd, delivers the spool and reports a real OOM kill in one of the containers (attributed: `{}`). \
          VmHWM and VmRSS are read from `/proc/<pid>/status` at each step.\n\n\
          | measure | value | bound | met |\n|---|---|---|---|\n\
-         | exec → `ready` (programs attached, every kill recorded from here) | {:.0} ms | < 1 s | {} |\n\
+         | exec → `ready` (programs attached, every kill recorded from here) | {:.0} ms | ≤ 200 ms | {} |\n\
          | exec → cgroups scanned ({scanned}, walk {scan_ms} ms, beside the loop) | {:.0} ms | – | – |\n\
          | exec → index listed ({indexed} containers) | {:.0} ms | – | – |\n\
          | exec → spool delivered ({} TaskOOMs) | {:.0} ms | – | – |\n\
-         | peak RSS (VmHWM) at `ready` | {:.1} MiB | – | – |\n\
+         | peak RSS (VmHWM) at `ready` | {:.1} MiB | ≤ 24 MiB | {} |\n\
          | RSS (VmRSS): scanned, listed, delivered | {:.1}, {:.1}, {:.1} MiB | – | – |\n\
          | peak RSS over the run (VmHWM, or a larger VmRSS sample) | {:.1} MiB | < 64 MiB | {} |\n\
-         | RSS (VmRSS) at the end | {:.1} MiB | < 64 MiB | {} |\n",
+         | RSS (VmRSS) at the end | {:.1} MiB | < 64 MiB | {} |\n\n\
+         ## Where the start-up's time and memory go\n\n\
+         The daemon's own account, from its `start step` lines (`OOM_OBSERVER_LOG={STEPS_LOG}`): each step's \
+         end on the daemon's clock (from `main`), its duration, and VmRSS and VmHWM right after it. \
+         {peak_note}\n\n{steps_md}\n\
+         What was cut (issue 23): the kernel's BTF is mapped, not parsed, and read once for both the layout \
+         and the loader; aya's loader gets a BTF of only the types its programs attach to, at their kernel \
+         ids; aya's own parse of the kernel's BTF, which its `EbpfLoader::new` makes and which aya 0.14 offers \
+         no way to skip, is made once (it was made once per strategy tried) and first, before anything else \
+         is in memory, and dropped at once.\n",
         if full { "Full" } else { "Quick" },
         humantime::format_rfc3339_seconds(SystemTime::now()),
         node.cgroups,
@@ -586,12 +615,13 @@ fn memory_bound_on_a_big_node() {
         node.spool,
         kill["container"]["id"].as_str().unwrap_or("none"),
         ms(startup),
-        yes(startup < START_BOUND),
+        yes(startup <= START_GOAL),
         ms(scanned_at),
         ms(connected),
         node.spool,
         ms(drained),
         mib(hwm_ready),
+        yes(hwm_ready <= START_PEAK_GOAL_KIB),
         mib(rss_scanned),
         mib(rss_connected),
         mib(rss_drained),

@@ -21,6 +21,7 @@ use crate::{
     audit::{limitwatch::InotifyFd, worker::Observation},
     enrich::upkeep::{Containerd, IndexChange},
     error::ObserverError,
+    host::startup,
     kernel::hooks::Strategy,
     pipeline::processor::{Processor, TaskOomAt},
     query::{
@@ -83,6 +84,7 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
         }
         None => None,
     };
+    startup::step("query socket");
     ready(opts, &kernel);
     let index = containerd.as_ref().map(|c| &*c.index);
     catch_up(&mut proc, &mut kernel, &mut queries, index).await?;

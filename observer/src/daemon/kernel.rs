@@ -6,6 +6,7 @@ use tracing::{info, warn};
 use super::{lost::LostFile, options::RunOptions};
 use crate::{
     error::ObserverError,
+    host::startup,
     kernel::{
         hooks::{self, LoadParams, Loaded, Outcome, Refusal, Strategy},
         maps::KernelMaps,
@@ -35,6 +36,9 @@ pub struct Kernel {
 
 /// Sets the node up, loads (or reopens the pinned) programs, and logs how they attached.
 pub fn start(opts: &RunOptions, object: &[u8]) -> Result<Kernel, ObserverError> {
+    // Before the node is read: see `hooks::Loader` (a pinned start may need no loader).
+    let loader = opts.pin_dir.is_none().then(hooks::Loader::new);
+    startup::step("aya's loader made");
     let mut setup = setup::prepare(opts.btf.as_deref(), opts.no_btf, true)?;
     if let Err(e) = &setup.tracefs {
         warn!(error = %e, "no tracefs: classic tracepoints (oom/mark_victim, cgroup_mkdir) cannot attach");
@@ -52,7 +56,7 @@ pub fn start(opts: &RunOptions, object: &[u8]) -> Result<Kernel, ObserverError> 
     };
     let mut kernel = match &opts.pin_dir {
         None => {
-            let mut loaded = hooks::load(&params, opts.hook)?;
+            let mut loaded = hooks::load_with(loader.unwrap_or_default(), &params, opts.hook)?;
             let maps = KernelMaps::take(&mut loaded.ebpf)?;
             after_load(&mut setup, &loaded.refused, &loaded.extras);
             Kernel {
@@ -102,6 +106,7 @@ fn after_load(
 ) {
     drop(setup.aya_btf.take());
     crate::host::heap::release_freed_memory();
+    startup::step("kernel BTF released");
     for (s, why) in refused {
         info!(strategy = %s, reason = %why, "strategy refused");
     }

@@ -6,3 +6,4 @@ pub mod heap;
 pub mod oom_control;
 pub mod path_cache;
 pub mod procfs;
+pub mod startup;

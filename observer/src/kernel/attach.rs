@@ -7,7 +7,10 @@ use aya::{
 };
 use observer_common::{map, program, AttachLayout, KernelLayout, ABSENT};
 
-use super::strategy::{reason, Outcome, Refusal, RefusalKind, Strategy};
+use super::{
+    btf::{MARK_VICTIM, OOM_KILL_PROCESS, SCHED_PROCESS_EXIT, SIGNAL_GENERATE},
+    strategy::{reason, Outcome, Refusal, RefusalKind, Strategy},
+};
 use crate::cause::chain;
 
 /// What the loader needs.
@@ -97,14 +100,14 @@ pub(super) fn attach_strategy(
             let btf = need_btf(p, "fentry")?;
             need_layout(p, "fentry")?;
             let prog: &mut FEntry = program(ebpf, program::OOM_KILL_FENTRY)?;
-            prog.load("oom_kill_process", btf)
+            prog.load(OOM_KILL_PROCESS, btf)
                 .map_err(|e| reason("fentry oom_kill_process", &e))?;
             let id = prog
                 .attach()
                 .map_err(|e| reason("fentry oom_kill_process", &e))?;
             keep(p, links, program::OOM_KILL_FENTRY, || prog.take_link(id))?;
             let prog: &mut FExit = program(ebpf, program::OOM_KILL_FEXIT)?;
-            prog.load("oom_kill_process", btf)
+            prog.load(OOM_KILL_PROCESS, btf)
                 .map_err(|e| reason("fexit oom_kill_process", &e))?;
             let id = prog
                 .attach()
@@ -152,7 +155,7 @@ fn attach_victims(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Out
 fn attach_victim_btf(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
     let btf = need_btf(p, "tp_btf")?;
     let prog: &mut BtfTracePoint = program(ebpf, program::MARK_VICTIM_BTF)?;
-    prog.load("mark_victim", btf)
+    prog.load(MARK_VICTIM, btf)
         .map_err(|e| reason("tp_btf mark_victim", &e))?;
     let id = prog
         .attach()
@@ -207,7 +210,7 @@ pub(super) fn attach_kill_signal(
 ) -> Outcome {
     let btf = need_btf(p, "tp_btf signal_generate")?;
     let prog: &mut BtfTracePoint = program(ebpf, program::KILL_SIGNAL_BTF)?;
-    prog.load("signal_generate", btf)
+    prog.load(SIGNAL_GENERATE, btf)
         .map_err(|e| reason("tp_btf signal_generate", &e))?;
     let id = prog
         .attach()
@@ -255,7 +258,7 @@ pub(super) fn attach_exit(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links
         program::EXIT_BTF,
         program::EXIT_TP,
         "sched",
-        "sched_process_exit",
+        SCHED_PROCESS_EXIT,
     )
 }
 

@@ -20,7 +20,7 @@ use super::{
     },
     error::KernelError,
 };
-use crate::cause::errno_of;
+use crate::{cause::errno_of, host::startup};
 
 /// The programs that run, and why better strategies were refused.
 pub struct Loaded {
@@ -39,18 +39,59 @@ pub struct Loaded {
     pub links: Links,
 }
 
+/// aya's loader, made before the rest of the start-up is in memory.
+///
+/// aya 0.14's `EbpfLoader::new`, the only way to make one, parses the whole of
+/// /sys/kernel/btf/vmlinux for a default BTF (about 16 MiB of heap and 15-30 ms here), which
+/// the daemon replaces with its own ([`LoadParams::btf`]). Made once, that parse is paid
+/// once; made first, with its BTF dropped at once, it is the start-up's peak on its own
+/// rather than on top of the daemon's own BTF and layout.
+pub struct Loader(EbpfLoader<'static>);
+
+impl Loader {
+    /// Makes the loader and drops aya's own parse of the kernel's BTF.
+    pub fn new() -> Self {
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        crate::host::heap::release_freed_memory();
+        Loader(loader)
+    }
+}
+
+impl Default for Loader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Loads the object and attaches the best strategy that works (or exactly `forced`).
 pub fn load(p: &LoadParams<'_>, forced: Option<Strategy>) -> Result<Loaded, KernelError> {
+    load_with(Loader::new(), p, forced)
+}
+
+/// [`load`], with a loader made earlier.
+pub fn load_with(
+    loader: Loader,
+    p: &LoadParams<'_>,
+    forced: Option<Strategy>,
+) -> Result<Loaded, KernelError> {
     let candidates: Vec<Strategy> = match forced {
         Some(s) => vec![s],
         None => Strategy::ALL.to_vec(),
     };
     let mut refused = Vec::new();
+    let mut loader = configure(loader.0, p);
     for s in candidates {
-        let mut ebpf = open(p)?;
+        let mut ebpf = open_with(&mut loader, p)?;
+        startup::step("object opened, maps created");
         let mut links = Links::new();
         let l = &mut links;
-        match attach_strategy(&mut ebpf, s, p, l) {
+        let attached = attach_strategy(&mut ebpf, s, p, l);
+        startup::step(match attached {
+            Ok(_) => "strategy loaded and attached",
+            Err(_) => "strategy refused",
+        });
+        match attached {
             Ok(victim_hook) => {
                 let mut extras = vec![
                     ("cgroup_mkdir", attach_mkdir(&mut ebpf, p, l)),
@@ -66,6 +107,7 @@ pub fn load(p: &LoadParams<'_>, forced: Option<Strategy>) -> Result<Loaded, Kern
                     }
                     extras.push(("kill_signal", outcome));
                 }
+                startup::step("auxiliary programs loaded and attached");
                 return Ok(Loaded {
                     ebpf,
                     strategy: s,
@@ -99,8 +141,9 @@ pub fn program_stats(ebpf: &Ebpf) -> Vec<(String, Option<u32>)> {
 /// Tries every strategy on its own, for `check`.
 pub fn probe_all(p: &LoadParams<'_>) -> Result<Vec<(Strategy, Outcome)>, KernelError> {
     let mut out = Vec::new();
+    let mut loader = configure(Loader::new().0, p);
     for s in Strategy::ALL {
-        let mut ebpf = open(p)?;
+        let mut ebpf = open_with(&mut loader, p)?;
         out.push((s, attach_strategy(&mut ebpf, s, p, &mut Links::new())));
     }
     Ok(out)
@@ -108,20 +151,28 @@ pub fn probe_all(p: &LoadParams<'_>) -> Result<Vec<(Strategy, Outcome)>, KernelE
 
 /// Parses the object, creates its maps and hands the layout to the programs.
 pub fn open(p: &LoadParams<'_>) -> Result<Ebpf, KernelError> {
-    if p.object.is_empty() {
-        return Err(KernelError::NoObject);
-    }
-    EbpfLoader::new()
+    open_with(&mut configure(Loader::new().0, p), p)
+}
+
+/// `loader`, set up for `p`: it opens the object once per strategy tried.
+fn configure<'p>(mut loader: EbpfLoader<'p>, p: &'p LoadParams<'_>) -> EbpfLoader<'p> {
+    loader
         .btf(p.btf)
         .override_global(LAYOUT_GLOBAL, &p.layout, true)
         .override_global(ATTACH_GLOBAL, &p.attach, true)
         .map_max_entries(map::EVENTS, p.ring_bytes)
-        .map_max_entries(map::CGROUP_EVENTS, p.ring_bytes)
-        .load(p.object)
-        .map_err(|e| match errno_of(&e) {
-            Some(c) if c == nix::libc::EPERM || c == nix::libc::EACCES => {
-                KernelError::NotPermitted(Box::new(e))
-            }
-            _ => KernelError::Load(Box::new(e)),
-        })
+        .map_max_entries(map::CGROUP_EVENTS, p.ring_bytes);
+    loader
+}
+
+fn open_with(loader: &mut EbpfLoader<'_>, p: &LoadParams<'_>) -> Result<Ebpf, KernelError> {
+    if p.object.is_empty() {
+        return Err(KernelError::NoObject);
+    }
+    loader.load(p.object).map_err(|e| match errno_of(&e) {
+        Some(c) if c == nix::libc::EPERM || c == nix::libc::EACCES => {
+            KernelError::NotPermitted(Box::new(e))
+        }
+        _ => KernelError::Load(Box::new(e)),
+    })
 }

@@ -10,7 +10,7 @@ use super::{
     error::KernelError,
     tracefs,
 };
-use crate::host::cgroupfs::CgroupMounts;
+use crate::host::{cgroupfs::CgroupMounts, startup};
 
 /// The facts about this node that loading depends on.
 pub struct Setup {
@@ -45,14 +45,14 @@ pub fn prepare(
         tracefs::find().ok_or_else(|| "not mounted".to_string())
     };
     let cgroups = CgroupMounts::discover().unwrap_or_default();
+    startup::step("tracefs and cgroup mounts");
     let btf_source = if no_btf {
         BtfSource::None
     } else {
         BtfSource::select(btf_file)
     };
-    // The layout's parse (btf_rs) and aya's are each tens of MiB for a kernel's BTF: one
-    // after the other, never both at once, so the start-up peak is the larger of the two,
-    // not their sum (it is the daemon's peak resident size: issue 13's 64 MiB bound).
+    // One mapping of the kernel's BTF serves the layout and the loader (see `btf::loader`);
+    // it is unmapped on return.
     let kbtf = match btf_source.path() {
         None if no_btf => Err("disabled with --no-btf".to_string()),
         None => Err(format!("{} not present and no --btf given", btf::SYS_BTF)),
@@ -62,28 +62,34 @@ pub fn prepare(
             Err(e) => Err(e.to_string()),
         },
     };
+    startup::step("kernel BTF mapped");
     let mut layout = btf::build(kbtf.as_ref().ok(), tracefs.as_deref().ok(), &cgroups);
     let mut oom_kill_process_in_btf = kbtf
         .as_ref()
         .ok()
         .map(|k| k.has_function("oom_kill_process"));
+    startup::step("kernel layout resolved");
     let (aya_btf, btf_problem) = match kbtf {
-        Ok(k) => {
-            drop(k);
-            match btf_source.aya_btf() {
-                Ok(a) => (a, None),
-                Err(e) if btf_file.is_some() => return Err(e),
-                Err(e) => {
-                    // As if there were no BTF at all: nothing half-known.
-                    layout = btf::build(None, tracefs.as_deref().ok(), &cgroups);
-                    oom_kill_process_in_btf = None;
-                    (None, Some(e.to_string()))
+        Ok(k) => match btf::loader_btf(&k) {
+            Ok(a) => (Some(a), None),
+            Err(e) => {
+                let e = KernelError::Btf {
+                    path: btf_source.path().map(Path::to_path_buf).unwrap_or_default(),
+                    source: Box::new(e),
+                };
+                if btf_file.is_some() {
+                    return Err(e);
                 }
+                // As if there were no BTF at all: nothing half-known.
+                layout = btf::build(None, tracefs.as_deref().ok(), &cgroups);
+                oom_kill_process_in_btf = None;
+                (None, Some(e.to_string()))
             }
-        }
+        },
         Err(problem) => (None, Some(problem)),
     };
     let attach = btf::attach(tracefs.as_deref().ok(), &cgroups);
+    startup::step("loader BTF made");
     Ok(Setup {
         attach,
         oom_kill_process_in_btf,

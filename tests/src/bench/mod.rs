@@ -6,6 +6,7 @@ pub mod cost;
 pub mod kills;
 pub mod paired;
 pub mod render;
+pub mod startup;
 pub mod storm;
 
 /// How much each benchmark does: the full run (`cargo xtask bench`) or the quick one inside

@@ -1,8 +1,14 @@
 //! The BTF source chosen for a run, and the type and member lookups on it.
 
-use std::path::{Path, PathBuf};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    fs::File,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
 
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 
 use crate::kernel::error::KernelError;
 
@@ -38,51 +44,58 @@ impl BtfSource {
             BtfSource::None => None,
         }
     }
-
-    /// Parses it for aya (fentry/tp_btf need it to find their attach targets).
-    pub fn aya_btf(&self) -> Result<Option<aya::Btf>, KernelError> {
-        match self {
-            BtfSource::Kernel => aya::Btf::from_sys_fs()
-                .map(Some)
-                .map_err(|e| KernelError::Btf {
-                    path: SYS_BTF.into(),
-                    source: Box::new(e),
-                }),
-            BtfSource::File(p) => aya::Btf::parse_file(p, aya::Endianness::default())
-                .map(Some)
-                .map_err(|e| KernelError::Btf {
-                    path: p.clone(),
-                    source: Box::new(e),
-                }),
-            BtfSource::None => Ok(None),
-        }
-    }
 }
 
 /// A BTF type database with the member lookups the layout needs.
+///
+/// The file is mapped, not parsed: a type is decoded when it is looked up. Parsed whole
+/// (btf_rs's cached backend, or aya's parser) a kernel's 5 MiB of BTF took about 40 MiB of
+/// heap and most of the start-up; mapped, it costs its own size and an index of type offsets.
 pub struct KernelBtf {
     pub(super) btf: Btf,
+    /// Type ids by name, as looked up so far: the mapped backend finds a name by a pass over
+    /// every type, and the layout asks for most structure names more than once.
+    names: RefCell<HashMap<String, Vec<u32>>>,
 }
 
 impl KernelBtf {
-    /// Reads and parses a BTF file.
+    /// Maps a BTF file and indexes its types.
     pub fn open(path: &Path) -> Result<Self, KernelError> {
-        let btf = Btf::from_file(path).map_err(|e| KernelError::Btf {
+        let btf = map(path).map_err(|e| KernelError::Btf {
             path: path.to_path_buf(),
             source: e.into(),
         })?;
-        Ok(KernelBtf { btf })
+        Ok(KernelBtf {
+            btf,
+            names: RefCell::default(),
+        })
+    }
+
+    /// The ids of the types named `name`, in id order.
+    pub fn ids_by_name(&self, name: &str) -> Vec<u32> {
+        if let Some(ids) = self.names.borrow().get(name) {
+            return ids.clone();
+        }
+        let ids = self.btf.resolve_ids_by_name(name).unwrap_or_default();
+        self.names
+            .borrow_mut()
+            .insert(name.to_string(), ids.clone());
+        ids
+    }
+
+    /// The types named `name`, in id order.
+    pub(super) fn types_by_name(&self, name: &str) -> Vec<Type> {
+        self.ids_by_name(name)
+            .into_iter()
+            .filter_map(|id| self.btf.resolve_type_by_id(id).ok())
+            .collect()
     }
 
     pub(super) fn named_struct(&self, name: &str) -> Option<btf_rs::Struct> {
-        self.btf
-            .resolve_types_by_name(name)
-            .ok()?
-            .into_iter()
-            .find_map(|t| match t {
-                Type::Struct(s) if !s.members.is_empty() => Some(s),
-                _ => None,
-            })
+        self.types_by_name(name).into_iter().find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
     }
 
     /// Byte offset of `field` in `struct name`, looking through anonymous unions and structs.
@@ -132,7 +145,7 @@ impl KernelBtf {
     /// Value of an enumerator of `enum enum_name` (for example `memory_cgrp_id` of
     /// `cgroup_subsys_id`, which depends on the kernel's config).
     pub fn enum_value(&self, enum_name: &str, enumerator: &str) -> Option<u32> {
-        let types = self.btf.resolve_types_by_name(enum_name).ok()?;
+        let types = self.types_by_name(enum_name);
         types.iter().find_map(|t| match t {
             Type::Enum(e) => e
                 .members
@@ -146,9 +159,7 @@ impl KernelBtf {
     /// The prototype of `btf_trace_<tp>` (its first parameter is the tracepoint's `void *`).
     pub(super) fn tracepoint_proto(&self, tp: &str) -> Option<btf_rs::FuncProto> {
         let td = self
-            .btf
-            .resolve_types_by_name(&format!("btf_trace_{tp}"))
-            .ok()?
+            .types_by_name(&format!("btf_trace_{tp}"))
             .into_iter()
             .find_map(|t| match t {
                 Type::Typedef(td) => Some(td),
@@ -189,10 +200,9 @@ impl KernelBtf {
 
     /// Whether the kernel has a function of this name in its BTF (a traceable, non-inlined one).
     pub fn has_function(&self, name: &str) -> bool {
-        self.btf
-            .resolve_types_by_name(name)
-            .map(|ts| ts.iter().any(|t| matches!(t, Type::Func(_))))
-            .unwrap_or(false)
+        self.types_by_name(name)
+            .iter()
+            .any(|t| matches!(t, Type::Func(_)))
     }
 }
 
@@ -264,5 +274,51 @@ impl KernelBtf {
             }
         }
         out
+    }
+}
+
+/// Maps a BTF file. The kernel's own file can be mapped since Linux 6.16; before, and for
+/// any file that cannot be, its bytes are copied into an anonymous memory file, mapped the
+/// same way (the copy goes away with the mapping).
+fn map(path: &Path) -> Result<Btf, btf_rs::Error> {
+    match Btf::from_file_with_backend(path, Backend::Mmap) {
+        Ok(btf) => Ok(btf),
+        Err(_) => map_copy(path),
+    }
+}
+
+/// [`map`]'s way for a file that cannot be mapped.
+fn map_copy(path: &Path) -> Result<Btf, btf_rs::Error> {
+    let copy = nix::sys::memfd::memfd_create(
+        c"oom-observer-btf",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut copy = File::from(copy);
+    std::io::copy(&mut File::open(path)?, &mut copy)?;
+    Btf::from_file_with_backend(format!("/proc/self/fd/{}", copy.as_raw_fd()), Backend::Mmap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kernels before 6.16 cannot map their BTF file: the copy must read the same.
+    #[test]
+    fn the_copied_btf_reads_as_the_mapped_one() {
+        if !Path::new(SYS_BTF).exists() {
+            eprintln!("NOTE: {SYS_BTF} is missing on this machine; nothing to copy");
+            return;
+        }
+        let copied = map_copy(Path::new(SYS_BTF)).expect("the copy maps");
+        let direct = map(Path::new(SYS_BTF)).expect("the file maps");
+        let ids = |b: &Btf| b.resolve_ids_by_name("task_struct").unwrap_or_default();
+        assert!(!ids(&copied).is_empty());
+        assert_eq!(ids(&copied), ids(&direct));
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        assert!(KernelBtf::open(Path::new("/nonexistent/vmlinux")).is_err());
     }
 }
