@@ -153,15 +153,7 @@ fn attach_victims(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Out
 }
 
 fn attach_victim_btf(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
-    let btf = need_btf(p, "tp_btf")?;
-    let prog: &mut BtfTracePoint = program(ebpf, program::MARK_VICTIM_BTF)?;
-    prog.load(MARK_VICTIM, btf)
-        .map_err(|e| reason("tp_btf mark_victim", &e))?;
-    let id = prog
-        .attach()
-        .map_err(|e| reason("tp_btf mark_victim", &e))?;
-    keep(p, links, program::MARK_VICTIM_BTF, || prog.take_link(id))?;
-    Ok("tp_btf")
+    attach_tp_btf(ebpf, p, links, program::MARK_VICTIM_BTF, MARK_VICTIM)
 }
 
 fn attach_victim_tp(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
@@ -171,13 +163,49 @@ fn attach_victim_tp(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> O
             "not in tracefs",
         ));
     }
-    let prog: &mut TracePoint = program(ebpf, program::MARK_VICTIM_TP)?;
-    prog.load()
-        .map_err(|e| reason("tracepoint oom/mark_victim", &e))?;
+    attach_tracepoint(
+        ebpf,
+        p,
+        links,
+        program::MARK_VICTIM_TP,
+        "oom",
+        "mark_victim",
+    )
+}
+
+/// Loads and attaches the tp_btf program `prog_name` on the kernel's tracepoint `func`.
+fn attach_tp_btf(
+    ebpf: &mut Ebpf,
+    p: &LoadParams<'_>,
+    links: &mut Links,
+    prog_name: &'static str,
+    func: &str,
+) -> Outcome {
+    let what = format!("tp_btf {func}");
+    let btf = need_btf(p, &what)?;
+    let prog: &mut BtfTracePoint = program(ebpf, prog_name)?;
+    prog.load(func, btf).map_err(|e| reason(&what, &e))?;
+    let id = prog.attach().map_err(|e| reason(&what, &e))?;
+    keep(p, links, prog_name, || prog.take_link(id))?;
+    Ok("tp_btf")
+}
+
+/// Loads and attaches the classic-tracepoint program `prog_name` on `category/event`.
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    p: &LoadParams<'_>,
+    links: &mut Links,
+    prog_name: &'static str,
+    category: &str,
+    event: &str,
+) -> Outcome {
+    let what = format!("tracepoint {category}/{event}");
+    let prog: &mut TracePoint = program(ebpf, prog_name)?;
+    prog.load().map_err(|e| reason(&what, &e))?;
     let id = prog
-        .attach("oom", "mark_victim")
-        .map_err(|e| reason("tracepoint oom/mark_victim", &e))?;
-    keep(p, links, program::MARK_VICTIM_TP, || prog.take_link(id))?;
+        .attach(category, event)
+        .map_err(|e| reason(&what, &e))?;
+    keep(p, links, prog_name, || prog.take_link(id))?;
     Ok("tracepoint")
 }
 
@@ -208,26 +236,18 @@ pub(super) fn attach_kill_signal(
     p: &LoadParams<'_>,
     links: &mut Links,
 ) -> Outcome {
-    let btf = need_btf(p, "tp_btf signal_generate")?;
-    let prog: &mut BtfTracePoint = program(ebpf, program::KILL_SIGNAL_BTF)?;
-    prog.load(SIGNAL_GENERATE, btf)
-        .map_err(|e| reason("tp_btf signal_generate", &e))?;
-    let id = prog
-        .attach()
-        .map_err(|e| reason("tp_btf signal_generate", &e))?;
-    keep(p, links, program::KILL_SIGNAL_BTF, || prog.take_link(id))?;
-    Ok("tp_btf")
+    attach_tp_btf(ebpf, p, links, program::KILL_SIGNAL_BTF, SIGNAL_GENERATE)
 }
 
 pub(super) fn attach_mkdir(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {
-    let prog: &mut TracePoint = program(ebpf, program::CGROUP_MKDIR_TP)?;
-    prog.load()
-        .map_err(|e| reason("tracepoint cgroup/cgroup_mkdir", &e))?;
-    let id = prog
-        .attach("cgroup", "cgroup_mkdir")
-        .map_err(|e| reason("tracepoint cgroup/cgroup_mkdir", &e))?;
-    keep(p, links, program::CGROUP_MKDIR_TP, || prog.take_link(id))?;
-    Ok("tracepoint")
+    attach_tracepoint(
+        ebpf,
+        p,
+        links,
+        program::CGROUP_MKDIR_TP,
+        "cgroup",
+        "cgroup_mkdir",
+    )
 }
 
 /// Process migrations into memory cgroups: a container whose processes move is re-audited at
@@ -239,14 +259,14 @@ pub(super) fn attach_migrations(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut
             "not in tracefs, or no memory hierarchy",
         ));
     }
-    let prog: &mut TracePoint = program(ebpf, program::CGROUP_ATTACH_TP)?;
-    prog.load()
-        .map_err(|e| reason("tracepoint cgroup/cgroup_attach_task", &e))?;
-    let id = prog
-        .attach("cgroup", "cgroup_attach_task")
-        .map_err(|e| reason("tracepoint cgroup/cgroup_attach_task", &e))?;
-    keep(p, links, program::CGROUP_ATTACH_TP, || prog.take_link(id))?;
-    Ok("tracepoint")
+    attach_tracepoint(
+        ebpf,
+        p,
+        links,
+        program::CGROUP_ATTACH_TP,
+        "cgroup",
+        "cgroup_attach_task",
+    )
 }
 
 /// The victim-exit hook, on `sched_process_exit`.
