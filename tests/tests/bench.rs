@@ -23,6 +23,7 @@ use std::{
 
 use tests::{
     bench::{
+        cgroup_tree::CgroupTree,
         cost::{bpf_stats, footprint, proc_cpu_ticks, rss_kib, PROGRAMS},
         kills::container_kills,
         paired::{mkdir_cost, paired, paired_page, workloads, Paired},
@@ -63,7 +64,7 @@ fn bench() {
     // 3. Storm, and 4. cost, against one kernel-only daemon.
     let obs = Observer::start(&[]);
     let st = storm(&obs, sz.storm_cgroups, sz.storm_per_cgroup);
-    let stats_after_storm = bpf_stats(&PROGRAMS);
+    let stats_after_storm = bpf_stats(obs.pid(), &PROGRAMS);
     // Idle CPU and RSS of the daemon.
     let hz = 100.0;
     let t0 = proc_cpu_ticks(obs.pid());
@@ -291,49 +292,6 @@ const START_BOUND: Duration = Duration::from_secs(1);
 /// 24 MiB (the DaemonSet's memory request and limit follow from it).
 const START_GOAL: Duration = Duration::from_millis(200);
 const START_PEAK_GOAL_KIB: u64 = 24 << 10;
-
-/// Scratch cgroups made under one top directory of a hierarchy; removed on drop, deepest
-/// first (also when the test fails).
-struct CgroupTree {
-    top: PathBuf,
-    /// The top's path in its hierarchy.
-    path: String,
-    made: Vec<PathBuf>,
-}
-
-impl CgroupTree {
-    fn new(mount: &str, tag: &str) -> CgroupTree {
-        let name = format!("oomx-{}-{tag}", std::process::id());
-        let top = PathBuf::from(mount).join(&name);
-        fs::create_dir(&top).unwrap_or_else(|e| panic!("creating {}: {e}", top.display()));
-        CgroupTree {
-            top,
-            path: format!("/{name}"),
-            made: Vec::new(),
-        }
-    }
-
-    /// Makes `rel` (its parent must exist); returns its directory.
-    fn mkdir(&mut self, rel: &str) -> PathBuf {
-        let d = self.top.join(rel);
-        fs::create_dir(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
-        self.made.push(d.clone());
-        d
-    }
-}
-
-impl Drop for CgroupTree {
-    fn drop(&mut self) {
-        for d in self.made.iter().rev().chain(std::iter::once(&self.top)) {
-            for _ in 0..200 {
-                if fs::remove_dir(d).is_ok() || !d.exists() {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
-}
 
 /// Slab plus per-CPU kernel memory, in KiB: what the scratch cgroups cost the kernel.
 fn kernel_kib() -> u64 {

@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::paired::bpf_totals;
 use crate::{containerd::Containerd, procfs::ProcStatus, prometheus::Prometheus};
 
 /// Our kernel programs, as the BPF statistics name them.
@@ -32,20 +33,14 @@ pub fn rss_kib(pid: u32) -> u64 {
     ProcStatus::read(pid).unwrap().number("VmRSS").unwrap_or(0)
 }
 
-/// Our programs' run counts and times, from the kernel's BPF statistics.
-pub fn bpf_stats(names: &[&str]) -> Vec<(String, u64, f64)> {
-    let mut out = Vec::new();
-    for p in aya::programs::loaded_programs().flatten() {
-        let Some(name) = p.name_as_str() else {
-            continue;
-        };
-        if names.contains(&name) && p.run_count() > 0 {
-            let avg = p.run_time().as_nanos() as f64 / p.run_count() as f64;
-            out.push((name.to_string(), p.run_count(), avg));
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+/// The run counts and mean ns of the programs named in `names` that process `pid` loaded
+/// (see [`bpf_totals`]).
+pub fn bpf_stats(pid: u32, names: &[&str]) -> Vec<(String, u64, f64)> {
+    bpf_totals(pid, names)
+        .into_iter()
+        .filter(|(_, (c, _))| *c > 0)
+        .map(|(name, (c, t))| (name, c, t as f64 / c as f64))
+        .collect()
 }
 
 /// One daemon's footprint over a window of container OOM kills.

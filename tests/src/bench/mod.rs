@@ -2,6 +2,7 @@
 //! path, an OOM storm, the daemon's cost when nothing goes wrong and its footprint, and the
 //! rendering of their results pages.
 
+pub mod cgroup_tree;
 pub mod cost;
 pub mod kills;
 pub mod paired;

@@ -7,8 +7,9 @@
 //! are the primary measure: they are exact, and their share of the operation's own cost is
 //! given for this machine and for an assumed bare-metal node.
 
-use std::{collections::BTreeMap, fs, path::PathBuf, process::Command, thread, time::Duration};
+use std::{collections::BTreeMap, fs, process::Command, thread, time::Duration};
 
+use super::cgroup_tree::CgroupTree;
 use crate::loop_bin;
 
 /// One operation on a kernel path our programs could sit on.
@@ -286,21 +287,6 @@ pub fn paired_page(results: &[Paired]) -> String {
     s
 }
 
-/// Scratch memory cgroups of one measurement, removed again on drop (pass or fail).
-struct ScratchMemcg {
-    top: PathBuf,
-    children: Vec<PathBuf>,
-}
-
-impl Drop for ScratchMemcg {
-    fn drop(&mut self) {
-        for c in self.children.iter().rev() {
-            let _ = fs::remove_dir(c);
-        }
-        let _ = fs::remove_dir(&self.top);
-    }
-}
-
 /// `cgroup_mkdir_tp`'s mean ns over `n` mkdirs in the memory hierarchy, `gap` apart (with a
 /// gap, the daemon sleeps between them and every record is the first in an empty ring).
 /// `pid` is the running daemon's.
@@ -310,17 +296,11 @@ pub fn mkdir_cost(pid: u32, n: usize, gap: Duration, tag: &str) -> (u64, f64) {
     } else {
         "/sys/fs/cgroup/memory"
     };
-    let mut scratch = ScratchMemcg {
-        top: PathBuf::from(format!("{root}/oomx-mkdir-{}-{tag}", std::process::id())),
-        children: Vec::new(),
-    };
-    fs::create_dir(&scratch.top).unwrap();
+    let mut scratch = CgroupTree::new(root, &format!("mkdir-{tag}"));
     let name = ["cgroup_mkdir_tp"];
     let before = bpf_totals(pid, &name);
     for i in 0..n {
-        let c = scratch.top.join(format!("c{i}"));
-        fs::create_dir(&c).unwrap();
-        scratch.children.push(c);
+        scratch.mkdir(&format!("c{i}"));
         if !gap.is_zero() {
             thread::sleep(gap);
         }
