@@ -27,7 +27,7 @@ use tests::{
         cost::{bpf_stats, footprint, proc_cpu_ticks, rss_kib, PROGRAMS},
         kills::container_kills,
         paired::{mkdir_cost, paired, paired_page, workloads, Paired},
-        render::{bench_page, latency_svg, BenchRun},
+        render::{bench_page, latency_svg, met, BenchRun},
         startup::{parse_steps, peak_step, steps_table, STEPS_LOG},
         storm::storm,
         FULL, QUICK,
@@ -175,12 +175,12 @@ fn cost_section(results: &[Paired], spaced: (u64, f64), burst: (u64, f64)) -> St
         spaced.1,
         burst.0,
         burst.1,
-        yes(exit <= 100.0),
-        yes(signal <= 60.0),
-        yes(spaced.1 <= 1000.0 && burst.1 <= 1000.0),
+        met(exit <= 100.0),
+        met(signal <= 60.0),
+        met(spaced.1 <= 1000.0 && burst.1 <= 1000.0),
         spaced.1,
         burst.1,
-        yes(results.iter().all(Paired::no_slowdown_shows)),
+        met(results.iter().all(Paired::no_slowdown_shows)),
     );
     // Where a goal is missed, by how much and why.
     if exit > 100.0 {
@@ -210,14 +210,6 @@ fn cost_section(results: &[Paired], spaced: (u64, f64), burst: (u64, f64)) -> St
         );
     }
     s
-}
-
-fn yes(ok: bool) -> &'static str {
-    if ok {
-        "yes"
-    } else {
-        "**no**"
-    }
 }
 
 /// The daemon's CPU and RSS with metrics on and scraped every 15 s (the quick version: a
@@ -528,7 +520,6 @@ fn memory_bound_on_a_big_node() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let yes = |b: bool| if b { "yes" } else { "**no**" };
     let r = format!(
         "# Memory and start-up on a big node\n\n{} run, {}, commit `{commit}`. Reproduce: `cargo xtask bench`.\n\n\
          One daemon (release build) started on a node made for it:\n\n\
@@ -573,20 +564,20 @@ fn memory_bound_on_a_big_node() {
         node.spool,
         kill["container"]["id"].as_str().unwrap_or("none"),
         ms(startup),
-        yes(startup <= START_GOAL),
+        met(startup <= START_GOAL),
         ms(scanned_at),
         ms(connected),
         node.spool,
         ms(drained),
         mib(hwm_ready),
-        yes(hwm_ready <= START_PEAK_GOAL_KIB),
+        met(hwm_ready <= START_PEAK_GOAL_KIB),
         mib(rss_scanned),
         mib(rss_connected),
         mib(rss_drained),
         mib(hwm),
-        yes(hwm < RSS_BOUND_KIB),
+        met(hwm < RSS_BOUND_KIB),
         mib(rss),
-        yes(rss < RSS_BOUND_KIB),
+        met(rss < RSS_BOUND_KIB),
     );
     eprintln!("\n{r}");
     if let Some(dir) = std::env::var_os("OOMX_BENCH_DIR") {

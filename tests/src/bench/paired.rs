@@ -9,7 +9,7 @@
 
 use std::{collections::BTreeMap, fs, process::Command, thread, time::Duration};
 
-use super::cgroup_tree::CgroupTree;
+use super::{cgroup_tree::CgroupTree, render::met};
 use crate::loop_bin;
 
 /// One operation on a kernel path our programs could sit on.
@@ -137,14 +137,6 @@ pub struct Paired {
 }
 
 impl Paired {
-    /// Our programs' ns per operation.
-    pub fn program_ns_per_op(&self) -> f64 {
-        self.programs
-            .iter()
-            .map(|p| p.runs_per_op * p.mean_ns)
-            .sum()
-    }
-
     /// Whether no slowdown shows: the interval holds 1.00, or the ratio is at most 1.02.
     pub fn no_slowdown_shows(&self) -> bool {
         self.lo <= 1.0 || self.ratio <= 1.02
@@ -250,11 +242,7 @@ pub fn paired_page(results: &[Paired]) -> String {
             p.ratio,
             p.lo,
             p.hi,
-            if p.no_slowdown_shows() {
-                "yes"
-            } else {
-                "**no**"
-            }
+            met(p.no_slowdown_shows())
         );
     }
     s += "\nThe programs that ran during the rounds with the daemon (kernel BPF statistics):\n\n\

@@ -257,7 +257,7 @@ pub fn bench_page(run: &mut BenchRun) -> String {
     r += "## Metrics\n\nThe daemon's CPU and RSS with `--metrics-listen` on and a real Prometheus scraping every 15 s: [metrics.md](metrics.md) (its own test, `metrics_footprint`).\n\n";
     r += "## Goals\n\n| goal | met | measured |\n|---|---|---|\n";
     for (g, ok, m) in &goals {
-        r += &format!("| {g} | {} | {m} |\n", if *ok { "yes" } else { "**no**" });
+        r += &format!("| {g} | {} | {m} |\n", met(*ok));
     }
     r
 }
@@ -279,4 +279,13 @@ pub fn latency_svg(idle: &KillRun) -> String {
     })
     .collect();
     bar_svg("kill → event, idle host (ms)", &rows, "ms")
+}
+
+/// A goal's "met" cell: `yes`, or a bold `no` that stands out in the table.
+pub fn met(ok: bool) -> &'static str {
+    if ok {
+        "yes"
+    } else {
+        "**no**"
+    }
 }
