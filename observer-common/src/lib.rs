@@ -92,11 +92,14 @@ abi_enum! {
         /// (`__oom_kill_process`' early return). [`OomKillRecord`]; from `oom_kill_process`'
         /// return only the hook, `victim_pid` and the incident are filled.
         OomSkipped = 7 => "oom_kill_skipped",
+        /// A process that had been sent a fatal signal exited: the exit joined with the
+        /// signals that ended it, and who sent them ([`DeathRecord`]).
+        SignaledExit = 8 => "signaled_exit",
     }
 }
 
 /// Slots of the [`map::LOST`] per-CPU array: one per [`RecordKind`] value (slot 0 unused).
-pub const LOST_SLOTS: u32 = 8;
+pub const LOST_SLOTS: u32 = 9;
 
 abi_enum! {
     /// Which kernel program produced a record (the hook strategy, or the auxiliary program).
@@ -161,6 +164,9 @@ pub mod map {
     /// One `u32`, set to 1 by the daemon once `signal_generate` is attached: from then on a
     /// `mark_victim` without the OOM killer's SIGKILL is known not to be a kill.
     pub const KILL_SIGNAL_ON: &str = "KILL_SIGNAL_ON";
+    /// Processes sent a fatal signal that have not exited yet, by process id
+    /// ([`crate::SignalState`]).
+    pub const SIGNALED: &str = "SIGNALED";
     /// Every map, for the check that the object has them.
     pub const ALL: &[&str] = &[
         EVENTS,
@@ -170,6 +176,7 @@ pub mod map {
         VICTIMS,
         KILLED,
         KILL_SIGNAL_ON,
+        SIGNALED,
     ];
 }
 
@@ -187,7 +194,8 @@ pub mod program {
     pub const MARK_VICTIM_BTF: &str = "mark_victim_btf";
     /// `tracepoint/oom/mark_victim`.
     pub const MARK_VICTIM_TP: &str = "mark_victim_tp";
-    /// `tp_btf/signal_generate` (the SIGKILL's target before Linux 6.8).
+    /// `tp_btf/signal_generate`: fatal signals and their senders, and the SIGKILL's target
+    /// before Linux 6.8.
     pub const KILL_SIGNAL_BTF: &str = "kill_signal_btf";
     /// `tp_btf/sched_process_exit`.
     pub const EXIT_BTF: &str = "exit_btf";
@@ -487,6 +495,109 @@ pub struct VictimState {
     pub exit_code: i32,
 }
 
+/// The signals whose default action ends a process, as bits (`1 << signo`, the numbers x86_64
+/// and arm64 share): SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGABRT, SIGBUS, SIGFPE, SIGKILL,
+/// SIGSEGV, SIGTERM and SIGSYS. `signal_generate` records only these, with one test.
+pub const FATAL_SIGNALS: u32 = (1 << 1)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 6)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 9)
+    | (1 << 11)
+    | (1 << 15)
+    | (1 << 31);
+
+/// Whether `sig` is one of [`FATAL_SIGNALS`].
+#[inline(always)]
+pub const fn is_fatal_signal(sig: u32) -> bool {
+    sig < 32 && FATAL_SIGNALS & (1 << sig) != 0
+}
+
+/// One fatal signal as `signal_generate` saw it: what, to whom, from whom.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FatalSignal {
+    /// `bpf_ktime_get_boot_ns()` when it was generated; 0: no signal.
+    pub ktime_ns: u64,
+    /// The sender's cgroup in the memory controller's hierarchy (0 if unknown).
+    pub sender_memcg_id: u64,
+    /// The sender's cgroup in the unified hierarchy (0 if unknown).
+    pub sender_dfl_cgroup_id: u64,
+    /// The signal number.
+    pub sig: u32,
+    /// `si_code`: `SI_USER` (0) for kill(2) and `cgroup.kill`, `SI_KERNEL` (0x80) for the
+    /// kernel's own (the OOM killer's SIGKILL), `SI_TKILL` (-6) for tgkill(2), a positive
+    /// code for a fault (`SEGV_MAPERR`, ...).
+    pub code: i32,
+    /// The sending thread (`current`); for a fault, the faulting thread itself.
+    pub sender_pid: u32,
+    /// The sending process.
+    pub sender_tgid: u32,
+    /// The thread the signal was generated for.
+    pub target_pid: u32,
+    /// `enum trace_signal_deliver_result`: 0 delivered, 1 ignored, 2 already pending, 3 and
+    /// 4 lost to overflow.
+    pub result: u32,
+    /// 1 when sent to the whole thread group.
+    pub group: u32,
+    /// Keeps the size a multiple of 8.
+    pub _pad: u32,
+    /// The sender's `comm`, NUL padded.
+    pub sender_comm: [u8; COMM_LEN],
+}
+
+/// A process that was sent a fatal signal and has not exited yet ([`map::SIGNALED`]): the
+/// first and the last such signal (a stop's SIGTERM, then its SIGKILL).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SignalState {
+    /// The first fatal signal since the entry was made.
+    pub first: FatalSignal,
+    /// The latest one (the same as `first` when only one came).
+    pub last: FatalSignal,
+    /// `bpf_ktime_get_boot_ns()` at the process's exit; 0 while it has not exited.
+    pub exit_ktime_ns: u64,
+    /// Fatal signals recorded for it.
+    pub signals: u32,
+    /// Keeps the size a multiple of 8.
+    pub _pad: u32,
+}
+
+/// A process that had been sent a fatal signal exited ([`RecordKind::SignaledExit`]): its
+/// exit and the signals that led to it, joined in the kernel at the exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DeathRecord {
+    /// Always [`RecordKind::SignaledExit`].
+    pub kind: u32,
+    /// [`Hook::SchedProcessExit`].
+    pub hook: u32,
+    /// `bpf_ktime_get_boot_ns()` at the exit.
+    pub ktime_ns: u64,
+    /// The thread whose exit ended the process.
+    pub pid: u32,
+    /// The process.
+    pub tgid: u32,
+    /// `task->exit_code`: the signal in the low 7 bits, 0x80 for a core dump, the exit
+    /// status in bits 8..16.
+    pub exit_code: i32,
+    /// Fatal signals recorded for it.
+    pub signals: u32,
+    /// Its cgroup in the memory controller's hierarchy (0 if unknown).
+    pub memcg_id: u64,
+    /// Its cgroup in the unified hierarchy (0 if unknown).
+    pub dfl_cgroup_id: u64,
+    /// Its `comm`, NUL padded.
+    pub comm: [u8; COMM_LEN],
+    /// The first fatal signal it was sent.
+    pub first: FatalSignal,
+    /// The last one.
+    pub last: FatalSignal,
+}
+
 /// Name of the global the daemon fills with [`KernelLayout`].
 pub const LAYOUT_GLOBAL: &str = "LAYOUT";
 
@@ -537,6 +648,9 @@ plain! {
     KernelLayout = 55 * 4;
     OomContext = 64;
     VictimState = 40;
+    FatalSignal = 72;
+    SignalState = 2 * 72 + 16;
+    DeathRecord = 64 + 2 * 72;
 }
 
 #[cfg(feature = "user")]
@@ -551,4 +665,6 @@ mod pod {
     unsafe impl aya::Pod for super::VictimState {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::AttachLayout {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::SignalState {}
 }

@@ -5,7 +5,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use observer_common::{AttachLayout, KernelLayout, OomContext, VictimState, LOST_SLOTS};
+use observer_common::{
+    AttachLayout, KernelLayout, OomContext, SignalState, VictimState, LOST_SLOTS,
+};
 
 /// Filled by the daemon from the running kernel's BTF before load.
 #[no_mangle]
@@ -40,10 +42,10 @@ pub static OOM_CTX: HashMap<u32, OomContext> = HashMap::with_max_entries(1024, 0
 #[map]
 pub static VICTIMS: LruHashMap<u32, VictimState> = LruHashMap::with_max_entries(16384, 0);
 
-/// How many victims in [`VICTIMS`] have not exited yet, never fewer (see
-/// `record::victim_awaits_exit`): while it is 0, every other exit on the node leaves the exit
-/// hook after this one load. Only the programs use it; they keep it alive across restarts
-/// with `--pin-dir`, as they keep themselves.
+/// How many processes await their exit, never fewer (see `record::exits_awaited`): victims in
+/// [`VICTIMS`] in the low 32 bits, processes in [`SIGNALED`] in the high 32. While it is 0,
+/// every other exit on the node leaves the exit hook after this one load. Only the programs
+/// use it; they keep it alive across restarts with `--pin-dir`, as they keep themselves.
 #[map]
 pub static AWAITING_EXIT: Array<u64> = Array::with_max_entries(1, 0);
 
@@ -54,6 +56,12 @@ pub static KILLED: LruHashMap<u32, KilledTask> = LruHashMap::with_max_entries(10
 /// Set to 1 by the daemon once `signal_generate` is attached (see `observer_common::map`).
 #[map]
 pub static KILL_SIGNAL_ON: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Processes sent a fatal signal, by process id, until their exit reads the entry (see
+/// `probes::signal`). A process that handles the signal and lives on keeps its entry until
+/// the LRU needs the room.
+#[map]
+pub static SIGNALED: LruHashMap<u32, SignalState> = LruHashMap::with_max_entries(4096, 0);
 
 /// A SIGKILL's target, as `signal_generate` saw it.
 #[repr(C)]

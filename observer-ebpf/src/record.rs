@@ -153,7 +153,7 @@ pub fn remember_victim(key: u32, pid: u32, kill_ktime_ns: u64, memcg_id: u64, df
     // Counted before the victim is visible: an exit that sees the victim always sees the
     // count (an exit that sees the count but not yet the victim leaves it one too high).
     if !counted {
-        add_awaiting_exit(1);
+        add_awaiting_exit(ONE_VICTIM);
     }
     let v = VictimState {
         kill_ktime_ns,
@@ -166,15 +166,23 @@ pub fn remember_victim(key: u32, pid: u32, kill_ktime_ns: u64, memcg_id: u64, df
     let _ = VICTIMS.insert(key, v, 0);
 }
 
-/// Whether any OOM victim may still be on its way out (see [`AWAITING_EXIT`]).
+/// The [`AWAITING_EXIT`] count of victims (low 32 bits) and of signaled processes (high 32
+/// bits) that may still be on their way out; 0 when none is.
 #[inline(always)]
-pub fn victim_awaits_exit() -> bool {
-    AWAITING_EXIT.get(0).is_some_and(|n| *n != 0)
+pub fn exits_awaited() -> u64 {
+    AWAITING_EXIT.get(0).copied().unwrap_or(0)
 }
 
-/// Adds `delta` (wrapping: `u64::MAX` is −1) to [`AWAITING_EXIT`], atomically: kills and
-/// exits run on any CPU at once. The count errs only upwards (an evicted victim never exits
-/// through the map), which costs a map lookup per exit, never a missed one.
+/// One victim in [`AWAITING_EXIT`] (its low half).
+pub const ONE_VICTIM: u64 = 1;
+/// One signaled process in [`AWAITING_EXIT`] (its high half).
+pub const ONE_SIGNALED: u64 = 1 << 32;
+
+/// Adds `delta` (wrapping: `ONE_VICTIM.wrapping_neg()` is −1 victim) to [`AWAITING_EXIT`],
+/// atomically: kills, signals and exits run on any CPU at once. Each half is only taken
+/// from after it was added to, so neither borrows from the other. The count errs only
+/// upwards (an evicted entry never exits through its map), which costs a map lookup per
+/// exit, never a missed one.
 #[inline(always)]
 pub fn add_awaiting_exit(delta: u64) {
     if let Some(p) = AWAITING_EXIT.get_ptr_mut(0) {

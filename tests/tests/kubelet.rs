@@ -178,12 +178,14 @@ fn audit_through_the_cri_finds_the_pod_runc_placed_outside_its_slice() {
         limit_mb: None,
         script: sleep.clone(),
         systemd_parent: true,
+        shared_pid: false,
     });
     let placed = node.run_pod_spec(&PodSpec {
         pod_limit_mb: 64,
         limit_mb: Some(32),
         script: sleep,
         systemd_parent: false,
+        shared_pid: false,
     });
     let evs = obs.wait_for(
         "limit_unenforced for the escaped pod's container",

@@ -104,6 +104,8 @@ impl AuditDriver {
             IndexChange::Relisted => self.audit_all(),
             IndexChange::Changed(key) => self.audit_one(&key),
             IndexChange::TaskGone(key) => self.forget(&key),
+            // Its `TaskGone` follows.
+            IndexChange::Exited(_) => {}
         }
     }
 

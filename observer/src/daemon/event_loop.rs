@@ -131,6 +131,12 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
                 if change == IndexChange::Relisted {
                     proc.attribute_gap().await;
                 }
+                if let IndexChange::Exited(x) = &change {
+                    // The kernel saw the exit before the shim reaped it: its record (and any
+                    // kill of the init) is read first, so the line can name the cause.
+                    drain_all(&mut proc, maps, &mut queries).await?;
+                    proc.container_exited(x).map_err(ObserverError::Output)?;
+                }
                 if let Some(a) = proc.audits() {
                     a.on_index_change(change);
                 }

@@ -12,7 +12,7 @@ use crate::{
     sinks::{
         json::JsonLines,
         k8s_events::EventSink,
-        metrics::{KillSeries, Metrics},
+        metrics::{ExitSeries, KillSeries, Metrics},
         Sinks,
     },
 };
@@ -23,6 +23,7 @@ pub struct Outputs {
     /// The metrics, when served: their kill counters are a sink, the rest follows totals.
     pub metrics: Option<Metrics>,
     kills: Option<KillSeries>,
+    exits: Option<ExitSeries>,
     k8s_events: Option<EventSink>,
 }
 
@@ -60,6 +61,7 @@ pub async fn start(
     Ok(Outputs {
         json,
         kills: metrics.as_ref().map(Metrics::kill_series),
+        exits: metrics.as_ref().map(Metrics::exit_series),
         metrics,
         k8s_events,
     })
@@ -67,7 +69,7 @@ pub async fn start(
 
 impl Outputs {
     /// The sinks in the order each line reaches them: the JSON line first (an error there
-    /// stops the stream before anything counts it), then the kill counters, then the
+    /// stops the stream before anything counts it), then the kill and exit counters, then the
     /// Kubernetes Events. With containerd, a container's kill series expire once its
     /// container is long gone.
     pub fn line_up(self, containerd: Option<&Arc<Containerd>>) -> Sinks {
@@ -79,6 +81,15 @@ impl Outputs {
                     kills.expiring(Box::new(move |k| cd.container(k).map(|c| c.deleted_at)))
                 }
                 None => kills,
+            }));
+        }
+        if let Some(exits) = self.exits {
+            sinks.push(Box::new(match containerd {
+                Some(cd) => {
+                    let cd = cd.clone();
+                    exits.expiring(Box::new(move |k| cd.container(k).map(|c| c.deleted_at)))
+                }
+                None => exits,
             }));
         }
         if let Some(k) = self.k8s_events {

@@ -35,6 +35,19 @@ pub enum IndexChange {
     Changed(ContainerKey),
     /// A container's task is gone.
     TaskGone(ContainerKey),
+    /// A container's init exited (sent just before its [`IndexChange::TaskGone`]).
+    Exited(Box<TaskExited>),
+}
+
+/// A container's init exited, as containerd's `/tasks/exit` says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskExited {
+    /// The container, as the index knew it before the exit.
+    pub container: ContainerInfo,
+    /// The init's host pid.
+    pub pid: u32,
+    /// Its exit status (128 + the signal for a signal).
+    pub exit_status: u32,
 }
 
 /// The index, kept current from containerd, shared with the event path.
@@ -253,16 +266,33 @@ impl Containerd {
                     self.changed(ns, &id);
                 }
             }
-            "/tasks/exit" | "/tasks/delete" => {
-                // The init process's exit ends the task (an exec's exit has its own id).
-                let id = match topic {
-                    "/tasks/exit" => decode::<TaskExit>(event)
-                        .filter(|e| e.id.is_empty() || e.id == e.container_id)
-                        .map(|e| e.container_id),
-                    _ => decode::<TaskDelete>(event)
-                        .filter(|e| e.id.is_empty() || e.id == e.container_id)
-                        .map(|e| e.container_id),
+            "/tasks/exit" => {
+                let Some(e) = decode::<TaskExit>(event)
+                    .filter(|e| !e.container_id.is_empty())
+                    .filter(|e| e.id.is_empty() || e.id == e.container_id)
+                else {
+                    return;
                 };
+                let known = self.lock().get(ns, &e.container_id).cloned();
+                // A pod's sandbox (pause) is no container the kubelet reports.
+                if let Some(c) = known.filter(|c| c.container_type.as_deref() != Some("sandbox")) {
+                    self.notify(IndexChange::Exited(Box::new(TaskExited {
+                        container: c,
+                        pid: e.pid,
+                        exit_status: e.exit_status,
+                    })));
+                }
+                self.lock().clear_task(ns, &e.container_id);
+                self.notify(IndexChange::TaskGone(ContainerKey::new(
+                    ns,
+                    &e.container_id,
+                )));
+            }
+            "/tasks/delete" => {
+                // The init process's end ends the task (an exec's has its own id).
+                let id = decode::<TaskDelete>(event)
+                    .filter(|e| e.id.is_empty() || e.id == e.container_id)
+                    .map(|e| e.container_id);
                 if let Some(id) = id.filter(|i| !i.is_empty()) {
                     self.lock().clear_task(ns, &id);
                     self.notify(IndexChange::TaskGone(ContainerKey::new(ns, &id)));

@@ -4,6 +4,7 @@
 //! [`explain`] says why a kill happened and what follows.
 
 pub mod build;
+pub mod death;
 pub mod explain;
 pub mod facts;
 pub mod kind;

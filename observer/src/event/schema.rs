@@ -1,7 +1,7 @@
-//! The schema-1 JSON events: what one line holds.
+//! The JSON events: what one line holds.
 //!
-//! Schema 1 is documented in docs/events.md. Later versions add fields; they never rename or
-//! drop one.
+//! The schema is documented in docs/events.md. Each version adds fields or events (2 added
+//! `container_exit`); none renames or drops one.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +9,7 @@ use super::kind::EventKind;
 use crate::kernel::maps::LostCounts;
 
 /// The JSON schema version written in every event.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// A cgroup named by id and, when known, path.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -89,6 +89,7 @@ impl KernelMaps {
             memcg_oom = new.memcg_oom,
             cgroup_mkdir = new.cgroup_mkdir,
             cgroup_attach = new.cgroup_attach,
+            signaled_exit = new.signaled_exit,
             "ring buffer full: kernel records were lost"
         );
         self.lost_seen = total;
@@ -142,6 +143,9 @@ pub struct LostCounts {
     pub oom_decision: u64,
     /// Skipped-kill records.
     pub oom_kill_skipped: u64,
+    /// Exits of processes sent a fatal signal (their `container_exit` then has no sender).
+    #[serde(default)]
+    pub signaled_exit: u64,
 }
 
 impl LostCounts {
@@ -155,6 +159,7 @@ impl LostCounts {
             RecordKind::CgroupAttach => &mut self.cgroup_attach,
             RecordKind::OomDecision => &mut self.oom_decision,
             RecordKind::OomSkipped => &mut self.oom_kill_skipped,
+            RecordKind::SignaledExit => &mut self.signaled_exit,
         }
     }
 
@@ -176,6 +181,7 @@ impl LostCounts {
             + self.cgroup_attach
             + self.oom_decision
             + self.oom_kill_skipped
+            + self.signaled_exit
     }
 
     /// What was added since `earlier`.
@@ -190,6 +196,7 @@ impl LostCounts {
             oom_kill_skipped: self
                 .oom_kill_skipped
                 .saturating_sub(earlier.oom_kill_skipped),
+            signaled_exit: self.signaled_exit.saturating_sub(earlier.signaled_exit),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Ring-buffer items as typed records, checked for kind and size.
 
 use observer_common::{
-    CgroupAttachRecord, CgroupMkdirRecord, OomKillRecord, Plain, RecordKind, CGROUP_PATH_LEN,
+    CgroupAttachRecord, CgroupMkdirRecord, DeathRecord, OomKillRecord, Plain, RecordKind,
+    CGROUP_PATH_LEN,
 };
 
 /// A record read from the ring buffer.
@@ -13,6 +14,8 @@ pub enum Record {
     Mkdir(CgroupMkdirRecord),
     /// A process moved into a memory cgroup.
     Attach(CgroupAttachRecord),
+    /// A process that had been sent a fatal signal exited.
+    Death(DeathRecord),
 }
 
 /// Why a ring-buffer item could not be read as a record.
@@ -61,6 +64,7 @@ impl Record {
             ) => Ok(Record::Oom(read(bytes, k)?)),
             Some(RecordKind::CgroupMkdir) => Ok(Record::Mkdir(read(bytes, k)?)),
             Some(RecordKind::CgroupAttach) => Ok(Record::Attach(read(bytes, k)?)),
+            Some(RecordKind::SignaledExit) => Ok(Record::Death(read(bytes, k)?)),
             None => Err(RecordError::UnknownKind(k)),
         }
     }

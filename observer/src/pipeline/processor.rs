@@ -12,8 +12,17 @@ use tracing::warn;
 use crate::{
     audit::{driver::AuditDriver, finding::FindingEvent},
     enrich::upkeep::Containerd,
-    event::{explain::explain, ContainerRef, Event, EventKind, LostEvent},
-    host::{oom_control::StallWatch, procfs::CmdlineReader},
+    enrich::upkeep::TaskExited,
+    event::{
+        death::{self, ContainerExit, EarlierKill, ExitFacts, Sender},
+        explain::explain,
+        ContainerRef, Event, EventKind, LostEvent, SCHEMA,
+    },
+    host::{
+        cgroup_path,
+        oom_control::StallWatch,
+        procfs::{self, CmdlineReader},
+    },
     kernel::{
         clock::boot_ns,
         maps::LostCounts,
@@ -23,11 +32,13 @@ use crate::{
     sinks::{taskoom::SharedPublisher, Line, Sinks},
 };
 
+pub mod deaths;
 pub mod decisions;
 pub mod gap;
 pub mod handoff;
 pub mod paths;
 
+use deaths::Deaths;
 use decisions::{name_skip, OpenDecisions};
 use gap::GapQueue;
 use handoff::HandOff;
@@ -60,6 +71,8 @@ pub struct Processor {
     cmdlines: CmdlineReader,
     /// Told of new memory cgroups (cgroup v1 `oom_kill_disable` stalls).
     stalls: Option<StallWatch>,
+    /// Signaled exits, waiting for containerd to say whose init each was.
+    deaths: Deaths,
 }
 
 impl Processor {
@@ -79,6 +92,7 @@ impl Processor {
             taskoom_at: TaskOomAt::default(),
             cmdlines: CmdlineReader::start(),
             stalls: None,
+            deaths: Deaths::default(),
         }
     }
 
@@ -177,6 +191,10 @@ impl Processor {
                 self.paths.learn(&m);
                 Ok(Begun::Done)
             }
+            Ok(Record::Death(d)) => {
+                self.deaths.insert(d);
+                Ok(Begun::Done)
+            }
             Ok(Record::Attach(a)) => {
                 if let Some(s) = &self.stalls {
                     s.cgroup_attached(a.root, a.id);
@@ -265,6 +283,130 @@ impl Processor {
             }
         }
         self.emit(&ev)
+    }
+
+    /// A container's init exited: one `container_exit` line, its cause joined from the
+    /// kernel's record of the exit (read before this is called) and the kills this run saw.
+    pub fn container_exited(&mut self, x: &TaskExited) -> io::Result<()> {
+        let c = &x.container;
+        let kills = self.history.find(&Query {
+            container: Some(c.id.clone()),
+            namespace: Some(c.namespace.clone()),
+            ..Query::default()
+        });
+        let init_kill = kills
+            .iter()
+            .rev()
+            .find(|k| k.tgid == Some(x.pid) || (k.tgid.is_none() && k.pid == Some(x.pid)));
+        let earlier_kills = kills
+            .iter()
+            .filter(|k| init_kill.is_none_or(|i| i.seq != k.seq))
+            .map(|k| EarlierKill {
+                seq: k.seq,
+                time: k.time.clone(),
+                pid: k.tgid.or(k.pid),
+                comm: k.comm.clone(),
+            })
+            .collect();
+        let death = self.deaths.take(x.pid);
+        let blamed = death.as_ref().and_then(|d| death::blamed(d).copied());
+        let sender_cgroup = blamed
+            .filter(|s| s.sender_memcg_id != 0)
+            .and_then(|s| self.paths.memory_path_scanned(s.sender_memcg_id));
+        let sender_proc = blamed.map(|s| {
+            procfs::exe_and_cmdline(
+                s.sender_tgid,
+                Some(death::comm_str(&s.sender_comm).as_str()),
+                true,
+            )
+        });
+        // A Kubernetes container's cgroup sits directly in its pod's.
+        let pod_cgroup = Some(c)
+            .filter(|c| c.pod.is_some() || c.sandbox_id.is_some())
+            .and_then(|c| c.cgroups().next())
+            .and_then(cgroup_path::parent)
+            .map(String::from);
+        let facts = ExitFacts {
+            pid: x.pid,
+            exit_status: x.exit_status,
+            death,
+            init_killed: init_kill.map(|k| (k.seq, k.explained.limit.clone())),
+            earlier_kills,
+            sender_cgroup: sender_cgroup.clone(),
+            pod_cgroup,
+            sender_exe_name: sender_proc
+                .as_ref()
+                .and_then(|(exe, _)| exe.as_deref())
+                .and_then(|e| e.rsplit('/').next())
+                .map(String::from),
+            oomd_marked: false,
+        };
+        let cause = death::classify(&facts);
+        let sender = blamed.map(|s| {
+            let mut out = Sender::of(&s);
+            if let Some((exe, cmdline)) = sender_proc.clone() {
+                out.exe = exe;
+                out.cmdline = cmdline;
+            }
+            out.unit = sender_cgroup.as_deref().and_then(death::unit_of);
+            out.container = match (&self.handoff, sender_cgroup.as_deref()) {
+                (Some(h), Some(cg)) => h
+                    .containerd()
+                    .attribute_indexed(Some(cg), None)
+                    .first()
+                    .map(ContainerRef::from),
+                _ => None,
+            };
+            out.cgroup = sender_cgroup.clone();
+            out
+        });
+        let first_signal = facts
+            .death
+            .as_ref()
+            .filter(|d| d.first.ktime_ns != d.last.ktime_ns && d.first.ktime_ns != 0)
+            .map(|d| Sender::of(&d.first));
+        let (exit_code, signal, core_dumped) = match &facts.death {
+            Some(d) if d.exit_code & 0x7f != 0 => {
+                let sig = (d.exit_code & 0x7f) as u32;
+                (
+                    128 + sig,
+                    Some(death::signal_name(sig)),
+                    d.exit_code & 0x80 != 0,
+                )
+            }
+            Some(d) => (((d.exit_code >> 8) & 0xff) as u32, None, false),
+            None if x.exit_status > 128 => (
+                x.exit_status,
+                Some(death::signal_name(x.exit_status - 128)),
+                false,
+            ),
+            None => (x.exit_status, None, false),
+        };
+        // This daemon hands containerd a TaskOOM for every kill it saw in the container.
+        let kubelet = death::kubelet_view(cause, exit_code, !kills.is_empty());
+        self.seq += 1;
+        let mut ev = ContainerExit {
+            schema: SCHEMA,
+            seq: self.seq,
+            event: "container_exit",
+            time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+            container: ContainerRef::from(c),
+            pid: x.pid,
+            exit_code,
+            signal,
+            core_dumped,
+            cause,
+            sender,
+            first_signal,
+            oom_kill_seq: facts.init_killed.as_ref().map(|k| k.0),
+            limit: facts.init_killed.and_then(|k| k.1),
+            earlier_oom_kills: facts.earlier_kills,
+            kubelet,
+            message: String::new(),
+        };
+        ev.message = death::message(&ev);
+        self.emit_line(Line::Exit(&ev))?;
+        self.flush()
     }
 
     /// The event to every sink, in their order.

@@ -17,9 +17,11 @@ use prometheus_client::{
 
 use crate::{audit::driver::AuditDriver, sinks::taskoom::SharedPublisher};
 
+mod exits;
 mod http;
 mod kills;
 
+pub use exits::{ExitLabels, ExitSeries, MAX_EXIT_SERIES};
 pub use http::bind;
 pub use kills::{DeletedAt, KillLabels, KillSeries, MAX_KILL_SERIES};
 
@@ -86,6 +88,7 @@ impl Totals {
 pub struct Metrics {
     registry: Arc<Registry>,
     kills: Family<KillLabels, Counter>,
+    exits: Family<ExitLabels, Counter>,
     taskoom: Family<ResultLabels, Counter>,
     lost: Family<KindLabels, Counter>,
     findings: Family<KindLabels, Gauge>,
@@ -104,6 +107,12 @@ impl Metrics {
             "oom_observer_oom_kills",
             "OOM kills attributed to a container (victims of one container within 1 s are one kill), by whose limit was hit and whether the container lived on",
             kills.clone(),
+        );
+        let exits = Family::<ExitLabels, Counter>::default();
+        r.register(
+            "oom_observer_container_exits",
+            "containers' ends, by cause: oom_kill, oom_killer_userspace, runtime_stop, pod_process, node_process, crash, exited, unknown_signal",
+            exits.clone(),
         );
         let taskoom = Family::<ResultLabels, Counter>::default();
         r.register(
@@ -156,6 +165,7 @@ impl Metrics {
         Metrics {
             registry: Arc::new(r),
             kills,
+            exits,
             taskoom,
             lost,
             findings,
@@ -205,6 +215,11 @@ impl Metrics {
     /// time (one per daemon: each keeps its own series).
     pub fn kill_series(&self) -> KillSeries {
         KillSeries::new(self.kills.clone(), self.last_kill.clone())
+    }
+
+    /// The sink that counts containers' ends into `oom_observer_container_exits_total`.
+    pub fn exit_series(&self) -> ExitSeries {
+        ExitSeries::new(self.exits.clone())
     }
 
     /// The counters of the Kubernetes Event sink.

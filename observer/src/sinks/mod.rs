@@ -8,7 +8,7 @@ use std::io;
 
 use crate::{
     audit::finding::FindingEvent,
-    event::{Event, LostEvent},
+    event::{death::ContainerExit, Event, LostEvent},
 };
 
 pub mod json;
@@ -26,6 +26,8 @@ pub enum Line<'a> {
     Finding(&'a FindingEvent),
     /// Records the kernel could not hand over.
     Lost(&'a LostEvent),
+    /// A container's end, and who ended it.
+    Exit(&'a ContainerExit),
 }
 
 impl serde::Serialize for Line<'_> {
@@ -34,6 +36,7 @@ impl serde::Serialize for Line<'_> {
             Line::Event(e) => e.serialize(s),
             Line::Finding(f) => f.serialize(s),
             Line::Lost(l) => l.serialize(s),
+            Line::Exit(x) => x.serialize(s),
         }
     }
 }

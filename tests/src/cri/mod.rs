@@ -35,7 +35,7 @@ use k8s_cri::v1::{
     LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest, VersionRequest,
+    StopContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
 
 use crate::{containerd::Containerd, pod::ScratchTree, race::Pidfd};
@@ -143,7 +143,7 @@ fn busybox_entries() -> Vec<oci_archive::Entry> {
         .map(Entry::dir)
         .collect();
     e.push(Entry::file("bin/busybox", busybox, 0o755));
-    for a in ["sh", "sleep", "cat", "test", "taskset", "true"] {
+    for a in ["sh", "sleep", "cat", "test", "taskset", "true", "kill"] {
         e.push(Entry::symlink(format!("bin/{a}"), "busybox"));
     }
     e
@@ -209,6 +209,9 @@ pub struct PodSpec {
     /// while runc runs without the systemd driver: runc then takes the CRI's systemd-form
     /// cgroupsPath as a path relative to its caller's cgroup, outside the pod's.
     pub systemd_parent: bool,
+    /// One pid namespace for the whole pod (`shareProcessNamespace`): the pause process is
+    /// its init, so the container's own init can be signaled from inside the pod.
+    pub shared_pid: bool,
 }
 
 /// One pod's container, created and started through the CRI.
@@ -424,6 +427,7 @@ impl CriNode {
             limit_mb: Some(limit_mb),
             script: workload.script(limit_mb),
             systemd_parent: false,
+            shared_pid: false,
         })
     }
 
@@ -445,9 +449,14 @@ impl CriNode {
         };
         let pod_limit_mb = spec.pod_limit_mb;
         self.tree.mkdir_memory(&pod_cgroup, Some(pod_limit_mb));
+        let pid_ns = if spec.shared_pid {
+            NamespaceMode::Pod
+        } else {
+            NamespaceMode::Container
+        };
         let node_ns = || NamespaceOption {
             network: NamespaceMode::Node as i32,
-            pid: NamespaceMode::Container as i32,
+            pid: pid_ns as i32,
             ipc: NamespaceMode::Pod as i32,
             ..Default::default()
         };
@@ -571,6 +580,38 @@ impl CriNode {
             .filter(|&p| p > 0)
             .unwrap_or_else(|| panic!("no pid in ContainerStatus info of {id}: {:?}", resp.info))
             as u32
+    }
+
+    /// StopContainer with `timeout_s`, as the kubelet stops a container: the runtime sends
+    /// SIGTERM, then SIGKILL once the timeout has passed.
+    pub fn stop_container(&mut self, id: &str, timeout_s: i64) {
+        let mut rs = self.runtime.clone();
+        self.rt
+            .block_on(rs.stop_container(StopContainerRequest {
+                container_id: id.into(),
+                timeout: timeout_s,
+            }))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "StopContainer {id}: {e}\ncontainerd log:\n{}",
+                    self.cd.log()
+                )
+            });
+    }
+
+    /// The container's status once the CRI reports it EXITED (within `within`), as the
+    /// kubelet's relist reads it.
+    pub fn exited_status(&self, id: &str, within: Duration) -> Reading {
+        let since = Instant::now();
+        loop {
+            match self.read(id, since) {
+                Ok(r) if r.state == "CONTAINER_EXITED" => return r,
+                r if since.elapsed() > within => {
+                    panic!("{id}: not EXITED after {within:?}: {r:?}")
+                }
+                _ => thread::sleep(Duration::from_millis(20)),
+            }
+        }
     }
 
     /// One ContainerStatus read.

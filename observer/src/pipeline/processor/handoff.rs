@@ -62,6 +62,11 @@ impl HandOff {
         &self.publisher
     }
 
+    /// containerd's index.
+    pub fn containerd(&self) -> &Containerd {
+        &self.containerd
+    }
+
     /// The work that names the container(s) and, with `publish` (a kill, or a decision
     /// whose kill is certain), hands TaskOOM to containerd before the JSON line is written.
     pub fn work(&self, ev: &Event, publish: bool) -> EnrichWork {

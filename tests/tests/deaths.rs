@@ -1,0 +1,201 @@
+//! Who killed it: pods run through containerd's own CRI plugin, each ended a different way
+//! by a real sender, with oom-observer running. Every container must get exactly one
+//! `container_exit` line whose cause and sender are the ones a user would check, and the
+//! kubelet's wrong `OOMKilled` (an earlier OOM kill of a child, then a stop: kubernetes
+//! #140716) must be flagged, and read back from the CRI as the kubelet reads it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a panic is how a test fails"
+)]
+
+use std::{process::Command, thread, time::Duration};
+
+use serde_json::Value;
+use tests::{
+    cri::{CriNode, CriPod, PodSpec},
+    pretty,
+};
+
+fn spec(script: &str, shared_pid: bool) -> PodSpec {
+    PodSpec {
+        pod_limit_mb: 64,
+        limit_mb: Some(32),
+        script: script.into(),
+        systemd_parent: false,
+        shared_pid,
+    }
+}
+
+/// The one `container_exit` line of `pod`'s container (panics on none or several).
+fn exit_line(evs: &[Value], pod: &CriPod) -> Value {
+    let lines: Vec<&Value> = evs
+        .iter()
+        .filter(|e| {
+            e["event"] == "container_exit" && e["container"]["id"] == pod.container_id.as_str()
+        })
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "exactly one container_exit for {}: {}",
+        pod.container_id,
+        pretty(evs)
+    );
+    lines[0].clone()
+}
+
+#[test]
+fn every_container_s_end_names_its_cause_and_its_sender() {
+    let mut node = CriNode::start();
+    let obs = node.cd.observer(Duration::from_secs(30));
+    // A plain non-zero exit.
+    let exited = node.run_pod_spec(&spec("sleep 1; exit 3", false));
+    // A SIGKILL from a named process of the node.
+    let killed = node.run_pod_spec(&spec("while :; do sleep 1; done", false));
+    // A stop whose SIGTERM is ignored: the runtime SIGKILLs after the grace period.
+    let stopped = node.run_pod_spec(&spec("trap '' TERM; while :; do sleep 1; done", false));
+    // A process of the pod kills the container's init (one pid namespace for the pod, so
+    // the init is no namespace init that ignores its own namespace's signals).
+    let pod_kill = node.run_pod_spec(&spec(
+        "(sleep 1; kill -KILL $$) & while :; do sleep 1; done",
+        true,
+    ));
+    // A self-inflicted SIGSEGV.
+    let segv = node.run_pod_spec(&spec("sleep 1; kill -SEGV $$", true));
+    // The init itself allocates past its limit.
+    let oom = node.run_pod_spec(&spec("x=a; while :; do x=$x$x; done", false));
+    // kubernetes #140716: a child is OOM-killed while the container lives on, then the
+    // container is stopped and answers its SIGTERM with exit 143.
+    let child_oom = node.run_pod_spec(&spec(
+        "trap 'exit 143' TERM; (x=a; while :; do x=$x$x; done) & while :; do sleep 0.2; done",
+        false,
+    ));
+
+    let kill = Command::new("kill")
+        .args(["-KILL", &killed.pid.to_string()])
+        .spawn()
+        .unwrap();
+    let kill_pid = kill.id();
+    assert!(kill.wait_with_output().unwrap().status.success());
+    node.stop_container(&stopped.container_id, 2);
+    obs.wait_for(
+        "the child's OOM kill in the #140716 pod",
+        Duration::from_secs(20),
+        |evs| {
+            evs.iter().any(|e| {
+                e["event"] == "oom_kill"
+                    && e["container"]["id"] == child_oom.container_id.as_str()
+                    && e["victim"]["tgid"] != child_oom.pid
+            })
+        },
+    );
+    // The child is gone, the container lives on: now the kubelet's stop.
+    thread::sleep(Duration::from_millis(300));
+    node.stop_container(&child_oom.container_id, 10);
+    let cri_140716 = node.exited_status(&child_oom.container_id, Duration::from_secs(10));
+
+    let pods = [
+        &exited, &killed, &stopped, &pod_kill, &segv, &oom, &child_oom,
+    ];
+    let evs = obs.wait_for(
+        "a container_exit line for every pod",
+        Duration::from_secs(30),
+        |evs| {
+            pods.iter().all(|p| {
+                evs.iter().any(|e| {
+                    e["event"] == "container_exit"
+                        && e["container"]["id"] == p.container_id.as_str()
+                })
+            })
+        },
+    );
+    let all = pretty(&evs);
+    let check = |pod: &CriPod, cause: &str| {
+        let x = exit_line(&evs, pod);
+        assert_eq!(x["cause"], cause, "{x}\nall events:\n{all}");
+        assert_eq!(x["pid"], pod.pid, "{x}");
+        assert_eq!(x["container"]["name"], pod.container.as_str(), "{x}");
+        assert_eq!(x["container"]["pod"]["name"], pod.name.as_str(), "{x}");
+        eprintln!("{}: {}", pod.name, x["message"]);
+        x
+    };
+
+    let x = check(&exited, "exited");
+    assert_eq!(
+        (x["exit_code"].clone(), x["signal"].clone()),
+        (3.into(), Value::Null)
+    );
+    assert_eq!(x["sender"], Value::Null, "{x}");
+    assert_eq!(x["kubelet"]["reason"], "Error", "{x}");
+    assert_eq!(x["kubelet"]["wrong"], Value::Null, "{x}");
+
+    let x = check(&killed, "node_process");
+    assert_eq!(x["signal"], "SIGKILL", "{x}");
+    assert_eq!(x["exit_code"], 137, "{x}");
+    assert_eq!(x["sender"]["comm"], "kill", "{x}");
+    assert_eq!(x["sender"]["tgid"], kill_pid, "{x}");
+    assert_eq!(x["sender"]["code"], "SI_USER", "{x}");
+    assert_eq!(x["sender"]["container"], Value::Null, "{x}");
+
+    let x = check(&stopped, "runtime_stop");
+    assert_eq!(x["signal"], "SIGKILL", "{x}");
+    assert_eq!(x["first_signal"]["signal"], "SIGTERM", "{x}");
+    let runtime = x["sender"]["comm"].as_str().unwrap_or_default();
+    assert!(
+        runtime == "runc" || runtime.starts_with("containerd-shim"),
+        "the stop's SIGKILL comes from the runtime: {x}"
+    );
+    assert!(
+        x["sender"]["ktime_ns"].as_u64().unwrap()
+            >= x["first_signal"]["ktime_ns"].as_u64().unwrap() + 1_500_000_000,
+        "the SIGKILL came after the 2 s grace period: {x}"
+    );
+
+    let x = check(&pod_kill, "pod_process");
+    assert_eq!(x["signal"], "SIGKILL", "{x}");
+    assert_eq!(x["sender"]["comm"], "sh", "{x}");
+    assert_eq!(
+        x["sender"]["container"]["id"],
+        pod_kill.container_id.as_str(),
+        "the sender runs in the same container: {x}"
+    );
+
+    let x = check(&segv, "crash");
+    assert_eq!(x["signal"], "SIGSEGV", "{x}");
+    assert_eq!(x["sender"]["tgid"], segv.pid, "raised by itself: {x}");
+
+    let x = check(&oom, "oom_kill");
+    assert_eq!(x["signal"], "SIGKILL", "{x}");
+    assert_eq!(x["limit"], "container", "{x}");
+    let kill_seq = evs
+        .iter()
+        .find(|e| e["event"] == "oom_kill" && e["victim"]["tgid"] == oom.pid)
+        .map(|e| e["seq"].clone())
+        .unwrap_or_else(|| panic!("no oom_kill line for {}: {all}", oom.pid));
+    assert_eq!(x["oom_kill_seq"], kill_seq, "{x}");
+    assert_eq!(x["kubelet"]["wrong"], Value::Null, "{x}");
+
+    let x = check(&child_oom, "runtime_stop");
+    assert_eq!(
+        (x["exit_code"].clone(), x["signal"].clone()),
+        (143.into(), Value::Null),
+        "{x}"
+    );
+    assert_eq!(x["first_signal"], Value::Null, "{x}");
+    assert_eq!(x["sender"]["signal"], "SIGTERM", "{x}");
+    assert!(
+        !x["earlier_oom_kills"].as_array().unwrap().is_empty(),
+        "the child's kill is listed: {x}"
+    );
+    assert_eq!(x["kubelet"]["reason"], "OOMKilled", "{x}");
+    assert_eq!(x["kubelet"]["wrong"], "oomkilled_not_oom", "{x}");
+    // What the kubelet reads through the CRI, as the line said it would.
+    assert_eq!(
+        (cri_140716.reason.as_str(), cri_140716.exit_code),
+        ("OOMKilled", 143),
+        "the CRI status of the #140716 container: {cri_140716:?}"
+    );
+}
