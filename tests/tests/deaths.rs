@@ -3,6 +3,9 @@
 //! `container_exit` line whose cause and sender are the ones a user would check, and the
 //! kubelet's wrong `OOMKilled` (an earlier OOM kill of a child, then a stop: kubernetes
 //! #140716) must be flagged, and read back from the CRI as the kubelet reads it.
+//!
+//! The Pod Events go to a loopback stand-in for the API server: none can run on these
+//! machines (see tests/tests/k8s_events.rs, which says what that cannot check).
 
 #![allow(
     clippy::unwrap_used,
@@ -11,11 +14,12 @@
     reason = "integration tests: a panic is how a test fails"
 )]
 
-use std::{process::Command, thread, time::Duration};
+use std::{collections::BTreeSet, fs, process::Command, thread, time::Duration};
 
 use serde_json::Value;
 use tests::{
     cri::{CriNode, CriPod, PodSpec},
+    fake_apiserver::FakeApiServer,
     pretty,
 };
 
@@ -49,8 +53,29 @@ fn exit_line(evs: &[Value], pod: &CriPod) -> Value {
 
 #[test]
 fn every_container_s_end_names_its_cause_and_its_sender() {
+    eprintln!(
+        "NOTE: the Pod Events go to a loopback stand-in: no Kubernetes API server can run on \
+         this machine (see tests/tests/k8s_events.rs)"
+    );
+    let api = FakeApiServer::start();
     let mut node = CriNode::start();
-    let obs = node.cd.observer(Duration::from_secs(30));
+    let kubeconfig = node.cd.observer_state().with_extension("kubeconfig");
+    fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n\
+             users:\n- name: u\n  user:\n    token: t\n\
+             contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
+            api.url
+        ),
+    )
+    .unwrap();
+    // Inherited by the daemon; set before it is spawned (this file has one test).
+    std::env::set_var("KUBECONFIG", &kubeconfig);
+    let obs = node.cd.observer_with(
+        Duration::from_secs(30),
+        &["--k8s-events", "--node-name", "node-a"],
+    );
     // A plain non-zero exit.
     let exited = node.run_pod_spec(&spec("sleep 1; exit 3", false));
     // A SIGKILL from a named process of the node.
@@ -192,6 +217,57 @@ fn every_container_s_end_names_its_cause_and_its_sender() {
     );
     assert_eq!(x["kubelet"]["reason"], "OOMKilled", "{x}");
     assert_eq!(x["kubelet"]["wrong"], "oomkilled_not_oom", "{x}");
+    // One Pod Event per death the kubelet cannot name or misnames, none for a plain exit or
+    // the runtime's own stop; the OOM kills keep their own.
+    let want: BTreeSet<(String, String)> = [
+        (&killed, "KilledByNodeProcess"),
+        (&pod_kill, "KilledByPodProcess"),
+        (&segv, "ContainerCrashed"),
+        (&oom, "OOMKilling"),
+        (&child_oom, "OOMKilling"),
+        (&child_oom, "NotOOMKilled"),
+    ]
+    .into_iter()
+    .map(|(p, r)| (p.name.clone(), r.to_string()))
+    .collect();
+    let posted = || -> BTreeSet<(String, String)> {
+        api.seen()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .map(|r| {
+                (
+                    r.body["involvedObject"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    r.body["reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    for _ in 0..100 {
+        if posted().len() >= want.len() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(posted(), want, "Pod Events: {:#?}", api.seen());
+    let not_oom = api
+        .seen()
+        .into_iter()
+        .find(|r| r.body["reason"] == "NotOOMKilled")
+        .unwrap();
+    assert_eq!(
+        not_oom.body["message"],
+        exit_line(&evs, &child_oom)["message"],
+        "the Event says what the line says"
+    );
+    assert_eq!(
+        not_oom.body["involvedObject"]["fieldPath"],
+        "spec.containers{hog}"
+    );
+
     // What the kubelet reads through the CRI, as the line said it would.
     assert_eq!(
         (cri_140716.reason.as_str(), cri_140716.exit_code),

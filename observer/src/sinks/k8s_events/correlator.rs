@@ -4,7 +4,10 @@ use std::{collections::HashMap, time::SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::event::{ContainerRef, Event, EventKind};
+use crate::event::{
+    death::{Cause, ContainerExit},
+    ContainerRef, Event, EventKind,
+};
 
 /// The Event reason (see the module comment for why this one).
 pub const REASON: &str = "OOMKilling";
@@ -86,6 +89,25 @@ pub(super) fn target(c: &ContainerRef) -> Option<Target<'_>> {
     })
 }
 
+/// The Event reason of a container's end, in the style of the kubelet's own (`Killing`,
+/// `BackOff`) and of the Pod-scoped OOM Events in the wild; `None` for ends that get none.
+pub fn exit_reason(x: &ContainerExit) -> Option<&'static str> {
+    if x.kubelet.wrong == Some("oomkilled_not_oom") {
+        return Some("NotOOMKilled");
+    }
+    if x.kubelet.wrong == Some("error_for_oom") {
+        return Some("OOMKilledNotError");
+    }
+    match x.cause {
+        Cause::OomKillerUserspace => Some("KilledByUserspaceOOMKiller"),
+        Cause::PodProcess => Some("KilledByPodProcess"),
+        Cause::NodeProcess => Some("KilledByNodeProcess"),
+        Cause::Crash => Some("ContainerCrashed"),
+        Cause::UnknownSignal => Some("KilledBySignal"),
+        Cause::OomKill | Cause::RuntimeStop | Cause::Exited => None,
+    }
+}
+
 /// The kill's one-line summary.
 pub fn summary(ev: &Event, container: &str) -> String {
     let who = ev
@@ -144,6 +166,16 @@ impl Correlator {
             .collect()
     }
 
+    /// The request a container's end warrants: one for a death the kubelet cannot name (a
+    /// userspace OOM killer, a process of the pod or of the node, a crash, an unseen sender),
+    /// or one the kubelet will misname; none for a plain exit, the runtime's own stop or an
+    /// OOM kill (its kill already has its Event). Repeats aggregate per container and reason.
+    pub fn on_exit(&mut self, x: &ContainerExit, now: SystemTime) -> Option<Request> {
+        let reason = exit_reason(x)?;
+        let t = target(&x.container)?;
+        Some(self.request_with(&t, reason, &x.message, now))
+    }
+
     /// Forgets an Event the API server no longer has (a PATCH answered 404: events expire,
     /// after an hour by default), so the next kill creates a new one.
     pub fn forget(&mut self, namespace: &str, name: &str) {
@@ -152,19 +184,31 @@ impl Correlator {
     }
 
     fn request(&mut self, ev: &Event, t: &Target<'_>, now: SystemTime) -> Request {
-        self.tick += 1;
-        let now_s = rfc3339(now);
         // The kill's own one-line summary; a sentence of ours where it has none.
         let message = ev
             .explained
             .as_ref()
             .and_then(|x| x.message.clone())
             .unwrap_or_else(|| summary(ev, t.container));
-        let key = (
-            t.namespace.to_string(),
-            t.uid.to_string(),
-            t.container.to_string(),
-        );
+        self.request_with(t, REASON, &message, now)
+    }
+
+    fn request_with(
+        &mut self,
+        t: &Target<'_>,
+        reason: &str,
+        message: &str,
+        now: SystemTime,
+    ) -> Request {
+        self.tick += 1;
+        let now_s = rfc3339(now);
+        // The kill Event's key stays the container alone, as it always was.
+        let container = if reason == REASON {
+            t.container.to_string()
+        } else {
+            format!("{}/{reason}", t.container)
+        };
+        let key = (t.namespace.to_string(), t.uid.to_string(), container);
         if let Some(a) = self.seen.get_mut(&key) {
             a.count += 1;
             a.last_used = self.tick;
@@ -202,7 +246,7 @@ impl Correlator {
                 "uid": t.uid,
                 "fieldPath": format!("spec.containers{{{}}}", t.container),
             },
-            "reason": REASON,
+            "reason": reason,
             "message": message,
             "type": "Warning",
             "source": {"component": COMPONENT, "host": self.node},

@@ -11,9 +11,28 @@ use super::correlator::target;
 #[cfg(feature = "k8s-events")]
 use super::correlator::{Correlator, Request};
 use crate::{
-    event::{ContainerRef, Event, EventKind},
+    event::{death::ContainerExit, ContainerRef, Event, EventKind},
     sinks::{Line, Sink},
 };
+
+/// What waits for the sender: a kill, or a container's end.
+#[derive(Debug, Clone)]
+pub enum Queued {
+    /// An `oom_kill` of a pod's container.
+    Kill(Box<Event>),
+    /// A pod container's end that warrants an Event.
+    Exit(Box<ContainerExit>),
+}
+
+impl Queued {
+    /// Its `seq`, for logs.
+    fn seq(&self) -> u64 {
+        match self {
+            Queued::Kill(e) => e.seq,
+            Queued::Exit(x) => x.seq,
+        }
+    }
+}
 
 /// What became of each Event request: `created`, `patched`, `failed`, `dropped` (the queue
 /// to the sender was full).
@@ -44,7 +63,7 @@ pub enum SinkError {
 
 /// The kill path's end of the Event sink: never waits.
 pub struct EventSink {
-    tx: tokio::sync::mpsc::Sender<Event>,
+    tx: tokio::sync::mpsc::Sender<Queued>,
     outcomes: Outcomes,
 }
 
@@ -79,21 +98,33 @@ impl EventSink {
         {
             return;
         }
-        if self.tx.try_send(ev.clone()).is_err() {
+        self.queue(Queued::Kill(Box::new(ev.clone())));
+    }
+
+    /// Queues a pod container's end, when it warrants an Event.
+    pub fn send_exit(&self, x: &ContainerExit) {
+        if super::correlator::exit_reason(x).is_none() || target(&x.container).is_none() {
+            return;
+        }
+        self.queue(Queued::Exit(Box::new(x.clone())));
+    }
+
+    fn queue(&self, q: Queued) {
+        let seq = q.seq();
+        if self.tx.try_send(q).is_err() {
             crate::sinks::metrics::inc(&self.outcomes, "dropped");
-            tracing::warn!(
-                seq = ev.seq,
-                "Kubernetes Event queue full: this kill gets no Event"
-            );
+            tracing::warn!(seq, "Kubernetes Event queue full: this line gets no Event");
         }
     }
 }
 
-/// Kills of pod containers only; the rest passes by.
+/// Kills and notable ends of pod containers; the rest passes by.
 impl Sink for EventSink {
     fn emit(&mut self, line: Line<'_>) -> std::io::Result<()> {
-        if let Line::Event(ev) = line {
-            self.send(ev);
+        match line {
+            Line::Event(ev) => self.send(ev),
+            Line::Exit(x) => self.send_exit(x),
+            _ => {}
         }
         Ok(())
     }
@@ -103,14 +134,18 @@ impl Sink for EventSink {
 async fn send_loop(
     client: kube::Client,
     mut correlator: Correlator,
-    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    mut rx: tokio::sync::mpsc::Receiver<Queued>,
     outcomes: Outcomes,
 ) {
     use crate::sinks::metrics::inc;
     use k8s_openapi::api::core::v1::Event as K8sEvent;
     use kube::api::{Api, Patch, PatchParams, PostParams};
+    let requests = |c: &mut Correlator, q: &Queued| match q {
+        Queued::Kill(ev) => c.on_event(ev, SystemTime::now()),
+        Queued::Exit(x) => c.on_exit(x, SystemTime::now()).into_iter().collect(),
+    };
     while let Some(ev) = rx.recv().await {
-        for req in correlator.on_event(&ev, SystemTime::now()) {
+        for req in requests(&mut correlator, &ev) {
             let result = match &req {
                 Request::Create { namespace, body } => {
                     create(&client, namespace, body).await.map(|_| "created")
@@ -129,7 +164,7 @@ async fn send_loop(
                         // Expired on the server: start a new Event.
                         Err(kube::Error::Api(s)) if s.code == 404 => {
                             correlator.forget(namespace, name);
-                            match correlator.on_event(&ev, SystemTime::now()).into_iter().find(
+                            match requests(&mut correlator, &ev).into_iter().find(
                                 |r| matches!(r, Request::Create { namespace: n, .. } if n == namespace),
                             ) {
                                 Some(Request::Create { namespace, body }) => {
