@@ -51,7 +51,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
     let sinks = outputs.line_up(containerd.as_ref().map(|c| &c.index));
     let mut proc = Processor::new(paths, sinks).with_taskoom_at(opts.taskoom_at);
     if let Some(c) = &containerd {
-        proc = proc.with_containerd(c.index.clone(), c.publisher.clone());
+        proc = proc.with_containerd(c.index.clone(), c.publisher.clone(), opts.taskoom_for);
     }
     let mut stall_records = None;
     if let Some((watch, rx)) = stalls::start(&kernel.setup.cgroups) {

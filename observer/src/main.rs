@@ -9,7 +9,7 @@ use observer::{
     daemon::{self, RunOptions},
     error::ObserverError,
     kernel::{error::KernelError, hooks::Strategy},
-    pipeline::processor::TaskOomAt,
+    pipeline::processor::{TaskOomAt, TaskOomFor},
     EBPF_OBJECT,
 };
 
@@ -85,6 +85,10 @@ enum Command {
         /// or always at the kill.
         #[arg(long, value_enum, default_value_t = TaskOomAt::Decision)]
         taskoom_at: TaskOomAt,
+        /// Which kills get a TaskOOM: every kill in a container, or only the kills the
+        /// container does not survive (its init's; any of a gVisor or Kata sandbox's).
+        #[arg(long, value_enum, default_value_t = TaskOomFor::All)]
+        taskoom_for: TaskOomFor,
     },
     /// Ask a running oom-observer whether a container, cgroup or process was OOM-killed.
     /// Exit status: 0 OOM-killed, 1 not, 2 error.
@@ -209,6 +213,7 @@ fn main() -> ExitCode {
             node_name,
             pin_dir,
             taskoom_at,
+            taskoom_for,
         } => {
             if k8s_events && node_name.is_none() {
                 eprintln!(
@@ -233,6 +238,7 @@ fn main() -> ExitCode {
                 k8s_events: k8s_events.then_some(node_name).flatten(),
                 pin_dir,
                 taskoom_at,
+                taskoom_for,
             };
             match rt.block_on(daemon::run(opts, EBPF_OBJECT)) {
                 Ok(()) => ExitCode::SUCCESS,

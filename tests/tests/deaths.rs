@@ -51,8 +51,16 @@ fn exit_line(evs: &[Value], pod: &CriPod) -> Value {
     lines[0].clone()
 }
 
+/// One test at a time: each runs its own containerd and CRI pods.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn every_container_s_end_names_its_cause_and_its_sender() {
+    let _one = serial();
     eprintln!(
         "NOTE: the Pod Events go to a loopback stand-in: no Kubernetes API server can run on \
          this machine (see tests/tests/k8s_events.rs)"
@@ -144,6 +152,10 @@ fn every_container_s_end_names_its_cause_and_its_sender() {
         assert_eq!(x["pid"], pod.pid, "{x}");
         assert_eq!(x["container"]["name"], pod.container.as_str(), "{x}");
         assert_eq!(x["container"]["pod"]["name"], pod.name.as_str(), "{x}");
+        assert_eq!(
+            x["kubelet"]["source"], "cri",
+            "the kubelet's reason as containerd's CRI reported it: {x}"
+        );
         eprintln!("{}: {}", pod.name, x["message"]);
         x
     };
@@ -202,6 +214,7 @@ fn every_container_s_end_names_its_cause_and_its_sender() {
         .unwrap_or_else(|| panic!("no oom_kill line for {}: {all}", oom.pid));
     assert_eq!(x["oom_kill_seq"], kill_seq, "{x}");
     assert_eq!(x["kubelet"]["wrong"], Value::Null, "{x}");
+    assert_eq!(x["kubelet"]["reason"], "OOMKilled", "{x}");
 
     let x = check(&child_oom, "runtime_stop");
     assert_eq!(
@@ -274,4 +287,67 @@ fn every_container_s_end_names_its_cause_and_its_sender() {
         ("OOMKilled", 143),
         "the CRI status of the #140716 container: {cri_140716:?}"
     );
+}
+
+/// The TaskOOM a kill the container survives gets (issue's step 3): with
+/// `--taskoom-for init` none of ours goes out for the child's kill, and containerd's CRI
+/// still marks the container OOMKilled, from the runc shim's own TaskOOM; the init's own
+/// kill still gets ours. So the choice cannot set the kubelet's reason right, and the
+/// `container_exit` line is where the truth is.
+#[test]
+fn a_child_s_kill_marks_the_container_oomkilled_whichever_kills_get_our_taskoom() {
+    let _one = serial();
+    let mut node = CriNode::start();
+    let obs = node
+        .cd
+        .observer_with(Duration::from_secs(30), &["--taskoom-for", "init"]);
+    let child_oom = node.run_pod_spec(&spec(
+        "trap 'exit 143' TERM; (x=a; while :; do x=$x$x; done) & while :; do sleep 0.2; done",
+        false,
+    ));
+    let init_oom = node.run_pod_spec(&spec("x=a; while :; do x=$x$x; done", false));
+    let kill_of = |evs: &[Value], pod: &CriPod, init: bool| {
+        evs.iter()
+            .find(|e| {
+                e["event"] == "oom_kill"
+                    && e["container"]["id"] == pod.container_id.as_str()
+                    && (e["victim"]["tgid"] == pod.pid) == init
+            })
+            .cloned()
+    };
+    let evs = obs.wait_for("both kills", Duration::from_secs(20), |evs| {
+        kill_of(evs, &child_oom, false).is_some() && kill_of(evs, &init_oom, true).is_some()
+    });
+    let child = kill_of(&evs, &child_oom, false).unwrap();
+    assert_eq!(
+        child["published"], false,
+        "no TaskOOM of ours for a child: {child}"
+    );
+    let init = kill_of(&evs, &init_oom, true).unwrap();
+    assert_eq!(init["published"], true, "the init's kill gets ours: {init}");
+    thread::sleep(Duration::from_millis(300));
+    node.stop_container(&child_oom.container_id, 10);
+    let cri = node.exited_status(&child_oom.container_id, Duration::from_secs(10));
+    let evs = obs.wait_for(
+        "the stopped container's end",
+        Duration::from_secs(20),
+        |evs| {
+            evs.iter().any(|e| {
+                e["event"] == "container_exit"
+                    && e["container"]["id"] == child_oom.container_id.as_str()
+            })
+        },
+    );
+    let x = exit_line(&evs, &child_oom);
+    eprintln!(
+        "--taskoom-for init: the CRI says {} {} after a child's kill and a stop; the line: {}",
+        cri.reason, cri.exit_code, x["message"]
+    );
+    assert_eq!(
+        (cri.reason.as_str(), cri.exit_code),
+        ("OOMKilled", 143),
+        "the shim's own TaskOOM marks it: {cri:?}"
+    );
+    assert_eq!(x["cause"], "runtime_stop", "{x}");
+    assert_eq!(x["kubelet"]["wrong"], "oomkilled_not_oom", "{x}");
 }

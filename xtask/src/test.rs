@@ -181,8 +181,9 @@ pub fn test(extra: &[OsString]) -> Result<()> {
 /// (everything above runs Debian 12's 1.6.20): against 2.1.9 the kubelet-shaped CRI tests
 /// (OOMKilled read back through the CRI with and without oom-observer, idle and loaded; the
 /// kill lines' attribution; the audit through the CRI), the race with its query socket, and
-/// the spool across a containerd restart; against 1.7.24 the CRI's quick test. 51 s
-/// together, measured on a loaded 2-core machine. The full rows are `cargo xtask kubelet
+/// the spool across a containerd restart; against 1.7.24 the CRI's quick test; against both,
+/// who killed each container (`deaths`, about 10 s each). 51 s together before `deaths`,
+/// measured on a loaded 2-core machine. The full rows are `cargo xtask kubelet
 /// --containerd <release>`.
 const CI_CONTAINERD_ROWS: &[(&str, &str, Option<&str>)] = &[
     ("2.1.9", "kubelet", None),
@@ -197,6 +198,8 @@ const CI_CONTAINERD_ROWS: &[(&str, &str, Option<&str>)] = &[
         "kubelet",
         Some("every_cri_container_reads_oomkilled_and_the_observer_names_it"),
     ),
+    ("2.1.9", "deaths", None),
+    ("1.7.24", "deaths", None),
 ];
 
 fn compat_rows(cargo_test: &mut dyn FnMut() -> Command) -> Result<()> {

@@ -21,6 +21,7 @@ use crate::{
     audit::{limitwatch::InotifyFd, worker::Observation},
     enrich::upkeep::{Containerd, IndexChange},
     error::ObserverError,
+    event::death::{self, ContainerExit},
     host::startup,
     kernel::hooks::Strategy,
     pipeline::processor::{Processor, TaskOomAt},
@@ -90,6 +91,7 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
     catch_up(&mut proc, &mut kernel, &mut queries, index).await?;
     let lost_file = kernel.lost_file.take();
     let maps = &mut kernel.maps;
+    let (exits_tx, mut exits_rx) = tokio::sync::mpsc::unbounded_channel();
     loop {
         tokio::select! {
             guard = maps.ring.readable_mut() => {
@@ -135,11 +137,21 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
                     // The kernel saw the exit before the shim reaped it: its record (and any
                     // kill of the init) is read first, so the line can name the cause.
                     drain_all(&mut proc, maps, &mut queries).await?;
-                    proc.container_exited(x).map_err(ObserverError::Output)?;
+                    let ev = proc.container_exit(x);
+                    match &opts.containerd {
+                        // The kubelet's reason, read off the event path.
+                        Some(socket) if ev.container.namespace == CRI_NAMESPACE => {
+                            tokio::spawn(read_kubelet_view(socket.clone(), ev, exits_tx.clone()));
+                        }
+                        _ => proc.write_exit(ev).map_err(ObserverError::Output)?,
+                    }
                 }
                 if let Some(a) = proc.audits() {
                     a.on_index_change(change);
                 }
+            }
+            Some(ev) = exits_rx.recv() => {
+                proc.write_exit(ev).map_err(ObserverError::Output)?;
             }
             Some(obs) = next_observation(&mut observations) => {
                 let findings = proc.audits().map(|a| a.apply(obs)).unwrap_or_default();
@@ -166,12 +178,43 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
         }
     }
     report_lost(&mut proc, maps, lost_file.as_ref())?;
+    // The ends whose CRI read is done; one still reading is lost with the run (logged).
+    while let Ok(ev) = exits_rx.try_recv() {
+        proc.write_exit(ev).map_err(ObserverError::Output)?;
+    }
     proc.flush().map_err(ObserverError::Output)?;
     if let Some(a) = &kernel.pinned {
         info!(pins = %a.dir.display(), "the programs stay attached, pinned: the next start reads on from here");
     }
     info!(events = proc.seq(), lost = kernel.maps.lost(), "stopped");
     Ok(())
+}
+
+/// The containerd namespace of the CRI plugin's containers.
+const CRI_NAMESPACE: &str = "k8s.io";
+
+/// How long a container's end waits for the CRI to record it: containerd 1.6's CRI, loaded
+/// under emulation, took 3–10 s (docs/kubelet.md).
+const CRI_EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// Reads what the kubelet will show for `ev`'s container and hands the event back to the
+/// loop; the prediction stays when the CRI cannot say.
+async fn read_kubelet_view(
+    socket: std::path::PathBuf,
+    mut ev: ContainerExit,
+    back: tokio::sync::mpsc::UnboundedSender<ContainerExit>,
+) {
+    match crate::enrich::cri::exited(&socket, &ev.container.id, CRI_EXIT_WAIT).await {
+        Ok(Some(cri)) => ev.kubelet = death::kubelet_from_cri(ev.cause, &cri.reason),
+        Ok(None) => {
+            tracing::warn!(container = %ev.container.id, "the CRI did not report the container EXITED in time: its container_exit predicts the kubelet's reason")
+        }
+        Err(e) => {
+            tracing::debug!(container = %ev.container.id, error = %e, "no CRI status: the container_exit predicts the kubelet's reason")
+        }
+    }
+    // The loop lives as long as the daemon; after it stopped the line is moot.
+    let _ = back.send(ev);
 }
 
 /// The one line that says the daemon is ready, and how it runs.

@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use crate::{kernel::hooks::Strategy, pipeline::processor::TaskOomAt};
+use crate::{
+    kernel::hooks::Strategy,
+    pipeline::processor::{TaskOomAt, TaskOomFor},
+};
 
 /// Options of `oom-observer run`.
 #[derive(Debug, Clone)]
@@ -33,4 +36,6 @@ pub struct RunOptions {
     pub pin_dir: Option<PathBuf>,
     /// When TaskOOM is handed to containerd: at the kill, or at the OOM killer's decision.
     pub taskoom_at: TaskOomAt,
+    /// Which kills get a TaskOOM: all, or only those the container does not survive.
+    pub taskoom_for: TaskOomFor,
 }

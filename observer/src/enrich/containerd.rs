@@ -92,6 +92,11 @@ where
 }
 
 impl Client {
+    /// The connection, for the CRI's client on the same socket.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// Connects to the socket.
     pub async fn connect(socket: &Path) -> Result<Client, ContainerdError> {
         let err = |reason: String| ContainerdError::Connect {

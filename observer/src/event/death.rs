@@ -393,12 +393,39 @@ pub fn message(x: &ContainerExit) -> String {
             }
             _ => "containerd's TaskOOM did not come in time",
         };
+        let shows = if x.kubelet.source == "cri" {
+            "shows"
+        } else {
+            "will show"
+        };
         m.push_str(&format!(
-            "; the kubelet will show {}, which is wrong: {why}",
+            "; the kubelet {shows} {}, which is wrong: {why}",
             x.kubelet.reason
         ));
     }
     m
+}
+
+/// The kubelet's view as containerd's CRI reported it: whether `reason` is wrong for
+/// `cause`.
+pub fn kubelet_from_cri(cause: Cause, reason: &str) -> KubeletView {
+    let wrong = match (reason, cause) {
+        ("OOMKilled", c) if c != Cause::OomKill => Some("oomkilled_not_oom"),
+        (r, Cause::OomKill) if r != "OOMKilled" => Some("error_for_oom"),
+        _ => None,
+    };
+    let reason = match reason {
+        "OOMKilled" => "OOMKilled",
+        "Completed" => "Completed",
+        "Error" => "Error",
+        // Any other (ContainerCannotRun, StartError, ...): what the kubelet shows too.
+        _ => "Other",
+    };
+    KubeletView {
+        reason,
+        source: "cri",
+        wrong,
+    }
 }
 
 /// The systemd unit a cgroup path names (its last `*.service` or `*.scope` component).

@@ -42,7 +42,7 @@ use deaths::Deaths;
 use decisions::{name_skip, OpenDecisions};
 use gap::GapQueue;
 use handoff::HandOff;
-pub use handoff::{EnrichWork, Enrichment, TaskOomAt};
+pub use handoff::{EnrichWork, Enrichment, TaskOomAt, TaskOomFor};
 use paths::CgroupPaths;
 
 /// What [`Processor::begin`] left to do.
@@ -108,9 +108,15 @@ impl Processor {
         self
     }
 
-    /// Adds the containerd index (container names) and the TaskOOM hand-off.
-    pub fn with_containerd(mut self, cd: Arc<Containerd>, publisher: SharedPublisher) -> Self {
-        self.handoff = Some(HandOff::new(cd, publisher));
+    /// Adds the containerd index (container names) and the TaskOOM hand-off, for the kills
+    /// `taskoom_for` says.
+    pub fn with_containerd(
+        mut self,
+        cd: Arc<Containerd>,
+        publisher: SharedPublisher,
+        taskoom_for: TaskOomFor,
+    ) -> Self {
+        self.handoff = Some(HandOff::new(cd, publisher).with_taskoom_for(taskoom_for));
         self
     }
 
@@ -285,9 +291,10 @@ impl Processor {
         self.emit(&ev)
     }
 
-    /// A container's init exited: one `container_exit` line, its cause joined from the
+    /// A container's init exited: its `container_exit` event, the cause joined from the
     /// kernel's record of the exit (read before this is called) and the kills this run saw.
-    pub fn container_exited(&mut self, x: &TaskExited) -> io::Result<()> {
+    /// [`Processor::write_exit`] writes it, once the kubelet's view is read or predicted.
+    pub fn container_exit(&mut self, x: &TaskExited) -> ContainerExit {
         let c = &x.container;
         let kills = self.history.find(&Query {
             container: Some(c.id.clone()),
@@ -384,10 +391,9 @@ impl Processor {
         };
         // This daemon hands containerd a TaskOOM for every kill it saw in the container.
         let kubelet = death::kubelet_view(cause, exit_code, !kills.is_empty());
-        self.seq += 1;
         let mut ev = ContainerExit {
             schema: SCHEMA,
-            seq: self.seq,
+            seq: 0,
             event: "container_exit",
             time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
             container: ContainerRef::from(c),
@@ -404,6 +410,14 @@ impl Processor {
             kubelet,
             message: String::new(),
         };
+        ev.message = death::message(&ev);
+        ev
+    }
+
+    /// Writes a `container_exit` line, in the same sequence as the kills.
+    pub fn write_exit(&mut self, mut ev: ContainerExit) -> io::Result<()> {
+        self.seq += 1;
+        ev.seq = self.seq;
         ev.message = death::message(&ev);
         self.emit_line(Line::Exit(&ev))?;
         self.flush()

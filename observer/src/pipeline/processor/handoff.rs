@@ -42,10 +42,25 @@ pub enum TaskOomAt {
     Kill,
 }
 
+/// Which kills get a TaskOOM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskOomFor {
+    /// Every kill in a container, a child's included (as the runc shim does). The default:
+    /// containerd's CRI marks the container OOMKilled either way, since the shim sends its
+    /// own TaskOOM for a child's kill (docs/deaths.md), and every other subscriber learns of
+    /// the kill at once.
+    #[default]
+    All,
+    /// Only the kill of a container's init, or of any process of a sandboxed runtime
+    /// (gVisor, Kata: the sandbox goes with it): a kill the container survives gets none.
+    Init,
+}
+
 /// containerd's index (container names) and the TaskOOM publisher.
 pub struct HandOff {
     containerd: Arc<Containerd>,
     publisher: SharedPublisher,
+    taskoom_for: TaskOomFor,
 }
 
 impl HandOff {
@@ -54,7 +69,14 @@ impl HandOff {
         HandOff {
             containerd,
             publisher,
+            taskoom_for: TaskOomFor::default(),
         }
+    }
+
+    /// Which kills get a TaskOOM.
+    pub fn with_taskoom_for(mut self, f: TaskOomFor) -> Self {
+        self.taskoom_for = f;
+        self
     }
 
     /// The TaskOOM publisher.
@@ -79,6 +101,9 @@ impl HandOff {
             None => oom.clone(),
         };
         let is_kill = ev.event == EventKind::OomKill;
+        let init_only = self.taskoom_for == TaskOomFor::Init;
+        let victim_tgid = ev.victim.as_ref().and_then(|v| v.tgid.or(v.pid));
+        let ns_init = ev.victim.as_ref().and_then(|v| v.facts.ns_pid) == Some(1);
         let (seq, ktime_ns, kind) = (ev.seq, ev.ktime_ns, ev.event.as_str());
         let incident = ev.decided_ktime_ns.flatten();
         Box::pin(async move {
@@ -106,10 +131,17 @@ impl HandOff {
                 };
             }
             let mut published = false;
-            if publish {
+            // The container goes with the kill: its init, or a sandbox's process.
+            let ends = |c: &ContainerInfo| {
+                ns_init
+                    || c.runtime_kind().is_sandboxed()
+                    || (victim_tgid.is_some() && c.task_pid == victim_tgid)
+            };
+            let to: Vec<&ContainerInfo> = owners.iter().filter(|c| !init_only || ends(c)).collect();
+            if publish && !to.is_empty() {
                 let mut p = publisher.lock().await;
                 published = true;
-                for c in &owners {
+                for c in to {
                     published &= p
                         .oom(&c.namespace, &c.id, ktime_ns, incident, deadline)
                         .await;
