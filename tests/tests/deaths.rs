@@ -156,6 +156,17 @@ fn every_container_s_end_names_its_cause_and_its_sender() {
             x["kubelet"]["source"], "cri",
             "the kubelet's reason as containerd's CRI reported it: {x}"
         );
+        eprintln!(
+            "row: {} | exit {} {} | CRI reason {} (wrong: {}) | cause {} | sender {} {}",
+            pod.name,
+            x["exit_code"],
+            x["signal"],
+            x["kubelet"]["reason"],
+            x["kubelet"]["wrong"],
+            x["cause"],
+            x["sender"]["comm"],
+            x["sender"]["code"]
+        );
         eprintln!("{}: {}", pod.name, x["message"]);
         x
     };

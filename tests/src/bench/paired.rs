@@ -26,8 +26,9 @@ pub struct Workload {
     pub bare_metal_source: &'static str,
 }
 
-/// The three workloads of issue 23: process exits, context switches and signals.
-pub fn workloads(scale: u64) -> [Workload; 3] {
+/// The workloads of issue 23 (process exits, context switches and signals) and issue 21's
+/// fatal signals.
+pub fn workloads(scale: u64) -> [Workload; 4] {
     [
         Workload {
             mode: "fork",
@@ -52,6 +53,15 @@ pub fn workloads(scale: u64) -> [Workload; 3] {
             bare_metal_ns: 1_000.0,
             bare_metal_source: "assumed: 1 µs, lmbench's `lat_sig catch` order; a signal's \
                 generate + deliver + sigreturn",
+        },
+        Workload {
+            mode: "term",
+            op: "kill(child, SIGTERM), taken with sigwaitinfo and acknowledged on a pipe (a \
+                fatal signal: the signal hook's whole path)",
+            n: 5_000 * scale,
+            bare_metal_ns: 5_000.0,
+            bare_metal_source: "assumed: a signal (1 µs) and a pipe round trip with two \
+                context switches (4 µs), as above",
         },
     ]
 }

@@ -5,7 +5,10 @@
 //! - `pingpong`: two processes pinned to the same CPU bounce a byte over two pipes, so every
 //!   message is a context switch (lmbench's `lat_ctx` shape);
 //! - `signal`: send this process SIGUSR1, caught by a handler (every signal passes
-//!   `signal_generate`).
+//!   `signal_generate`);
+//! - `term`: send a child SIGTERM, which it takes with sigwaitinfo: a fatal signal by
+//!   default, so each takes the signal hook's whole path (the sender's cgroups, a map
+//!   update), and the child lives on with its entry open until it exits at the end.
 
 #![allow(
     clippy::unwrap_used,
@@ -140,6 +143,64 @@ fn signals(n: u64) {
     assert_eq!(CAUGHT.load(Ordering::Relaxed), n, "every SIGUSR1 caught");
 }
 
+fn terms(n: u64) {
+    // The child takes each SIGTERM with sigwaitinfo (blocked, so none is lost between two
+    // waits) and acknowledges it on a pipe; SIGUSR2 ends it. The parent waits for each
+    // acknowledgement before the next, so none merges with a pending one.
+    let ack = pipe();
+    // SAFETY: a zeroed sigset_t, filled by the libc calls before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live sigset_t; blocking is inherited by the child.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    // SAFETY: the child only waits for signals and writes its pipe, then _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        fail("fork");
+    }
+    if pid == 0 {
+        // SAFETY: async-signal-safe calls on this child's own descriptors and `set`.
+        unsafe {
+            libc::close(ack[0]);
+            let b = 1u8;
+            libc::write(ack[1], (&b as *const u8).cast(), 1);
+            loop {
+                let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
+                if sig == libc::SIGUSR2 {
+                    libc::_exit(0);
+                }
+                if sig == libc::SIGTERM {
+                    libc::write(ack[1], (&b as *const u8).cast(), 1);
+                }
+            }
+        }
+    }
+    // SAFETY: the child's end, not used here; each read waits for one acknowledgement;
+    // `status` is a live i32.
+    unsafe {
+        libc::close(ack[1]);
+        let mut r = 0u8;
+        if libc::read(ack[0], (&mut r as *mut u8).cast(), 1) != 1 {
+            fail("child ready");
+        }
+        for _ in 0..n {
+            if libc::kill(pid, libc::SIGTERM) != 0 {
+                fail("kill");
+            }
+            if libc::read(ack[0], (&mut r as *mut u8).cast(), 1) != 1 {
+                fail("child's acknowledgement");
+            }
+        }
+        libc::kill(pid, libc::SIGUSR2);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_default();
@@ -149,8 +210,9 @@ fn main() {
         "fork" => fork_exit(n),
         "pingpong" => ping_pong(n),
         "signal" => signals(n),
+        "term" => terms(n),
         _ => {
-            eprintln!("usage: oomx-loop fork|pingpong|signal N");
+            eprintln!("usage: oomx-loop fork|pingpong|signal|term N");
             std::process::exit(2);
         }
     }
