@@ -228,6 +228,7 @@ fn every_container_s_end_names_its_cause_and_its_sender() {
     assert_eq!(x["kubelet"]["reason"], "OOMKilled", "{x}");
 
     let x = check(&child_oom, "runtime_stop");
+    eprintln!("line: {x}");
     assert_eq!(
         (x["exit_code"].clone(), x["signal"].clone()),
         (143.into(), Value::Null),
