@@ -79,6 +79,14 @@ pub struct Row {
     pub read_ms: [f64; 4],
     /// Containers whose status did not end with exit code 137.
     pub not_137: usize,
+    /// Containers the CRI did not report EXITED within the harness's bound after their
+    /// init's exit (the "at exit" read is then a RUNNING one).
+    pub not_exited: usize,
+    /// Containers whose first EXITED read had an exit code other than 137. containerd's CRI
+    /// sets `FinishedAt` and `ExitCode` in one locked update, so a RUNNING read whose reason
+    /// the TaskOOM already set (OOMKilled, exit code 0) is never an EXITED one
+    /// (docs/compat.md).
+    pub at_exit_not_137: usize,
     /// Wall time of the row, s.
     pub seconds: f64,
     /// For each container not read as OOMKilled at exit: containerd's events for it, in
@@ -99,6 +107,18 @@ impl Row {
     pub fn problems(&self, at_exit: bool) -> Vec<String> {
         let mut p = Vec::new();
         let name = format!("{} observer={}", self.load, self.observer);
+        if self.not_exited > 0 {
+            p.push(format!(
+                "{name}: {} containers were not EXITED in the CRI within the bound after their exit",
+                self.not_exited
+            ));
+        }
+        if self.at_exit_not_137 > 0 {
+            p.push(format!(
+                "{name}: {} containers' first EXITED read had an exit code other than 137",
+                self.at_exit_not_137
+            ));
+        }
         if self.not_137 > 0 {
             p.push(format!(
                 "{name}: {} containers did not end with exit code 137",
@@ -222,6 +242,14 @@ pub fn rows(node: &mut CriNode, spec: &RowSpec, observer_ready: Duration) -> Vec
                 named,
                 read_ms: crate::stats::summary(&mut read_ms),
                 not_137: outcomes.iter().filter(|o| o.later.exit_code != 137).count(),
+                not_exited: outcomes
+                    .iter()
+                    .filter(|o| o.at_exit.state != "CONTAINER_EXITED")
+                    .count(),
+                at_exit_not_137: outcomes
+                    .iter()
+                    .filter(|o| o.at_exit.state == "CONTAINER_EXITED" && o.at_exit.exit_code != 137)
+                    .count(),
                 seconds,
                 misread,
             });
@@ -269,8 +297,9 @@ fn misread_line(o: &Outcome, seen: &[crate::containerd::Seen]) -> String {
         })
         .collect();
     format!(
-        "{} read {} ({}) at exit, {} 1 s later; events from that read: {}",
+        "{} read {} {} ({}) at exit, {} 1 s later; events from that read: {}",
         o.pod.name,
+        o.at_exit.state,
         o.at_exit.reason,
         o.at_exit.exit_code,
         o.later.reason,
