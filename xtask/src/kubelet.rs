@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::{
     command::{cache_dir, output, root},
-    test::release_test,
+    long::release_test,
 };
 
 /// Runs the host rows with `kills` pods each (none when 0) and the guest rows with

@@ -20,6 +20,7 @@ mod command;
 mod containerd;
 mod image;
 mod kubelet;
+mod long;
 mod packages;
 mod test;
 mod toolchain;
@@ -170,7 +171,7 @@ fn main() -> Result<()> {
             only,
             append,
             containerd: release,
-        } => test::race_vm(
+        } => long::race_vm(
             kills,
             report,
             rerender,
@@ -185,8 +186,8 @@ fn main() -> Result<()> {
                     .filter(|r| r.name != containerd::default_name()),
             },
         ),
-        Cmd::Race { kills, .. } => test::race(kills),
-        Cmd::Bench { filter } => test::bench(filter.as_deref()),
+        Cmd::Race { kills, .. } => long::race(kills),
+        Cmd::Bench { filter } => long::bench(filter.as_deref()),
         Cmd::Kubelet {
             kills,
             vm_kills,
@@ -195,6 +196,6 @@ fn main() -> Result<()> {
             containerd,
         } => kubelet::kubelet(kills, vm_kills, only.as_deref(), rerender, &containerd),
         Cmd::FetchContainerd => containerd::fetch_all(&command::cache_dir()),
-        Cmd::AuditVm { report } => test::audit_vm(report),
+        Cmd::AuditVm { report } => long::audit_vm(report),
     }
 }
