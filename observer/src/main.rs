@@ -10,6 +10,7 @@ use observer::{
     error::ObserverError,
     kernel::{error::KernelError, hooks::Strategy},
     pipeline::processor::TaskOomAt,
+    scrub::{CmdlineMode, CmdlinePolicy},
     EBPF_OBJECT,
 };
 
@@ -85,6 +86,14 @@ enum Command {
         /// or always at the kill.
         #[arg(long, value_enum, default_value_t = TaskOomAt::Decision)]
         taskoom_at: TaskOomAt,
+        /// The victims' command lines in the events: with the values of credential-like
+        /// arguments hidden (scrub), as they are (full), or none (drop: the field is null).
+        #[arg(long, value_enum, default_value_t = CmdlineMode::Scrub)]
+        cmdline: CmdlineMode,
+        /// One more word whose arguments' values are hidden, added to the default list
+        /// (repeatable; `*` matches any run of letters, digits, `_`, `-`, `.`).
+        #[arg(long, value_name = "WORD", value_parser = observer::scrub::parse_word)]
+        scrub_word: Vec<String>,
     },
     /// Ask a running oom-observer whether a container, cgroup or process was OOM-killed.
     /// Exit status: 0 OOM-killed, 1 not, 2 error.
@@ -209,6 +218,8 @@ fn main() -> ExitCode {
             node_name,
             pin_dir,
             taskoom_at,
+            cmdline,
+            scrub_word,
         } => {
             if k8s_events && node_name.is_none() {
                 eprintln!(
@@ -216,6 +227,17 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
+            if !scrub_word.is_empty() && cmdline != CmdlineMode::Scrub {
+                eprintln!("oom-observer: --scrub-word needs --cmdline scrub");
+                return ExitCode::from(2);
+            }
+            let cmdline = match CmdlinePolicy::new(cmdline, &scrub_word) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("oom-observer: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let rt = match cli::runtime() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&ObserverError::Runtime(e)),
@@ -233,6 +255,7 @@ fn main() -> ExitCode {
                 k8s_events: k8s_events.then_some(node_name).flatten(),
                 pin_dir,
                 taskoom_at,
+                cmdline,
             };
             match rt.block_on(daemon::run(opts, EBPF_OBJECT)) {
                 Ok(()) => ExitCode::SUCCESS,

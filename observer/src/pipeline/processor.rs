@@ -20,6 +20,7 @@ use crate::{
         record::{mkdir_path, Record},
     },
     query::history::{self, Answer, History, Kill, Query},
+    scrub::CmdlinePolicy,
     sinks::{taskoom::SharedPublisher, Line, Sinks},
 };
 
@@ -58,6 +59,8 @@ pub struct Processor {
     sinks: Sinks,
     taskoom_at: TaskOomAt,
     cmdlines: CmdlineReader,
+    /// What becomes of the victims' command lines.
+    cmdline_policy: CmdlinePolicy,
     /// Told of new memory cgroups (cgroup v1 `oom_kill_disable` stalls).
     stalls: Option<StallWatch>,
 }
@@ -78,6 +81,7 @@ impl Processor {
             sinks,
             taskoom_at: TaskOomAt::default(),
             cmdlines: CmdlineReader::start(),
+            cmdline_policy: CmdlinePolicy::default(),
             stalls: None,
         }
     }
@@ -91,6 +95,12 @@ impl Processor {
     /// When TaskOOM is handed over: at the kill, or at the OOM killer's decision.
     pub fn with_taskoom_at(mut self, at: TaskOomAt) -> Self {
         self.taskoom_at = at;
+        self
+    }
+
+    /// What becomes of the victims' command lines (default: scrubbed with the default words).
+    pub fn with_cmdline_policy(mut self, policy: CmdlinePolicy) -> Self {
+        self.cmdline_policy = policy;
         self
     }
 
@@ -257,6 +267,7 @@ impl Processor {
             &mut ev,
             e.owners.as_deref().unwrap_or_default(),
             &mut self.cmdlines,
+            &self.cmdline_policy,
         );
         if ev.event == EventKind::OomKill {
             self.history.record_kill(&ev);
