@@ -11,7 +11,8 @@
 //!   A name that only begins with a word says where a secret is, not what it is, and is kept:
 //!   `--password-file=/run/x`, `--secret-name db`.
 //! - Its value becomes [`MASK`] in each form: `--password=x`, `password=x`, `password:x`,
-//!   `--password x`, `PASSWORD: x`, and a bare word before its value (`mysqladmin password x`).
+//!   `--password x`, `PASSWORD: x` (one argument or two), and a bare word before its value
+//!   (`mysqladmin password x`).
 //! - A URL's password becomes [`MASK`] wherever it appears: `postgres://u:p@db/x` →
 //!   `postgres://u:********@db/x`.
 //! - An argument that holds spaces (`sh -c "mysql --password=x db"`) is a command line of its
@@ -220,8 +221,15 @@ impl Matcher {
                     if value < w.end {
                         masks[w.arg].push(value_range(text, value, w));
                     } else if word.ends_with(':') {
-                        // `PASSWORD: x`
-                        pending = Some(w.arg);
+                        // `PASSWORD: x`; as one argument (`-H "Authorization: Bearer x"`),
+                        // the rest of it.
+                        let rest = &text[w.end..];
+                        if w.first && !rest.trim().is_empty() {
+                            let gap = rest.len() - rest.trim_start().len();
+                            masks[w.arg].push((w.end + gap, text.len()));
+                        } else {
+                            pending = Some(w.arg);
+                        }
                     }
                 }
                 Some(_) => {}

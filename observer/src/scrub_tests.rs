@@ -147,6 +147,26 @@ fn a_value_with_spaces_is_hidden_whole() {
 }
 
 #[test]
+fn a_key_and_its_value_in_one_argument_hide_the_rest_of_it() {
+    assert_eq!(
+        scrubbed(&["app", "PASSWORD: correct horse"]),
+        argv(&["app", "PASSWORD: ********"])
+    );
+    assert_eq!(
+        with_words(
+            &["authorization"],
+            &["curl", "-H", "Authorization: Bearer abc.def", "https://h/x"]
+        ),
+        argv(&["curl", "-H", "Authorization: ********", "https://h/x"])
+    );
+    // Not named: kept.
+    assert_eq!(
+        scrubbed(&["curl", "-H", "Authorization: Bearer abc.def"]),
+        argv(&["curl", "-H", "Authorization: Bearer abc.def"])
+    );
+}
+
+#[test]
 fn an_empty_value_hides_nothing_else() {
     assert_eq!(
         scrubbed(&["app", "--password=", "--user", "bob"]),
