@@ -49,7 +49,9 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
 
     let metrics = outputs.metrics.take();
     let sinks = outputs.line_up(containerd.as_ref().map(|c| &c.index));
-    let mut proc = Processor::new(paths, sinks).with_taskoom_at(opts.taskoom_at);
+    let mut proc = Processor::new(paths, sinks)
+        .with_taskoom_at(opts.taskoom_at)
+        .with_cmdline_policy(opts.cmdline.clone());
     if let Some(c) = &containerd {
         proc = proc.with_containerd(c.index.clone(), c.publisher.clone(), opts.taskoom_for);
     }

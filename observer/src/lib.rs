@@ -3,7 +3,8 @@
 //!
 //! Data flows one way, and the folders follow it (each imports only those above it here):
 //!
-//! 1. `cause`: an error's chain of causes, in words.
+//! 1. `cause`: an error's chain of causes, in words; [`scrub`]: command lines without their
+//!    secrets.
 //! 2. [`host`]: what the host says: cgroup mounts, id → path, `/proc`.
 //! 3. [`kernel`]: the kernel programs are loaded and attached ([`kernel::hooks`], with
 //!    offsets from the running kernel's BTF in [`kernel::btf`]); ring-buffer items become
@@ -31,6 +32,7 @@ pub mod host;
 pub mod kernel;
 pub mod pipeline;
 pub mod query;
+pub mod scrub;
 pub mod sinks;
 
 /// The kernel programs, embedded at build time (empty when built without them).

@@ -10,6 +10,7 @@ use observer::{
     error::ObserverError,
     kernel::{error::KernelError, hooks::Strategy},
     pipeline::processor::{TaskOomAt, TaskOomFor},
+    scrub::{CmdlineMode, CmdlinePolicy},
     EBPF_OBJECT,
 };
 
@@ -89,6 +90,14 @@ enum Command {
         /// container does not survive (its init's; any of a gVisor or Kata sandbox's).
         #[arg(long, value_enum, default_value_t = TaskOomFor::All)]
         taskoom_for: TaskOomFor,
+        /// The victims' command lines in the events: with the values of credential-like
+        /// arguments hidden (scrub), as they are (full), or none (drop: the field is null).
+        #[arg(long, value_enum, default_value_t = CmdlineMode::Scrub)]
+        cmdline: CmdlineMode,
+        /// One more word whose arguments' values are hidden, added to the default list
+        /// (repeatable; `*` matches any run of letters, digits, `_`, `-`, `.`).
+        #[arg(long, value_name = "WORD", value_parser = observer::scrub::parse_word)]
+        scrub_word: Vec<String>,
     },
     /// Ask a running oom-observer whether a container, cgroup or process was OOM-killed.
     /// Exit status: 0 OOM-killed, 1 not, 2 error.
@@ -214,6 +223,8 @@ fn main() -> ExitCode {
             pin_dir,
             taskoom_at,
             taskoom_for,
+            cmdline,
+            scrub_word,
         } => {
             if k8s_events && node_name.is_none() {
                 eprintln!(
@@ -221,6 +232,17 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
+            if !scrub_word.is_empty() && cmdline != CmdlineMode::Scrub {
+                eprintln!("oom-observer: --scrub-word needs --cmdline scrub");
+                return ExitCode::from(2);
+            }
+            let cmdline = match CmdlinePolicy::new(cmdline, &scrub_word) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("oom-observer: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let rt = match cli::runtime() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&ObserverError::Runtime(e)),
@@ -239,6 +261,7 @@ fn main() -> ExitCode {
                 pin_dir,
                 taskoom_at,
                 taskoom_for,
+                cmdline,
             };
             match rt.block_on(daemon::run(opts, EBPF_OBJECT)) {
                 Ok(()) => ExitCode::SUCCESS,

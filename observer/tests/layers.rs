@@ -23,6 +23,7 @@ mod source;
 /// module may import only modules listed before it.
 const LAYERS: &[(&str, &str)] = &[
     ("cause", "an error's causes in one line, its errno: every layer reports causes, so it imports nothing"),
+    ("scrub", "command lines without their secrets: any layer that prints one calls it, so it imports nothing"),
     ("host", "what the host says (cgroup mounts, id → path, /proc): plain facts, no kernel programs"),
     ("kernel", "loading, hooks, BTF, maps, records, pins: kernel-side types and KernelError only"),
     ("enrich", "which container a kernel record belongs to, from containerd"),
@@ -388,7 +389,7 @@ fn the_checks_name_the_file_and_the_import() {
     assert_eq!(
         layers,
         [
-            "kernel/a.rs:2 imports crate::daemon::run: `kernel` (layer 3) may not import `daemon` (layer 11, above it)",
+            "kernel/a.rs:2 imports crate::daemon::run: `kernel` (layer 4) may not import `daemon` (layer 12, above it)",
         ],
         "an import of a module that does not exist resolves to lib.rs, which the compiler refuses anyway"
     );

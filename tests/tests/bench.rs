@@ -24,7 +24,7 @@ use std::{
 use tests::{
     bench::{
         cgroup_tree::CgroupTree,
-        cost::{bpf_stats, footprint, proc_cpu_ticks, rss_kib, PROGRAMS},
+        cost::{bpf_stats, footprint, idle_cpu_pct, rss_kib, PROGRAMS},
         kills::container_kills,
         paired::{mkdir_cost, paired, paired_page, workloads, Paired},
         render::{bench_page, latency_svg, met, BenchRun},
@@ -41,6 +41,20 @@ use tests::{
 
 /// The benchmarks measure CPU and memory: never two at once.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Only the idle part of [`bench`]: a fresh kernel-only daemon, its CPU over the sizes'
+/// idle time (3 s quick, 60 s with OOMX_BENCH_FULL=1), to compare builds without the rest.
+/// A daemon that wakes for nothing shows here: it must stay under 1 % of a core.
+#[test]
+fn idle_cpu_alone() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let full = std::env::var("OOMX_BENCH_FULL").is_ok_and(|v| v == "1");
+    let sz = if full { FULL } else { QUICK };
+    let obs = Observer::start(&[]);
+    let pct = idle_cpu_pct(obs.pid(), sz.idle_secs);
+    eprintln!("idle CPU over {} s: {pct:.3}% of a core", sz.idle_secs);
+    assert!(pct < 1.0, "the idle daemon used {pct:.3}% of a core");
+}
 
 #[test]
 fn bench() {
@@ -66,10 +80,7 @@ fn bench() {
     let st = storm(&obs, sz.storm_cgroups, sz.storm_per_cgroup);
     let stats_after_storm = bpf_stats(obs.pid(), &PROGRAMS);
     // Idle CPU and RSS of the daemon.
-    let hz = 100.0;
-    let t0 = proc_cpu_ticks(obs.pid());
-    thread::sleep(Duration::from_secs(sz.idle_secs));
-    let idle_cpu_pct = (proc_cpu_ticks(obs.pid()) - t0) as f64 / hz / sz.idle_secs as f64 * 100.0;
+    let idle_cpu_pct = idle_cpu_pct(obs.pid(), sz.idle_secs);
     let rss = rss_kib(obs.pid());
     drop(obs);
     // 5. The cost of being always on: paired rounds, and the mkdir hook.

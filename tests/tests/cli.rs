@@ -61,6 +61,28 @@ fn bad_ring_size_is_a_usage_error() {
 }
 
 #[test]
+fn bad_cmdline_flags_are_usage_errors() {
+    let (code, _, err) = run(&["run", "--cmdline", "hide"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("scrub") && err.contains("full") && err.contains("drop"),
+        "{err}"
+    );
+    // `*` alone would hide every value; a space is no word.
+    for bad in ["*", "pass word"] {
+        let (code, _, err) = run(&["run", "--scrub-word", bad]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("scrub word"), "{err}");
+        assert_no_panic(&err);
+    }
+    // Words to scrub with, while nothing is scrubbed: a mistake said at once.
+    let (code, _, err) = run(&["run", "--cmdline", "full", "--scrub-word", "token"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--scrub-word needs --cmdline scrub"), "{err}");
+    assert_no_panic(&err);
+}
+
+#[test]
 fn unreadable_btf_file_exits_5_with_one_line() {
     let (code, _, err) = run(&["run", "--btf", "/nonexistent/vmlinux.btf"]);
     assert_eq!(code, 5, "{err}");

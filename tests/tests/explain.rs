@@ -137,3 +137,88 @@ fn a_parent_limit_is_reported_with_the_parents_counter() {
     );
     assert_eq!(e["victim"]["oom_score_adj"], 0, "{e}");
 }
+
+/// Command lines carry secrets (issue 21): one real kill of a hog whose argv holds a
+/// password and an API key, seen at once by three daemons: the default (`scrub`) prints the
+/// masks, `--cmdline full` the raw values, `--cmdline drop` no command line at all. The read
+/// of `/proc/<pid>/cmdline` races the victim's exit (a line may carry `null` when it lost):
+/// kills are repeated until both the scrubbing and the full daemon read it, and the dropping
+/// daemon must print `null` for every one of those kills, where a read would have succeeded.
+#[test]
+fn command_lines_are_scrubbed_by_default_full_on_request_and_dropped_on_request() {
+    let scrub = Observer::start(&["--hook", "tp_btf", "--scrub-word", "unused_word"]);
+    let full = Observer::start(&["--hook", "tp_btf", "--cmdline", "full"]);
+    let drop = Observer::start(&["--hook", "tp_btf", "--cmdline", "drop"]);
+    let secrets = ["--password=hunter2", "--api-key", "sekrit"];
+    let mut extra = vec!["--"];
+    extra.extend(secrets);
+    let line = |obs: &Observer, cg: &Memcg, pid: u32| -> Value {
+        let evs = obs.wait_for("the kill", WAIT, |e| {
+            events_in(e, "oom_kill", &cg.path)
+                .iter()
+                .any(|e| e["victim"]["tgid"] == pid)
+        });
+        events_in(&evs, "oom_kill", &cg.path)
+            .into_iter()
+            .find(|e| e["victim"]["tgid"] == pid)
+            .cloned()
+            .unwrap()
+    };
+    let mut both_read = 0;
+    for attempt in 0..5 {
+        let cg = Memcg::new(&format!("scrub-{attempt}"));
+        cg.limit_mb(32);
+        let mut hog = spawn_hog(&cg.dir, &extra);
+        let pid = hog.id();
+        assert!(
+            was_sigkilled(&hog.wait().unwrap()),
+            "the hog was not OOM-killed"
+        );
+        let (s, f, d) = (
+            line(&scrub, &cg, pid),
+            line(&full, &cg, pid),
+            line(&drop, &cg, pid),
+        );
+        // Whatever else happens, no line of the scrubbing or dropping daemon holds a secret.
+        for e in [&s, &d] {
+            let text = e.to_string();
+            assert!(
+                !text.contains("hunter2") && !text.contains("sekrit"),
+                "a secret in the line: {e}"
+            );
+        }
+        assert!(d["victim"]["cmdline"].is_null(), "--cmdline drop: {d}");
+        let (Some(sc), Some(fc)) = (
+            s["victim"]["cmdline"].as_array(),
+            f["victim"]["cmdline"].as_array(),
+        ) else {
+            eprintln!("attempt {attempt}: a cmdline read lost the race with the exit:\n{s}\n{f}");
+            continue;
+        };
+        assert!(fc[0].as_str().unwrap().ends_with("oomx-hog"), "{f}");
+        assert_eq!(
+            fc[fc.len() - 3..],
+            secrets.map(Value::from),
+            "--cmdline full prints the raw values: {f}"
+        );
+        assert_eq!(sc.len(), fc.len(), "{s}");
+        assert_eq!(
+            sc[sc.len() - 3..],
+            ["--password=********", "--api-key", "********"].map(Value::from),
+            "the default scrubs: {s}"
+        );
+        assert_eq!(
+            sc[..sc.len() - 3],
+            fc[..fc.len() - 3],
+            "the rest is kept: {s}"
+        );
+        // The query answer is built from the same scrubbed event.
+        let a = scrub.ask(&format!("{{\"pid\":{pid}}}")).to_string();
+        assert!(!a.contains("hunter2") && !a.contains("sekrit"), "{a}");
+        both_read += 1;
+        if both_read == 2 {
+            return;
+        }
+    }
+    panic!("in 5 kills the daemons read the victim's cmdline together only {both_read} times");
+}

@@ -4,7 +4,7 @@
 use std::{fs, path::PathBuf};
 
 use super::{
-    assess::{pod_cgroup, Observed, SandboxProcess},
+    assess::{assess, pod_cgroup, Assessment, Observed, SandboxProcess},
     memory_fs::MemoryFs,
     AuditError,
 };
@@ -13,7 +13,7 @@ use crate::{
         container::{ContainerInfo, Runtime},
         containerd::Client,
     },
-    host::{cgroup_path::ancestors, procfs::proc_memory_cgroup},
+    host::{cgroup_path::ancestors, procfs::live_memory_cgroup},
 };
 
 /// Reads what [`assess`] needs: the task's host pids (through containerd for runc-style
@@ -21,8 +21,32 @@ use crate::{
 /// are the sandbox's own), their memory cgroups, each one's effective limit, the pod's
 /// limit and, for gVisor, the sandbox's `--total-memory`.
 ///
+/// A reading that would make a finding is read again before it is returned: the same
+/// processes, their cgroups and limits ([`read`]), and the second reading is the one that
+/// counts. A process caught moving or exiting during the first never makes a finding, in the
+/// daemon (where a late cgroup record can start an audit just after a kill) and in
+/// `oom-observer audit`.
+///
 /// `Ok(None)`: the container has no running task (or its processes are gone).
 pub async fn observe(
+    client: Option<&Client>,
+    c: &ContainerInfo,
+    mem: &MemoryFs,
+) -> Result<Option<Observed>, AuditError> {
+    let first = observe_once(client, c, mem).await?;
+    match first {
+        Some(o) if finds(&assess(c, &o)) => read(c, &o.pids, mem),
+        other => Ok(other),
+    }
+}
+
+/// Whether an assessment raises (or keeps open) a finding of any kind.
+fn finds(a: &Assessment) -> bool {
+    a.declared.is_some() && (!a.unenforced.is_empty() || a.misplaced || a.oversized)
+}
+
+/// One reading: the task's pids from containerd, then [`read`].
+async fn observe_once(
     client: Option<&Client>,
     c: &ContainerInfo,
     mem: &MemoryFs,
@@ -40,10 +64,26 @@ pub async fn observe(
             }
         }
     }
+    read(c, &pids, mem)
+}
+
+/// What `/proc` and cgroupfs say now about the container's processes `pids`: [`observe`]'s
+/// reading without containerd, and the re-check of a finding before it is reported (the
+/// same pids, read again).
+///
+/// A process that is gone, exiting or a zombie is skipped: it holds no memory any more, and
+/// on cgroup v1 its `/proc/<pid>/cgroup` names the root cgroup from the moment its exit
+/// begins. Read then, an OOM-killed container's init looked like a process with no limit
+/// outside its cgroup (a false `limit_unenforced`, when a late cgroup record re-audited the
+/// container just after the kill).
+pub fn read(
+    c: &ContainerInfo,
+    pids: &[u32],
+    mem: &MemoryFs,
+) -> Result<Option<Observed>, AuditError> {
     let mut o = Observed::default();
-    for pid in pids {
-        // A process that exited in between is skipped: it holds no memory any more.
-        let Some(cg) = proc_memory_cgroup(pid, mem.is_v2()) else {
+    for &pid in pids {
+        let Some(cg) = live_memory_cgroup(pid, mem.is_v2()) else {
             continue;
         };
         o.pids.push(pid);
@@ -63,7 +103,7 @@ pub async fn observe(
             Err(e) => return Err(e),
         };
     }
-    if c.runtime_kind() == Runtime::Gvisor {
+    if let (Runtime::Gvisor, Some(task_pid)) = (c.runtime_kind(), c.task_pid) {
         let cmdline = fs::read(format!("/proc/{task_pid}/cmdline")).unwrap_or_default();
         o.sandbox = Some(SandboxProcess {
             pid: task_pid,

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use crate::{
     kernel::hooks::Strategy,
     pipeline::processor::{TaskOomAt, TaskOomFor},
+    scrub::CmdlinePolicy,
 };
 
 /// Options of `oom-observer run`.
@@ -38,4 +39,6 @@ pub struct RunOptions {
     pub taskoom_at: TaskOomAt,
     /// Which kills get a TaskOOM: all, or only those the container does not survive.
     pub taskoom_for: TaskOomFor,
+    /// What becomes of the command lines the events carry (`--cmdline`, `--scrub-word`).
+    pub cmdline: CmdlinePolicy,
 }

@@ -5,6 +5,7 @@ use super::schema::Event;
 use crate::{
     enrich::container::ContainerInfo,
     host::{cgroup_path, procfs},
+    scrub::{scrub, CmdlinePolicy},
 };
 
 /// `12.3 MiB` or `1.5 GiB`.
@@ -113,8 +114,14 @@ fn short_id(id: &str) -> &str {
 }
 
 /// Fills what explains a kill once its container is known: which limit fired, whether the
-/// container lives on, what ran (from `/proc`, while it is still there) and the summary.
-pub fn explain(ev: &mut Event, owners: &[ContainerInfo], cmdlines: &mut procfs::CmdlineReader) {
+/// container lives on, what ran (from `/proc`, while it is still there; its command line
+/// under `policy`) and the summary.
+pub fn explain(
+    ev: &mut Event,
+    owners: &[ContainerInfo],
+    cmdlines: &mut procfs::CmdlineReader,
+    policy: &CmdlinePolicy,
+) {
     if ev.explained.is_none() {
         return;
     }
@@ -130,10 +137,11 @@ pub fn explain(ev: &mut Event, owners: &[ContainerInfo], cmdlines: &mut procfs::
     if let Some(v) = ev.victim.as_mut() {
         if let Some(pid) = v.tgid.or(v.pid) {
             // Only a kill confined to a cgroup leaves the node's memory to our read.
-            let with_cmdline = match ev.constraint {
-                Some(c) => c == observer_common::Constraint::Memcg.as_str(),
-                None => !procfs::node_short_of_memory(),
-            };
+            let with_cmdline = policy.reads()
+                && match ev.constraint {
+                    Some(c) => c == observer_common::Constraint::Memcg.as_str(),
+                    None => !procfs::node_short_of_memory(),
+                };
             let (exe, cmdline) = cmdlines.exe_and_cmdline(
                 pid,
                 v.comm.as_deref(),
@@ -141,7 +149,7 @@ pub fn explain(ev: &mut Event, owners: &[ContainerInfo], cmdlines: &mut procfs::
                 procfs::CMDLINE_BUDGET,
             );
             v.facts.exe = exe;
-            v.facts.cmdline = cmdline;
+            v.facts.cmdline = cmdline.and_then(|args| scrub(args, policy));
         }
     }
     if let Some(x) = ev.explained.as_mut() {

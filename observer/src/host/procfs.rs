@@ -53,6 +53,36 @@ fn parse_start(stat: &str, hz: u64) -> Option<ProcStart> {
     })
 }
 
+/// `PF_EXITING` in `/proc/<pid>/stat`'s flags (field 9): the task has begun its exit.
+const PF_EXITING: u64 = 0x4;
+
+/// Whether process `pid` is gone, exiting or a zombie (also when its stat cannot be read).
+/// From the moment its exit begins, cgroup v1 shows it in the root cgroup: its
+/// `/proc/<pid>/cgroup` says `/`, whatever cgroup it ran in (v2 keeps the cgroup).
+pub fn gone_or_exiting(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| parse_exiting(&stat))
+        .unwrap_or(true)
+}
+
+fn parse_exiting(stat: &str) -> Option<bool> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    // After the comm: state is field 3, flags field 9.
+    let state = f.next()?;
+    let flags: u64 = f.nth(5)?.parse().ok()?;
+    Some(matches!(state, "Z" | "X" | "x") || flags & PF_EXITING != 0)
+}
+
+/// [`proc_memory_cgroup`] of a process that is alive: `None` for one that is gone, exiting
+/// or a zombie, whose cgroup v1 line names the root instead of its cgroup. Read after the
+/// cgroup, so an exit that began before the read is always seen.
+pub fn live_memory_cgroup(pid: u32, memory_on_dfl: bool) -> Option<String> {
+    let cg = proc_memory_cgroup(pid, memory_on_dfl)?;
+    (!gone_or_exiting(pid)).then_some(cg)
+}
+
 /// `pid` and its ancestors (parent, grandparent, …), from `/proc/<pid>/stat`: a process
 /// forked after the last audit is found through the parent that was seen.
 pub fn ancestry(pid: u32) -> Vec<u32> {
@@ -309,6 +339,50 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn exiting_is_read_from_the_state_and_the_flags() {
+        // A live task (flags 0x400000, PF_FORKNOEXEC), a zombie, a task in its exit
+        // (PF_EXITING 0x4, still running), and a comm with `) ` in it.
+        let live = "12895 (a) b) S 12849 12849 10917 0 -1 4194560 128 0 0 0 0 0 0 0 20 0 1 0 329301 3133440 383";
+        assert_eq!(parse_exiting(live), Some(false));
+        assert_eq!(parse_exiting(&live.replace(" S ", " Z ")), Some(true));
+        assert_eq!(
+            parse_exiting(&live.replace(" 4194560 ", " 4194564 ")),
+            Some(true)
+        );
+        assert_eq!(parse_exiting("garbage"), None);
+        assert!(!gone_or_exiting(std::process::id()));
+        assert!(gone_or_exiting(u32::MAX));
+    }
+
+    /// A real zombie: its cgroup is still read by `proc_memory_cgroup` (on cgroup v1 as `/`,
+    /// the root), never by `live_memory_cgroup`.
+    #[test]
+    fn a_zombie_has_no_live_memory_cgroup() {
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let dfl = !text.lines().any(|l| l.split(':').nth(1) == Some("memory"));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        let live = live_memory_cgroup(pid, dfl).expect("a live process has its cgroup");
+        child.kill().expect("kill");
+        // Unreaped: a zombie until wait().
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while proc_start(pid).is_some_and(|s| !s.zombie) {
+            assert!(std::time::Instant::now() < deadline, "no zombie");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if !dfl && live != "/" {
+            // Why the zombie must not be read: cgroup v1 names the root, not its cgroup.
+            assert_eq!(proc_memory_cgroup(pid, dfl).as_deref(), Some("/"), "{live}");
+        }
+        assert!(gone_or_exiting(pid));
+        assert_eq!(live_memory_cgroup(pid, dfl), None);
+        child.wait().expect("wait");
+    }
 
     #[test]
     fn start_time_and_state_after_a_comm_with_spaces() {

@@ -11,24 +11,20 @@ use tracing::warn;
 
 use crate::{
     audit::{driver::AuditDriver, finding::FindingEvent},
-    enrich::upkeep::Containerd,
-    enrich::upkeep::TaskExited,
+    enrich::upkeep::{Containerd, TaskExited},
     event::{
-        death::{self, ContainerExit, EarlierKill, ExitFacts, Sender},
+        death::{self, ContainerExit},
         explain::explain,
-        ContainerRef, Event, EventKind, LostEvent, SCHEMA,
+        ContainerRef, Event, EventKind, LostEvent,
     },
-    host::{
-        cgroup_path,
-        oom_control::StallWatch,
-        procfs::{self, CmdlineReader},
-    },
+    host::{oom_control::StallWatch, procfs::CmdlineReader},
     kernel::{
         clock::boot_ns,
         maps::LostCounts,
         record::{mkdir_path, Record},
     },
     query::history::{self, Answer, History, Kill, Query},
+    scrub::CmdlinePolicy,
     sinks::{taskoom::SharedPublisher, Line, Sinks},
 };
 
@@ -69,6 +65,8 @@ pub struct Processor {
     sinks: Sinks,
     taskoom_at: TaskOomAt,
     cmdlines: CmdlineReader,
+    /// What becomes of the victims' command lines.
+    cmdline_policy: CmdlinePolicy,
     /// Told of new memory cgroups (cgroup v1 `oom_kill_disable` stalls).
     stalls: Option<StallWatch>,
     /// Signaled exits, waiting for containerd to say whose init each was.
@@ -91,6 +89,7 @@ impl Processor {
             sinks,
             taskoom_at: TaskOomAt::default(),
             cmdlines: CmdlineReader::start(),
+            cmdline_policy: CmdlinePolicy::default(),
             stalls: None,
             deaths: Deaths::default(),
         }
@@ -105,6 +104,12 @@ impl Processor {
     /// When TaskOOM is handed over: at the kill, or at the OOM killer's decision.
     pub fn with_taskoom_at(mut self, at: TaskOomAt) -> Self {
         self.taskoom_at = at;
+        self
+    }
+
+    /// What becomes of the victims' command lines (default: scrubbed with the default words).
+    pub fn with_cmdline_policy(mut self, policy: CmdlinePolicy) -> Self {
+        self.cmdline_policy = policy;
         self
     }
 
@@ -281,6 +286,7 @@ impl Processor {
             &mut ev,
             e.owners.as_deref().unwrap_or_default(),
             &mut self.cmdlines,
+            &self.cmdline_policy,
         );
         if ev.event == EventKind::OomKill {
             self.history.record_kill(&ev);
@@ -295,123 +301,26 @@ impl Processor {
     /// kernel's record of the exit (read before this is called) and the kills this run saw.
     /// [`Processor::write_exit`] writes it, once the kubelet's view is read or predicted.
     pub fn container_exit(&mut self, x: &TaskExited) -> ContainerExit {
-        let c = &x.container;
         let kills = self.history.find(&Query {
-            container: Some(c.id.clone()),
-            namespace: Some(c.namespace.clone()),
+            container: Some(x.container.id.clone()),
+            namespace: Some(x.container.namespace.clone()),
             ..Query::default()
         });
-        let init_kill = kills
-            .iter()
-            .rev()
-            .find(|k| k.tgid == Some(x.pid) || (k.tgid.is_none() && k.pid == Some(x.pid)));
-        let earlier_kills = kills
-            .iter()
-            .filter(|k| init_kill.is_none_or(|i| i.seq != k.seq))
-            .map(|k| EarlierKill {
-                seq: k.seq,
-                time: k.time.clone(),
-                pid: k.tgid.or(k.pid),
-                comm: k.comm.clone(),
-            })
-            .collect();
-        let death = self.deaths.take(x.pid);
-        let blamed = death.as_ref().and_then(|d| death::blamed(d).copied());
-        let sender_cgroup = blamed
-            .filter(|s| s.sender_memcg_id != 0)
-            .and_then(|s| self.paths.memory_path_scanned(s.sender_memcg_id));
-        let sender_proc = blamed.map(|s| {
-            procfs::exe_and_cmdline(
-                s.sender_tgid,
-                Some(death::comm_str(&s.sender_comm).as_str()),
-                true,
-            )
-        });
-        // A Kubernetes container's cgroup sits directly in its pod's.
-        let pod_cgroup = Some(c)
-            .filter(|c| c.pod.is_some() || c.sandbox_id.is_some())
-            .and_then(|c| c.cgroups().next())
-            .and_then(cgroup_path::parent)
-            .map(String::from);
-        let facts = ExitFacts {
-            pid: x.pid,
-            exit_status: x.exit_status,
-            death,
-            init_killed: init_kill.map(|k| (k.seq, k.explained.limit.clone())),
-            earlier_kills,
-            sender_cgroup: sender_cgroup.clone(),
-            pod_cgroup,
-            sender_exe_name: sender_proc
-                .as_ref()
-                .and_then(|(exe, _)| exe.as_deref())
-                .and_then(|e| e.rsplit('/').next())
-                .map(String::from),
-            oomd_marked: false,
-        };
-        let cause = death::classify(&facts);
-        let sender = blamed.map(|s| {
-            let mut out = Sender::of(&s);
-            if let Some((exe, cmdline)) = sender_proc.clone() {
-                out.exe = exe;
-                out.cmdline = cmdline;
-            }
-            out.unit = sender_cgroup.as_deref().and_then(death::unit_of);
-            out.container = match (&self.handoff, sender_cgroup.as_deref()) {
-                (Some(h), Some(cg)) => h
+        let handoff = self.handoff.as_ref();
+        let paths = &mut self.paths;
+        let join = deaths::Join {
+            kills,
+            policy: &self.cmdline_policy,
+            path_of: |id| paths.memory_path_scanned(id),
+            container_of: |cg: &str| {
+                handoff?
                     .containerd()
                     .attribute_indexed(Some(cg), None)
                     .first()
-                    .map(ContainerRef::from),
-                _ => None,
-            };
-            out.cgroup = sender_cgroup.clone();
-            out
-        });
-        let first_signal = facts
-            .death
-            .as_ref()
-            .filter(|d| d.first.ktime_ns != d.last.ktime_ns && d.first.ktime_ns != 0)
-            .map(|d| Sender::of(&d.first));
-        let (exit_code, signal, core_dumped) = match &facts.death {
-            Some(d) if d.exit_code & 0x7f != 0 => {
-                let sig = (d.exit_code & 0x7f) as u32;
-                (
-                    128 + sig,
-                    Some(death::signal_name(sig)),
-                    d.exit_code & 0x80 != 0,
-                )
-            }
-            Some(d) => (((d.exit_code >> 8) & 0xff) as u32, None, false),
-            None if x.exit_status > 128 => (
-                x.exit_status,
-                Some(death::signal_name(x.exit_status - 128)),
-                false,
-            ),
-            None => (x.exit_status, None, false),
+                    .map(ContainerRef::from)
+            },
         };
-        // This daemon hands containerd a TaskOOM for every kill it saw in the container.
-        let kubelet = death::kubelet_view(cause, exit_code, !kills.is_empty());
-        let mut ev = ContainerExit {
-            schema: SCHEMA,
-            seq: 0,
-            event: "container_exit",
-            time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-            container: ContainerRef::from(c),
-            pid: x.pid,
-            exit_code,
-            signal,
-            core_dumped,
-            cause,
-            sender,
-            first_signal,
-            oom_kill_seq: facts.init_killed.as_ref().map(|k| k.0),
-            limit: facts.init_killed.and_then(|k| k.1),
-            earlier_oom_kills: facts.earlier_kills,
-            kubelet,
-            message: String::new(),
-        };
-        ev.message = death::message(&ev);
-        ev
+        deaths::container_exit(x, self.deaths.take(x.pid), join)
     }
 
     /// Writes a `container_exit` line, in the same sequence as the kills.

@@ -28,6 +28,14 @@ pub fn proc_cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// The share of one core `pid` used over the next `secs` seconds, in % (its user plus
+/// system ticks, at the 100 Hz of `/proc/<pid>/stat`): the daemon's idle CPU.
+pub fn idle_cpu_pct(pid: u32, secs: u64) -> f64 {
+    let t0 = proc_cpu_ticks(pid);
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+    (proc_cpu_ticks(pid) - t0) as f64 / 100.0 / secs as f64 * 100.0
+}
+
 /// The resident size of `pid` in KiB (`VmRSS`); the process must be alive.
 pub fn rss_kib(pid: u32) -> u64 {
     ProcStatus::read(pid).unwrap().number("VmRSS").unwrap_or(0)

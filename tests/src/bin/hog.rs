@@ -6,7 +6,10 @@
 //!
 //! `--oom-score-adj N` writes its own `/proc/self/oom_score_adj` first.
 //!
-//! Usage: oomx-hog [--join CGROUP_DIR] [--wait-for FILE] [--max-mb N] [--hold] [--oom-score-adj N]
+//! Whatever follows `--` is ignored: it is there to be read in `/proc/<pid>/cmdline` (the
+//! command-line scrubbing test gives it credentials).
+//!
+//! Usage: oomx-hog [--join CGROUP_DIR] [--wait-for FILE] [--max-mb N] [--hold] [--oom-score-adj N] [-- ARG...]
 
 #![allow(
     clippy::unwrap_used,
@@ -32,6 +35,7 @@ fn main() {
             "--max-mb" => max_mb = it.next().and_then(|v| v.parse().ok()),
             "--hold" => hold = true,
             "--oom-score-adj" => score_adj = it.next().cloned(),
+            "--" => break,
             other => {
                 eprintln!("oomx-hog: unknown argument {other}");
                 std::process::exit(2);

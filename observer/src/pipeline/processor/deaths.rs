@@ -1,13 +1,24 @@
-//! The kernel's records of signaled exits, kept until containerd says whose container's init
-//! each was. The kernel's exit comes first (the shim reaps the init after it), so the
-//! container's `/tasks/exit` finds its record here; records of processes that were no
+//! A container's end: the kernel's records of signaled exits, kept until containerd says
+//! whose container's init each was, and the `container_exit` event that joins one to the
+//! kills this run saw. The kernel's exit comes first (the shim reaps the init after it), so
+//! the container's `/tasks/exit` finds its record here; records of processes that were no
 //! container's init age out.
 
 use std::collections::HashMap;
 
 use observer_common::DeathRecord;
 
-use crate::kernel::clock::boot_ns;
+use crate::{
+    enrich::upkeep::TaskExited,
+    event::{
+        death::{self, ContainerExit, EarlierKill, ExitFacts, Sender},
+        ContainerRef, SCHEMA,
+    },
+    host::{cgroup_path, procfs},
+    kernel::clock::boot_ns,
+    query::history::Kill,
+    scrub::{scrub, CmdlinePolicy},
+};
 
 /// How long a record waits for its container's exit: containerd reports it within
 /// milliseconds of the reap, seconds on a starved node.
@@ -49,4 +60,141 @@ impl Deaths {
         let d = self.by_tgid.remove(&tgid)?;
         (boot_ns().saturating_sub(d.ktime_ns) < KEEP_NS).then_some(d)
     }
+}
+
+/// What a container's end is joined with, besides the kernel's record of it.
+pub struct Join<'a, P, C> {
+    /// The kills this run saw in the container.
+    pub kills: Vec<Kill>,
+    /// What becomes of the sender's command line.
+    pub policy: &'a CmdlinePolicy,
+    /// A memory cgroup's path, by id.
+    pub path_of: P,
+    /// The container a memory cgroup belongs to.
+    pub container_of: C,
+}
+
+/// The `container_exit` event of `x`, the cause joined from the kernel's record of the exit
+/// (`death`) and what `join` says; its `seq` is set when it is written.
+pub fn container_exit<P, C>(
+    x: &TaskExited,
+    death: Option<DeathRecord>,
+    join: Join<'_, P, C>,
+) -> ContainerExit
+where
+    P: FnMut(u64) -> Option<String>,
+    C: Fn(&str) -> Option<ContainerRef>,
+{
+    let Join {
+        kills,
+        policy,
+        mut path_of,
+        container_of,
+    } = join;
+    let c = &x.container;
+    let init_kill = kills
+        .iter()
+        .rev()
+        .find(|k| k.tgid == Some(x.pid) || (k.tgid.is_none() && k.pid == Some(x.pid)));
+    let earlier_kills = kills
+        .iter()
+        .filter(|k| init_kill.is_none_or(|i| i.seq != k.seq))
+        .map(|k| EarlierKill {
+            seq: k.seq,
+            time: k.time.clone(),
+            pid: k.tgid.or(k.pid),
+            comm: k.comm.clone(),
+        })
+        .collect();
+    let blamed = death.as_ref().and_then(|d| death::blamed(d).copied());
+    let sender_cgroup = blamed
+        .filter(|s| s.sender_memcg_id != 0)
+        .and_then(|s| path_of(s.sender_memcg_id));
+    let sender_proc = blamed.map(|s| {
+        let (exe, cmdline) = procfs::exe_and_cmdline(
+            s.sender_tgid,
+            Some(death::comm_str(&s.sender_comm).as_str()),
+            policy.reads(),
+        );
+        // The sender's arguments carry secrets as often as a victim's: the same policy.
+        (exe, cmdline.and_then(|a| scrub(a, policy)))
+    });
+    // A Kubernetes container's cgroup sits directly in its pod's.
+    let pod_cgroup = Some(c)
+        .filter(|c| c.pod.is_some() || c.sandbox_id.is_some())
+        .and_then(|c| c.cgroups().next())
+        .and_then(cgroup_path::parent)
+        .map(String::from);
+    let facts = ExitFacts {
+        pid: x.pid,
+        exit_status: x.exit_status,
+        death,
+        init_killed: init_kill.map(|k| (k.seq, k.explained.limit.clone())),
+        earlier_kills,
+        sender_cgroup: sender_cgroup.clone(),
+        pod_cgroup,
+        sender_exe_name: sender_proc
+            .as_ref()
+            .and_then(|(exe, _)| exe.as_deref())
+            .and_then(|e| e.rsplit('/').next())
+            .map(String::from),
+        oomd_marked: false,
+    };
+    let cause = death::classify(&facts);
+    let sender = blamed.map(|s| {
+        let mut out = Sender::of(&s);
+        if let Some((exe, cmdline)) = sender_proc.clone() {
+            out.exe = exe;
+            out.cmdline = cmdline;
+        }
+        out.unit = sender_cgroup.as_deref().and_then(death::unit_of);
+        out.container = sender_cgroup.as_deref().and_then(&container_of);
+        out.cgroup = sender_cgroup.clone();
+        out
+    });
+    let first_signal = facts
+        .death
+        .as_ref()
+        .filter(|d| d.first.ktime_ns != d.last.ktime_ns && d.first.ktime_ns != 0)
+        .map(|d| Sender::of(&d.first));
+    let (exit_code, signal, core_dumped) = match &facts.death {
+        Some(d) if d.exit_code & 0x7f != 0 => {
+            let sig = (d.exit_code & 0x7f) as u32;
+            (
+                128 + sig,
+                Some(death::signal_name(sig)),
+                d.exit_code & 0x80 != 0,
+            )
+        }
+        Some(d) => (((d.exit_code >> 8) & 0xff) as u32, None, false),
+        None if x.exit_status > 128 => (
+            x.exit_status,
+            Some(death::signal_name(x.exit_status - 128)),
+            false,
+        ),
+        None => (x.exit_status, None, false),
+    };
+    // This daemon hands containerd a TaskOOM for every kill it saw in the container.
+    let kubelet = death::kubelet_view(cause, exit_code, !kills.is_empty());
+    let mut ev = ContainerExit {
+        schema: SCHEMA,
+        seq: 0,
+        event: "container_exit",
+        time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+        container: ContainerRef::from(c),
+        pid: x.pid,
+        exit_code,
+        signal,
+        core_dumped,
+        cause,
+        sender,
+        first_signal,
+        oom_kill_seq: facts.init_killed.as_ref().map(|k| k.0),
+        limit: facts.init_killed.and_then(|k| k.1),
+        earlier_oom_kills: facts.earlier_kills,
+        kubelet,
+        message: String::new(),
+    };
+    ev.message = death::message(&ev);
+    ev
 }
