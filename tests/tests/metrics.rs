@@ -122,6 +122,7 @@ fn prometheus_counts_each_containers_oom_kills() {
             "oom_decision",
             "oom_kill",
             "oom_kill_skipped",
+            "signaled_exit",
             "victim_exit"
         ]
         .map(|k| (k.to_string(), 0.0))
