@@ -134,6 +134,20 @@ impl Memcg {
         }
     }
 
+    /// Creates exactly `name` at the top of the v1 memory hierarchy (a test whose cgroups
+    /// must carry its own prefix, e.g. `oomx-forecast-`). Removed on drop like any other.
+    pub fn named(name: &str) -> Memcg {
+        let root = v1_memory_root();
+        let dir = root.join(name);
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Memcg {
+            path: format!("/{name}"),
+            dir,
+            children: Mutex::new(Vec::new()),
+            root,
+        }
+    }
+
     /// Creates a child cgroup; returns its directory and hierarchy path.
     pub fn child(&self, name: &str) -> (PathBuf, String) {
         let d = self.dir.join(name);

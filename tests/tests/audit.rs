@@ -158,7 +158,7 @@ fn sandbox_outside_its_pod(gvisor: bool) {
     let expected_pod = format!("{}/{pod_slice}", tree.path());
     let placed_sb = tree.sub(&format!("sys/{}", cgroup_of(pod.sandbox)));
     let placed_app = tree.sub(&format!("sys/{}", cgroup_of(pod.app)));
-    assert_eq!(f["schema"], 1, "{f}");
+    assert_eq!(f["schema"], 2, "{f}");
     assert_eq!(f["container"]["name"], "app", "{f}");
     assert_eq!(f["container"]["pod"]["uid"], "u-esc", "{f}");
     assert_eq!(f["declared"]["bytes"], POD_MB << 20, "{f}");

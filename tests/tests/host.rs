@@ -20,7 +20,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Asserts the fields a user checks on one kill of the hog.
 fn assert_hog_kill(e: &Value, hog_pid: u32, victim_cgroup: &str, oom_cgroup: &str, hook: &str) {
-    assert_eq!(e["schema"], 1, "{e}");
+    assert_eq!(e["schema"], 2, "{e}");
     assert_eq!(e["event"], "oom_kill", "{e}");
     assert_eq!(e["hook"], hook, "{e}");
     assert_eq!(e["victim"]["pid"], hog_pid, "{e}");

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use crate::{kernel::hooks::Strategy, pipeline::processor::TaskOomAt};
+use crate::{forecast::ForecastOptions, kernel::hooks::Strategy, pipeline::processor::TaskOomAt};
 
 /// Options of `oom-observer run`.
 #[derive(Debug, Clone)]
@@ -33,4 +33,6 @@ pub struct RunOptions {
     pub pin_dir: Option<PathBuf>,
     /// When TaskOOM is handed to containerd: at the kill, or at the OOM killer's decision.
     pub taskoom_at: TaskOomAt,
+    /// The memory model that warns before a kill (`oom_risk`); none with `--no-forecast`.
+    pub forecast: Option<ForecastOptions>,
 }

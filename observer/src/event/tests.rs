@@ -52,7 +52,7 @@ fn kill() -> OomKillRecord {
 fn schema_1_fields_and_nulls_for_unseen_fields() {
     let e = build(&kill(), 3, false, &mut Paths);
     let v: serde_json::Value = serde_json::to_value(&e).unwrap();
-    assert_eq!(v["schema"], 1);
+    assert_eq!(v["schema"], 2);
     assert_eq!(v["seq"], 3);
     assert_eq!(v["event"], "oom_kill");
     assert_eq!(v["hook"], "tp_btf");

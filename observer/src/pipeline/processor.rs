@@ -13,6 +13,7 @@ use crate::{
     audit::{driver::AuditDriver, finding::FindingEvent},
     enrich::upkeep::Containerd,
     event::{explain::explain, ContainerRef, Event, EventKind, LostEvent},
+    forecast::{event::RiskEvent, lead::Warnings},
     host::{oom_control::StallWatch, procfs::CmdlineReader},
     kernel::{
         clock::boot_ns,
@@ -60,6 +61,8 @@ pub struct Processor {
     cmdlines: CmdlineReader,
     /// Told of new memory cgroups (cgroup v1 `oom_kill_disable` stalls).
     stalls: Option<StallWatch>,
+    /// The forecast's open warnings (a kill's lead time); none with the forecast off.
+    warnings: Option<Warnings>,
 }
 
 impl Processor {
@@ -79,7 +82,14 @@ impl Processor {
             taskoom_at: TaskOomAt::default(),
             cmdlines: CmdlineReader::start(),
             stalls: None,
+            warnings: None,
         }
+    }
+
+    /// Kills say how early the forecast warned (`warning_lead_s`).
+    pub fn with_forecast(mut self) -> Self {
+        self.warnings = Some(Warnings::default());
+        self
     }
 
     /// Tells the `memory.oom_control` watcher of each new memory cgroup.
@@ -258,6 +268,9 @@ impl Processor {
             e.owners.as_deref().unwrap_or_default(),
             &mut self.cmdlines,
         );
+        if let Some(w) = self.warnings.as_mut() {
+            w.on_kill(&mut ev);
+        }
         if ev.event == EventKind::OomKill {
             self.history.record_kill(&ev);
             if e.in_gap {
@@ -316,6 +329,23 @@ impl Processor {
             ev.seq = self.seq;
             ev.log();
             self.emit_line(Line::Finding(&ev))?;
+        }
+        self.flush()
+    }
+
+    /// Writes the forecast's `oom_risk` events, in the same sequence as the kills.
+    pub fn write_risks(&mut self, risks: Vec<RiskEvent>) -> io::Result<()> {
+        if risks.is_empty() {
+            return Ok(());
+        }
+        for mut ev in risks {
+            self.seq += 1;
+            ev.seq = self.seq;
+            ev.log();
+            if let Some(w) = self.warnings.as_mut() {
+                w.warned(&ev);
+            }
+            self.emit_line(Line::Risk(&ev))?;
         }
         self.flush()
     }

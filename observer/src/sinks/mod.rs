@@ -9,6 +9,7 @@ use std::io;
 use crate::{
     audit::finding::FindingEvent,
     event::{Event, LostEvent},
+    forecast::event::RiskEvent,
 };
 
 pub mod json;
@@ -26,6 +27,8 @@ pub enum Line<'a> {
     Finding(&'a FindingEvent),
     /// Records the kernel could not hand over.
     Lost(&'a LostEvent),
+    /// The memory model's warning before a kill.
+    Risk(&'a RiskEvent),
 }
 
 impl serde::Serialize for Line<'_> {
@@ -34,6 +37,7 @@ impl serde::Serialize for Line<'_> {
             Line::Event(e) => e.serialize(s),
             Line::Finding(f) => f.serialize(s),
             Line::Lost(l) => l.serialize(s),
+            Line::Risk(r) => r.serialize(s),
         }
     }
 }

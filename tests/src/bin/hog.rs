@@ -6,7 +6,12 @@
 //!
 //! `--oom-score-adj N` writes its own `/proc/self/oom_score_adj` first.
 //!
+//! `--rate-mb N` paces the allocation at N MiB a second (a steady leak); with `--max-mb`,
+//! `--sawtooth-mb LOW` frees back down to LOW MiB each time it reaches the maximum and
+//! climbs again, forever (a garbage collector's sawtooth).
+//!
 //! Usage: oomx-hog [--join CGROUP_DIR] [--wait-for FILE] [--max-mb N] [--hold] [--oom-score-adj N]
+//! [--rate-mb N] [--sawtooth-mb LOW]
 
 #![allow(
     clippy::unwrap_used,
@@ -24,6 +29,8 @@ fn main() {
     let mut max_mb: Option<usize> = None;
     let mut hold = false;
     let mut score_adj = None;
+    let mut rate_mb: Option<f64> = None;
+    let mut sawtooth_mb: Option<usize> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -32,6 +39,8 @@ fn main() {
             "--max-mb" => max_mb = it.next().and_then(|v| v.parse().ok()),
             "--hold" => hold = true,
             "--oom-score-adj" => score_adj = it.next().cloned(),
+            "--rate-mb" => rate_mb = it.next().and_then(|v| v.parse().ok()),
+            "--sawtooth-mb" => sawtooth_mb = it.next().and_then(|v| v.parse().ok()),
             other => {
                 eprintln!("oomx-hog: unknown argument {other}");
                 std::process::exit(2);
@@ -58,7 +67,14 @@ fn main() {
         }
     }
     let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let start = std::time::Instant::now();
+    let mut paced_mb = 0usize;
     loop {
+        if let (Some(low), Some(m)) = (sawtooth_mb, max_mb) {
+            if chunks.len() >= m {
+                chunks.truncate(low);
+            }
+        }
         if max_mb.is_some_and(|m| chunks.len() >= m) {
             if hold {
                 use std::io::Write;
@@ -70,6 +86,14 @@ fn main() {
             }
             println!("reached {} MiB", chunks.len());
             return;
+        }
+        if let Some(r) = rate_mb {
+            // The n-th MiB is due n/r seconds after the start: steady, with no drift.
+            paced_mb += 1;
+            let due = Duration::from_secs_f64(paced_mb as f64 / r);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                thread::sleep(wait);
+            }
         }
         let mut v = vec![0u8; 1 << 20];
         // Touch every page so the memory is really charged.

@@ -71,7 +71,7 @@ pub fn common(err: &mut Errors, e: &Value, strategy: &str) {
     for v in tests::schema_violations(e) {
         err.0.push(format!("schema: {v}"));
     }
-    err.eq(e, "schema", &e["schema"], 1.into());
+    err.eq(e, "schema", &e["schema"], 2.into());
     err.eq(e, "event", &e["event"], "oom_kill".into());
     err.eq(e, "hook", &e["hook"], strategy.into());
     err.check(
