@@ -115,9 +115,11 @@ fn a_steady_leak_is_foreseen_and_steady_or_sawtooth_memory_is_not() {
     assert_eq!(r["limit"]["cgroup"], leak.path.as_str(), "{r}");
     assert_eq!(r["limit"]["bytes"], 400 * MIB, "{r}");
     assert!(r["container"].is_null(), "{r}");
+    // Low at first: the first warning comes while the floor's window still holds part of
+    // the flat spell before the leak (see the model's comment).
     let rate = r["rate_bytes_per_s"].as_f64().unwrap();
     assert!(
-        (6.0 * MIB as f64..14.0 * MIB as f64).contains(&rate),
+        (4.0 * MIB as f64..14.0 * MIB as f64).contains(&rate),
         "the leak runs at 10 MiB/s, the model says {:.1} MiB/s: {r}",
         rate / MIB as f64
     );
@@ -163,7 +165,10 @@ fn a_steady_leak_is_foreseen_and_steady_or_sawtooth_memory_is_not() {
     // The sawtooth really saw-toothed under its limit (the kernel's own high-water mark).
     let max = std::fs::read_to_string(saw.dir.join("memory.max_usage_in_bytes")).unwrap();
     let max: u64 = max.trim().parse().unwrap();
-    assert!(max > 150 * MIB && max < 200 * MIB, "sawtooth peaked at {max}");
+    assert!(
+        max > 150 * MIB && max < 200 * MIB,
+        "sawtooth peaked at {max}"
+    );
 }
 
 #[test]

@@ -82,11 +82,7 @@ impl RiskEvent {
         };
         let whose = match self.limit.kind {
             LimitKind::Node => "the node's memory".to_string(),
-            k => format!(
-                "its {} limit of {}",
-                k.as_str(),
-                mib(self.limit.bytes)
-            ),
+            k => format!("its {} limit of {}", k.as_str(), mib(self.limit.bytes)),
         };
         let unrec = mib(self.unreclaimable_bytes);
         match (self.reason, self.time_left_s, self.rate_bytes_per_s) {
@@ -112,7 +108,10 @@ impl RiskEvent {
 }
 
 /// A new event, `seq` 0 (the processor numbers it).
-#[allow(clippy::too_many_arguments, reason = "one field each; named at the one caller")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one field each; named at the one caller"
+)]
 pub fn new_risk(
     reason: RiskReason,
     container: Option<ContainerRef>,

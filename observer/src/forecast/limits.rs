@@ -148,7 +148,11 @@ mod tests {
         );
         let c = chain(&mem, "/kubepods/pod1/c2", None).unwrap();
         assert_eq!(c.len(), 1);
-        assert_eq!(c[0].kind, LimitKind::Cgroup, "not named a pod: just a cgroup");
+        assert_eq!(
+            c[0].kind,
+            LimitKind::Cgroup,
+            "not named a pod: just a cgroup"
+        );
         assert!(matches!(
             chain(&mem, "/kubepods/gone", None),
             Err(ForecastError::Gone(_))

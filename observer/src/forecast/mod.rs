@@ -215,7 +215,9 @@ impl Forecaster {
             let st = self.cgroups.entry(path.to_string()).or_default();
             let rising = usage > st.usage;
             st.usage = usage;
-            let stale = st.last_full.is_none_or(|t| now - t >= SWEEP.as_secs_f64() - 0.5);
+            let stale = st
+                .last_full
+                .is_none_or(|t| now - t >= SWEEP.as_secs_f64() - 0.5);
             let near = usage as f64 >= NEAR * nearest as f64;
             if !(stale || rising || near) {
                 continue;
@@ -343,7 +345,11 @@ impl Forecaster {
         let soonest = views
             .iter()
             .filter(|v| v.ttl.is_some_and(|s| s < self.threshold))
-            .min_by(|a, b| a.ttl.unwrap_or(f64::MAX).total_cmp(&b.ttl.unwrap_or(f64::MAX)));
+            .min_by(|a, b| {
+                a.ttl
+                    .unwrap_or(f64::MAX)
+                    .total_cmp(&b.ttl.unwrap_or(f64::MAX))
+            });
         let (v, reason) = match soonest {
             Some(v) => (v, RiskReason::Growth),
             None => (views.iter().find(|v| v.stalled)?, RiskReason::Stall),

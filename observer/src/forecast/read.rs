@@ -144,7 +144,10 @@ pub fn parse_psi(text: &str) -> (Option<f64>, Option<f64>) {
     let avg10 = |kind: &str| {
         text.lines()
             .find(|l| l.starts_with(kind))
-            .and_then(|l| l.split_ascii_whitespace().find_map(|w| w.strip_prefix("avg10=")))
+            .and_then(|l| {
+                l.split_ascii_whitespace()
+                    .find_map(|w| w.strip_prefix("avg10="))
+            })
             .and_then(|v| v.parse().ok())
     };
     (avg10("some "), avg10("full "))
@@ -328,7 +331,11 @@ mod tests {
         let f = parse_stat(t, true);
         assert_eq!(f.anon_lru, 160);
         assert_eq!(f.unevictable, 8);
-        assert_eq!(f.kernel, 10 + 20 + 30 + 40 + 50 + 70, "slab_reclaimable is not");
+        assert_eq!(
+            f.kernel,
+            10 + 20 + 30 + 40 + 50 + 70,
+            "slab_reclaimable is not"
+        );
         assert_eq!(f.inactive_file, 3000);
     }
 
@@ -389,7 +396,9 @@ mod tests {
         let path = own.lines().find_map(|l| {
             let mut p = l.splitn(3, ':');
             let (_, ctl, path) = (p.next()?, p.next()?, p.next()?);
-            ctl.split(',').any(|c| c == "memory").then(|| path.to_string())
+            ctl.split(',')
+                .any(|c| c == "memory")
+                .then(|| path.to_string())
         })?;
         let d = root.join(path.trim_start_matches('/'));
         d.is_dir().then_some(d)
