@@ -302,7 +302,7 @@ pub fn top_processes(dir: &Path, n: usize) -> Vec<TopProcess> {
             })
         })
         .collect();
-    top.sort_by(|a, b| b.unreclaimable_bytes.cmp(&a.unreclaimable_bytes));
+    top.sort_by_key(|p| std::cmp::Reverse(p.unreclaimable_bytes));
     top.truncate(n);
     top
 }
