@@ -91,3 +91,101 @@ impl Warnings {
         x.warning = Some(if first.is_some() { WARNED } else { NONE }.to_string());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::{CgroupRef, Explained},
+        forecast::{
+            event::{new_risk, RiskReason},
+            limits::{Limit, LimitKind},
+        },
+    };
+
+    fn kill(cgroup: &str, ktime_ns: u64) -> Event {
+        Event {
+            schema: 2,
+            seq: 9,
+            event: EventKind::OomKill,
+            time: String::new(),
+            ktime_ns,
+            hook: "tp_btf",
+            victim: None,
+            oom_cgroup: Some(CgroupRef {
+                id: 1,
+                path: Some(cgroup.into()),
+            }),
+            constraint: Some("memcg"),
+            trigger: None,
+            container: None,
+            containers: Vec::new(),
+            published: false,
+            exit: None,
+            kill_seq: None,
+            decided_at: None,
+            decided_ktime_ns: None,
+            explained: Some(Explained::default()),
+        }
+    }
+
+    fn risk(cgroup: &str, ktime_ns: u64) -> RiskEvent {
+        let mut r = new_risk(
+            RiskReason::Growth,
+            None,
+            cgroup.into(),
+            Limit {
+                kind: LimitKind::Container,
+                cgroup: Some(cgroup.into()),
+                bytes: 100,
+            },
+            Some(10.0),
+            50,
+            Some(5.0),
+            None,
+            None,
+            Vec::new(),
+        );
+        r.ktime_ns = ktime_ns;
+        r
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn the_kill_carries_the_first_warnings_lead_then_the_warning_closes() {
+        let mut w = Warnings::default();
+        w.warned(&risk("/a", 100 * S));
+        w.warned(&risk("/a", 160 * S));
+        let mut k = kill("/a", 172 * S + 500_000_000);
+        w.on_kill(&mut k);
+        let x = k.explained.as_ref().unwrap();
+        assert_eq!(x.warning.as_deref(), Some(WARNED));
+        assert_eq!(x.warning_lead_s, Some(LeadSeconds(72_500)));
+        let mut again = kill("/a", 200 * S);
+        w.on_kill(&mut again);
+        let x = again.explained.as_ref().unwrap();
+        assert_eq!(
+            x.warning.as_deref(),
+            Some(NONE),
+            "a restart's kill needs a new warning"
+        );
+        assert_eq!(x.warning_lead_s, None);
+        assert_eq!(
+            serde_json::to_value(&k).unwrap()["warning_lead_s"],
+            serde_json::json!(72.5)
+        );
+    }
+
+    #[test]
+    fn a_stale_warning_does_not_count() {
+        let mut w = Warnings::default();
+        w.warned(&risk("/a", 100 * S));
+        let mut k = kill("/a", 100 * S + STALE_NS + S);
+        w.on_kill(&mut k);
+        assert_eq!(k.explained.unwrap().warning.as_deref(), Some(NONE));
+        let mut other = kill("/b", 101 * S);
+        w.on_kill(&mut other);
+        assert_eq!(other.explained.unwrap().warning.as_deref(), Some(NONE));
+    }
+}

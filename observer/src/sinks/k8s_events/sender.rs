@@ -12,8 +12,25 @@ use super::correlator::target;
 use super::correlator::{Correlator, Request};
 use crate::{
     event::{ContainerRef, Event, EventKind},
+    forecast::event::RiskEvent,
     sinks::{Line, Sink},
 };
+
+/// What waits for the sender: a kill, or a warning before one.
+#[derive(Debug)]
+#[cfg_attr(
+    not(feature = "k8s-events"),
+    allow(
+        dead_code,
+        reason = "read by the sender, which only the feature builds"
+    )
+)]
+pub enum Queued {
+    /// An `oom_kill`.
+    Kill(Box<Event>),
+    /// An `oom_risk`.
+    Risk(Box<RiskEvent>),
+}
 
 /// What became of each Event request: `created`, `patched`, `failed`, `dropped` (the queue
 /// to the sender was full).
@@ -44,7 +61,7 @@ pub enum SinkError {
 
 /// The kill path's end of the Event sink: never waits.
 pub struct EventSink {
-    tx: tokio::sync::mpsc::Sender<Event>,
+    tx: tokio::sync::mpsc::Sender<Queued>,
     outcomes: Outcomes,
 }
 
@@ -59,6 +76,7 @@ impl EventSink {
         tokio::spawn(send_loop(
             client,
             Correlator::new(node),
+            super::risk::RiskCorrelator::new(node),
             rx,
             outcomes.clone(),
         ));
@@ -79,7 +97,11 @@ impl EventSink {
         {
             return;
         }
-        if self.tx.try_send(ev.clone()).is_err() {
+        if self
+            .tx
+            .try_send(Queued::Kill(Box::new(ev.clone())))
+            .is_err()
+        {
             crate::sinks::metrics::inc(&self.outcomes, "dropped");
             tracing::warn!(
                 seq = ev.seq,
@@ -87,13 +109,26 @@ impl EventSink {
             );
         }
     }
+
+    /// Queues a warning for its Event (only pod containers' make one; the correlator
+    /// rate-limits them). A full queue drops it: kills come first.
+    pub fn send_risk(&self, r: &RiskEvent) {
+        if r.container.as_ref().and_then(target).is_none() {
+            return;
+        }
+        if self.tx.try_send(Queued::Risk(Box::new(r.clone()))).is_err() {
+            crate::sinks::metrics::inc(&self.outcomes, "dropped");
+        }
+    }
 }
 
-/// Kills of pod containers only; the rest passes by.
+/// Kills and warnings of pod containers only; the rest passes by.
 impl Sink for EventSink {
     fn emit(&mut self, line: Line<'_>) -> std::io::Result<()> {
-        if let Line::Event(ev) = line {
-            self.send(ev);
+        match line {
+            Line::Event(ev) => self.send(ev),
+            Line::Risk(r) => self.send_risk(r),
+            _ => {}
         }
         Ok(())
     }
@@ -103,13 +138,50 @@ impl Sink for EventSink {
 async fn send_loop(
     client: kube::Client,
     mut correlator: Correlator,
-    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    mut risks: super::risk::RiskCorrelator,
+    mut rx: tokio::sync::mpsc::Receiver<Queued>,
     outcomes: Outcomes,
 ) {
     use crate::sinks::metrics::inc;
     use k8s_openapi::api::core::v1::Event as K8sEvent;
     use kube::api::{Api, Patch, PatchParams, PostParams};
-    while let Some(ev) = rx.recv().await {
+    while let Some(q) = rx.recv().await {
+        let ev = match q {
+            Queued::Kill(ev) => ev,
+            Queued::Risk(r) => {
+                if let Some(req) = risks.on_risk(&r, SystemTime::now()) {
+                    let result = match &req {
+                        Request::Create { namespace, body } => {
+                            create(&client, namespace, body).await.map(|_| "created")
+                        }
+                        Request::Patch {
+                            namespace,
+                            name,
+                            body,
+                        } => {
+                            let api: Api<K8sEvent> = Api::namespaced(client.clone(), namespace);
+                            let r = api
+                                .patch(name, &PatchParams::default(), &Patch::Strategic(body))
+                                .await
+                                .map(|_| "patched");
+                            if r.is_err() {
+                                // Expired or refused: the next warning creates a new one.
+                                risks.forget(namespace, name);
+                            }
+                            r
+                        }
+                    };
+                    match result {
+                        Ok(r) => inc(&outcomes, r),
+                        Err(e) => {
+                            inc(&outcomes, "failed");
+                            tracing::warn!(error = %e, "Kubernetes Event for oom_risk not sent");
+                        }
+                    }
+                }
+                continue;
+            }
+        };
         for req in correlator.on_event(&ev, SystemTime::now()) {
             let result = match &req {
                 Request::Create { namespace, body } => {

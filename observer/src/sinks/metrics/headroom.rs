@@ -109,3 +109,66 @@ impl HeadroomSeries {
         self.timed = timed;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        enrich::container::Pod,
+        event::ContainerRef,
+        forecast::{limits::LimitKind, Headroom},
+        sinks::metrics::Metrics,
+    };
+
+    fn h(limit: LimitKind, ttl: Option<f64>) -> Headroom {
+        Headroom {
+            container: Some(ContainerRef {
+                id: "abc".into(),
+                namespace: "k8s.io".into(),
+                name: Some("app".into()),
+                runtime: "io.containerd.runc.v2".into(),
+                pod: Some(Pod {
+                    name: Some("web-1".into()),
+                    namespace: Some("shop".into()),
+                    uid: Some("u".into()),
+                }),
+            }),
+            cgroup: "/kubepods/pod-u/abc".into(),
+            limit,
+            headroom_bytes: 1 << 20,
+            time_to_oom_s: ttl,
+        }
+    }
+
+    #[test]
+    fn headroom_and_time_to_oom_follow_the_latest_tick() {
+        let mut m = Metrics::new("test", "tp_btf");
+        m.forecast(&[
+            h(LimitKind::Container, Some(42.5)),
+            h(LimitKind::Node, None),
+        ]);
+        let text = m.render();
+        assert!(
+            text.contains(r#"oom_observer_memory_headroom_bytes{namespace="shop",pod="web-1",container="app",limit="container"} 1048576"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"limit="node"} 1048576"#), "{text}");
+        assert!(
+            text.contains(r#"oom_observer_time_to_oom_seconds{namespace="shop",pod="web-1",container="app",limit="container"} 42.5"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"oom_observer_time_to_oom_seconds{namespace="shop",pod="web-1",container="app",limit="node"}"#),
+            "absent while not growing: {text}"
+        );
+        // Not growing any more, then gone from the model: its series go.
+        m.forecast(&[h(LimitKind::Container, None)]);
+        let text = m.render();
+        assert!(
+            !text.contains("oom_observer_time_to_oom_seconds{"),
+            "{text}"
+        );
+        assert!(!text.contains(r#"limit="node""#), "{text}");
+        m.forecast(&[]);
+        assert!(!m.render().contains("oom_observer_memory_headroom_bytes{"));
+    }
+}
