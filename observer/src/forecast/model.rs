@@ -1,29 +1,33 @@
 //! One cgroup's unreclaimable memory over time, and how fast it grows.
 //!
-//! The rate is the smaller of two Theil–Sen slopes (the median of the slopes between every
-//! pair of points) over the last [`RECENT_S`]: the slope of the series' running *minimum*
-//! over [`ENVELOPE_S`] (its floor) and of its running *maximum* (its ceiling).
-//! - A garbage collector's sawtooth rises and drops back: its floor and its ceiling stay
-//!   flat once a window holds a whole tooth, so a sawtooth peaking just under its limit
-//!   reads as not growing (a slope over the raw samples reads each rising edge as a leak).
-//! - A leak raises both: the floor lags the series by [`ENVELOPE_S`] but climbs at the
-//!   leak's rate.
-//! - A step (one big allocation, then flat) raises the floor [`ENVELOPE_S`] late, while the
-//!   ceiling is flat by then: the smaller slope is ~0. Same for the end of a start-up ramp.
+//! The rate is the Theil–Sen slope (the median of the slopes between every pair of points)
+//! of the series' running *minimum* over [`ENVELOPE_S`] (its floor), over the last
+//! [`RECENT_S`], counted only when the floor rose at most of those ticks
+//! ([`RISING_SHARE`]):
+//! - A garbage collector's sawtooth rises and drops back: its floor stays flat once the
+//!   window holds a whole tooth, so a sawtooth peaking just under its limit reads as not
+//!   growing (a slope over the raw samples reads each rising edge as a leak).
+//! - A leak raises the floor at every tick: the floor lags the series by [`ENVELOPE_S`] but
+//!   climbs at the leak's rate.
+//! - A step (one big allocation, then flat) or a start-up ramp raises the floor once,
+//!   [`ENVELOPE_S`] late, over the few ticks the ramp took: a slope alone reads that as
+//!   growth for [`RECENT_S`], the share of rising ticks does not.
 //! - Theil–Sen, not least squares: one outlier moves the median of the slopes by little,
 //!   where it would pull a fitted line. Its cost, O(n²) pairs for n ≤ 9 points, is nothing.
-//! - Only the recent slope: a slope over a longer window mixes an earlier flat spell (or a
-//!   start-up ramp) into the present.
+//! - Only the recent slope: a longer window mixes an earlier flat spell into the present.
 //! - No rate before [`WARMUP_S`] of samples: a cgroup's first seconds are its start-up.
 //!
-//! Tried on the host first with the floor alone over 30 s: a leak of 10 MiB/s after a flat
-//! spell read 4.7 MiB/s 16 s in, and a hog holding 95 % of its limit from its first second
-//! read as growing 120 MiB/s ten seconds later (its floor caught up with the step). Both are
-//! the integration test's workloads (`tests/tests/forecast.rs`).
+//! How it got here, on this host (`tests/tests/forecast.rs`): the floor's slope over 30 s
+//! read a 10 MiB/s leak after a flat spell as 4.7 MiB/s 16 s in; the floor's slope over 8 s
+//! read a hog that took 95 % of its limit in its first second as growing 120 MiB/s ten
+//! seconds later; the smaller of the floor's and the ceiling's slopes still warned on a
+//! sawtooth starting in a cgroup already watched (its ceiling, sampled once a second, rose
+//! whenever a sample caught a tooth nearer its peak).
 //!
-//! The price: a leak is seen only [`WARMUP_S`] after its cgroup is first read and
-//! [`ENVELOPE_S`] + 2 s after it starts, and a cycle longer than [`ENVELOPE_S`] looks like
-//! growth on its rising edge.
+//! The price: a leak is seen [`ENVELOPE_S`] + 2 s after it starts at the earliest (a leak
+//! filling its limit faster than that gets no warning); a cycle longer than [`ENVELOPE_S`]
+//! looks like growth; a leak under a sawtooth raises the floor only when a trough leaves
+//! the window, at too few ticks to count.
 
 use std::collections::VecDeque;
 
@@ -35,6 +39,8 @@ pub const WINDOW_S: f64 = 30.0;
 pub const RECENT_S: f64 = 8.0;
 /// No rate before a cgroup has this much history.
 pub const WARMUP_S: f64 = 20.0;
+/// The share of the last [`RECENT_S`]'s ticks at which the floor must have risen.
+pub const RISING_SHARE: f64 = 0.6;
 /// Growth slower than this is no growth (a page a second is noise).
 pub const MIN_RATE: f64 = 16.0 * 1024.0;
 
@@ -75,7 +81,7 @@ impl Series {
         self.samples.is_empty()
     }
 
-    /// The running minimum (`floor`) or maximum over the last [`ENVELOPE_S`], at each
+    /// The running minimum (`floor`; else the maximum) over the last [`ENVELOPE_S`], at each
     /// sample of the last [`RECENT_S`] that has that much history behind it.
     fn envelope(&self, floor: bool) -> Vec<(f64, f64)> {
         let (Some(&(t0, _)), Some(&(tn, _))) = (self.samples.front(), self.samples.back()) else {
@@ -99,16 +105,22 @@ impl Series {
         out
     }
 
-    /// Bytes per second the series grows at (the smaller of its floor's and its ceiling's
-    /// slopes); `None` before [`WARMUP_S`] of samples.
+    /// Bytes per second the series' floor grows at; 0 when it rose at too few of the
+    /// recent ticks; `None` before [`WARMUP_S`] of samples.
     pub fn rate(&self) -> Option<f64> {
         let (&(t0, _), &(tn, _)) = (self.samples.front()?, self.samples.back()?);
         if tn - t0 < WARMUP_S - 0.5 {
             return None;
         }
-        let floor = theil_sen(&self.envelope(true))?;
-        let ceiling = theil_sen(&self.envelope(false))?;
-        Some(floor.min(ceiling))
+        let floor = self.envelope(true);
+        let slope = theil_sen(&floor)?;
+        let steps = floor.len().saturating_sub(1).max(1);
+        let rose = floor.windows(2).filter(|w| w[1].1 > w[0].1).count();
+        Some(if rose as f64 >= RISING_SHARE * steps as f64 {
+            slope
+        } else {
+            slope.min(0.0)
+        })
     }
 }
 
@@ -143,24 +155,6 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<f64> {
 pub fn time_to(limit: u64, bytes: u64, rate: Option<f64>) -> Option<f64> {
     let r = rate.filter(|r| *r >= MIN_RATE)?;
     Some(limit.saturating_sub(bytes) as f64 / r)
-}
-
-/// The `predict_linear(x[range], horizon)` of Prometheus over the same samples: the least
-/// squares line through the last `range` seconds, extended `horizon` seconds past the newest.
-/// The baseline alert (`predict_linear(working_set[5m], 60) > limit`) the docs compare with.
-pub fn predict_linear(samples: &[(f64, f64)], range: f64, horizon: f64) -> Option<f64> {
-    let &(tn, _) = samples.last()?;
-    let pts: Vec<_> = samples.iter().filter(|(t, _)| tn - t <= range).collect();
-    if pts.len() < 2 {
-        return None;
-    }
-    let n = pts.len() as f64;
-    let mt = pts.iter().map(|(t, _)| t).sum::<f64>() / n;
-    let mv = pts.iter().map(|(_, v)| v).sum::<f64>() / n;
-    let sxx: f64 = pts.iter().map(|(t, _)| (t - mt) * (t - mt)).sum();
-    let sxy: f64 = pts.iter().map(|(t, v)| (t - mt) * (v - mv)).sum();
-    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
-    Some(mv + slope * (tn + horizon - mt))
 }
 
 #[cfg(test)]
@@ -210,7 +204,7 @@ mod tests {
     #[test]
     fn a_step_then_flat_does_not_grow() {
         // 245 MiB at once in the first second, then nothing: the floor catches up 10 s
-        // late, the ceiling is flat by then.
+        // late, at the one tick its window passes the step.
         for end in 20..60 {
             let s = series(|t| if t < 1.0 { 3.0 * MIB } else { 245.0 * MIB }, end);
             assert!(
@@ -243,6 +237,24 @@ mod tests {
     }
 
     #[test]
+    fn a_sawtooth_starting_in_a_watched_cgroup_does_not_grow() {
+        // Idle for 25 s, then a climb to 185 MiB at 40 MiB/s and teeth between 100 and 185.
+        let saw = |t: f64| {
+            let x = (t - 25.0).max(0.0) * 40.0;
+            let v = if x <= 185.0 {
+                3.0 + x
+            } else {
+                100.0 + (x - 185.0) % 85.0
+            };
+            v * MIB
+        };
+        for end in 20..120 {
+            let r = series(saw, end).rate().unwrap();
+            assert!(r < MIN_RATE, "{} MiB/s at {end} s", r / MIB);
+        }
+    }
+
+    #[test]
     fn flat_and_noisy_is_not_growing() {
         let s = series(
             |t| {
@@ -264,14 +276,5 @@ mod tests {
         assert_eq!(time_to(100, 140, Some(MIN_RATE)), Some(0.0));
         assert_eq!(time_to(100, 40, Some(1.0)), None);
         assert_eq!(time_to(100, 40, None), None);
-    }
-
-    #[test]
-    fn predict_linear_extends_the_fitted_line() {
-        let pts: Vec<(f64, f64)> = (0..=300)
-            .map(|t| (f64::from(t), 2.0 * f64::from(t)))
-            .collect();
-        let p = predict_linear(&pts, 300.0, 60.0).unwrap();
-        assert!((p - 720.0).abs() < 1e-6, "{p}");
     }
 }
