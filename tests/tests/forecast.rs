@@ -296,7 +296,7 @@ fn measure_lead_times_and_false_alarms_against_the_baseline() {
             baseline_at: None,
         }
     };
-    let mut ws = vec![
+    let mut ws = [
         mk("leak-1", 64),
         mk("leak-10", 400),
         mk("leak-100", 1024),
