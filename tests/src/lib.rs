@@ -33,6 +33,7 @@ pub mod containerd_version;
 pub mod cri;
 pub mod deploy;
 pub mod fake_apiserver;
+pub mod forecast_bench;
 pub mod load;
 pub mod pod;
 pub mod procfs;
