@@ -112,12 +112,41 @@ impl HeadroomSeries {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use prometheus_client::{
+        encoding::text::encode,
+        metrics::{family::Family, gauge::Gauge},
+        registry::{Registry, Unit},
+    };
+
+    use super::{HeadroomLabels, HeadroomSeries};
     use crate::{
         enrich::container::Pod,
         event::ContainerRef,
         forecast::{limits::LimitKind, Headroom},
-        sinks::metrics::Metrics,
     };
+
+    /// The two families registered as the daemon's `Metrics::new` registers them.
+    fn series() -> (Registry, HeadroomSeries) {
+        let mut r = Registry::default();
+        let headroom = Family::<HeadroomLabels, Gauge>::default();
+        r.register_with_unit(
+            "oom_observer_memory_headroom",
+            "h",
+            Unit::Bytes,
+            headroom.clone(),
+        );
+        let ttl = Family::<HeadroomLabels, Gauge<f64, AtomicU64>>::default();
+        r.register_with_unit("oom_observer_time_to_oom", "t", Unit::Seconds, ttl.clone());
+        (r, HeadroomSeries::new(headroom, ttl))
+    }
+
+    fn render(r: &Registry) -> String {
+        let mut s = String::new();
+        encode(&mut s, r).unwrap_or_default();
+        s
+    }
 
     fn h(limit: LimitKind, ttl: Option<f64>) -> Headroom {
         Headroom {
@@ -141,12 +170,12 @@ mod tests {
 
     #[test]
     fn headroom_and_time_to_oom_follow_the_latest_tick() {
-        let mut m = Metrics::new("test", "tp_btf");
-        m.forecast(&[
+        let (r, mut m) = series();
+        m.update(&[
             h(LimitKind::Container, Some(42.5)),
             h(LimitKind::Node, None),
         ]);
-        let text = m.render();
+        let text = render(&r);
         assert!(
             text.contains(r#"oom_observer_memory_headroom_bytes{namespace="shop",pod="web-1",container="app",limit="container"} 1048576"#),
             "{text}"
@@ -161,14 +190,14 @@ mod tests {
             "absent while not growing: {text}"
         );
         // Not growing any more, then gone from the model: its series go.
-        m.forecast(&[h(LimitKind::Container, None)]);
-        let text = m.render();
+        m.update(&[h(LimitKind::Container, None)]);
+        let text = render(&r);
         assert!(
             !text.contains("oom_observer_time_to_oom_seconds{"),
             "{text}"
         );
         assert!(!text.contains(r#"limit="node""#), "{text}");
-        m.forecast(&[]);
-        assert!(!m.render().contains("oom_observer_memory_headroom_bytes{"));
+        m.update(&[]);
+        assert!(!render(&r).contains("oom_observer_memory_headroom_bytes{"));
     }
 }
