@@ -219,3 +219,32 @@ fn measure_lead_times_and_false_alarms_against_the_baseline() {
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/forecast-table.md");
     std::fs::write(&out, page).unwrap();
 }
+
+#[test]
+fn a_cgroup_stalled_at_its_limit_is_warned_about_as_a_stall() {
+    // cgroup v1 `oom_kill_disable`: the hog reaches its limit and waits there, its charges
+    // failing, nobody killed: the stall the model must name, with no growth to project.
+    let cg = Memcg::named(&format!("oomx-forecast-{}-stall", std::process::id()));
+    cg.limit_mb(64);
+    cg.set("memory.oom_control", "1");
+    let obs = Observer::start(&["--forecast-cgroup", &cg.path]);
+    // Past the warm-up, so a growth projection is possible too: it must not be what fires.
+    thread::sleep(Duration::from_secs(22));
+    let mut stalled = hog(&cg, &[]);
+    let evs = obs.wait_for("the stall's oom_risk", Duration::from_secs(20), |evs| {
+        !risks_for(evs, &cg.path).is_empty()
+    });
+    let r = risks_for(&evs, &cg.path)[0];
+    assert_eq!(r["reason"], "stall", "{r}");
+    assert_eq!(r["limit"]["kind"], "container", "{r}");
+    assert_eq!(r["limit"]["bytes"], 64 * MIB, "{r}");
+    assert!(r["pressure"]["limit_hits"].as_u64().unwrap() > 0, "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("stalls in reclaim"),
+        "{r}"
+    );
+    assert!(stalled.try_wait().unwrap().is_none(), "nobody is killed");
+    let _ = stalled.kill();
+    cg.remove_now();
+    let _ = stalled.wait();
+}
