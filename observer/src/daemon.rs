@@ -61,6 +61,11 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         stall_records = Some(rx);
     }
     startup::step("stall watcher");
+    let forecast = start_forecast(&opts, &kernel.setup.cgroups, containerd.as_ref());
+    if forecast.is_some() {
+        proc = proc.with_forecast();
+    }
+    startup::step("forecast");
     let mut observations = None;
     if let Some(a) = audit {
         proc = proc.with_audit(a.driver);
@@ -73,6 +78,27 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         observations,
         stalls: stall_records,
         metrics,
+        forecast,
     };
     event_loop::run(&opts, running).await
+}
+
+/// The memory model on its thread; none when turned off or without a memory hierarchy.
+fn start_forecast(
+    opts: &RunOptions,
+    cgroups: &crate::host::cgroupfs::CgroupMounts,
+    containerd: Option<&containerd::ContainerdLink>,
+) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::forecast::Report>> {
+    let f = opts.forecast.clone()?;
+    let Some(mem) = crate::audit::memory_fs::MemoryFs::from_mounts(cgroups) else {
+        tracing::warn!("forecast off: no hierarchy has the memory controller");
+        return None;
+    };
+    match crate::forecast::start(f, mem, containerd.map(|c| c.index.clone())) {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            tracing::warn!(error = %e, "forecast off: its thread did not start");
+            None
+        }
+    }
 }

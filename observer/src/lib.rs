@@ -11,7 +11,8 @@
 //!    typed [`kernel::record`]s.
 //! 4. [`enrich`]: which container a kill belongs to, from containerd.
 //! 5. [`event`]: the event schema a record becomes, and why the kill happened.
-//! 6. [`audit`]: declared vs enforced memory limits, findings into the same stream.
+//! 6. [`audit`]: declared vs enforced memory limits, findings into the same stream;
+//!    [`forecast`]: the memory model that warns before a kill (`oom_risk`).
 //! 7. [`query`]: the "was it OOM-killed?" history and socket.
 //! 8. [`sinks`]: where events go, each behind one [`sinks::Sink`] trait (the JSON line,
 //!    metrics, Kubernetes Events), and TaskOOM to containerd with its spool.
@@ -28,6 +29,7 @@ pub mod daemon;
 pub mod enrich;
 pub mod error;
 pub mod event;
+pub mod forecast;
 pub mod host;
 pub mod kernel;
 pub mod pipeline;

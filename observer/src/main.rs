@@ -98,6 +98,20 @@ enum Command {
         /// (repeatable; `*` matches any run of letters, digits, `_`, `-`, `.`).
         #[arg(long, value_name = "WORD", value_parser = observer::scrub::parse_word)]
         scrub_word: Vec<String>,
+        /// How often the memory model reads each container's cgroup (e.g. 1s, 500ms).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        forecast_interval: std::time::Duration,
+        /// Write `oom_risk` when a container's unreclaimable memory will reach one of its
+        /// limits (container, pod, ancestor, node) sooner than this (e.g. 60s).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        forecast_threshold: std::time::Duration,
+        /// Also model this memory cgroup (a path in the memory hierarchy, e.g.
+        /// /system.slice/app.service); repeatable. containerd's containers are modelled anyway.
+        #[arg(long, value_name = "PATH")]
+        forecast_cgroup: Vec<String>,
+        /// No memory model: no `oom_risk`, and kills carry no `warning_lead_s`.
+        #[arg(long)]
+        no_forecast: bool,
     },
     /// Ask a running oom-observer whether a container, cgroup or process was OOM-killed.
     /// Exit status: 0 OOM-killed, 1 not, 2 error.
@@ -225,7 +239,15 @@ fn main() -> ExitCode {
             taskoom_for,
             cmdline,
             scrub_word,
+            forecast_interval,
+            forecast_threshold,
+            forecast_cgroup,
+            no_forecast,
         } => {
+            if forecast_interval.is_zero() {
+                eprintln!("oom-observer: --forecast-interval must be above 0");
+                return ExitCode::from(2);
+            }
             if k8s_events && node_name.is_none() {
                 eprintln!(
                     "oom-observer: --k8s-events needs the node's name: --node-name or NODE_NAME"
@@ -262,6 +284,11 @@ fn main() -> ExitCode {
                 taskoom_at,
                 taskoom_for,
                 cmdline,
+                forecast: (!no_forecast).then_some(observer::forecast::ForecastOptions {
+                    interval: forecast_interval,
+                    threshold: forecast_threshold,
+                    cgroups: forecast_cgroup,
+                }),
             };
             match rt.block_on(daemon::run(opts, EBPF_OBJECT)) {
                 Ok(()) => ExitCode::SUCCESS,

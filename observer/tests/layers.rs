@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &str)] = &[
     ("enrich", "which container a kernel record belongs to, from containerd"),
     ("event", "the event schema (Event, EventKind, ExitInfo, ContainerRef): what every consumer reads"),
     ("audit", "declared vs enforced limits, its findings shaped as events"),
+    ("forecast", "the memory model before the kill: cgroupfs reads, limits, growth, oom_risk events"),
     ("query", "the kills remembered and the query socket, drawn from events"),
     ("sinks", "where events go, behind one Sink trait"),
     ("pipeline", "the processor: sequencing and ordering, TaskOOM as the step before the sinks"),
@@ -389,7 +390,7 @@ fn the_checks_name_the_file_and_the_import() {
     assert_eq!(
         layers,
         [
-            "kernel/a.rs:2 imports crate::daemon::run: `kernel` (layer 4) may not import `daemon` (layer 12, above it)",
+            "kernel/a.rs:2 imports crate::daemon::run: `kernel` (layer 4) may not import `daemon` (layer 13, above it)",
         ],
         "an import of a module that does not exist resolves to lib.rs, which the compiler refuses anyway"
     );

@@ -33,6 +33,7 @@ pub mod containerd_version;
 pub mod cri;
 pub mod deploy;
 pub mod fake_apiserver;
+pub mod forecast_bench;
 pub mod load;
 pub mod pod;
 pub mod procfs;
@@ -125,6 +126,20 @@ impl Memcg {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("oomx-{}-{n}-{tag}", std::process::id());
         let dir = root.join(&name);
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Memcg {
+            path: format!("/{name}"),
+            dir,
+            children: Mutex::new(Vec::new()),
+            root,
+        }
+    }
+
+    /// Creates exactly `name` at the top of the v1 memory hierarchy (a test whose cgroups
+    /// must carry its own prefix, e.g. `oomx-forecast-`). Removed on drop like any other.
+    pub fn named(name: &str) -> Memcg {
+        let root = v1_memory_root();
+        let dir = root.join(name);
         fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         Memcg {
             path: format!("/{name}"),

@@ -618,3 +618,23 @@ fn memory_bound_on_a_big_node() {
         assert!(startup < START_BOUND, "start-up took {startup:?}");
     }
 }
+
+/// The forecast before the kill (issue 24): lead time and false alarms of `oom_risk` against
+/// the `predict_linear` baseline, on real leaks, a step, a sawtooth, a holder at 95 % and a
+/// page-cache reader (`tests::forecast_bench`). `cargo xtask bench forecast` writes
+/// `docs/bench/forecast.md`; the quick run is the same (about 2 minutes).
+#[test]
+fn forecast_lead_times_and_false_alarms() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let page = tests::forecast_bench::measure();
+    eprintln!("\n{page}");
+    if let Some(dir) = std::env::var_os("OOMX_BENCH_DIR") {
+        fs::write(
+            PathBuf::from(dir).join("forecast.md"),
+            format!(
+                "# The forecast against `predict_linear`\n\nWritten by `cargo xtask bench forecast` (release build); read with [forecast.md](../forecast.md).\n\n{page}"
+            ),
+        )
+        .unwrap();
+    }
+}

@@ -93,7 +93,8 @@ enum Cmd {
         report: Option<PathBuf>,
     },
     /// Benchmarks (release build): latency, ordering on a loaded node, OOM storm, cost,
-    /// metrics, memory and start-up on a big node; writes docs/bench/.
+    /// metrics, memory and start-up on a big node, the forecast against `predict_linear`;
+    /// writes docs/bench/.
     Bench {
         /// Run only the benchmarks whose test name contains this (e.g. `memory`).
         filter: Option<String>,

@@ -60,6 +60,8 @@ pub struct Running {
     pub stalls: Option<UnboundedReceiver<observer_common::OomKillRecord>>,
     /// The metrics that follow totals, brought up to date after each turn.
     pub metrics: Option<Metrics>,
+    /// The memory model's reports; none with the forecast off.
+    pub forecast: Option<UnboundedReceiver<crate::forecast::Report>>,
 }
 
 /// Serves queries, says it is ready, reads what waits, and runs until SIGTERM or SIGINT
@@ -72,6 +74,7 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
         mut observations,
         mut stalls,
         mut metrics,
+        mut forecast,
     } = r;
     let limit_fd = proc.audits().and_then(|a| a.limit_watch_fd());
     let mut term = signal(SignalKind::terminate()).map_err(ObserverError::Signals)?;
@@ -155,6 +158,12 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
             }
             Some(ev) = exits_rx.recv() => {
                 proc.write_exit(ev).map_err(ObserverError::Output)?;
+            }
+            Some(report) = next_forecast(&mut forecast) => {
+                if let Some(m) = metrics.as_mut() {
+                    m.forecast(&report.headroom);
+                }
+                proc.write_risks(report.risks).map_err(ObserverError::Output)?;
             }
             Some(obs) = next_observation(&mut observations) => {
                 let findings = proc.audits().map(|a| a.apply(obs)).unwrap_or_default();
@@ -279,6 +288,16 @@ async fn next_change(containerd: &mut Option<ContainerdLink>) -> Option<IndexCha
 
 /// The next audit observation; forever without the audit.
 async fn next_observation(rx: &mut Option<UnboundedReceiver<Observation>>) -> Option<Observation> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The memory model's next report; forever with the forecast off.
+async fn next_forecast(
+    rx: &mut Option<UnboundedReceiver<crate::forecast::Report>>,
+) -> Option<crate::forecast::Report> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use crate::{
+    forecast::ForecastOptions,
     kernel::hooks::Strategy,
     pipeline::processor::{TaskOomAt, TaskOomFor},
     scrub::CmdlinePolicy,
@@ -41,4 +42,6 @@ pub struct RunOptions {
     pub taskoom_for: TaskOomFor,
     /// What becomes of the command lines the events carry (`--cmdline`, `--scrub-word`).
     pub cmdline: CmdlinePolicy,
+    /// The memory model that warns before a kill (`oom_risk`); none with `--no-forecast`.
+    pub forecast: Option<ForecastOptions>,
 }

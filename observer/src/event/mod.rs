@@ -13,8 +13,8 @@ pub mod schema;
 pub use build::{build, Resolve};
 pub use kind::EventKind;
 pub use schema::{
-    CgroupRef, ContainerRef, Event, ExitInfo, Explained, Incident, LostEvent, OomDomain, Trigger,
-    Victim, VictimFacts, VictimMemory, SCHEMA,
+    CgroupRef, ContainerRef, Event, ExitInfo, Explained, Incident, LeadSeconds, LostEvent,
+    OomDomain, Trigger, Victim, VictimFacts, VictimMemory, SCHEMA,
 };
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The JSON events: what one line holds.
 //!
 //! The schema is documented in docs/events.md. Each version adds fields or events (2 added
-//! `container_exit`); none renames or drops one.
+//! `container_exit`, `oom_risk` and the kill's `warning` and `warning_lead_s`); none renames
+//! or drops one.
 
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +114,43 @@ pub struct Explained {
     pub incident: Option<Incident>,
     /// A one-line summary.
     pub message: Option<String>,
+    /// Seconds between the first `oom_risk` for its container (or cgroup) and the kill;
+    /// null when there was none (see `warning`).
+    #[serde(default)]
+    pub warning_lead_s: Option<LeadSeconds>,
+    /// `oom_risk` when the kill was foreseen, `none` when it was not; null with the
+    /// forecast off.
+    #[serde(default)]
+    pub warning: Option<String>,
+}
+
+/// Seconds, kept as milliseconds so the event stays `Eq`; written as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeadSeconds(pub u64);
+
+impl LeadSeconds {
+    /// From nanoseconds.
+    pub fn from_ns(ns: u64) -> LeadSeconds {
+        LeadSeconds(ns / 1_000_000)
+    }
+
+    /// As seconds.
+    pub fn secs(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+}
+
+impl Serialize for LeadSeconds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.secs())
+    }
+}
+
+impl<'de> Deserialize<'de> for LeadSeconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Ok(LeadSeconds((secs.max(0.0) * 1000.0).round() as u64))
+    }
 }
 
 /// The task that ran into the OOM.

@@ -17,6 +17,7 @@ use crate::{
         explain::explain,
         ContainerRef, Event, EventKind, LostEvent,
     },
+    forecast::{event::RiskEvent, lead::Warnings},
     host::{oom_control::StallWatch, procfs::CmdlineReader},
     kernel::{
         clock::boot_ns,
@@ -71,6 +72,8 @@ pub struct Processor {
     stalls: Option<StallWatch>,
     /// Signaled exits, waiting for containerd to say whose init each was.
     deaths: Deaths,
+    /// The forecast's open warnings (a kill's lead time); none with the forecast off.
+    warnings: Option<Warnings>,
 }
 
 impl Processor {
@@ -92,7 +95,14 @@ impl Processor {
             cmdline_policy: CmdlinePolicy::default(),
             stalls: None,
             deaths: Deaths::default(),
+            warnings: None,
         }
+    }
+
+    /// Kills say how early the forecast warned (`warning_lead_s`).
+    pub fn with_forecast(mut self) -> Self {
+        self.warnings = Some(Warnings::default());
+        self
     }
 
     /// Tells the `memory.oom_control` watcher of each new memory cgroup.
@@ -288,6 +298,9 @@ impl Processor {
             &mut self.cmdlines,
             &self.cmdline_policy,
         );
+        if let Some(w) = self.warnings.as_mut() {
+            w.on_kill(&mut ev);
+        }
         if ev.event == EventKind::OomKill {
             self.history.record_kill(&ev);
             if e.in_gap {
@@ -381,6 +394,23 @@ impl Processor {
             ev.seq = self.seq;
             ev.log();
             self.emit_line(Line::Finding(&ev))?;
+        }
+        self.flush()
+    }
+
+    /// Writes the forecast's `oom_risk` events, in the same sequence as the kills.
+    pub fn write_risks(&mut self, risks: Vec<RiskEvent>) -> io::Result<()> {
+        if risks.is_empty() {
+            return Ok(());
+        }
+        for mut ev in risks {
+            self.seq += 1;
+            ev.seq = self.seq;
+            ev.log();
+            if let Some(w) = self.warnings.as_mut() {
+                w.warned(&ev);
+            }
+            self.emit_line(Line::Risk(&ev))?;
         }
         self.flush()
     }

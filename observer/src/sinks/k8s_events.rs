@@ -10,7 +10,9 @@
 //! kill path.
 
 mod correlator;
+mod risk;
 mod sender;
 
 pub use correlator::{summary, Correlator, Request, COMPONENT, MAX_REMEMBERED, REASON};
+pub use risk::{RiskCorrelator, RISK_EVERY, RISK_REASON};
 pub use sender::{EventSink, Outcomes, SinkError, QUEUE};

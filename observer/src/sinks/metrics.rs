@@ -18,10 +18,12 @@ use prometheus_client::{
 use crate::{audit::driver::AuditDriver, sinks::taskoom::SharedPublisher};
 
 mod exits;
+mod headroom;
 mod http;
 mod kills;
 
 pub use exits::{ExitLabels, ExitSeries, MAX_EXIT_SERIES};
+pub use headroom::{HeadroomLabels, HeadroomSeries, MAX_HEADROOM_SERIES};
 pub use http::bind;
 pub use kills::{DeletedAt, KillLabels, KillSeries, MAX_KILL_SERIES};
 
@@ -96,6 +98,7 @@ pub struct Metrics {
     last_kill: Gauge<f64, AtomicU64>,
     seen: Totals,
     lost_seen: HashMap<String, u64>,
+    headroom: HeadroomSeries,
 }
 
 impl Metrics {
@@ -138,6 +141,20 @@ impl Metrics {
             "Kubernetes Events on Pods: created, patched (a repeat kill aggregated), failed (the API server refused or was unreachable), dropped (queue full)",
             k8s_events.clone(),
         );
+        let headroom = Family::<HeadroomLabels, Gauge>::default();
+        r.register_with_unit(
+            "oom_observer_memory_headroom",
+            "bytes a container's unreclaimable memory (anon, shmem, unevictable, kernel) can still grow before each limit above it fires: container, pod, cgroup, node",
+            prometheus_client::registry::Unit::Bytes,
+            headroom.clone(),
+        );
+        let time_to_oom = Family::<HeadroomLabels, Gauge<f64, AtomicU64>>::default();
+        r.register_with_unit(
+            "oom_observer_time_to_oom",
+            "seconds until a container's unreclaimable memory reaches each limit at its current growth rate; absent while it does not grow",
+            prometheus_client::registry::Unit::Seconds,
+            time_to_oom.clone(),
+        );
         let last_kill = Gauge::<f64, AtomicU64>::default();
         r.register(
             "oom_observer_last_kill_timestamp_seconds",
@@ -173,6 +190,7 @@ impl Metrics {
             last_kill,
             seen: Totals::default(),
             lost_seen: HashMap::new(),
+            headroom: HeadroomSeries::new(headroom, time_to_oom),
         }
     }
 
@@ -209,6 +227,11 @@ impl Metrics {
                 *seen = *n;
             }
         }
+    }
+
+    /// The memory model's latest view: headroom and time to OOM per container and limit.
+    pub fn forecast(&mut self, view: &[crate::forecast::Headroom]) {
+        self.headroom.update(view);
     }
 
     /// The sink that counts kills into `oom_observer_oom_kills_total` and the last kill's

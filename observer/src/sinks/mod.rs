@@ -9,6 +9,7 @@ use std::io;
 use crate::{
     audit::finding::FindingEvent,
     event::{death::ContainerExit, Event, LostEvent},
+    forecast::event::RiskEvent,
 };
 
 pub mod json;
@@ -28,6 +29,8 @@ pub enum Line<'a> {
     Lost(&'a LostEvent),
     /// A container's end, and who ended it.
     Exit(&'a ContainerExit),
+    /// The memory model's warning before a kill.
+    Risk(&'a RiskEvent),
 }
 
 impl serde::Serialize for Line<'_> {
@@ -37,6 +40,7 @@ impl serde::Serialize for Line<'_> {
             Line::Finding(f) => f.serialize(s),
             Line::Lost(l) => l.serialize(s),
             Line::Exit(x) => x.serialize(s),
+            Line::Risk(r) => r.serialize(s),
         }
     }
 }

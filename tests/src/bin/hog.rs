@@ -6,10 +6,15 @@
 //!
 //! `--oom-score-adj N` writes its own `/proc/self/oom_score_adj` first.
 //!
+//! `--rate-mb N` paces the allocation at N MiB a second (a steady leak); with `--max-mb`,
+//! `--sawtooth-mb LOW` frees back down to LOW MiB each time it reaches the maximum and
+//! climbs again, forever (a garbage collector's sawtooth).
+//!
 //! Whatever follows `--` is ignored: it is there to be read in `/proc/<pid>/cmdline` (the
 //! command-line scrubbing test gives it credentials).
 //!
-//! Usage: oomx-hog [--join CGROUP_DIR] [--wait-for FILE] [--max-mb N] [--hold] [--oom-score-adj N] [-- ARG...]
+//! Usage: oomx-hog [--join CGROUP_DIR] [--wait-for FILE] [--max-mb N] [--hold] [--oom-score-adj N]
+//! [--rate-mb N] [--sawtooth-mb LOW] [-- ARG...]
 
 #![allow(
     clippy::unwrap_used,
@@ -27,6 +32,8 @@ fn main() {
     let mut max_mb: Option<usize> = None;
     let mut hold = false;
     let mut score_adj = None;
+    let mut rate_mb: Option<f64> = None;
+    let mut sawtooth_mb: Option<usize> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -35,6 +42,8 @@ fn main() {
             "--max-mb" => max_mb = it.next().and_then(|v| v.parse().ok()),
             "--hold" => hold = true,
             "--oom-score-adj" => score_adj = it.next().cloned(),
+            "--rate-mb" => rate_mb = it.next().and_then(|v| v.parse().ok()),
+            "--sawtooth-mb" => sawtooth_mb = it.next().and_then(|v| v.parse().ok()),
             "--" => break,
             other => {
                 eprintln!("oomx-hog: unknown argument {other}");
@@ -62,7 +71,14 @@ fn main() {
         }
     }
     let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let start = std::time::Instant::now();
+    let mut paced_mb = 0usize;
     loop {
+        if let (Some(low), Some(m)) = (sawtooth_mb, max_mb) {
+            if chunks.len() >= m {
+                chunks.truncate(low);
+            }
+        }
         if max_mb.is_some_and(|m| chunks.len() >= m) {
             if hold {
                 use std::io::Write;
@@ -74,6 +90,14 @@ fn main() {
             }
             println!("reached {} MiB", chunks.len());
             return;
+        }
+        if let Some(r) = rate_mb {
+            // The n-th MiB is due n/r seconds after the start: steady, with no drift.
+            paced_mb += 1;
+            let due = Duration::from_secs_f64(paced_mb as f64 / r);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                thread::sleep(wait);
+            }
         }
         let mut v = vec![0u8; 1 << 20];
         // Touch every page so the memory is really charged.

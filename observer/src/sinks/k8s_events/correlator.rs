@@ -73,10 +73,10 @@ pub struct Correlator {
 
 /// A pod's container hit by a kill: what the Event names.
 pub(super) struct Target<'a> {
-    namespace: &'a str,
-    pod: &'a str,
-    uid: &'a str,
-    container: &'a str,
+    pub(super) namespace: &'a str,
+    pub(super) pod: &'a str,
+    pub(super) uid: &'a str,
+    pub(super) container: &'a str,
 }
 
 pub(super) fn target(c: &ContainerRef) -> Option<Target<'_>> {

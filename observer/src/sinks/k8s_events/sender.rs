@@ -12,26 +12,26 @@ use super::correlator::target;
 use super::correlator::{Correlator, Request};
 use crate::{
     event::{death::ContainerExit, ContainerRef, Event, EventKind},
+    forecast::event::RiskEvent,
     sinks::{Line, Sink},
 };
 
-/// What waits for the sender: a kill, or a container's end.
-#[derive(Debug, Clone)]
+/// What waits for the sender: a kill, a warning before one, or a container's end.
+#[derive(Debug)]
+#[cfg_attr(
+    not(feature = "k8s-events"),
+    allow(
+        dead_code,
+        reason = "read by the sender, which only the feature builds"
+    )
+)]
 pub enum Queued {
-    /// An `oom_kill` of a pod's container.
+    /// An `oom_kill`.
     Kill(Box<Event>),
+    /// An `oom_risk`.
+    Risk(Box<RiskEvent>),
     /// A pod container's end that warrants an Event.
     Exit(Box<ContainerExit>),
-}
-
-impl Queued {
-    /// Its `seq`, for logs.
-    fn seq(&self) -> u64 {
-        match self {
-            Queued::Kill(e) => e.seq,
-            Queued::Exit(x) => x.seq,
-        }
-    }
 }
 
 /// What became of each Event request: `created`, `patched`, `failed`, `dropped` (the queue
@@ -78,6 +78,7 @@ impl EventSink {
         tokio::spawn(send_loop(
             client,
             Correlator::new(node),
+            super::risk::RiskCorrelator::new(node),
             rx,
             outcomes.clone(),
         ));
@@ -98,7 +99,28 @@ impl EventSink {
         {
             return;
         }
-        self.queue(Queued::Kill(Box::new(ev.clone())));
+        if self
+            .tx
+            .try_send(Queued::Kill(Box::new(ev.clone())))
+            .is_err()
+        {
+            crate::sinks::metrics::inc(&self.outcomes, "dropped");
+            tracing::warn!(
+                seq = ev.seq,
+                "Kubernetes Event queue full: this kill gets no Event"
+            );
+        }
+    }
+
+    /// Queues a warning for its Event (only pod containers' make one; the correlator
+    /// rate-limits them). A full queue drops it: kills come first.
+    pub fn send_risk(&self, r: &RiskEvent) {
+        if r.container.as_ref().and_then(target).is_none() {
+            return;
+        }
+        if self.tx.try_send(Queued::Risk(Box::new(r.clone()))).is_err() {
+            crate::sinks::metrics::inc(&self.outcomes, "dropped");
+        }
     }
 
     /// Queues a pod container's end, when it warrants an Event.
@@ -106,23 +128,22 @@ impl EventSink {
         if super::correlator::exit_reason(x).is_none() || target(&x.container).is_none() {
             return;
         }
-        self.queue(Queued::Exit(Box::new(x.clone())));
-    }
-
-    fn queue(&self, q: Queued) {
-        let seq = q.seq();
-        if self.tx.try_send(q).is_err() {
+        if self.tx.try_send(Queued::Exit(Box::new(x.clone()))).is_err() {
             crate::sinks::metrics::inc(&self.outcomes, "dropped");
-            tracing::warn!(seq, "Kubernetes Event queue full: this line gets no Event");
+            tracing::warn!(
+                seq = x.seq,
+                "Kubernetes Event queue full: this container's end gets no Event"
+            );
         }
     }
 }
 
-/// Kills and notable ends of pod containers; the rest passes by.
+/// Kills, warnings and notable ends of pod containers; the rest passes by.
 impl Sink for EventSink {
     fn emit(&mut self, line: Line<'_>) -> std::io::Result<()> {
         match line {
             Line::Event(ev) => self.send(ev),
+            Line::Risk(r) => self.send_risk(r),
             Line::Exit(x) => self.send_exit(x),
             _ => {}
         }
@@ -134,6 +155,7 @@ impl Sink for EventSink {
 async fn send_loop(
     client: kube::Client,
     mut correlator: Correlator,
+    mut risks: super::risk::RiskCorrelator,
     mut rx: tokio::sync::mpsc::Receiver<Queued>,
     outcomes: Outcomes,
 ) {
@@ -143,9 +165,46 @@ async fn send_loop(
     let requests = |c: &mut Correlator, q: &Queued| match q {
         Queued::Kill(ev) => c.on_event(ev, SystemTime::now()),
         Queued::Exit(x) => c.on_exit(x, SystemTime::now()).into_iter().collect(),
+        Queued::Risk(_) => Vec::new(),
     };
-    while let Some(ev) = rx.recv().await {
-        for req in requests(&mut correlator, &ev) {
+    while let Some(q) = rx.recv().await {
+        match &q {
+            Queued::Kill(_) | Queued::Exit(_) => {}
+            Queued::Risk(r) => {
+                if let Some(req) = risks.on_risk(r, SystemTime::now()) {
+                    let result = match &req {
+                        Request::Create { namespace, body } => {
+                            create(&client, namespace, body).await.map(|_| "created")
+                        }
+                        Request::Patch {
+                            namespace,
+                            name,
+                            body,
+                        } => {
+                            let api: Api<K8sEvent> = Api::namespaced(client.clone(), namespace);
+                            let r = api
+                                .patch(name, &PatchParams::default(), &Patch::Strategic(body))
+                                .await
+                                .map(|_| "patched");
+                            if r.is_err() {
+                                // Expired or refused: the next warning creates a new one.
+                                risks.forget(namespace, name);
+                            }
+                            r
+                        }
+                    };
+                    match result {
+                        Ok(r) => inc(&outcomes, r),
+                        Err(e) => {
+                            inc(&outcomes, "failed");
+                            tracing::warn!(error = %e, "Kubernetes Event for oom_risk not sent");
+                        }
+                    }
+                }
+                continue;
+            }
+        }
+        for req in requests(&mut correlator, &q) {
             let result = match &req {
                 Request::Create { namespace, body } => {
                     create(&client, namespace, body).await.map(|_| "created")
@@ -164,7 +223,7 @@ async fn send_loop(
                         // Expired on the server: start a new Event.
                         Err(kube::Error::Api(s)) if s.code == 404 => {
                             correlator.forget(namespace, name);
-                            match requests(&mut correlator, &ev).into_iter().find(
+                            match requests(&mut correlator, &q).into_iter().find(
                                 |r| matches!(r, Request::Create { namespace: n, .. } if n == namespace),
                             ) {
                                 Some(Request::Create { namespace, body }) => {

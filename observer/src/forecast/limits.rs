@@ -1,0 +1,174 @@
+//! Every limit that can fire on a cgroup: its own, its pod's, any ancestor's that charges it,
+//! and the node's.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{error::ForecastError, read::read_file};
+use crate::{
+    audit::memory_fs::{parse_limit, MemoryFs},
+    host::cgroup_path::parent,
+};
+
+/// Whose limit it is, in the words of the kill's `limit` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitKind {
+    /// The container's own cgroup (or the cgroup named by `--forecast-cgroup`).
+    Container,
+    /// The pod's cgroup, right above a Kubernetes container's.
+    Pod,
+    /// Any other ancestor's.
+    Cgroup,
+    /// The node: RAM and swap.
+    Node,
+}
+
+impl LimitKind {
+    /// Its JSON name (and metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Container => "container",
+            LimitKind::Pod => "pod",
+            LimitKind::Cgroup => "cgroup",
+            LimitKind::Node => "node",
+        }
+    }
+}
+
+/// One limit that can fire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Limit {
+    /// `container`, `pod`, `cgroup` or `node`.
+    pub kind: LimitKind,
+    /// The cgroup that holds it (hierarchy path); null for the node.
+    pub cgroup: Option<String>,
+    /// Its bytes.
+    pub bytes: u64,
+}
+
+/// The limits set on `path` and its ancestors that charge it, nearest (innermost) first.
+/// `pod`: the pod's cgroup, if the cgroup is a Kubernetes container's. The node's limit is
+/// not in it (it is read from `/proc/meminfo` once for all).
+pub fn chain(mem: &MemoryFs, path: &str, pod: Option<&str>) -> Result<Vec<Limit>, ForecastError> {
+    let mut out = Vec::new();
+    let mut cur = Some(path);
+    let mut first = true;
+    while let Some(p) = cur {
+        let dir = mem.dir(p).ok_or_else(|| ForecastError::Gone(p.into()))?;
+        if !first && !mem.is_v2() && !use_hierarchy(&dir)? {
+            // v1 on old kernels: this ancestor does not charge its children.
+            break;
+        }
+        if let Some(bytes) = own_limit(&dir, mem.is_v2())? {
+            let kind = if first {
+                LimitKind::Container
+            } else if pod == Some(p) {
+                LimitKind::Pod
+            } else {
+                LimitKind::Cgroup
+            };
+            out.push(Limit {
+                kind,
+                cgroup: Some(p.to_string()),
+                bytes,
+            });
+        }
+        first = false;
+        cur = parent(p);
+    }
+    Ok(out)
+}
+
+fn use_hierarchy(dir: &Path) -> Result<bool, ForecastError> {
+    match read_file(dir, "memory.use_hierarchy") {
+        Ok(t) => Ok(t.trim() != "0"),
+        // Kernels that dropped the knob always charge up the tree.
+        Err(ForecastError::Missing(_)) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+fn own_limit(dir: &Path, v2: bool) -> Result<Option<u64>, ForecastError> {
+    let file = if v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    match read_file(dir, file) {
+        Ok(t) => parse_limit(&t, v2).ok_or_else(|| ForecastError::Parse {
+            path: dir.join(file).display().to_string(),
+            text: t.trim().to_string(),
+        }),
+        // The v2 root has no memory.max.
+        Err(ForecastError::Missing(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    #[test]
+    fn every_limit_up_the_tree_nearest_first() {
+        let d = tempfile::tempdir().unwrap();
+        for (p, l) in [
+            ("", None),
+            ("kubepods", Some("max")),
+            ("kubepods/pod1", Some("268435456")),
+            ("kubepods/pod1/c1", Some("134217728")),
+            ("kubepods/pod1/c2", Some("max")),
+        ] {
+            let dir = d.path().join(p);
+            fs::create_dir_all(&dir).unwrap();
+            if let Some(l) = l {
+                fs::write(dir.join("memory.max"), l).unwrap();
+            }
+        }
+        let mem = MemoryFs::new(d.path().into(), "/".into(), true);
+        let c = chain(&mem, "/kubepods/pod1/c1", Some("/kubepods/pod1")).unwrap();
+        assert_eq!(
+            c,
+            vec![
+                Limit {
+                    kind: LimitKind::Container,
+                    cgroup: Some("/kubepods/pod1/c1".into()),
+                    bytes: 128 << 20
+                },
+                Limit {
+                    kind: LimitKind::Pod,
+                    cgroup: Some("/kubepods/pod1".into()),
+                    bytes: 256 << 20
+                },
+            ]
+        );
+        let c = chain(&mem, "/kubepods/pod1/c2", None).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            c[0].kind,
+            LimitKind::Cgroup,
+            "not named a pod: just a cgroup"
+        );
+        assert!(matches!(
+            chain(&mem, "/kubepods/gone", None),
+            Err(ForecastError::Gone(_))
+        ));
+    }
+
+    #[test]
+    fn v1_stops_where_use_hierarchy_is_0() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        fs::create_dir_all(a.join("b")).unwrap();
+        fs::write(a.join("memory.limit_in_bytes"), "1048576").unwrap();
+        fs::write(a.join("b/memory.limit_in_bytes"), "9223372036854771712").unwrap();
+        let mem = MemoryFs::new(d.path().into(), "/".into(), false);
+        assert_eq!(chain(&mem, "/a/b", None).unwrap().len(), 1);
+        fs::write(a.join("memory.use_hierarchy"), "0").unwrap();
+        assert!(chain(&mem, "/a/b", None).unwrap().is_empty());
+    }
+}
