@@ -223,10 +223,47 @@ fn rmdir_retry(d: &Path) {
     eprintln!("WARNING: could not remove scratch cgroup {}", d.display());
 }
 
+/// Removes `path` (ours: an `oomx-` scratch cgroup) and what lies below it from every other
+/// mounted cgroup hierarchy. runc with the cgroupfs driver creates a container's cgroup, and
+/// so its parents, in every hierarchy it finds (the v1 controllers and the unified one),
+/// and containerd removes only the container's own.
+fn cleanup_other_hierarchies(path: &str, memory_root: &Path) {
+    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 3 || !(f[2] == "cgroup" || f[2] == "cgroup2") {
+            continue;
+        }
+        let mount = Path::new(f[1]);
+        if mount == memory_root {
+            continue;
+        }
+        let dir = mount.join(path.trim_start_matches('/'));
+        if dir.is_dir() {
+            remove_tree(&dir);
+        }
+    }
+}
+
+/// Removes a cgroup directory and its descendants, deepest first.
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    rmdir_retry(dir);
+}
+
 impl Drop for Memcg {
     fn drop(&mut self) {
         let children = std::mem::take(&mut *self.children.lock().unwrap());
         cleanup(&self.dir, &children);
+        cleanup_other_hierarchies(&self.path, &self.root);
     }
 }
 
