@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// The scenarios each guest must report, all passing.
-const SCENARIOS: [&str; 2] = ["cgroup_kill", "earlyoom"];
+const SCENARIOS: [&str; 3] = ["cgroup_kill", "earlyoom", "events"];
 
 /// Boots the cgroup v2 guests (or `only` one) in deaths mode; prints each scenario's
 /// `container_exit` cause, sender and message, and fails unless every one passed.
@@ -79,6 +79,11 @@ pub fn deaths_vm(only: Option<&str>) -> Result<()> {
                 v["kubelet"]["reason"],
                 v["message"],
             );
+            if let Some(evs) = v["events"].as_array() {
+                for e in evs {
+                    eprintln!("deaths-vm {name} Pod Event: {e}");
+                }
+            }
             if !v["line"].is_null() {
                 eprintln!("deaths-vm {name} {sc} line: {}", v["line"]);
             }
@@ -128,11 +133,42 @@ fn prepare(
         let earlyoom = earlyoom(cache, g.arch.deb())?;
         files.insert("bin/earlyoom".into(), earlyoom.clone());
         userland::add_libraries(&libs_root, &earlyoom, &mut files)?;
+        files.insert(
+            "etc/ssl/certs/ca-certificates.crt".into(),
+            trust_store(work)?,
+        );
         let img = work.join(format!("initramfs-deaths-{}.cpio", g.arch.name()));
         write_initramfs(&bins, &files, &img)?;
         boots.push((g, k, img));
     }
     Ok(boots)
+}
+
+/// A trust store for the guest: the observer's Kubernetes client will not start without
+/// one, though the Event stand-in it talks to is plain HTTP on loopback. One throwaway
+/// self-signed certificate (made once with openssl, its key discarded), trusted by nothing
+/// but the guest.
+fn trust_store(work: &Path) -> Result<PathBuf> {
+    let pem = work.join("deaths-guest-ca.pem");
+    if !pem.is_file() {
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "/dev/null",
+                "-subj",
+                "/CN=oomx deaths guest",
+                "-days",
+                "3650",
+                "-out",
+            ])
+            .arg(&pem))?;
+    }
+    Ok(pem)
 }
 
 /// Debian's earlyoom for `arch`: downloaded with `apt-get download` into the project's cache

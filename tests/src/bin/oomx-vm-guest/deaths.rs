@@ -12,6 +12,7 @@
 //! and message, and what is wrong with them.
 
 use std::{
+    collections::BTreeSet,
     fs,
     process::{Command, Stdio},
     thread,
@@ -21,6 +22,7 @@ use std::{
 use serde_json::{json, Value};
 use tests::{
     cri::{CriNode, CriPod, PodSpec},
+    fake_apiserver::FakeApiServer,
     pretty, Observer,
 };
 
@@ -46,7 +48,29 @@ pub fn run() {
 fn deaths() -> Result<(), String> {
     cri_node_files()?;
     let mut node = CriNode::start();
-    let obs = node.cd.observer(Duration::from_secs(240));
+    // The Pod Events go to a loopback stand-in for the API server, as on the host
+    // (tests/tests/deaths.rs): no Kubernetes API server runs in the guest.
+    let api = FakeApiServer::start();
+    let kubeconfig = node.cd.observer_state().with_extension("kubeconfig");
+    fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n\
+             users:\n- name: u\n  user:\n    token: t\n\
+             contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
+            api.url
+        ),
+    )
+    .map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
+    // Inherited by the daemon, spawned next; the trust store is a throwaway the xtask
+    // packed (the client wants one, though the stand-in speaks plain HTTP).
+    std::env::set_var("KUBECONFIG", &kubeconfig);
+    std::env::set_var("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt");
+    let obs = node.cd.observer_with(
+        Duration::from_secs(240),
+        &["--k8s-events", "--node-name", "node-a"],
+    );
+    let mut pods = Vec::new();
     for (name, scenario) in [
         (
             "cgroup_kill",
@@ -57,7 +81,10 @@ fn deaths() -> Result<(), String> {
         let t = Instant::now();
         let r = guarded(|| scenario(&mut node, &obs));
         let mut v = match r {
-            Ok(v) => v,
+            Ok(v) => {
+                pods.push((v["pod"].as_str().unwrap_or_default().to_string(), name));
+                v
+            }
             Err(e) => {
                 log(&format!(
                     "{name} failed: {e}\nobserver stderr:\n{}\nkernel log:\n{}",
@@ -72,7 +99,73 @@ fn deaths() -> Result<(), String> {
         v["seconds"] = t.elapsed().as_secs_f64().into();
         emit(&v);
     }
+    let t = Instant::now();
+    let mut v = events(&api, &pods);
+    v["type"] = "death".into();
+    v["scenario"] = "events".into();
+    v["seconds"] = t.elapsed().as_secs_f64().into();
+    emit(&v);
     Ok(())
+}
+
+/// The Pod Events posted for the scenarios' pods: `KilledByNodeProcess` for the
+/// `cgroup.kill`, `KilledByUserspaceOOMKiller` for earlyoom's kill, nothing else but the
+/// forecast's `OOMRisk` warning, which the growing pod may earn before earlyoom acts.
+fn events(api: &FakeApiServer, pods: &[(String, &str)]) -> Value {
+    let want: BTreeSet<(String, String)> = pods
+        .iter()
+        .map(|(pod, sc)| {
+            let reason = match *sc {
+                "cgroup_kill" => "KilledByNodeProcess",
+                _ => "KilledByUserspaceOOMKiller",
+            };
+            (pod.clone(), reason.to_string())
+        })
+        .collect();
+    let posted = || -> Vec<(String, String, String)> {
+        api.seen()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .map(|r| {
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                (
+                    s(&r.body["involvedObject"]["name"]),
+                    s(&r.body["reason"]),
+                    s(&r.body["message"]),
+                )
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let deaths_posted = || posted().iter().filter(|(_, r, _)| r != "OOMRisk").count();
+    while deaths_posted() < want.len() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let got = posted();
+    let got_set: BTreeSet<(String, String)> = got
+        .iter()
+        .filter(|(_, r, _)| r != "OOMRisk")
+        .map(|(p, r, _)| (p.clone(), r.clone()))
+        .collect();
+    let mut problems = Vec::new();
+    if pods.len() != 2 {
+        problems.push(format!(
+            "only {} scenario(s) passed to post an Event",
+            pods.len()
+        ));
+    }
+    if got_set != want {
+        problems.push(format!("Pod Events {got_set:?}, not {want:?}"));
+    }
+    json!({
+        "status": if problems.is_empty() { "pass" } else { "fail" },
+        "detail": problems.join("; "),
+        "events": got
+            .iter()
+            .map(|(p, r, m)| json!({"pod": p, "reason": r, "message": m}))
+            .collect::<Vec<_>>(),
+    })
 }
 
 fn spec(script: &str, pod_limit_mb: u64, limit_mb: Option<u64>) -> PodSpec {
@@ -129,6 +222,7 @@ fn verdict(x: &Value, pod: &CriPod, problems: &mut Vec<String>) -> Value {
         ));
     }
     json!({
+        "pod": pod.name,
         "cause": x["cause"],
         "exit_code": x["exit_code"],
         "signal": x["signal"],
