@@ -46,9 +46,6 @@ pub fn all(no_vm: bool, extra: &[OsString]) -> Result<()> {
         // The kubelet rows in the same guests, CI_VM_KUBELET_PODS pods per row (the full
         // ones are `cargo xtask kubelet`).
         kubelet::quick_vm(CI_VM_KUBELET_PODS)?;
-        // Who killed it: a `cgroup.kill` and Debian's earlyoom against CRI pods, in the
-        // x86_64 guest only (56 to 90 s of guest; both guests are `cargo xtask deaths-vm`).
-        vm::deaths_vm(Some("linux-6.12-x86_64"))?;
     }
     check_tree(&root, before.as_deref())
 }

@@ -29,7 +29,7 @@ const SCENARIOS: [&str; 3] = ["cgroup_kill", "earlyoom", "events"];
 
 /// Boots the cgroup v2 guests (or `only` one) in deaths mode; prints each scenario's
 /// `container_exit` cause, sender and message, and fails unless every one passed.
-pub fn deaths_vm(only: Option<&str>) -> Result<()> {
+pub fn deaths_vm(only: Option<&str>, append: Option<&str>) -> Result<()> {
     let t0 = Instant::now();
     let work = root().join("target/vm");
     fs::create_dir_all(&work)?;
@@ -46,7 +46,12 @@ pub fn deaths_vm(only: Option<&str>) -> Result<()> {
     // Boot, BPF load, containerd and the CRI, then two pods: one guest alone took about
     // four minutes under TCG; the limit only ends a hung guest.
     let limit = BASE_LIMIT * 2;
-    let results = boot_each(&boots, &work, "oomx.deaths=1", limit, &run, Ok);
+    let mut cmdline = "oomx.deaths=1".to_string();
+    if let Some(extra) = append {
+        cmdline.push(' ');
+        cmdline.push_str(extra);
+    }
+    let results = boot_each(&boots, &work, &cmdline, limit, &run, Ok);
     let mut failed = Vec::new();
     for (name, r) in &results {
         let (kernel, lines) = match r {

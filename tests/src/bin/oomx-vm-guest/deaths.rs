@@ -66,10 +66,14 @@ fn deaths() -> Result<(), String> {
     // packed (the client wants one, though the stand-in speaks plain HTTP).
     std::env::set_var("KUBECONFIG", &kubeconfig);
     std::env::set_var("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt");
-    let obs = node.cd.observer_with(
-        Duration::from_secs(240),
-        &["--k8s-events", "--node-name", "node-a"],
-    );
+    // `oomx.deaths_hook=tracepoint`: a strategy that records no signal (no BTF record of
+    // the sender), to see the scenarios fail when the join has nothing to join.
+    let hook = crate::race::cmdline("deaths_hook");
+    let mut args = vec!["--k8s-events", "--node-name", "node-a"];
+    if let Some(h) = hook.as_deref() {
+        args.extend(["--hook", h]);
+    }
+    let obs = node.cd.observer_with(Duration::from_secs(240), &args);
     let mut pods = Vec::new();
     for (name, scenario) in [
         (
