@@ -85,6 +85,18 @@ enum Cmd {
         #[arg(long)]
         containerd: Option<String>,
     },
+    /// Who killed it, in the cgroup v2 VM guests: a `cgroup.kill` and Debian's earlyoom
+    /// against pods run through containerd's CRI, with oom-observer running; fails unless
+    /// each gets the right `container_exit` cause and sender.
+    DeathsVm {
+        /// One guest only (e.g. linux-6.12-x86_64); both 6.12 guests when absent.
+        #[arg(long)]
+        only: Option<String>,
+        /// More kernel command line for the guests (e.g. `oomx.deaths_hook=tracepoint`, a
+        /// strategy that records no sender: every scenario must then fail).
+        #[arg(long)]
+        append: Option<String>,
+    },
     /// The unenforced-limit audit scenarios (runc) in the cgroup v2 VM guests; writes
     /// docs/audit-vm.md.
     AuditVm {
@@ -198,5 +210,6 @@ fn main() -> Result<()> {
         } => kubelet::kubelet(kills, vm_kills, only.as_deref(), rerender, &containerd),
         Cmd::FetchContainerd => containerd::fetch_all(&command::cache_dir()),
         Cmd::AuditVm { report } => long::audit_vm(report),
+        Cmd::DeathsVm { only, append } => vm::deaths_vm(only.as_deref(), append.as_deref()),
     }
 }

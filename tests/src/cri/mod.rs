@@ -51,7 +51,7 @@ pub const PAUSE_IMAGE: &str = "oomx.local/pause:1";
 /// The application image: the host's static busybox.
 pub const BUSYBOX_IMAGE: &str = "oomx.local/busybox:1";
 /// Where every container sees the harness's gate directory.
-const GATE_MOUNT: &str = "/oomx";
+pub const GATE_MOUNT: &str = "/oomx";
 
 static N: AtomicUsize = AtomicUsize::new(0);
 

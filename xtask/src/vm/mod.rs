@@ -5,6 +5,7 @@
 //! that every guest ran the very eBPF object built here, and writes `docs/vm-matrix.md`.
 
 mod cpio;
+mod deaths;
 pub mod debian;
 mod qemu;
 mod race;
@@ -31,6 +32,7 @@ use crate::{
     command::{cache_dir, output, root, run},
 };
 
+pub use self::deaths::deaths_vm;
 pub use self::qemu::ConsoleLevel;
 pub use self::race::{audit_vm, kubelet_vm, race_vm, RaceRun};
 

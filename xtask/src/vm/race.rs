@@ -26,7 +26,7 @@ use crate::{
 /// containerd, its shims and four containers at once need more than the matrix's 256 MiB.
 const GUEST_MIB: u32 = 1024;
 /// Boot, BPF load and containerd start under TCG, with margin.
-const BASE_LIMIT: Duration = Duration::from_secs(300);
+pub(super) const BASE_LIMIT: Duration = Duration::from_secs(300);
 /// Per kill: measured about 5.5 s per kill in both guests (4 at a time, both guests at
 /// once on 2 cores), so a hung guest still ends; this is not a target.
 const PER_KILL: Duration = Duration::from_secs(12);
@@ -76,7 +76,7 @@ impl RaceRun {
         root().join("target/vm").join(format!("{name}.md"))
     }
 
-    fn guests(&self) -> impl Iterator<Item = &'static GuestDef> + '_ {
+    pub(super) fn guests(&self) -> impl Iterator<Item = &'static GuestDef> + '_ {
         MATRIX
             .iter()
             .filter(|g| g.series == "6.12")
@@ -456,12 +456,12 @@ fn prepare(
 }
 
 /// A guest's kernel release and its verdict lines.
-type Verdicts = (String, Vec<Value>);
+pub(super) type Verdicts = (String, Vec<Value>);
 
 /// Boots one guest with `append` on its command line; returns its kernel release and its
 /// verdict lines (`OOMX {json}`).
 /// Boots every prepared guest at once with `append` and judges each one's verdicts.
-fn boot_each<T: Send>(
+pub(super) fn boot_each<T: Send>(
     boots: &[(&'static GuestDef, debian::Kernel, PathBuf)],
     work: &Path,
     append: &str,

@@ -110,7 +110,7 @@ pub fn containerd_stack(
 }
 
 /// The candidate version apt would download.
-fn candidate(pkg: &str) -> Result<String> {
+pub(super) fn candidate(pkg: &str) -> Result<String> {
     let show = output(Command::new("apt-cache").args(["show", "--no-all-versions", pkg]))?;
     show.lines()
         .find_map(|l| l.strip_prefix("Version: "))
@@ -120,7 +120,7 @@ fn candidate(pkg: &str) -> Result<String> {
 
 /// Adds the interpreter and every NEEDED library of `elf` (recursively), found in the
 /// unpacked packages' library directories, at the same path in the guest.
-fn add_libraries(root: &Path, elf: &Path, files: &mut Files) -> Result<()> {
+pub(super) fn add_libraries(root: &Path, elf: &Path, files: &mut Files) -> Result<()> {
     let headers = output(Command::new("readelf").arg("-lW").arg(elf))?;
     if let Some(interp) = headers
         .lines()

@@ -18,6 +18,7 @@
 )]
 
 mod daemon;
+mod deaths;
 mod expect;
 mod race;
 mod scenarios;
@@ -56,6 +57,10 @@ fn main() {
     }
     if let Some(n) = race::cmdline("kubelet").and_then(|v| v.parse().ok()) {
         race::run_kubelet(n);
+        sys::power_off();
+    }
+    if race::cmdline("deaths").is_some() {
+        deaths::run();
         sys::power_off();
     }
     if race::cmdline("audit").is_some() {

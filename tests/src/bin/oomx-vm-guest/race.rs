@@ -37,7 +37,7 @@ pub fn kills_requested() -> Option<usize> {
 
 /// The library's helpers find their tools on PATH and the observer through this variable;
 /// the guest carries no gVisor.
-fn containerd_env() {
+pub fn containerd_env() {
     std::env::set_var("PATH", "/bin");
     std::env::set_var("OOM_OBSERVER_BIN", OBSERVER);
     std::env::set_var("OOMX_NO_RUNSC", "1");
@@ -54,7 +54,7 @@ fn containerd_env() {
 
 /// The library panics on what it cannot do (it is test code): a panic becomes an error
 /// instead of killing PID 1.
-fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+pub fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     match panic::catch_unwind(panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => Err(format!(
@@ -113,7 +113,7 @@ pub fn run_kubelet(n: usize) {
 /// What a node has and a bare initramfs lacks for the CRI: the files a host-network pod's
 /// sandbox copies, loopback up (the CRI's streaming server listens on 127.0.0.1), and the
 /// cpu controller for the loaded rows' starved CPU.
-fn cri_node_files() -> Result<(), String> {
+pub fn cri_node_files() -> Result<(), String> {
     std::fs::create_dir_all("/etc").map_err(|e| format!("/etc: {e}"))?;
     for (f, text) in [
         ("/etc/hosts", "127.0.0.1 localhost\n"),
