@@ -55,7 +55,7 @@ pub fn all(no_vm: bool, extra: &[OsString]) -> Result<()> {
         // The kubelet rows in the same guests, CI_VM_KUBELET_PODS pods per row (the full
         // ones are `cargo xtask kubelet`).
         kubelet::quick_vm(CI_VM_KUBELET_PODS)?;
-        // The unit under a real systemd, in a guest that is a node (measured: under 2.5 min
+        // The unit under a real systemd, in a guest that is a node (measured: at most 2.6 min
         // with the guests' binaries built; docs/reliability.md). Its results go under target/.
         vm::systemd_guest(&vm::SystemdGuestOptions {
             timeout: SYSTEMD_GUEST_LIMIT,

@@ -1,15 +1,15 @@
 //! `cargo xtask systemd-guest`: a guest that is a real node. PID 1 is Debian 12's systemd
 //! (with dbus and udev), Debian 12's containerd runs as its own `containerd.service` with
 //! `SystemdCgroup = true`, and oom-observer runs as `packaging/oom-observer.service`, the
-//! file as shipped plus one drop-in (pinning on, as the unit's own comments say). A third
+//! file as shipped plus one drop-in (pinning on, and a longer `RestartSec=`). A third
 //! unit, `oomx-node-check.service` (the static `oomx-systemd-guest`), drives the CRI as a
 //! kubelet with the systemd cgroup driver, OOM-kills pods, scores the unit's sandboxing and
 //! kills the daemon to see `Restart=` bring it back; its checks come back as `OOMX {json}`
 //! lines on the serial console.
 //!
-//! The root is the packages' closure unpacked with `dpkg-deb -x` (no maintainer scripts run:
-//! systemd's own `systemd-sysusers` makes the users dbus needs at boot), booted as the
-//! initramfs with `/init -> /lib/systemd/systemd`.
+//! The root is the packages' closure unpacked with `dpkg-deb -x` (no maintainer scripts run;
+//! dbus, containerd and the units above start without them), booted as the initramfs with
+//! `/init -> /lib/systemd/systemd`.
 
 use std::{
     collections::BTreeMap,
@@ -68,7 +68,7 @@ const CHECKS: &[&str] = &[
 /// What the guest changes of `packaging/oom-observer.service`: only pinning, turned on so
 /// that `Restart=` can be checked to lose no kill. systemd mounts the bpffs at /sys/fs/bpf
 /// itself, but `ProtectKernelTunables=` makes it read-only, and neither
-/// `ReadWritePaths=/sys/fs/bpf` (the unit's comment until now) nor `BindPaths=/sys/fs/bpf`
+/// `ReadWritePaths=/sys/fs/bpf` (what the unit's comment said) nor `BindPaths=/sys/fs/bpf`
 /// undo that (EROFS from the daemon's mkdir), and an `ExecStartPre=+mkdir` of a directory
 /// below it fails in the unit's namespace set-up (226/NAMESPACE): all seen here under
 /// systemd 252. So the directory is made at boot by systemd-tmpfiles ([`PIN_TMPFILES`]) and
@@ -79,8 +79,8 @@ const DROP_IN: &str = "\
 ExecStart=
 ExecStart=/usr/local/bin/oom-observer run --pin-dir /sys/fs/bpf/oom-observer
 ReadWritePaths=/sys/fs/bpf/oom-observer
-# The restart check's kill must land while no daemon runs: at the unit's 1 s, under TCG, it
-# did by 0.4 and 0.8 s.
+# The restart check's kill must land while no daemon runs: under TCG it came 0.6 to 2.6 s
+# after the unit went down.
 RestartSec=5s
 ";
 
@@ -88,6 +88,7 @@ RestartSec=5s
 /// basic.target, so before the unit).
 const PIN_TMPFILES: &str = "d /sys/fs/bpf/oom-observer 0700 root root -\n";
 
+/// The unit that runs the checks, once the node's services are up.
 const CHECK_UNIT: &str = "\
 [Unit]
 Description=oom-observer under a real systemd: the checks of cargo xtask systemd-guest

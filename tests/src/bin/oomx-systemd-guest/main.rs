@@ -529,7 +529,18 @@ fn run() -> Result<(), String> {
                 .trim()
                 .to_string();
             emit(&json!({"type": "security", "overall": overall, "text": text}));
-            check("security_scored", !overall.is_empty(), overall);
+            // "→ Overall exposure level for oom-observer.service: 1.5 OK :-)"; at most 2, the
+            // bound tests/tests/packaging.rs holds the file to offline.
+            let score = overall
+                .rsplit(": ")
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse::<f64>().ok());
+            check(
+                "security_scored",
+                score.is_some_and(|s| s <= 2.0),
+                json!({"overall": overall, "score": score}),
+            );
         }
     }
 
