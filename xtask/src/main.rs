@@ -151,6 +151,11 @@ enum Cmd {
     /// (feature k8s-events), in one OCI archive (multi-arch index),
     /// target/oom-observer-image.oci.tar; offline, no registry.
     Image,
+    /// A guest that is a real node: systemd as PID 1, containerd with `SystemdCgroup = true`,
+    /// oom-observer as packaging/oom-observer.service; OOM-kills CRI pods in systemd scopes,
+    /// scores the unit's sandboxing and checks `Restart=` with `--pin-dir` (Linux 6.12,
+    /// x86_64); writes target/vm/systemd-guest.json.
+    SystemdGuest(vm::SystemdGuestOptions),
     /// The VM matrix: Debian kernels × architectures × hook strategies, real OOM kills in
     /// qemu guests; writes docs/vm-matrix.md.
     VmTest(vm::VmOptions),
@@ -174,6 +179,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test { no_vm, args } => test::all(no_vm, &args),
         Cmd::VmTest(opts) => vm::vm_test(&opts),
+        Cmd::SystemdGuest(opts) => vm::systemd_guest(&opts),
         Cmd::Image => image::image().map(|_| ()),
         Cmd::Race {
             kills,

@@ -18,6 +18,8 @@ use crate::{
 const CI_VM_RACE_KILLS: usize = 10;
 /// Pods per kubelet row in each guest in `cargo xtask test` (about 2 minutes).
 const CI_VM_KUBELET_PODS: usize = 2;
+/// The systemd guest's wall-clock limit in seconds: it ran in 76–115 s; a hung guest ends here.
+const SYSTEMD_GUEST_LIMIT: u64 = 600;
 
 /// `cargo xtask test`: the cargo tests, then (unless `no_vm`) the VM matrix and the short
 /// guest runs. Every result goes under `target/`: the run leaves the tree as it found it,
@@ -46,6 +48,12 @@ pub fn all(no_vm: bool, extra: &[OsString]) -> Result<()> {
         // The kubelet rows in the same guests, CI_VM_KUBELET_PODS pods per row (the full
         // ones are `cargo xtask kubelet`).
         kubelet::quick_vm(CI_VM_KUBELET_PODS)?;
+        // The unit under a real systemd, in a guest that is a node (measured: at most 2.6 min
+        // with the guests' binaries built; docs/reliability.md). Its results go under target/.
+        vm::systemd_guest(&vm::SystemdGuestOptions {
+            timeout: SYSTEMD_GUEST_LIMIT,
+            append: None,
+        })?;
     }
     check_tree(&root, before.as_deref())
 }

@@ -12,11 +12,22 @@ pub struct Cpio {
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
 const S_IFCHR: u32 = 0o020000;
+const S_IFLNK: u32 = 0o120000;
 
 impl Cpio {
     /// A directory (its parents must have been added first).
     pub fn dir(&mut self, name: &str) {
         self.entry(name, S_IFDIR | 0o755, 2, (0, 0), &[]);
+    }
+
+    /// A directory with its own permission bits (e.g. a sticky `tmp`).
+    pub fn dir_mode(&mut self, name: &str, mode: u32) {
+        self.entry(name, S_IFDIR | (mode & 0o7777), 2, (0, 0), &[]);
+    }
+
+    /// A symbolic link to `target` (the link's data is its target, as newc stores it).
+    pub fn symlink(&mut self, name: &str, target: &str) {
+        self.entry(name, S_IFLNK | 0o777, 1, (0, 0), target.as_bytes());
     }
 
     /// A regular file.

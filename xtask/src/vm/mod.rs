@@ -10,6 +10,7 @@ pub mod debian;
 mod qemu;
 mod race;
 mod report;
+mod systemd;
 mod userland;
 
 use std::{
@@ -35,6 +36,7 @@ use crate::{
 pub use self::deaths::deaths_vm;
 pub use self::qemu::ConsoleLevel;
 pub use self::race::{audit_vm, kubelet_vm, race_vm, RaceRun};
+pub use self::systemd::{systemd_guest, SystemdGuestOptions};
 
 /// One row group of the matrix: a kernel series on an architecture.
 struct GuestDef {
