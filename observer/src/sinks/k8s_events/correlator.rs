@@ -4,9 +4,12 @@ use std::{collections::HashMap, time::SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::event::{
-    death::{Cause, ContainerExit},
-    ContainerRef, Event, EventKind,
+use crate::{
+    event::{
+        death::{Cause, ContainerExit},
+        ContainerRef, Event, EventKind,
+    },
+    forecast::event::RiskEvent,
 };
 
 /// The Event reason (see the module comment for why this one).
@@ -174,6 +177,14 @@ impl Correlator {
         let reason = exit_reason(x)?;
         let t = target(&x.container)?;
         Some(self.request_with(&t, reason, &x.message, now))
+    }
+
+    /// The request an `oom_risk` warrants (the caller rate-limits them: see
+    /// [`super::RiskCorrelator`]): aggregated per container like the others, reason
+    /// [`super::RISK_REASON`].
+    pub fn on_risk(&mut self, r: &RiskEvent, now: SystemTime) -> Option<Request> {
+        let t = target(r.container.as_ref()?)?;
+        Some(self.request_with(&t, super::RISK_REASON, &r.message, now))
     }
 
     /// Forgets an Event the API server no longer has (a PATCH answered 404: events expire,

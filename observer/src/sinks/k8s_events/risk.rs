@@ -11,9 +11,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use serde_json::json;
-
-use super::correlator::{target, Request, COMPONENT, MAX_REMEMBERED};
+use super::correlator::{target, Correlator, Request, MAX_REMEMBERED};
 use crate::forecast::event::RiskEvent;
 
 /// The Event reason.
@@ -21,106 +19,60 @@ pub const RISK_REASON: &str = "OOMRisk";
 /// At most one request per pod container this often.
 pub const RISK_EVERY: Duration = Duration::from_secs(5 * 60);
 
-#[derive(Debug, Clone)]
-struct Sent {
-    name: String,
-    count: u64,
-    last: SystemTime,
-}
-
-/// Turns warnings into Event requests, rate-limited per pod container.
-#[derive(Debug)]
+/// The rate limit of the warnings' Events: when each pod container's last went out. The
+/// Event itself is the [`Correlator`]'s, aggregated like every other.
+#[derive(Debug, Default)]
 pub struct RiskCorrelator {
-    node: String,
-    seen: HashMap<(String, String, String), Sent>,
+    last: HashMap<(String, String, String), SystemTime>,
 }
 
 impl RiskCorrelator {
-    /// Reporting from node `node`.
-    pub fn new(node: &str) -> RiskCorrelator {
-        RiskCorrelator {
-            node: node.to_string(),
-            seen: HashMap::new(),
-        }
+    /// Nothing sent yet.
+    pub fn new() -> RiskCorrelator {
+        RiskCorrelator::default()
     }
 
-    /// The request a warning warrants: none outside a pod, none within [`RISK_EVERY`] of
-    /// the container's last one.
-    pub fn on_risk(&mut self, r: &RiskEvent, now: SystemTime) -> Option<Request> {
-        let t = target(r.container.as_ref()?)?;
+    /// Whether a warning may go out now: not outside a pod, not within [`RISK_EVERY`] of
+    /// the container's last one. A `true` counts as sent.
+    pub fn due(&mut self, r: &RiskEvent, now: SystemTime) -> bool {
+        let Some(t) = r.container.as_ref().and_then(target) else {
+            return false;
+        };
         let key = (
             t.namespace.to_string(),
             t.uid.to_string(),
             t.container.to_string(),
         );
-        let now_s = humantime::format_rfc3339_seconds(now).to_string();
-        if let Some(s) = self.seen.get_mut(&key) {
-            if now.duration_since(s.last).unwrap_or_default() < RISK_EVERY {
-                return None;
+        if let Some(last) = self.last.get(&key) {
+            if now.duration_since(*last).unwrap_or_default() < RISK_EVERY {
+                return false;
             }
-            s.count += 1;
-            s.last = now;
-            return Some(Request::Patch {
-                namespace: t.namespace.to_string(),
-                name: s.name.clone(),
-                body: json!({"count": s.count, "lastTimestamp": now_s, "message": r.message}),
-            });
         }
-        if self.seen.len() >= MAX_REMEMBERED {
+        if !self.last.contains_key(&key) && self.last.len() >= MAX_REMEMBERED {
             if let Some(oldest) = self
-                .seen
+                .last
                 .iter()
-                .min_by_key(|(_, s)| s.last)
+                .min_by_key(|(_, t)| **t)
                 .map(|(k, _)| k.clone())
             {
-                self.seen.remove(&oldest);
+                self.last.remove(&oldest);
             }
         }
-        let nanos = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let name = format!("{}.{nanos:x}", t.pod);
-        let body = json!({
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": t.namespace},
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "namespace": t.namespace,
-                "name": t.pod,
-                "uid": t.uid,
-                "fieldPath": format!("spec.containers{{{}}}", t.container),
-            },
-            "reason": RISK_REASON,
-            "message": r.message,
-            "type": "Warning",
-            "source": {"component": COMPONENT, "host": self.node},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": self.node,
-            "firstTimestamp": now_s,
-            "lastTimestamp": now_s,
-            "count": 1,
-        });
-        self.seen.insert(
-            key,
-            Sent {
-                name,
-                count: 1,
-                last: now,
-            },
-        );
-        Some(Request::Create {
-            namespace: t.namespace.to_string(),
-            body,
-        })
+        self.last.insert(key, now);
+        true
     }
 
-    /// Forgets an Event the API server no longer has (a PATCH answered 404).
-    pub fn forget(&mut self, namespace: &str, name: &str) {
-        self.seen
-            .retain(|(ns, _, _), s| !(ns == namespace && s.name == name));
+    /// The request a warning warrants now, through `events`: none when not [`due`](Self::due).
+    pub fn on_risk(
+        &mut self,
+        events: &mut Correlator,
+        r: &RiskEvent,
+        now: SystemTime,
+    ) -> Option<Request> {
+        if !self.due(r, now) {
+            return None;
+        }
+        events.on_risk(r, now)
     }
 }
 
@@ -168,9 +120,11 @@ mod tests {
 
     #[test]
     fn a_warning_becomes_a_pod_event_then_is_rate_limited() {
-        let mut c = RiskCorrelator::new("node-1");
+        let mut c = RiskCorrelator::new();
+        let mut events = Correlator::new("node-1");
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let Some(Request::Create { namespace, body }) = c.on_risk(&risk(true), t0) else {
+        let Some(Request::Create { namespace, body }) = c.on_risk(&mut events, &risk(true), t0)
+        else {
             panic!("the first warning creates an Event");
         };
         assert_eq!(namespace, "shop");
@@ -182,11 +136,18 @@ mod tests {
         assert!(body["message"]
             .as_str()
             .is_some_and(|m| m.contains("pod limit") && m.contains("in 30 s")));
-        assert_eq!(c.on_risk(&risk(true), t0 + Duration::from_secs(60)), None);
-        let Some(Request::Patch { body, .. }) = c.on_risk(&risk(true), t0 + RISK_EVERY) else {
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(c.on_risk(&mut events, &risk(true), later), None);
+        let Some(Request::Patch { body, .. }) =
+            c.on_risk(&mut events, &risk(true), t0 + RISK_EVERY)
+        else {
             panic!("a later warning patches the Event");
         };
         assert_eq!(body["count"], 2);
-        assert_eq!(c.on_risk(&risk(false), t0), None, "no pod, no Event");
+        assert_eq!(
+            c.on_risk(&mut events, &risk(false), t0),
+            None,
+            "no pod, no Event"
+        );
     }
 }

@@ -78,7 +78,7 @@ impl EventSink {
         tokio::spawn(send_loop(
             client,
             Correlator::new(node),
-            super::risk::RiskCorrelator::new(node),
+            super::risk::RiskCorrelator::new(),
             rx,
             outcomes.clone(),
         ));
@@ -165,42 +165,12 @@ async fn send_loop(
     let requests = |c: &mut Correlator, q: &Queued| match q {
         Queued::Kill(ev) => c.on_event(ev, SystemTime::now()),
         Queued::Exit(x) => c.on_exit(x, SystemTime::now()).into_iter().collect(),
-        Queued::Risk(_) => Vec::new(),
+        Queued::Risk(r) => c.on_risk(r, SystemTime::now()).into_iter().collect(),
     };
     while let Some(q) = rx.recv().await {
-        match &q {
-            Queued::Kill(_) | Queued::Exit(_) => {}
-            Queued::Risk(r) => {
-                if let Some(req) = risks.on_risk(r, SystemTime::now()) {
-                    let result = match &req {
-                        Request::Create { namespace, body } => {
-                            create(&client, namespace, body).await.map(|_| "created")
-                        }
-                        Request::Patch {
-                            namespace,
-                            name,
-                            body,
-                        } => {
-                            let api: Api<K8sEvent> = Api::namespaced(client.clone(), namespace);
-                            let r = api
-                                .patch(name, &PatchParams::default(), &Patch::Strategic(body))
-                                .await
-                                .map(|_| "patched");
-                            if r.is_err() {
-                                // Expired or refused: the next warning creates a new one.
-                                risks.forget(namespace, name);
-                            }
-                            r
-                        }
-                    };
-                    match result {
-                        Ok(r) => inc(&outcomes, r),
-                        Err(e) => {
-                            inc(&outcomes, "failed");
-                            tracing::warn!(error = %e, "Kubernetes Event for oom_risk not sent");
-                        }
-                    }
-                }
+        // A warning's Event goes out at most every RISK_EVERY per container.
+        if let Queued::Risk(r) = &q {
+            if !risks.due(r, SystemTime::now()) {
                 continue;
             }
         }
