@@ -39,6 +39,20 @@ pub struct FakeApiServer {
 }
 
 impl FakeApiServer {
+    /// A kubeconfig pointing at it with bearer `token`, written to `path`: what the daemon's
+    /// client reads through `KUBECONFIG`.
+    pub fn write_kubeconfig(&self, path: &std::path::Path, token: &str) -> std::io::Result<()> {
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n\
+                 users:\n- name: u\n  user:\n    token: {token}\n\
+                 contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
+                self.url
+            ),
+        )
+    }
+
     /// Starts it on a free loopback port (plain HTTP, for a client given its URL through
     /// KUBECONFIG).
     pub fn start() -> FakeApiServer {

@@ -14,7 +14,7 @@
     reason = "integration tests: a panic is how a test fails"
 )]
 
-use std::{collections::BTreeSet, fs, process::Command, thread, time::Duration};
+use std::{collections::BTreeSet, process::Command, thread, time::Duration};
 
 use serde_json::Value;
 use tests::{
@@ -68,17 +68,8 @@ fn every_container_s_end_names_its_cause_and_its_sender() {
     let api = FakeApiServer::start();
     let mut node = CriNode::start();
     let kubeconfig = node.cd.observer_state().with_extension("kubeconfig");
-    fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n\
-             users:\n- name: u\n  user:\n    token: t\n\
-             contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
-            api.url
-        ),
-    )
-    .unwrap();
-    // Inherited by the daemon; set before it is spawned (this file has one test).
+    api.write_kubeconfig(&kubeconfig, "t").unwrap();
+    // Inherited by the daemon; set before it is spawned (the file's other test posts no Events).
     std::env::set_var("KUBECONFIG", &kubeconfig);
     let obs = node.cd.observer_with(
         Duration::from_secs(30),

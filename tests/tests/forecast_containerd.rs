@@ -17,7 +17,6 @@
 )]
 
 use std::{
-    fs,
     process::{Command, Stdio},
     thread,
     time::Duration,
@@ -38,16 +37,8 @@ fn a_leaking_pod_container_is_warned_about_by_name_on_every_output() {
     // Our own prefix for the cgroups runc makes (the harness removes them on drop).
     cd.cgroup_parent = format!("/oomx-forecast-{}-cd", std::process::id());
     let kubeconfig = cd.observer_state().with_extension("kubeconfig");
-    fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n\
-             users:\n- name: u\n  user:\n    token: oomx-test-token\n\
-             contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
-            api.url
-        ),
-    )
-    .unwrap();
+    api.write_kubeconfig(&kubeconfig, "oomx-test-token")
+        .unwrap();
     // Inherited by the daemon; set before it is spawned (this file has one test).
     std::env::set_var("KUBECONFIG", &kubeconfig);
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -44,16 +44,8 @@ fn each_kill_is_an_event_on_its_pod_and_repeats_aggregate() {
     let api = FakeApiServer::start();
     let cd = Containerd::start();
     let kubeconfig = cd.observer_state().with_extension("kubeconfig");
-    fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n\
-             users:\n- name: u\n  user:\n    token: oomx-test-token\n\
-             contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
-            api.url
-        ),
-    )
-    .unwrap();
+    api.write_kubeconfig(&kubeconfig, "oomx-test-token")
+        .unwrap();
     // Inherited by the daemon; set before it is spawned (this file has one test).
     std::env::set_var("KUBECONFIG", &kubeconfig);
     let obs = cd.observer_with(READY, &["--k8s-events", "--node-name", "node-a"]);

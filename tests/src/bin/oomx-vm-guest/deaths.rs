@@ -52,16 +52,8 @@ fn deaths() -> Result<(), String> {
     // (tests/tests/deaths.rs): no Kubernetes API server runs in the guest.
     let api = FakeApiServer::start();
     let kubeconfig = node.cd.observer_state().with_extension("kubeconfig");
-    fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n\
-             users:\n- name: u\n  user:\n    token: t\n\
-             contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
-            api.url
-        ),
-    )
-    .map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
+    api.write_kubeconfig(&kubeconfig, "t")
+        .map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
     // Inherited by the daemon, spawned next; the trust store is a throwaway the xtask
     // packed (the client wants one, though the stand-in speaks plain HTTP).
     std::env::set_var("KUBECONFIG", &kubeconfig);
