@@ -11,9 +11,9 @@ use prometheus_client::{
 };
 use tracing::warn;
 
-use super::kills::DeletedAt;
+use super::kills::{gone_for_good, DeletedAt};
 use crate::{
-    enrich::{container::ContainerKey, index::KEEP_DELETED},
+    enrich::container::ContainerKey,
     event::death::ContainerExit,
     sinks::{Line, Sink},
 };
@@ -115,11 +115,8 @@ impl Sink for ExitSeries {
             .series
             .iter()
             .filter(|(_, k)| {
-                k.as_ref().is_some_and(|k| match deleted_at(k) {
-                    None => true,
-                    Some(None) => false,
-                    Some(Some(t)) => now.duration_since(t) > KEEP_DELETED,
-                })
+                k.as_ref()
+                    .is_some_and(|k| gone_for_good(deleted_at(k), now))
             })
             .map(|(l, _)| l.clone())
             .collect();

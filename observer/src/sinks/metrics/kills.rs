@@ -92,6 +92,16 @@ fn container_exits_of(ev: &Event) -> String {
     }
 }
 
+/// Whether a container's series may go: containerd no longer knows it, or deleted it longer
+/// ago than the index keeps deleted containers (`deleted_at` as [`DeletedAt`] answers).
+pub(super) fn gone_for_good(deleted_at: Option<Option<Instant>>, now: Instant) -> bool {
+    match deleted_at {
+        None => true,
+        Some(None) => false,
+        Some(Some(t)) => now.duration_since(t) > KEEP_DELETED,
+    }
+}
+
 /// One kill series' upkeep.
 #[derive(Debug)]
 pub(super) struct Series {
@@ -201,11 +211,9 @@ impl KillSeries {
             .series
             .iter()
             .filter(|(_, s)| {
-                s.container.as_ref().is_some_and(|k| match deleted_at(k) {
-                    None => true,
-                    Some(None) => false,
-                    Some(Some(t)) => now.duration_since(t) > KEEP_DELETED,
-                })
+                s.container
+                    .as_ref()
+                    .is_some_and(|k| gone_for_good(deleted_at(k), now))
             })
             .map(|(l, _)| l.clone())
             .collect();
