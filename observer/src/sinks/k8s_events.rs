@@ -13,6 +13,8 @@ mod correlator;
 mod risk;
 mod sender;
 
-pub use correlator::{summary, Correlator, Request, COMPONENT, MAX_REMEMBERED, REASON};
-pub use risk::{RiskCorrelator, RISK_EVERY, RISK_REASON};
+pub use correlator::{
+    summary, Correlator, Request, COMPONENT, MAX_REMEMBERED, REASON, RISK_REASON,
+};
+pub use risk::{RiskCorrelator, RISK_EVERY};
 pub use sender::{EventSink, Outcomes, SinkError, QUEUE};

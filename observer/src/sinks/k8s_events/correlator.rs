@@ -16,6 +16,9 @@ use crate::{
 pub const REASON: &str = "OOMKilling";
 /// `source.component` and `reportingComponent`.
 pub const COMPONENT: &str = "oom-observer";
+/// The reason of an `oom_risk`'s Event: the warning's name in the style of
+/// node-problem-detector's `OOMKilling`.
+pub const RISK_REASON: &str = "OOMRisk";
 /// At most this many aggregated Events are remembered (client-go's correlator keeps 4096).
 pub const MAX_REMEMBERED: usize = 4096;
 
@@ -179,12 +182,11 @@ impl Correlator {
         Some(self.request_with(&t, reason, &x.message, now))
     }
 
-    /// The request an `oom_risk` warrants (the caller rate-limits them: see
-    /// [`super::RiskCorrelator`]): aggregated per container like the others, reason
-    /// [`super::RISK_REASON`].
+    /// The request an `oom_risk` warrants (the caller rate-limits them, with `risk.rs`'s
+    /// `RiskCorrelator`): aggregated per container like the others, reason [`RISK_REASON`].
     pub fn on_risk(&mut self, r: &RiskEvent, now: SystemTime) -> Option<Request> {
         let t = target(r.container.as_ref()?)?;
-        Some(self.request_with(&t, super::RISK_REASON, &r.message, now))
+        Some(self.request_with(&t, RISK_REASON, &r.message, now))
     }
 
     /// Forgets an Event the API server no longer has (a PATCH answered 404: events expire,

@@ -14,8 +14,6 @@ use std::{
 use super::correlator::{target, Correlator, Request, MAX_REMEMBERED};
 use crate::forecast::event::RiskEvent;
 
-/// The Event reason.
-pub const RISK_REASON: &str = "OOMRisk";
 /// At most one request per pod container this often.
 pub const RISK_EVERY: Duration = Duration::from_secs(5 * 60);
 
