@@ -129,6 +129,11 @@ impl Containerd {
         self.lock().all().cloned().collect()
     }
 
+    /// The index's change count (see [`ContainerIndex::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.lock().generation()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ContainerIndex> {
         // A panic while holding the lock cannot leave the index half-written in a way that
         // matters more than losing it: keep going with what it holds.

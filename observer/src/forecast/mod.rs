@@ -12,7 +12,7 @@
 //!   a kill is never held behind a cgroupfs read.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io,
     sync::Arc,
     time::{Duration, Instant},
@@ -52,9 +52,17 @@ pub struct ForecastOptions {
     pub cgroups: Vec<String>,
 }
 
-/// A cgroup whose full read is older than this is read again even when idle (the slow
-/// sweep); its limits are read again as often.
+/// A cgroup that is near a limit or growing is read in full at least this often.
 pub const SWEEP: Duration = Duration::from_secs(10);
+/// A quiet cgroup (far from its limits, its usage not grown by [`grew_much`] since its last
+/// full read) gets its small read only this often, not every tick: a leak's floor rises
+/// [`model::ENVELOPE_S`] after the leak starts at the earliest, so a leak first seen this
+/// late is warned about no later (issue 24's cost at 10,000 containers).
+pub const QUIET_EVERY: Duration = Duration::from_secs(5);
+/// A quiet cgroup is read in full this often (the slow sweep): its headroom's freshness.
+pub const QUIET_SWEEP: Duration = Duration::from_secs(60);
+/// Each target's limits are read again this often (they change only when a pod is resized).
+pub const LIMITS_EVERY: Duration = Duration::from_secs(30);
 /// At most one `oom_risk` per container per this.
 pub const REPEAT: Duration = Duration::from_secs(60);
 /// A cgroup using at least this fraction of its nearest limit gets a full read every tick.
@@ -74,8 +82,8 @@ pub struct Target {
     pub cgroup: String,
     /// Its pod's cgroup, for a Kubernetes container.
     pub pod_cgroup: Option<String>,
-    /// The container, if it is one.
-    pub container: Option<ContainerRef>,
+    /// The container, if it is one (shared: every tick's headroom names it).
+    pub container: Option<Arc<ContainerRef>>,
 }
 
 impl Target {
@@ -92,7 +100,7 @@ impl Target {
         Some(Target {
             cgroup,
             pod_cgroup,
-            container: Some(ContainerRef::from(c)),
+            container: Some(Arc::new(ContainerRef::from(c))),
         })
     }
 
@@ -117,7 +125,7 @@ impl Target {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Headroom {
     /// The container (none for a cgroup named by flag).
-    pub container: Option<ContainerRef>,
+    pub container: Option<Arc<ContainerRef>>,
     /// The modelled cgroup.
     pub cgroup: String,
     /// Whose limit.
@@ -148,6 +156,28 @@ struct CgroupState {
     stat: Option<Stat>,
     last_full: Option<f64>,
     hits_rose: bool,
+    /// A quiet cgroup's next small read (seconds on the model's clock).
+    next_read: f64,
+    /// Whether it was quiet at its last read.
+    quiet: bool,
+    /// It stays awake (read every tick, in full when its usage rose) until then: a leak
+    /// slower than [`grew_much`] a tick keeps its series dense.
+    awake_until: f64,
+}
+
+/// Growth since the last full read that wakes a quiet cgroup: 1 % of its nearest limit, at
+/// least 1 MiB (a page cache's wobble is not a leak), at most 64 MiB (the node's limit).
+fn grew_much(nearest: u64) -> u64 {
+    (nearest / 100).clamp(1 << 20, 64 << 20)
+}
+
+/// A stable spread of `key` over `0..n` ticks, so a thousand cgroups made at once are not
+/// all read again on the same tick.
+fn spread(key: &str, n: f64) -> f64 {
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (h % (n.max(1.0) as u64)) as f64
 }
 
 /// The model over every target, one tick at a time.
@@ -199,41 +229,48 @@ impl Forecaster {
                 }
             }
         }
-        let v2 = self.mem.is_v2();
+        // Containers' own cgroups first: one that wakes wakes the limits above it, which
+        // are otherwise read only on their slow sweep (a pod's usage is its containers').
+        let mut woken: HashSet<&str> = HashSet::new();
+        for t in targets {
+            let Some(&nearest) = paths.get(t.cgroup.as_str()) else {
+                continue;
+            };
+            if !woken.contains(t.cgroup.as_str())
+                && read_cgroup(
+                    &self.mem,
+                    &mut self.cgroups,
+                    &t.cgroup,
+                    nearest,
+                    now,
+                    Due::Quiet,
+                    &mut report,
+                )
+            {
+                if let Some((_, chain)) = self.chains.get(&t.cgroup) {
+                    woken.extend(chain.iter().filter_map(|l| l.cgroup.as_deref()));
+                }
+            }
+        }
+        let own: HashSet<&str> = targets.iter().map(|t| t.cgroup.as_str()).collect();
         for (&path, &nearest) in &paths {
-            let Some(dir) = self.mem.dir(path) else {
-                continue;
-            };
-            let usage = match read::usage(&dir, v2) {
-                Ok(u) => u,
-                Err(e) => {
-                    debug!(cgroup = path, error = %e, "forecast: not read");
-                    continue;
-                }
-            };
-            report.reads += 1;
-            let st = self.cgroups.entry(path.to_string()).or_default();
-            let rising = usage > st.usage;
-            st.usage = usage;
-            let stale = st
-                .last_full
-                .is_none_or(|t| now - t >= SWEEP.as_secs_f64() - 0.5);
-            let near = usage as f64 >= NEAR * nearest as f64;
-            if !(stale || rising || near) {
+            if own.contains(path) {
                 continue;
             }
-            match read::full(&dir, v2) {
-                Ok(stat) => {
-                    report.full_reads += 1;
-                    st.hits_rose = st
-                        .stat
-                        .is_some_and(|p| stat.pressure.limit_hits > p.pressure.limit_hits);
-                    st.series.push(now, stat.unreclaimable);
-                    st.stat = Some(stat);
-                    st.last_full = Some(now);
-                }
-                Err(e) => debug!(cgroup = path, error = %e, "forecast: stat not read"),
-            }
+            let due = if woken.contains(path) {
+                Due::Now
+            } else {
+                Due::Sweep
+            };
+            read_cgroup(
+                &self.mem,
+                &mut self.cgroups,
+                path,
+                nearest,
+                now,
+                due,
+                &mut report,
+            );
         }
         self.cgroups.retain(|p, _| paths.contains_key(p.as_str()));
         match read::node() {
@@ -248,23 +285,31 @@ impl Forecaster {
                 report.risks.push(r);
             }
         }
-        let live: std::collections::HashSet<&str> = targets.iter().map(Target::key).collect();
+        let live: HashSet<&str> = targets.iter().map(Target::key).collect();
         self.warned.retain(|k, _| live.contains(k.as_str()));
         report
     }
 
     fn refresh_chains(&mut self, targets: &[Target], now: f64) {
+        let mut levels = limits::Levels::default();
         for t in targets {
             let fresh = self
                 .chains
                 .get(&t.cgroup)
-                .is_some_and(|(at, _)| now - at < SWEEP.as_secs_f64());
+                .is_some_and(|(at, _)| now - at < LIMITS_EVERY.as_secs_f64());
             if fresh {
                 continue;
             }
-            match limits::chain(&self.mem, &t.cgroup, t.pod_cgroup.as_deref()) {
+            match limits::chain_cached(&self.mem, &t.cgroup, t.pod_cgroup.as_deref(), &mut levels) {
                 Ok(c) => {
-                    self.chains.insert(t.cgroup.clone(), (now, c));
+                    // Spread over the period, so the chains of containers that started
+                    // together are not all read again on the same tick.
+                    let at = if self.chains.contains_key(&t.cgroup) {
+                        now
+                    } else {
+                        now - spread(&t.cgroup, LIMITS_EVERY.as_secs_f64() / 3.0)
+                    };
+                    self.chains.insert(t.cgroup.clone(), (at, c));
                 }
                 Err(e) => {
                     debug!(cgroup = %t.cgroup, error = %e, "forecast: limits not read");
@@ -272,8 +317,7 @@ impl Forecaster {
                 }
             }
         }
-        let live: std::collections::HashSet<&str> =
-            targets.iter().map(|t| t.cgroup.as_str()).collect();
+        let live: HashSet<&str> = targets.iter().map(|t| t.cgroup.as_str()).collect();
         self.chains.retain(|p, _| live.contains(p.as_str()));
     }
 
@@ -374,7 +418,7 @@ impl Forecaster {
         let stat = v.state.and_then(|s| s.stat);
         Some(new_risk(
             reason,
-            t.container.clone(),
+            t.container.as_deref().cloned(),
             t.cgroup.clone(),
             v.limit.clone(),
             v.ttl,
@@ -385,6 +429,98 @@ impl Forecaster {
             top,
         ))
     }
+}
+
+/// When a cgroup's small read is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// A container's: every tick while awake, every [`QUIET_EVERY`] while quiet.
+    Quiet,
+    /// A limit's above a quiet container: every [`QUIET_SWEEP`].
+    Sweep,
+    /// A limit's above an awake container: now.
+    Now,
+}
+
+/// One tick's reads of one cgroup: the small read when due, the full one when it is near
+/// its limit, grows or is stale. Returns whether it is awake (read again next tick).
+fn read_cgroup(
+    mem: &MemoryFs,
+    cgroups: &mut HashMap<String, CgroupState>,
+    path: &str,
+    nearest: u64,
+    now: f64,
+    due: Due,
+    report: &mut TickReport,
+) -> bool {
+    let v2 = mem.is_v2();
+    let st = cgroups.entry(path.to_string()).or_default();
+    if due != Due::Now && now < st.next_read - 0.5 {
+        // Quiet, and not due: its floor holds (see QUIET_EVERY).
+        return false;
+    }
+    let Some(dir) = mem.dir(path) else {
+        return false;
+    };
+    let usage = match read::usage(&dir, v2) {
+        Ok(u) => u,
+        Err(e) => {
+            debug!(cgroup = path, error = %e, "forecast: not read");
+            return false;
+        }
+    };
+    report.reads += 1;
+    let rising = usage > st.usage;
+    st.usage = usage;
+    let near = usage as f64 >= NEAR * nearest as f64;
+    let grew = st
+        .stat
+        .is_none_or(|s| usage > s.usage.saturating_add(grew_much(nearest)));
+    if near || grew {
+        st.awake_until = now + model::ENVELOPE_S;
+    }
+    let quiet = now >= st.awake_until && due != Due::Now;
+    let since_full = st.last_full.map_or(f64::MAX, |t| now - t);
+    let sweep = if quiet { QUIET_SWEEP } else { SWEEP };
+    let stale = since_full >= sweep.as_secs_f64() - 0.5;
+    st.next_read = if quiet {
+        // Cgroups that quieten together (started together) are spread over the
+        // period.
+        let q = if due == Due::Sweep {
+            QUIET_SWEEP
+        } else {
+            QUIET_EVERY
+        }
+        .as_secs_f64();
+        now + q - if st.quiet { 0.0 } else { spread(path, q) }
+    } else {
+        now
+    };
+    st.quiet = quiet;
+    if quiet && !stale {
+        // Its usage has not grown past the last full read's: neither has what it
+        // cannot give back, and the floor carries on at that level.
+        if let Some(s) = st.stat {
+            st.series.push(now, s.unreclaimable);
+        }
+        return false;
+    }
+    if !(stale || rising || near || grew) {
+        return true;
+    }
+    match read::full(&dir, v2) {
+        Ok(stat) => {
+            report.full_reads += 1;
+            st.hits_rose = st
+                .stat
+                .is_some_and(|p| stat.pressure.limit_hits > p.pressure.limit_hits);
+            st.series.push(now, stat.unreclaimable);
+            st.stat = Some(stat);
+            st.last_full = Some(now);
+        }
+        Err(e) => debug!(cgroup = path, error = %e, "forecast: stat not read"),
+    }
+    !quiet
 }
 
 /// What the model's thread sends the daemon's loop each tick.
@@ -419,10 +555,17 @@ fn run(
 ) {
     let mut f = Forecaster::new(mem, opts.threshold);
     let mut next = Instant::now();
+    let mut targets: Vec<Target> = Vec::new();
+    let mut seen = None;
     loop {
-        let mut targets: Vec<Target> = opts.cgroups.iter().map(|c| Target::cgroup(c)).collect();
-        if let Some(cd) = &containerd {
-            targets.extend(cd.containers().iter().filter_map(Target::of));
+        // The targets are made again only when containerd's index changed.
+        let generation = containerd.as_ref().map(|cd| cd.generation());
+        if seen.is_none() || seen != Some(generation) {
+            targets = opts.cgroups.iter().map(|c| Target::cgroup(c)).collect();
+            if let Some(cd) = &containerd {
+                targets.extend(cd.containers().iter().filter_map(Target::of));
+            }
+            seen = Some(generation);
         }
         let report = f.tick(&targets);
         if tx.send(report).is_err() {
