@@ -209,7 +209,11 @@ impl Forecaster {
 
     /// Reads what the targets need and says who is at risk.
     pub fn tick(&mut self, targets: &[Target]) -> TickReport {
-        let now = self.start.elapsed().as_secs_f64();
+        self.tick_at(targets, self.start.elapsed().as_secs_f64())
+    }
+
+    /// [`tick`](Self::tick) at `now` seconds on the model's clock.
+    fn tick_at(&mut self, targets: &[Target], now: f64) -> TickReport {
         let mut report = TickReport::default();
         self.refresh_chains(targets, now);
         // Each cgroup read once, however many targets share it (a pod's), with the nearest
@@ -473,9 +477,11 @@ fn read_cgroup(
     let rising = usage > st.usage;
     st.usage = usage;
     let near = usage as f64 >= NEAR * nearest as f64;
+    // A cgroup seen for the first time is read in full (stale), but wakes only if near:
+    // a daemon starting on a node of 10,000 containers reads each once, not for 10 s.
     let grew = st
         .stat
-        .is_none_or(|s| usage > s.usage.saturating_add(grew_much(nearest)));
+        .is_some_and(|s| usage > s.usage.saturating_add(grew_much(nearest)));
     if near || grew {
         st.awake_until = now + model::ENVELOPE_S;
     }
@@ -581,3 +587,7 @@ fn run(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "schedule_tests.rs"]
+mod schedule_tests;
