@@ -56,13 +56,18 @@ pub struct ForecastOptions {
 pub const SWEEP: Duration = Duration::from_secs(10);
 /// A quiet cgroup (far from its limits, its usage not grown by [`grew_much`] since its last
 /// full read) gets its small read only this often, not every tick (issue 24's cost at
-/// 10,000 containers). A leak is seen this much later at most; its warning came 2–4 s
-/// later than with every tick's read at 5 s, in `cargo xtask bench forecast`.
+/// 10,000 containers). A leak is seen this much later at most: its warning came 2–4 s
+/// later with a read every 5 s than with every tick's, in `cargo xtask bench forecast`.
 pub const QUIET_EVERY: Duration = Duration::from_secs(2);
+/// On a node of more than this many targets the quiet read spreads out, up to
+/// [`QUIET_EVERY_MAX`] (2,500 and more), so the reads stay under 500 a second.
+const QUIET_READS_PER_S: f64 = 500.0;
+/// The longest wait for a quiet cgroup's small read.
+pub const QUIET_EVERY_MAX: Duration = Duration::from_secs(5);
 /// A quiet cgroup is read in full this often (the slow sweep): its headroom's freshness.
 pub const QUIET_SWEEP: Duration = Duration::from_secs(60);
 /// Each target's limits are read again this often (they change only when a pod is resized).
-pub const LIMITS_EVERY: Duration = Duration::from_secs(30);
+pub const LIMITS_EVERY: Duration = Duration::from_secs(60);
 /// At most one `oom_risk` per container per this.
 pub const REPEAT: Duration = Duration::from_secs(60);
 /// A cgroup using at least this fraction of its nearest limit gets a full read every tick.
@@ -235,22 +240,27 @@ impl Forecaster {
         }
         // Containers' own cgroups first: one that wakes wakes the limits above it, which
         // are otherwise read only on their slow sweep (a pod's usage is its containers').
+        let quiet_every = (targets.len() as f64 / QUIET_READS_PER_S)
+            .clamp(QUIET_EVERY.as_secs_f64(), QUIET_EVERY_MAX.as_secs_f64());
         let mut woken: HashSet<&str> = HashSet::new();
         for t in targets {
             let Some(&nearest) = paths.get(t.cgroup.as_str()) else {
                 continue;
             };
-            if !woken.contains(t.cgroup.as_str())
-                && read_cgroup(
-                    &self.mem,
-                    &mut self.cgroups,
-                    &t.cgroup,
-                    nearest,
-                    now,
-                    Due::Quiet,
-                    &mut report,
-                )
-            {
+            let due = if woken.contains(t.cgroup.as_str()) {
+                Due::Now
+            } else {
+                Due::Every(quiet_every)
+            };
+            if read_cgroup(
+                &self.mem,
+                &mut self.cgroups,
+                &t.cgroup,
+                nearest,
+                now,
+                due,
+                &mut report,
+            ) {
                 if let Some((_, chain)) = self.chains.get(&t.cgroup) {
                     woken.extend(chain.iter().filter_map(|l| l.cgroup.as_deref()));
                 }
@@ -264,7 +274,7 @@ impl Forecaster {
             let due = if woken.contains(path) {
                 Due::Now
             } else {
-                Due::Sweep
+                Due::Every(QUIET_SWEEP.as_secs_f64())
             };
             read_cgroup(
                 &self.mem,
@@ -311,7 +321,7 @@ impl Forecaster {
                     let at = if self.chains.contains_key(&t.cgroup) {
                         now
                     } else {
-                        now - spread(&t.cgroup, LIMITS_EVERY.as_secs_f64() / 3.0)
+                        now - spread(&t.cgroup, LIMITS_EVERY.as_secs_f64())
                     };
                     self.chains.insert(t.cgroup.clone(), (at, c));
                 }
@@ -436,13 +446,12 @@ impl Forecaster {
 }
 
 /// When a cgroup's small read is due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Due {
-    /// A container's: every tick while awake, every [`QUIET_EVERY`] while quiet.
-    Quiet,
-    /// A limit's above a quiet container: every [`QUIET_SWEEP`].
-    Sweep,
-    /// A limit's above an awake container: now.
+    /// Every tick while awake, every this many seconds while quiet: a container's every
+    /// [`QUIET_EVERY`] or so, a limit's above quiet containers every [`QUIET_SWEEP`].
+    Every(f64),
+    /// Now: a limit's above an awake container.
     Now,
 }
 
@@ -492,12 +501,10 @@ fn read_cgroup(
     st.next_read = if quiet {
         // Cgroups that quieten together (started together) are spread over the
         // period.
-        let q = if due == Due::Sweep {
-            QUIET_SWEEP
-        } else {
-            QUIET_EVERY
-        }
-        .as_secs_f64();
+        let q = match due {
+            Due::Every(s) => s,
+            Due::Now => QUIET_EVERY.as_secs_f64(),
+        };
         now + q - if st.quiet { 0.0 } else { spread(path, q) }
     } else {
         now
@@ -522,7 +529,11 @@ fn read_cgroup(
                 .is_some_and(|p| stat.pressure.limit_hits > p.pressure.limit_hits);
             st.series.push(now, stat.unreclaimable);
             st.stat = Some(stat);
-            st.last_full = Some(now);
+            // The first full reads of cgroups seen together are spread over the sweep.
+            st.last_full = Some(match st.last_full {
+                Some(_) => now,
+                None => now - spread(path, QUIET_SWEEP.as_secs_f64()),
+            });
         }
         Err(e) => debug!(cgroup = path, error = %e, "forecast: stat not read"),
     }
