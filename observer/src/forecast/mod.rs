@@ -474,7 +474,14 @@ fn read_cgroup(
     let v2 = mem.is_v2();
     let st = cgroups.entry(path.to_string()).or_default();
     if due != Due::Now && now < st.next_read - 0.5 {
-        // Quiet, and not due: its floor holds (see QUIET_EVERY).
+        // Quiet, and not due: its floor holds at the last full read's level, in its series
+        // too (every QUIET_EVERY_MAX, no read), so a pod woken by a growing container has
+        // the history the model's warm-up asks for.
+        if let (Some(s), Some((t, _))) = (st.stat, st.series.last()) {
+            if now - t >= QUIET_EVERY_MAX.as_secs_f64() - 0.5 {
+                st.series.push(now, s.unreclaimable);
+            }
+        }
         return false;
     }
     let Some(dir) = mem.dir(path) else {
