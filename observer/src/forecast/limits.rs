@@ -1,7 +1,9 @@
 //! Every limit that can fire on a cgroup: its own, its pod's, any ancestor's that charges it,
 //! and the node's.
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
+
+use foldhash::HashMap;
 
 use serde::Serialize;
 

@@ -12,12 +12,12 @@
 //!   a kill is never held behind a cgroupfs read.
 
 use std::{
-    collections::{HashMap, HashSet},
     io,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use foldhash::{HashMap, HashSet};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, info};
 
@@ -168,6 +168,8 @@ struct CgroupState {
     next_read: f64,
     /// Whether it was quiet at its last read.
     quiet: bool,
+    /// When it was last read (its small read).
+    read_at: f64,
     /// It stays awake (read every tick, in full when its usage rose) until then: a leak
     /// slower than [`grew_much`] a tick keeps its series dense.
     awake_until: f64,
@@ -208,11 +210,11 @@ impl Forecaster {
             mem,
             threshold: threshold.as_secs_f64(),
             start: Instant::now(),
-            cgroups: HashMap::new(),
-            chains: HashMap::new(),
+            cgroups: HashMap::default(),
+            chains: HashMap::default(),
             node: Series::default(),
             node_last: None,
-            warned: HashMap::new(),
+            warned: HashMap::default(),
             headroom: true,
         }
     }
@@ -228,7 +230,7 @@ impl Forecaster {
         self.refresh_chains(targets, now);
         // Each cgroup read once, however many targets share it (a pod's), with the nearest
         // limit it counts against.
-        let mut paths: HashMap<&str, u64> = HashMap::new();
+        let mut paths: HashMap<&str, u64> = HashMap::default();
         for t in targets {
             let Some((_, chain)) = self.chains.get(&t.cgroup) else {
                 continue;
@@ -247,7 +249,7 @@ impl Forecaster {
         // are otherwise read only on their slow sweep (a pod's usage is its containers').
         let quiet_every = (targets.len() as f64 / QUIET_READS_PER_S)
             .clamp(QUIET_EVERY.as_secs_f64(), QUIET_EVERY_MAX.as_secs_f64());
-        let mut woken: HashSet<&str> = HashSet::new();
+        let mut woken: HashSet<&str> = HashSet::default();
         for t in targets {
             let Some(&nearest) = paths.get(t.cgroup.as_str()) else {
                 continue;
@@ -344,6 +346,20 @@ impl Forecaster {
     fn assess(&mut self, t: &Target, now: f64, out: &mut Vec<Headroom>) -> Option<RiskEvent> {
         let (_, chain) = self.chains.get(&t.cgroup)?;
         let own = self.cgroups.get(&t.cgroup)?;
+        // Nothing of it read this tick and no warning out: nothing it would say has changed
+        // (its limits' time to fill needs a rate, which needs a read), and no one asked for
+        // its headroom.
+        let read_now = |c: &str| self.cgroups.get(c).is_some_and(|s| s.read_at >= now);
+        if !self.headroom
+            && !self.warned.contains_key(t.key())
+            && own.read_at < now
+            && !chain
+                .iter()
+                .filter_map(|l| l.cgroup.as_deref())
+                .any(read_now)
+        {
+            return None;
+        }
         let own_rate = own.series.rate();
         struct View<'a> {
             limit: Limit,
@@ -472,7 +488,13 @@ fn read_cgroup(
     report: &mut TickReport,
 ) -> bool {
     let v2 = mem.is_v2();
-    let st = cgroups.entry(path.to_string()).or_default();
+    // No new key (an allocation) for a cgroup already known: the common case, each tick.
+    if !cgroups.contains_key(path) {
+        cgroups.insert(path.to_string(), CgroupState::default());
+    }
+    let Some(st) = cgroups.get_mut(path) else {
+        return false;
+    };
     if due != Due::Now && now < st.next_read - 0.5 {
         // Quiet, and not due: its floor holds at the last full read's level, in its series
         // too (every QUIET_EVERY_MAX, no read), so a pod woken by a growing container has
@@ -495,6 +517,7 @@ fn read_cgroup(
         }
     };
     report.reads += 1;
+    st.read_at = now;
     let rising = usage > st.usage;
     st.usage = usage;
     let near = usage as f64 >= NEAR * nearest as f64;
