@@ -616,7 +616,7 @@ fn run(
         if seen.is_none() || seen != Some(generation) {
             targets = opts.cgroups.iter().map(|c| Target::cgroup(c)).collect();
             if let Some(cd) = &containerd {
-                targets.extend(cd.containers().iter().filter_map(Target::of));
+                targets.extend(cd.filter_map(Target::of));
             }
             seen = Some(generation);
         }
