@@ -67,8 +67,9 @@ pub const QUIET_EVERY: Duration = Duration::from_secs(2);
 const QUIET_READS_PER_S: f64 = 500.0;
 /// The longest wait for a quiet cgroup's small read.
 pub const QUIET_EVERY_MAX: Duration = Duration::from_secs(5);
-/// A quiet cgroup is read in full this often (the slow sweep): its headroom's freshness.
-pub const QUIET_SWEEP: Duration = Duration::from_secs(60);
+/// A quiet cgroup is read in full this often (the slow sweep). Its headroom cannot be off
+/// by more than [`grew_much`] in between: more growth wakes it.
+pub const QUIET_SWEEP: Duration = Duration::from_secs(300);
 /// Each target's limits are read again this often (they change only when a pod is resized).
 pub const LIMITS_EVERY: Duration = Duration::from_secs(60);
 /// At most one `oom_risk` per container per this.
