@@ -288,6 +288,7 @@ fn main() -> ExitCode {
                     interval: forecast_interval,
                     threshold: forecast_threshold,
                     cgroups: forecast_cgroup,
+                    headroom: metrics_listen.is_some(),
                 }),
             };
             match rt.block_on(daemon::run(opts, EBPF_OBJECT)) {

@@ -24,7 +24,7 @@ use std::{
 use tests::{
     bench::{
         cgroup_tree::CgroupTree,
-        cost::{bpf_stats, footprint, idle_cpu_pct, rss_kib, PROGRAMS},
+        cost::{bpf_stats, cpu_s, footprint, idle_cpu_pct, rss_kib, PROGRAMS},
         kills::container_kills,
         paired::{mkdir_cost, paired, paired_page, workloads, Paired},
         render::{bench_page, latency_svg, met, BenchRun},
@@ -302,6 +302,10 @@ const QUICK_NODE: Node = Node {
     spool: 500,
 };
 
+/// The limits set on each pod's cgroup and its container's, as a Burstable pod's would be.
+const POD_LIMIT: u64 = 128 << 20;
+const CONTAINER_LIMIT: u64 = 64 << 20;
+
 /// The issue's bounds.
 const RSS_BOUND_KIB: u64 = 64 << 10;
 const START_BOUND: Duration = Duration::from_secs(1);
@@ -348,7 +352,16 @@ fn logged_number(log: &str, what: &str, key: &str) -> Option<u64> {
 fn memory_bound_on_a_big_node() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let full = std::env::var("OOMX_BENCH_FULL").is_ok_and(|v| v == "1");
-    let node = if full { FULL_NODE } else { QUICK_NODE };
+    let mut node = if full { FULL_NODE } else { QUICK_NODE };
+    // Another node size (issue 24's forecast goals are at 1,000 and 10,000 containers): ten
+    // cgroups per container, as in the sizes above.
+    if let Some(n) = std::env::var("OOMX_BENCH_CONTAINERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        node.containers = n;
+        node.cgroups = n * 10;
+    }
     tests::v1_memory_root();
     let unified = "/sys/fs/cgroup/unified";
     assert!(
@@ -364,10 +377,13 @@ fn memory_bound_on_a_big_node() {
     let mut mem = CgroupTree::new("/sys/fs/cgroup/memory", "membench");
     let mut container_cgroups = Vec::with_capacity(node.containers);
     for p in 0..node.containers {
-        mem.mkdir(&format!("pod{p}"));
+        let pod = mem.mkdir(&format!("pod{p}"));
+        fs::write(pod.join("memory.limit_in_bytes"), POD_LIMIT.to_string()).unwrap();
         for c in 0..CGROUPS_PER_POD - 1 {
             let d = mem.mkdir(&format!("pod{p}/c{c}"));
             if c == 0 {
+                // The limits the forecast models: the container's and its pod's.
+                fs::write(d.join("memory.limit_in_bytes"), CONTAINER_LIMIT.to_string()).unwrap();
                 container_cgroups.push(d);
             }
         }
@@ -404,7 +420,7 @@ fn memory_bound_on_a_big_node() {
         let id = ids_for_make[i].clone();
         let mut spec = base.clone();
         spec["linux"]["cgroupsPath"] = format!("{mem_path}/pod{i}/c0").into();
-        spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 64u64 << 20});
+        spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": CONTAINER_LIMIT});
         spec["annotations"] = serde_json::json!({
             "io.kubernetes.cri.container-type": "container",
             "io.kubernetes.cri.sandbox-id": format!("{:064x}", i),
@@ -530,6 +546,20 @@ fn memory_bound_on_a_big_node() {
     });
     let kill = events_in(&evs, "oom_kill", &kill_path)[0].clone();
     let rss = status_kib(obs.pid(), "VmRSS");
+    // The forecast's cost (issue 24): its thread models every container each second; the
+    // rest of the daemon turns each tick's headroom into the metrics' gauges.
+    // Long enough to hold the 10 s sweep several times over, but for the quick CI run.
+    let window = if node.containers >= 1_000 { 30.0 } else { 5.0 };
+    let (f0, all0) = (
+        cpu_s(obs.pid(), Some("forecast")).unwrap_or(0.0),
+        cpu_s(obs.pid(), None).unwrap_or(0.0),
+    );
+    thread::sleep(Duration::from_secs_f64(window));
+    let forecast_pct = (cpu_s(obs.pid(), Some("forecast")).unwrap_or(0.0) - f0) / window * 100.0;
+    let daemon_pct = (cpu_s(obs.pid(), None).unwrap_or(0.0) - all0) / window * 100.0;
+    // One tick a second (the default --forecast-interval).
+    let per_container_us = forecast_pct / 100.0 * 1e6 / node.containers as f64;
+    let forecast_goal = if node.containers <= 1_000 { 1.0 } else { 5.0 };
     // The kernel updates VmHWM lazily: the peak is the larger of it and every sample.
     let hwm = status_kib(obs.pid(), "VmHWM")
         .max(rss_scanned)
@@ -569,7 +599,10 @@ fn memory_bound_on_a_big_node() {
          | peak RSS (VmHWM) at `ready` | {:.1} MiB | ≤ 24 MiB | {} |\n\
          | RSS (VmRSS): scanned, listed, delivered | {:.1}, {:.1}, {:.1} MiB | – | – |\n\
          | peak RSS over the run (VmHWM, or a larger VmRSS sample) | {:.1} MiB | < 64 MiB | {} |\n\
-         | RSS (VmRSS) at the end | {:.1} MiB | < 64 MiB | {} |\n\n\
+         | RSS (VmRSS) at the end | {:.1} MiB | < 64 MiB | {} |\n\
+         | the forecast's thread over {window:.0} s, modelling {} containers each second | {forecast_pct:.2} % of a core \
+         ({per_container_us:.1} µs per container per tick) | ≤ {forecast_goal} % | {} |\n\
+         | the whole daemon over the same {window:.0} s (the forecast's gauges included) | {daemon_pct:.2} % of a core | – | – |\n\n\
          ## Where the start-up's time and memory go\n\n\
          The daemon's own account, from its `start step` lines (`OOM_OBSERVER_LOG={STEPS_LOG}`): each step's \
          end on the daemon's clock (from `main`), its duration, and VmRSS and VmHWM right after it. \
@@ -603,6 +636,8 @@ fn memory_bound_on_a_big_node() {
         met(hwm < RSS_BOUND_KIB),
         mib(rss),
         met(rss < RSS_BOUND_KIB),
+        node.containers,
+        met(forecast_pct <= forecast_goal),
     );
     eprintln!("\n{r}");
     if let Some(dir) = std::env::var_os("OOMX_BENCH_DIR") {
@@ -622,11 +657,12 @@ fn memory_bound_on_a_big_node() {
 /// The forecast before the kill (issue 24): lead time and false alarms of `oom_risk` against
 /// the `predict_linear` baseline, on real leaks, a step, a sawtooth, a holder at 95 % and a
 /// page-cache reader (`tests::forecast_bench`). `cargo xtask bench forecast` writes
-/// `docs/bench/forecast.md`; the quick run is the same (about 2 minutes).
+/// `docs/bench/forecast.md` (about 2 minutes); the quick run, three of the workloads, 70 s.
 #[test]
 fn forecast_lead_times_and_false_alarms() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let page = tests::forecast_bench::measure();
+    let full = std::env::var("OOMX_BENCH_FULL").is_ok_and(|v| v == "1");
+    let page = tests::forecast_bench::measure(!full);
     eprintln!("\n{page}");
     if let Some(dir) = std::env::var_os("OOMX_BENCH_DIR") {
         fs::write(

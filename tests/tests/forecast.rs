@@ -208,18 +208,6 @@ fn with_the_forecast_off_kills_carry_no_warning_fields() {
     assert!(!obs.stderr_text().contains("forecast on"));
 }
 
-/// The measurement behind docs/forecast.md's table (`tests::forecast_bench`), run on
-/// purpose: `cargo test -p tests --test forecast -- --ignored --nocapture measure`, or
-/// `cargo xtask bench forecast` (release build, the page under `docs/bench/`).
-#[test]
-#[ignore = "a measurement for docs/forecast.md, not a check: run it on purpose"]
-fn measure_lead_times_and_false_alarms_against_the_baseline() {
-    let page = tests::forecast_bench::measure();
-    eprintln!("\n{page}");
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/forecast-table.md");
-    std::fs::write(&out, page).unwrap();
-}
-
 #[test]
 fn a_cgroup_stalled_at_its_limit_is_warned_about_as_a_stall() {
     // cgroup v1 `oom_kill_disable`: the hog reaches its limit and waits there, its charges

@@ -16,11 +16,15 @@ pub const KEEP_DELETED: Duration = Duration::from_secs(300);
 pub struct ContainerIndex {
     containers: HashMap<ContainerKey, ContainerInfo>,
     by_cgroup: HashMap<String, Vec<ContainerKey>>,
+    /// Bumped by every change, so a reader that copies the index (the forecast, each
+    /// second) copies it only when it changed.
+    generation: u64,
 }
 
 impl ContainerIndex {
     /// Adds or replaces a container (keeping what the old entry knew about its task).
     pub fn upsert(&mut self, mut c: ContainerInfo) {
+        self.generation += 1;
         let key = c.key();
         if let Some(old) = self.containers.get(&key) {
             if c.task_cgroup.is_none() {
@@ -62,6 +66,7 @@ impl ContainerIndex {
     /// from the listing (deleted while containerd was out of reach) marked deleted, so they
     /// are forgotten after [`KEEP_DELETED`].
     pub fn resync(&mut self, all: Vec<ContainerInfo>, now: Instant) {
+        self.generation += 1;
         let listed: std::collections::HashSet<ContainerKey> =
             all.iter().map(ContainerInfo::key).collect();
         for mut c in all {
@@ -97,6 +102,7 @@ impl ContainerIndex {
     /// Records that a container's task is gone. Its cgroup stays known: a kill can be
     /// reported after the exit.
     pub fn clear_task(&mut self, namespace: &str, id: &str) {
+        self.generation += 1;
         if let Some(c) = self.containers.get_mut(&ContainerKey::new(namespace, id)) {
             c.task_pid = None;
         }
@@ -104,6 +110,7 @@ impl ContainerIndex {
 
     /// Marks a container deleted; it stays resolvable for [`KEEP_DELETED`].
     pub fn mark_deleted(&mut self, namespace: &str, id: &str, now: Instant) {
+        self.generation += 1;
         if let Some(c) = self.containers.get_mut(&ContainerKey::new(namespace, id)) {
             c.deleted_at = Some(now);
         }
@@ -121,10 +128,18 @@ impl ContainerIndex {
             })
             .map(|(k, _)| k.clone())
             .collect();
+        if !old.is_empty() {
+            self.generation += 1;
+        }
         for k in old {
             self.unlink(&k);
             self.containers.remove(&k);
         }
+    }
+
+    /// Changes so far: equal numbers, an unchanged index.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Containers whose cgroup is exactly `path`.

@@ -129,6 +129,18 @@ impl Containerd {
         self.lock().all().cloned().collect()
     }
 
+    /// `f` of every container in the index, without copying the index: the forecast's
+    /// targets on a node of 10,000 containers, whose full copy (labels, annotations) was
+    /// its start-up's peak.
+    pub fn filter_map<T>(&self, f: impl FnMut(&ContainerInfo) -> Option<T>) -> Vec<T> {
+        self.lock().all().filter_map(f).collect()
+    }
+
+    /// The index's change count (see [`ContainerIndex::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.lock().generation()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ContainerIndex> {
         // A panic while holding the lock cannot leave the index half-written in a way that
         // matters more than losing it: keep going with what it holds.

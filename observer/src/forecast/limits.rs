@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use foldhash::HashMap;
+
 use serde::Serialize;
 
 use super::{error::ForecastError, read::read_file};
@@ -52,16 +54,52 @@ pub struct Limit {
 /// `pod`: the pod's cgroup, if the cgroup is a Kubernetes container's. The node's limit is
 /// not in it (it is read from `/proc/meminfo` once for all).
 pub fn chain(mem: &MemoryFs, path: &str, pod: Option<&str>) -> Result<Vec<Limit>, ForecastError> {
+    chain_cached(mem, path, pod, &mut Levels::default())
+}
+
+/// What one cgroup's level of a chain read: its own limit, and (read only for an ancestor)
+/// whether it passes its children's charges up (v1 `memory.use_hierarchy`).
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    own: Option<u64>,
+    hierarchical: Option<bool>,
+}
+
+/// The levels read during one pass over many chains: a node's pods share every ancestor,
+/// which is then read once per pass, not once per container.
+#[derive(Debug, Default)]
+pub struct Levels(HashMap<String, Level>);
+
+/// [`chain`], reading each cgroup at most once per `levels`.
+pub fn chain_cached(
+    mem: &MemoryFs,
+    path: &str,
+    pod: Option<&str>,
+    levels: &mut Levels,
+) -> Result<Vec<Limit>, ForecastError> {
     let mut out = Vec::new();
     let mut cur = Some(path);
     let mut first = true;
     while let Some(p) = cur {
-        let dir = mem.dir(p).ok_or_else(|| ForecastError::Gone(p.into()))?;
-        if !first && !mem.is_v2() && !use_hierarchy(&dir)? {
-            // v1 on old kernels: this ancestor does not charge its children.
-            break;
+        let v2 = mem.is_v2();
+        let dir = || mem.dir(p).ok_or_else(|| ForecastError::Gone(p.into()));
+        let level = match levels.0.get_mut(p) {
+            Some(l) => l,
+            None => levels.0.entry(p.to_string()).or_insert(Level {
+                own: own_limit(&dir()?, v2)?,
+                hierarchical: None,
+            }),
+        };
+        if !first && !v2 {
+            let hierarchical = match level.hierarchical {
+                Some(h) => h,
+                None => *level.hierarchical.insert(use_hierarchy(&dir()?)?),
+            };
+            if !hierarchical {
+                break;
+            }
         }
-        if let Some(bytes) = own_limit(&dir, mem.is_v2())? {
+        if let Some(bytes) = level.own {
             let kind = if first {
                 LimitKind::Container
             } else if pod == Some(p) {

@@ -12,12 +12,12 @@
 //!   a kill is never held behind a cgroupfs read.
 
 use std::{
-    collections::HashMap,
     io,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use foldhash::{HashMap, HashSet};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, info};
 
@@ -34,12 +34,16 @@ pub mod lead;
 pub mod limits;
 pub mod model;
 pub mod read;
+pub mod schedule;
 
 pub use error::ForecastError;
 use event::{new_risk, RiskEvent, RiskReason};
 use limits::{Limit, LimitKind};
 use model::{time_to, Series, MIN_RATE};
-use read::Stat;
+use schedule::{
+    read_cgroup, spread, CgroupState, Due, Reads, LIMITS_EVERY, QUIET_EVERY, QUIET_EVERY_MAX,
+    QUIET_READS_PER_S, QUIET_SWEEP,
+};
 
 /// What `--forecast-*` asks for.
 #[derive(Debug, Clone)]
@@ -50,15 +54,13 @@ pub struct ForecastOptions {
     pub threshold: Duration,
     /// Cgroups modelled besides containerd's containers (memory hierarchy paths).
     pub cgroups: Vec<String>,
+    /// Whether each tick reports every target's headroom (for the metrics' gauges): off,
+    /// a node of 10,000 containers builds 30,000 entries a second for nobody.
+    pub headroom: bool,
 }
 
-/// A cgroup whose full read is older than this is read again even when idle (the slow
-/// sweep); its limits are read again as often.
-pub const SWEEP: Duration = Duration::from_secs(10);
 /// At most one `oom_risk` per container per this.
 pub const REPEAT: Duration = Duration::from_secs(60);
-/// A cgroup using at least this fraction of its nearest limit gets a full read every tick.
-const NEAR: f64 = 0.5;
 /// A stall counts only this close to the limit: hitting the limit with page cache to give
 /// back is the kernel's everyday work, not a stall.
 const STALL_FRACTION: f64 = 0.98;
@@ -74,8 +76,8 @@ pub struct Target {
     pub cgroup: String,
     /// Its pod's cgroup, for a Kubernetes container.
     pub pod_cgroup: Option<String>,
-    /// The container, if it is one.
-    pub container: Option<ContainerRef>,
+    /// The container, if it is one (shared: every tick's headroom names it).
+    pub container: Option<Arc<ContainerRef>>,
 }
 
 impl Target {
@@ -92,7 +94,7 @@ impl Target {
         Some(Target {
             cgroup,
             pod_cgroup,
-            container: Some(ContainerRef::from(c)),
+            container: Some(Arc::new(ContainerRef::from(c))),
         })
     }
 
@@ -117,7 +119,7 @@ impl Target {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Headroom {
     /// The container (none for a cgroup named by flag).
-    pub container: Option<ContainerRef>,
+    pub container: Option<Arc<ContainerRef>>,
     /// The modelled cgroup.
     pub cgroup: String,
     /// Whose limit.
@@ -141,15 +143,6 @@ pub struct TickReport {
     pub reads: usize,
 }
 
-#[derive(Debug, Default)]
-struct CgroupState {
-    series: Series,
-    usage: u64,
-    stat: Option<Stat>,
-    last_full: Option<f64>,
-    hits_rose: bool,
-}
-
 /// The model over every target, one tick at a time.
 pub struct Forecaster {
     mem: MemoryFs,
@@ -160,6 +153,7 @@ pub struct Forecaster {
     node: Series,
     node_last: Option<read::Node>,
     warned: HashMap<String, f64>,
+    headroom: bool,
 }
 
 impl Forecaster {
@@ -169,22 +163,28 @@ impl Forecaster {
             mem,
             threshold: threshold.as_secs_f64(),
             start: Instant::now(),
-            cgroups: HashMap::new(),
-            chains: HashMap::new(),
+            cgroups: HashMap::default(),
+            chains: HashMap::default(),
             node: Series::default(),
             node_last: None,
-            warned: HashMap::new(),
+            warned: HashMap::default(),
+            headroom: true,
         }
     }
 
     /// Reads what the targets need and says who is at risk.
     pub fn tick(&mut self, targets: &[Target]) -> TickReport {
-        let now = self.start.elapsed().as_secs_f64();
+        self.tick_at(targets, self.start.elapsed().as_secs_f64())
+    }
+
+    /// [`tick`](Self::tick) at `now` seconds on the model's clock.
+    fn tick_at(&mut self, targets: &[Target], now: f64) -> TickReport {
         let mut report = TickReport::default();
+        let mut reads = Reads::default();
         self.refresh_chains(targets, now);
         // Each cgroup read once, however many targets share it (a pod's), with the nearest
         // limit it counts against.
-        let mut paths: HashMap<&str, u64> = HashMap::new();
+        let mut paths: HashMap<&str, u64> = HashMap::default();
         for t in targets {
             let Some((_, chain)) = self.chains.get(&t.cgroup) else {
                 continue;
@@ -199,41 +199,53 @@ impl Forecaster {
                 }
             }
         }
-        let v2 = self.mem.is_v2();
+        // Containers' own cgroups first: one that wakes wakes the limits above it, which
+        // are otherwise read only on their slow sweep (a pod's usage is its containers').
+        let quiet_every = (targets.len() as f64 / QUIET_READS_PER_S)
+            .clamp(QUIET_EVERY.as_secs_f64(), QUIET_EVERY_MAX.as_secs_f64());
+        let mut woken: HashSet<&str> = HashSet::default();
+        for t in targets {
+            let Some(&nearest) = paths.get(t.cgroup.as_str()) else {
+                continue;
+            };
+            let due = if woken.contains(t.cgroup.as_str()) {
+                Due::Now
+            } else {
+                Due::Every(quiet_every)
+            };
+            if read_cgroup(
+                &self.mem,
+                &mut self.cgroups,
+                &t.cgroup,
+                nearest,
+                now,
+                due,
+                &mut reads,
+            ) {
+                if let Some((_, chain)) = self.chains.get(&t.cgroup) {
+                    woken.extend(chain.iter().filter_map(|l| l.cgroup.as_deref()));
+                }
+            }
+        }
+        let own: HashSet<&str> = targets.iter().map(|t| t.cgroup.as_str()).collect();
         for (&path, &nearest) in &paths {
-            let Some(dir) = self.mem.dir(path) else {
-                continue;
-            };
-            let usage = match read::usage(&dir, v2) {
-                Ok(u) => u,
-                Err(e) => {
-                    debug!(cgroup = path, error = %e, "forecast: not read");
-                    continue;
-                }
-            };
-            report.reads += 1;
-            let st = self.cgroups.entry(path.to_string()).or_default();
-            let rising = usage > st.usage;
-            st.usage = usage;
-            let stale = st
-                .last_full
-                .is_none_or(|t| now - t >= SWEEP.as_secs_f64() - 0.5);
-            let near = usage as f64 >= NEAR * nearest as f64;
-            if !(stale || rising || near) {
+            if own.contains(path) {
                 continue;
             }
-            match read::full(&dir, v2) {
-                Ok(stat) => {
-                    report.full_reads += 1;
-                    st.hits_rose = st
-                        .stat
-                        .is_some_and(|p| stat.pressure.limit_hits > p.pressure.limit_hits);
-                    st.series.push(now, stat.unreclaimable);
-                    st.stat = Some(stat);
-                    st.last_full = Some(now);
-                }
-                Err(e) => debug!(cgroup = path, error = %e, "forecast: stat not read"),
-            }
+            let due = if woken.contains(path) {
+                Due::Now
+            } else {
+                Due::Every(QUIET_SWEEP.as_secs_f64())
+            };
+            read_cgroup(
+                &self.mem,
+                &mut self.cgroups,
+                path,
+                nearest,
+                now,
+                due,
+                &mut reads,
+            );
         }
         self.cgroups.retain(|p, _| paths.contains_key(p.as_str()));
         match read::node() {
@@ -243,28 +255,38 @@ impl Forecaster {
             }
             Err(e) => debug!(error = %e, "forecast: /proc/meminfo not read"),
         }
+        report.reads = reads.reads;
+        report.full_reads = reads.full_reads;
         for t in targets {
             if let Some(r) = self.assess(t, now, &mut report.headroom) {
                 report.risks.push(r);
             }
         }
-        let live: std::collections::HashSet<&str> = targets.iter().map(Target::key).collect();
+        let live: HashSet<&str> = targets.iter().map(Target::key).collect();
         self.warned.retain(|k, _| live.contains(k.as_str()));
         report
     }
 
     fn refresh_chains(&mut self, targets: &[Target], now: f64) {
+        let mut levels = limits::Levels::default();
         for t in targets {
             let fresh = self
                 .chains
                 .get(&t.cgroup)
-                .is_some_and(|(at, _)| now - at < SWEEP.as_secs_f64());
+                .is_some_and(|(at, _)| now - at < LIMITS_EVERY.as_secs_f64());
             if fresh {
                 continue;
             }
-            match limits::chain(&self.mem, &t.cgroup, t.pod_cgroup.as_deref()) {
+            match limits::chain_cached(&self.mem, &t.cgroup, t.pod_cgroup.as_deref(), &mut levels) {
                 Ok(c) => {
-                    self.chains.insert(t.cgroup.clone(), (now, c));
+                    // Spread over the period, so the chains of containers that started
+                    // together are not all read again on the same tick.
+                    let at = if self.chains.contains_key(&t.cgroup) {
+                        now
+                    } else {
+                        now - spread(&t.cgroup, LIMITS_EVERY.as_secs_f64())
+                    };
+                    self.chains.insert(t.cgroup.clone(), (at, c));
                 }
                 Err(e) => {
                     debug!(cgroup = %t.cgroup, error = %e, "forecast: limits not read");
@@ -272,8 +294,7 @@ impl Forecaster {
                 }
             }
         }
-        let live: std::collections::HashSet<&str> =
-            targets.iter().map(|t| t.cgroup.as_str()).collect();
+        let live: HashSet<&str> = targets.iter().map(|t| t.cgroup.as_str()).collect();
         self.chains.retain(|p, _| live.contains(p.as_str()));
     }
 
@@ -281,6 +302,20 @@ impl Forecaster {
     fn assess(&mut self, t: &Target, now: f64, out: &mut Vec<Headroom>) -> Option<RiskEvent> {
         let (_, chain) = self.chains.get(&t.cgroup)?;
         let own = self.cgroups.get(&t.cgroup)?;
+        // Nothing of it read this tick and no warning out: nothing it would say has changed
+        // (its limits' time to fill needs a rate, which needs a read), and no one asked for
+        // its headroom.
+        let read_now = |c: &str| self.cgroups.get(c).is_some_and(|s| s.read_at >= now);
+        if !self.headroom
+            && !self.warned.contains_key(t.key())
+            && own.read_at < now
+            && !chain
+                .iter()
+                .filter_map(|l| l.cgroup.as_deref())
+                .any(read_now)
+        {
+            return None;
+        }
         let own_rate = own.series.rate();
         struct View<'a> {
             limit: Limit,
@@ -333,7 +368,7 @@ impl Forecaster {
                 state: None,
             });
         }
-        for v in &views {
+        for v in views.iter().filter(|_| self.headroom) {
             out.push(Headroom {
                 container: t.container.clone(),
                 cgroup: t.cgroup.clone(),
@@ -374,7 +409,7 @@ impl Forecaster {
         let stat = v.state.and_then(|s| s.stat);
         Some(new_risk(
             reason,
-            t.container.clone(),
+            t.container.as_deref().cloned(),
             t.cgroup.clone(),
             v.limit.clone(),
             v.ttl,
@@ -418,11 +453,19 @@ fn run(
     tx: UnboundedSender<Report>,
 ) {
     let mut f = Forecaster::new(mem, opts.threshold);
+    f.headroom = opts.headroom;
     let mut next = Instant::now();
+    let mut targets: Vec<Target> = Vec::new();
+    let mut seen = None;
     loop {
-        let mut targets: Vec<Target> = opts.cgroups.iter().map(|c| Target::cgroup(c)).collect();
-        if let Some(cd) = &containerd {
-            targets.extend(cd.containers().iter().filter_map(Target::of));
+        // The targets are made again only when containerd's index changed.
+        let generation = containerd.as_ref().map(|cd| cd.generation());
+        if seen.is_none() || seen != Some(generation) {
+            targets = opts.cgroups.iter().map(|c| Target::cgroup(c)).collect();
+            if let Some(cd) = &containerd {
+                targets.extend(cd.filter_map(Target::of));
+            }
+            seen = Some(generation);
         }
         let report = f.tick(&targets);
         if tx.send(report).is_err() {
@@ -438,3 +481,7 @@ fn run(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "schedule_tests.rs"]
+mod schedule_tests;

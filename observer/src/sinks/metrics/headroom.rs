@@ -150,7 +150,7 @@ mod tests {
 
     fn h(limit: LimitKind, ttl: Option<f64>) -> Headroom {
         Headroom {
-            container: Some(ContainerRef {
+            container: Some(std::sync::Arc::new(ContainerRef {
                 id: "abc".into(),
                 namespace: "k8s.io".into(),
                 name: Some("app".into()),
@@ -160,7 +160,7 @@ mod tests {
                     namespace: Some("shop".into()),
                     uid: Some("u".into()),
                 }),
-            }),
+            })),
             cgroup: "/kubepods/pod-u/abc".into(),
             limit,
             headroom_bytes: 1 << 20,

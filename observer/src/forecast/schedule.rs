@@ -1,0 +1,183 @@
+//! The read schedule: what of a cgroup is read on a tick. A cgroup near a limit or growing
+//! is read every tick; a quiet one seldom, its level carried in between; a pod with its
+//! containers. Keeps the model's cost low on a node of 10,000 containers (issue 24).
+
+use std::time::Duration;
+
+use foldhash::HashMap;
+use tracing::debug;
+
+use super::{model, read, read::Stat};
+use crate::audit::memory_fs::MemoryFs;
+use model::Series;
+
+/// A cgroup that is near a limit or growing is read in full at least this often.
+pub const SWEEP: Duration = Duration::from_secs(10);
+/// A quiet cgroup (far from its limits, its usage not grown by [`grew_much`] since its last
+/// full read) gets its small read only this often, not every tick (issue 24's cost at
+/// 10,000 containers). A leak is seen this much later at most: its warning came 2–4 s
+/// later with a read every 5 s than with every tick's, in `cargo xtask bench forecast`.
+pub const QUIET_EVERY: Duration = Duration::from_secs(2);
+/// On a node of more than this many targets the quiet read spreads out, up to
+/// [`QUIET_EVERY_MAX`] (2,500 and more), so the reads stay under 500 a second.
+pub(super) const QUIET_READS_PER_S: f64 = 500.0;
+/// The longest wait for a quiet cgroup's small read.
+pub const QUIET_EVERY_MAX: Duration = Duration::from_secs(5);
+/// A quiet cgroup is read in full this often (the slow sweep). Its headroom cannot be off
+/// by more than [`grew_much`] in between: more growth wakes it.
+pub const QUIET_SWEEP: Duration = Duration::from_secs(300);
+/// Each target's limits are read again this often (they change only when a pod is resized).
+pub const LIMITS_EVERY: Duration = Duration::from_secs(60);
+/// A cgroup using at least this fraction of its nearest limit gets a full read every tick.
+const NEAR: f64 = 0.5;
+/// What the model holds of one cgroup between ticks.
+#[derive(Debug, Default)]
+pub(super) struct CgroupState {
+    pub(super) series: Series,
+    pub(super) usage: u64,
+    pub(super) stat: Option<Stat>,
+    pub(super) last_full: Option<f64>,
+    pub(super) hits_rose: bool,
+    /// A quiet cgroup's next small read (seconds on the model's clock).
+    pub(super) next_read: f64,
+    /// Whether it was quiet at its last read.
+    pub(super) quiet: bool,
+    /// When it was last read (its small read).
+    pub(super) read_at: f64,
+    /// It stays awake (read every tick, in full when its usage rose) until then: a leak
+    /// slower than [`grew_much`] a tick keeps its series dense.
+    pub(super) awake_until: f64,
+}
+
+/// Growth since the last full read that wakes a quiet cgroup: 1 % of its nearest limit, at
+/// least 1 MiB (a page cache's wobble is not a leak), at most 64 MiB (the node's limit).
+pub(super) fn grew_much(nearest: u64) -> u64 {
+    (nearest / 100).clamp(1 << 20, 64 << 20)
+}
+
+/// A stable spread of `key` over `0..n` ticks, so a thousand cgroups made at once are not
+/// all read again on the same tick.
+pub(super) fn spread(key: &str, n: f64) -> f64 {
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (h % (n.max(1.0) as u64)) as f64
+}
+
+/// What one tick read.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Reads {
+    /// Cgroups read at all.
+    pub(super) reads: usize,
+    /// Cgroups read in full.
+    pub(super) full_reads: usize,
+}
+
+/// When a cgroup's small read is due.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Due {
+    /// Every tick while awake, every this many seconds while quiet: a container's every
+    /// [`QUIET_EVERY`] or so, a limit's above quiet containers every [`QUIET_SWEEP`].
+    Every(f64),
+    /// Now: a limit's above an awake container.
+    Now,
+}
+
+/// One tick's reads of one cgroup: the small read when due, the full one when it is near
+/// its limit, grows or is stale. Returns whether it is awake (read again next tick).
+pub(super) fn read_cgroup(
+    mem: &MemoryFs,
+    cgroups: &mut HashMap<String, CgroupState>,
+    path: &str,
+    nearest: u64,
+    now: f64,
+    due: Due,
+    report: &mut Reads,
+) -> bool {
+    let v2 = mem.is_v2();
+    // No new key (an allocation) for a cgroup already known: the common case, each tick.
+    if !cgroups.contains_key(path) {
+        cgroups.insert(path.to_string(), CgroupState::default());
+    }
+    let Some(st) = cgroups.get_mut(path) else {
+        return false;
+    };
+    if due != Due::Now && now < st.next_read - 0.5 {
+        // Quiet, and not due: its floor holds at the last full read's level, in its series
+        // too (every QUIET_EVERY_MAX, no read), so a pod woken by a growing container has
+        // the history the model's warm-up asks for.
+        if let (Some(s), Some((t, _))) = (st.stat, st.series.last()) {
+            if now - t >= QUIET_EVERY_MAX.as_secs_f64() - 0.5 {
+                st.series.push(now, s.unreclaimable);
+            }
+        }
+        return false;
+    }
+    let Some(dir) = mem.dir(path) else {
+        return false;
+    };
+    let usage = match read::usage(&dir, v2) {
+        Ok(u) => u,
+        Err(e) => {
+            debug!(cgroup = path, error = %e, "forecast: not read");
+            return false;
+        }
+    };
+    report.reads += 1;
+    st.read_at = now;
+    let rising = usage > st.usage;
+    st.usage = usage;
+    let near = usage as f64 >= NEAR * nearest as f64;
+    // A cgroup seen for the first time is read in full (stale), but wakes only if near:
+    // a daemon starting on a node of 10,000 containers reads each once, not for 10 s.
+    let grew = st
+        .stat
+        .is_some_and(|s| usage > s.usage.saturating_add(grew_much(nearest)));
+    if near || grew {
+        st.awake_until = now + model::ENVELOPE_S;
+    }
+    let quiet = now >= st.awake_until && due != Due::Now;
+    let since_full = st.last_full.map_or(f64::MAX, |t| now - t);
+    let sweep = if quiet { QUIET_SWEEP } else { SWEEP };
+    let stale = since_full >= sweep.as_secs_f64() - 0.5;
+    st.next_read = if quiet {
+        // Cgroups that quieten together (started together) are spread over the
+        // period.
+        let q = match due {
+            Due::Every(s) => s,
+            Due::Now => QUIET_EVERY.as_secs_f64(),
+        };
+        now + q - if st.quiet { 0.0 } else { spread(path, q) }
+    } else {
+        now
+    };
+    st.quiet = quiet;
+    if quiet && !stale {
+        // Its usage has not grown past the last full read's: neither has what it
+        // cannot give back, and the floor carries on at that level.
+        if let Some(s) = st.stat {
+            st.series.push(now, s.unreclaimable);
+        }
+        return false;
+    }
+    if !(stale || rising || near || grew) {
+        return true;
+    }
+    match read::full(&dir, v2) {
+        Ok(stat) => {
+            report.full_reads += 1;
+            st.hits_rose = st
+                .stat
+                .is_some_and(|p| stat.pressure.limit_hits > p.pressure.limit_hits);
+            st.series.push(now, stat.unreclaimable);
+            st.stat = Some(stat);
+            // The first full reads of cgroups seen together are spread over the sweep.
+            st.last_full = Some(match st.last_full {
+                Some(_) => now,
+                None => now - spread(path, QUIET_SWEEP.as_secs_f64()),
+            });
+        }
+        Err(e) => debug!(cgroup = path, error = %e, "forecast: stat not read"),
+    }
+    !quiet
+}

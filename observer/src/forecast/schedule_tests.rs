@@ -1,0 +1,56 @@
+//! The read schedule on a cgroup v2 tree of plain files: quiet cgroups are read every
+//! [`QUIET_EVERY`], their pod only on its sweep; a container that grows is read every tick,
+//! and wakes its pod.
+
+use std::{fs, path::Path};
+
+use super::*;
+
+const MIB: u64 = 1 << 20;
+
+fn cgroup(root: &Path, path: &str, max: u64, current: u64) {
+    let d = root.join(path);
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("memory.max"), max.to_string()).unwrap();
+    fs::write(d.join("memory.current"), current.to_string()).unwrap();
+    fs::write(
+        d.join("memory.stat"),
+        format!("anon {current}\nactive_anon {current}\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn quiet_cgroups_are_read_seldom_and_a_growing_one_every_tick_with_its_pod() {
+    let d = tempfile::tempdir().unwrap();
+    cgroup(d.path(), "pod", 256 * MIB, 10 * MIB);
+    cgroup(d.path(), "pod/c", 128 * MIB, 10 * MIB);
+    let mut f = Forecaster::new(
+        MemoryFs::new(d.path().into(), "/".into(), true),
+        Duration::from_secs(60),
+    );
+    let target = Target {
+        cgroup: "/pod/c".into(),
+        pod_cgroup: Some("/pod".into()),
+        container: None,
+    };
+    let reads =
+        |f: &mut Forecaster, t: u32| f.tick_at(std::slice::from_ref(&target), f64::from(t)).reads;
+    // Both are read (in full) at first, then are quiet: the container is read every
+    // QUIET_EVERY, the pod once in its sweep (spread over it) at most.
+    assert_eq!(reads(&mut f, 0), 2);
+    let quiet: usize = (1..41).map(|t| reads(&mut f, t)).sum();
+    assert!(
+        (20..=21).contains(&quiet),
+        "40 quiet ticks: {quiet} reads, not the container's 20 and at most one of the pod's"
+    );
+    // The container grows by more than 1 % of its nearest limit: within QUIET_EVERY it is
+    // read, wakes, and its pod is read with it, then both every tick.
+    cgroup(d.path(), "pod/c", 128 * MIB, 40 * MIB);
+    let woke = (41..44)
+        .find(|&t| reads(&mut f, t) == 2)
+        .expect("the growth is seen within QUIET_EVERY");
+    for t in woke + 1..woke + 9 {
+        assert_eq!(reads(&mut f, t), 2, "tick {t}: awake, with its pod");
+    }
+}
