@@ -125,9 +125,15 @@ const CONTAINERD_CONFIG: &str = r#"version = 2
 /// Options of `cargo xtask systemd-guest`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SystemdGuestOptions {
-    /// Wall-clock limit of the guest in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
-    pub timeout: u64,
+    /// Wall-clock limit of the guest in seconds (default: 600; with --pods, 600 plus 80 s a
+    /// pod of the four rows).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Instead of the checks, the kubelet rows with N pods each (idle and loaded, without
+    /// oom-observer and with its unit running), merged into docs/kubelet.json and
+    /// docs/kubelet.md as the systemd driver's rows. Not part of `cargo xtask test`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub pods: usize,
     /// More kernel command line (e.g. `systemd.log_level=debug`).
     #[arg(long)]
     pub append: Option<String>,
@@ -164,14 +170,25 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
     let work = root().join("target/vm");
     fs::create_dir_all(&work)?;
     let img = work.join("initramfs-systemd-x86_64.cpio");
-    write_image(&pkgs, &bins.observer, &driver, &img)?;
+    // The rows run the unit as shipped: pinned programs would stay attached through the
+    // rows without oom-observer.
+    write_image(&pkgs, &bins.observer, &driver, &img, opts.pods == 0)?;
     let built = t0.elapsed();
 
-    let log = work.join("systemd-guest.console.log");
-    let append = match &opts.append {
-        Some(a) => format!("{SYSTEMD_APPEND} {a}"),
-        None => SYSTEMD_APPEND.to_string(),
-    };
+    let rows = opts.pods > 0;
+    let log = work.join(if rows {
+        "systemd-kubelet.console.log"
+    } else {
+        "systemd-guest.console.log"
+    });
+    let mut append = SYSTEMD_APPEND.to_string();
+    if rows {
+        append += &format!(" oomx.kubelet={}", opts.pods);
+    }
+    if let Some(a) = &opts.append {
+        append += &format!(" {a}");
+    }
+    let timeout = opts.timeout.unwrap_or(600 + 4 * 80 * opts.pods as u64);
     eprintln!("systemd-guest: booting {} {}", k.package, k.version);
     let b = qemu::boot(&qemu::BootSpec {
         arch: g.arch,
@@ -182,7 +199,7 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
         extra_append: Some(&append),
         console_level: qemu::ConsoleLevel::Emergencies,
         log: &log,
-        limit: Duration::from_secs(opts.timeout),
+        limit: Duration::from_secs(timeout),
     })?;
     let lines: Vec<Value> = b
         .console
@@ -201,8 +218,15 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
         "timed_out": b.timed_out,
         "lines": lines,
     });
-    let out = work.join("systemd-guest.json");
+    let out = work.join(if rows {
+        "systemd-kubelet.json"
+    } else {
+        "systemd-guest.json"
+    });
     fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    if rows {
+        return kubelet_rows(opts.pods, &lines, &report, &b, &log);
+    }
 
     let mut problems = Vec::new();
     eprintln!(
@@ -254,19 +278,57 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
         }
     }
     if !lines.iter().any(|v| v["type"] == "done") {
-        let tail: Vec<&str> = b.console.lines().rev().take(40).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         problems.push(format!(
             "the guest did not finish (timed out: {}, {}); console tail:\n{}",
             b.timed_out,
             b.status,
-            tail.join("\n")
+            b.tail(40)
         ));
     }
     if !problems.is_empty() {
         bail!("systemd guest failed:\n{}", problems.join("\n"));
     }
     eprintln!("systemd-guest: all {} checks passed", CHECKS.len());
+    Ok(())
+}
+
+/// The `kubelet` line of a guest booted with `oomx.kubelet=N`: its table printed, its rows
+/// written into docs/ (also when a row broke its promise: a result to publish, then a
+/// failure).
+fn kubelet_rows(
+    pods: usize,
+    lines: &[Value],
+    report: &Value,
+    b: &qemu::Boot,
+    log: &Path,
+) -> Result<()> {
+    let Some(v) = lines.iter().find(|v| v["type"] == "kubelet") else {
+        bail!(
+            "the systemd guest reported no kubelet rows (timed out: {}, {}; console {}); tail:\n{}",
+            b.timed_out,
+            b.status,
+            log.display(),
+            b.tail(40)
+        );
+    };
+    eprintln!("{}", v["table"].as_str().unwrap_or("no table"));
+    let problems: Vec<&str> = v["problems"]
+        .as_array()
+        .map(|p| p.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Some(release) = v["rows"][0]["containerd"].as_str() {
+        let intro = format!(
+            "`cargo xtask systemd-guest --pods {pods}` ({}, {:.0} s for the guest, release \
+             builds, {}).",
+            report["date"].as_str().unwrap_or("?"),
+            b.elapsed.as_secs_f64(),
+            report["kernel"].as_str().unwrap_or("?"),
+        );
+        super::systemd_rows::write_docs(v, release, &intro)?;
+    }
+    if !problems.is_empty() {
+        bail!("systemd guest kubelet rows:\n{}", problems.join("\n"));
+    }
     Ok(())
 }
 
@@ -373,7 +435,7 @@ fn walk(dir: &Path, rel: &str, nodes: &mut BTreeMap<String, Node>) -> Result<()>
 }
 
 /// The initramfs: the packages' root, the static binaries, the units and the node's config.
-fn write_image(pkgs: &Path, observer: &Path, driver: &Path, out: &Path) -> Result<()> {
+fn write_image(pkgs: &Path, observer: &Path, driver: &Path, out: &Path, pin: bool) -> Result<()> {
     let mut nodes = BTreeMap::new();
     walk(pkgs, "", &mut nodes)?;
     let unit = root().join("packaging/oom-observer.service");
@@ -417,14 +479,6 @@ fn write_image(pkgs: &Path, observer: &Path, driver: &Path, out: &Path) -> Resul
             Node::File(unit, 0o644),
         ),
         (
-            "etc/systemd/system/oom-observer.service.d/guest.conf".into(),
-            text(DROP_IN),
-        ),
-        (
-            "etc/tmpfiles.d/oom-observer-pins.conf".into(),
-            text(PIN_TMPFILES),
-        ),
-        (
             "etc/systemd/system/oomx-node-check.service".into(),
             text(CHECK_UNIT),
         ),
@@ -441,7 +495,18 @@ fn write_image(pkgs: &Path, observer: &Path, driver: &Path, out: &Path) -> Resul
             Node::Link("/etc/systemd/system/oomx-node-check.service".into()),
         ),
     ];
-    for (guest, node) in overlay {
+    let pinning: Vec<(String, Node)> = vec![
+        (
+            "etc/systemd/system/oom-observer.service.d/guest.conf".into(),
+            text(DROP_IN),
+        ),
+        (
+            "etc/tmpfiles.d/oom-observer-pins.conf".into(),
+            text(PIN_TMPFILES),
+        ),
+    ];
+    let pinning = pinning.into_iter().filter(|_| pin);
+    for (guest, node) in overlay.into_iter().chain(pinning) {
         // Every parent directory first (the map's order puts a parent before its children).
         let mut p = Path::new(&guest).parent();
         while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
