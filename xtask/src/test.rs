@@ -55,6 +55,7 @@ pub fn all(no_vm: bool, extra: &[OsString]) -> Result<()> {
             append: None,
             // The checks only: the rows are the long command's.
             pods: 0,
+            containerd: None,
         })?;
     }
     check_tree(&root, before.as_deref())

@@ -122,6 +122,29 @@ const CONTAINERD_CONFIG: &str = r#"version = 2
         NoPivotRoot = true
 "#;
 
+/// containerd 2.x's configuration (version 3: the CRI's runtime and image halves are plugins
+/// of their own), with what [`CONTAINERD_CONFIG`] says for 1.6; `ctr images import` goes
+/// through the transfer service, told to unpack into `native` too.
+const CONTAINERD_CONFIG_V3: &str = r#"version = 3
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "native"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "oomx.local/pause:1"
+[plugins."io.containerd.cri.v1.runtime"]
+  enable_selinux = false
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        SystemdCgroup = true
+        NoPivotRoot = true
+[plugins."io.containerd.transfer.v1.local"]
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "native"
+"#;
+
 /// Options of `cargo xtask systemd-guest`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SystemdGuestOptions {
@@ -134,6 +157,10 @@ pub struct SystemdGuestOptions {
     /// docs/kubelet.md as the systemd driver's rows. Not part of `cargo xtask test`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub pods: usize,
+    /// The containerd release of the node (1.6.20, Debian 12's own, the default; 1.7.24;
+    /// 2.1.9): a later one's binaries replace the package's in the guest's /usr/bin.
+    #[arg(long, value_name = "RELEASE")]
+    pub containerd: Option<String>,
     /// More kernel command line (e.g. `systemd.log_level=debug`).
     #[arg(long)]
     pub append: Option<String>,
@@ -172,7 +199,23 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
     let img = work.join("initramfs-systemd-x86_64.cpio");
     // The rows run the unit as shipped: pinned programs would stay attached through the
     // rows without oom-observer.
-    write_image(&pkgs, &bins.observer, &driver, &img, opts.pods == 0)?;
+    let release = crate::containerd::release(
+        opts.containerd
+            .as_deref()
+            .unwrap_or(crate::containerd::default_name()),
+    )?;
+    let later = crate::containerd::unpacked(&cache, release, g.arch.deb())?
+        .map(|root| (release.name, root.join("usr/bin")));
+    write_image(
+        &Image {
+            pkgs: &pkgs,
+            observer: &bins.observer,
+            driver: &driver,
+            pin: opts.pods == 0,
+            containerd: later.as_ref().map(|(n, d)| (*n, d.as_path())),
+        },
+        &img,
+    )?;
     let built = t0.elapsed();
 
     let rows = opts.pods > 0;
@@ -225,7 +268,11 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
     });
     fs::write(&out, serde_json::to_string_pretty(&report)?)?;
     if rows {
-        return kubelet_rows(opts.pods, &lines, &report, &b, &log);
+        let mut cmd = format!("cargo xtask systemd-guest --pods {}", opts.pods);
+        if later.is_some() {
+            cmd += &format!(" --containerd {}", release.name);
+        }
+        return kubelet_rows(&cmd, &lines, &report, &b, &log);
     }
 
     let mut problems = Vec::new();
@@ -296,7 +343,7 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
 /// written into docs/ (also when a row broke its promise: a result to publish, then a
 /// failure).
 fn kubelet_rows(
-    pods: usize,
+    cmd: &str,
     lines: &[Value],
     report: &Value,
     b: &qemu::Boot,
@@ -318,8 +365,7 @@ fn kubelet_rows(
         .unwrap_or_default();
     if let Some(release) = v["rows"][0]["containerd"].as_str() {
         let intro = format!(
-            "`cargo xtask systemd-guest --pods {pods}` ({}, {:.0} s for the guest, release \
-             builds, {}).",
+            "`{cmd}` ({}, {:.0} s for the guest, release builds, {}).",
             report["date"].as_str().unwrap_or("?"),
             b.elapsed.as_secs_f64(),
             report["kernel"].as_str().unwrap_or("?"),
@@ -434,10 +480,48 @@ fn walk(dir: &Path, rel: &str, nodes: &mut BTreeMap<String, Node>) -> Result<()>
     Ok(())
 }
 
+/// What goes into the guest's image.
+struct Image<'a> {
+    /// The packages' unpacked root.
+    pkgs: &'a Path,
+    /// The static `oom-observer` and `oomx-systemd-guest`.
+    observer: &'a Path,
+    driver: &'a Path,
+    /// The pinning drop-in ([`DROP_IN`]): the checks' `Restart=` with `--pin-dir`.
+    pin: bool,
+    /// A later containerd release than the package's: its name and its binaries.
+    containerd: Option<(&'a str, &'a Path)>,
+}
+
 /// The initramfs: the packages' root, the static binaries, the units and the node's config.
-fn write_image(pkgs: &Path, observer: &Path, driver: &Path, out: &Path, pin: bool) -> Result<()> {
+fn write_image(img: &Image<'_>, out: &Path) -> Result<()> {
+    let Image {
+        pkgs,
+        observer,
+        driver,
+        pin,
+        containerd,
+    } = *img;
     let mut nodes = BTreeMap::new();
     walk(pkgs, "", &mut nodes)?;
+    let (config, check_unit) = match containerd {
+        None => (CONTAINERD_CONFIG, CHECK_UNIT.to_string()),
+        Some((name, bin)) => {
+            for b in ["containerd", "ctr", "containerd-shim-runc-v2"] {
+                nodes.insert(format!("usr/bin/{b}"), Node::File(bin.join(b), 0o755));
+            }
+            let config = if name.starts_with('1') {
+                CONTAINERD_CONFIG
+            } else {
+                CONTAINERD_CONFIG_V3
+            };
+            // tests::containerd::Version: the release, checked against `containerd --version`.
+            let env = format!(
+                "[Service]\nEnvironment=OOMX_CONTAINERD={name} OOMX_CONTAINERD_DIR=/usr/bin"
+            );
+            (config, CHECK_UNIT.replacen("[Service]", &env, 1))
+        }
+    };
     let unit = root().join("packaging/oom-observer.service");
     let text = |s: &str| Node::Data(s.as_bytes().to_vec(), 0o644);
     let wants = "etc/systemd/system/multi-user.target.wants";
@@ -465,7 +549,7 @@ fn write_image(pkgs: &Path, observer: &Path, driver: &Path, out: &Path, pin: boo
         ("etc/hostname".into(), text("oomx-node\n")),
         ("etc/hosts".into(), text("127.0.0.1 localhost oomx-node\n")),
         ("etc/resolv.conf".into(), text("")),
-        ("etc/containerd/config.toml".into(), text(CONTAINERD_CONFIG)),
+        ("etc/containerd/config.toml".into(), text(config)),
         (
             "usr/local/bin/oom-observer".into(),
             Node::File(observer.to_path_buf(), 0o755),
@@ -480,7 +564,7 @@ fn write_image(pkgs: &Path, observer: &Path, driver: &Path, out: &Path, pin: boo
         ),
         (
             "etc/systemd/system/oomx-node-check.service".into(),
-            text(CHECK_UNIT),
+            text(&check_unit),
         ),
         (
             format!("{wants}/containerd.service"),
