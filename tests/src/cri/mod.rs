@@ -544,6 +544,10 @@ impl CriNode {
         self.pods.push(sandbox_id.clone());
         if self.systemd {
             systemd::set_slice_limit(&pod_cgroup, pod_limit_mb);
+            // Once the first pod has made kubepods.slice.
+            if self.n % 100_000 == 1 {
+                systemd::weigh_kubepods();
+            }
         }
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata {

@@ -42,6 +42,24 @@ pub fn set_slice_limit(slice: &str, mb: u64) {
     assert!(status.success(), "systemctl set-property {slice}: {status}");
 }
 
+/// The CPU weight of `kubepods.slice` while the rows run: a tenth of the loaded rows'
+/// starved CPU's scratch tree (`cpu.weight` 10000, tests::load), as the pods have a tenth of
+/// the busy loops' weight when they share that tree on a node without systemd
+/// (docs/kubelet.md, "loaded"). At systemd's default (100) the pods there would get a
+/// hundredth of the CPU, and their kills would take minutes under emulation.
+const KUBEPODS_WEIGHT: u32 = 1000;
+
+/// Sets [`KUBEPODS_WEIGHT`] on `kubepods.slice`, as a kubelet sets that slice's CPU weight
+/// from the node's allocatable CPU (no kubelet runs here).
+pub fn weigh_kubepods() {
+    systemctl(&[
+        "set-property",
+        "--runtime",
+        "kubepods.slice",
+        &format!("CPUWeight={KUBEPODS_WEIGHT}"),
+    ]);
+}
+
 /// Memory charged to a cgroup directory now.
 pub fn usage(dir: &Path) -> u64 {
     fs::read_to_string(dir.join("memory.current"))
