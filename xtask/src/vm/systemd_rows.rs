@@ -24,6 +24,11 @@ names (`kubepods-burstable-pod<uid>.slice`, its `MemoryMax=` set through systemd
 makes the slices and each container's `cri-containerd-<id>.scope`. \"observer yes\" is
 `packaging/oom-observer.service` as shipped, started with `systemctl start` for the row and
 stopped after it; \"no\": the unit stopped. Linux 6.12 x86_64 under qemu TCG, 2 vCPUs.
+The loads are the ones above; the starved CPU's busy loops are in a scratch cgroup at the top
+(CPU weight 10000), and `kubepods.slice` gets CPU weight 1000, a tenth of it (no kubelet runs to
+set it; at systemd's default 100 the pods got a hundredth of the starved CPU, and no loaded
+kill came within the harness's 30 s), as the pods have a tenth of the busy loops' weight on
+the nodes without systemd. The bench's busy threads run in the harness's own unit.
 ";
 
 fn markers(release: &str) -> (String, String) {
