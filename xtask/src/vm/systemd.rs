@@ -204,7 +204,8 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
             .as_deref()
             .unwrap_or(crate::containerd::default_name()),
     )?;
-    let later = crate::containerd::unpacked(&cache, release, g.arch.deb())?
+    // The project's cache, where every other command keeps the releases (not its vm/).
+    let later = crate::containerd::unpacked(&cache_dir(), release, g.arch.deb())?
         .map(|root| (release.name, root.join("usr/bin")));
     write_image(
         &Image {
