@@ -67,6 +67,9 @@ pub struct Containerd {
     /// `cgroup.procs` files the daemon is put into when it starts (one per hierarchy).
     join: Vec<PathBuf>,
     child: Option<Child>,
+    /// Started here: on drop, its tasks, containers and shims go with it. `false`: the
+    /// node's own daemon ([`Containerd::attach`]), which is left as it is.
+    owned: bool,
 }
 
 impl Containerd {
@@ -140,9 +143,30 @@ impl Containerd {
             version,
             join,
             child: None,
+            owned: true,
         };
         cd.spawn();
         cd
+    }
+
+    /// The node's own containerd (a `containerd.service`), on `socket`, with its CRI's
+    /// namespace `k8s.io`; `dir` is a working directory of the caller's (the pods' gate and
+    /// log files). Nothing of the daemon is changed when it drops.
+    pub fn attach(socket: &Path, dir: &Path) -> Containerd {
+        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        Containerd {
+            dir: dir.to_path_buf(),
+            socket: socket.to_path_buf(),
+            namespace: "k8s.io".into(),
+            rootfs: dir.join("rootfs"),
+            runsc_wrapper: dir.join("runsc-wrapper"),
+            runsc_pod_wrapper: dir.join("runsc-pod-wrapper"),
+            cgroup_parent: String::new(),
+            version: Version::selected(),
+            join: Vec::new(),
+            child: None,
+            owned: false,
+        }
     }
 
     fn spawn(&mut self) {
@@ -462,6 +486,10 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        if !self.owned {
+            let _ = fs::remove_dir_all(&self.dir);
+            return;
+        }
         // Kill what is left, then the daemon, then the shims of this daemon.
         let out = self.ctr(&["tasks", "ls", "-q"]);
         for id in String::from_utf8_lossy(&out.stdout).lines() {

@@ -161,6 +161,12 @@ pub fn kubelet(
         work.join("partial")
     };
     fs::create_dir_all(&out)?;
+    // The systemd driver's rows (`cargo xtask systemd-guest --pods N`) are not this run's:
+    // they stay, in the JSON and their section of the page.
+    let old = |f: &str| fs::read_to_string(root.join("docs").join(f)).unwrap_or_default();
+    let page = crate::vm::systemd_rows::carry_over(&old("kubelet.md"), &page);
+    let old_rows: Vec<Value> = serde_json::from_str(&old("kubelet.json")).unwrap_or_default();
+    rows.extend(crate::vm::systemd_rows::systemd_rows(&old_rows));
     fs::write(out.join("kubelet.md"), page)?;
     fs::write(
         out.join("kubelet.json"),

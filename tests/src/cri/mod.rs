@@ -42,9 +42,10 @@ use crate::{containerd::Containerd, pod::ScratchTree, race::Pidfd};
 
 mod render;
 mod row;
+pub mod systemd;
 
 pub use render::markdown_rows;
-pub use row::{arch, rows, Row, RowSpec, Tally};
+pub use row::{arch, rows, Row, RowObserver, RowSpec, Tally};
 
 /// The pause image the CRI plugin is configured with (`sandbox_image`).
 pub const PAUSE_IMAGE: &str = "oomx.local/pause:1";
@@ -328,6 +329,9 @@ pub struct CriNode {
     log_dir: PathBuf,
     pods: Vec<String>,
     n: usize,
+    /// The node's own containerd with `SystemdCgroup = true` and oom-observer as its unit
+    /// ([`CriNode::systemd`]): pods in slices systemd makes.
+    systemd: bool,
 }
 
 impl CriNode {
@@ -337,6 +341,41 @@ impl CriNode {
         let tree = ScratchTree::new(768);
         tree.mkdir_all_hierarchies("sys");
         let cd = Containerd::start_with(tree.procs_files("sys"), Some(&cri_config));
+        CriNode::on(cd, tree, false)
+    }
+
+    /// The node's own containerd on `socket` (a `containerd.service` whose runc runs with
+    /// `SystemdCgroup = true`), under systemd as PID 1: pods get the slices a kubelet with the
+    /// systemd cgroup driver asks for, and [`CriNode::observer`] is the node's unit. The
+    /// scratch tree only holds the loaded rows' busy loops.
+    pub fn systemd(socket: &Path) -> CriNode {
+        let tree = ScratchTree::new(768);
+        let cd = Containerd::attach(socket, Path::new("/run/oomx-cri"));
+        systemd::stop_unit();
+        CriNode::on(cd, tree, true)
+    }
+
+    /// The node's cgroup driver, as the kubelet names it.
+    pub fn cgroup_driver(&self) -> &'static str {
+        if self.systemd {
+            "systemd"
+        } else {
+            "cgroupfs"
+        }
+    }
+
+    /// oom-observer for one row, ready (within `ready`) and connected to containerd: a
+    /// private `oom-observer run`, or on a systemd node its unit, started by systemd.
+    pub fn observer(&self, ready: Duration) -> RowObserver {
+        if self.systemd {
+            RowObserver::Unit(systemd::UnitRun::start(ready))
+        } else {
+            RowObserver::Process(self.cd.observer(ready))
+        }
+    }
+
+    /// Imports the pause and busybox images into `cd` and connects the CRI clients.
+    fn on(cd: Containerd, tree: ScratchTree, systemd: bool) -> CriNode {
         let gate = cd.dir.join("gate");
         let log_dir = cd.dir.join("pod-logs");
         fs::create_dir_all(&gate).unwrap();
@@ -416,6 +455,7 @@ impl CriNode {
             log_dir,
             pods: Vec::new(),
             n: N.fetch_add(1, Ordering::SeqCst) * 100_000,
+            systemd,
         }
     }
 
@@ -442,13 +482,21 @@ impl CriNode {
         // A kubelet with the cgroupfs driver names the pod's cgroup `.../pod<uid>`; with the
         // systemd driver a slice, `<parent>-pod<uid, '-' as '_'>.slice`, from which the CRI
         // makes the systemd-form cgroupsPath `<slice>:cri-containerd:<id>`.
-        let pod_cgroup = if spec.systemd_parent {
+        let pod_cgroup = if self.systemd {
+            systemd::pod_slice(&uid)
+        } else if spec.systemd_parent {
             format!("{}-pod{}.slice", self.tree.base, uid.replace('-', "_"))
         } else {
             format!("pod{uid}")
         };
         let pod_limit_mb = spec.pod_limit_mb;
-        self.tree.mkdir_memory(&pod_cgroup, Some(pod_limit_mb));
+        // On a systemd node the slice is systemd's, made when the sandbox's scope asks for it.
+        let cgroup_parent = if self.systemd {
+            pod_cgroup.clone()
+        } else {
+            self.tree.mkdir_memory(&pod_cgroup, Some(pod_limit_mb));
+            self.tree.sub(&pod_cgroup)
+        };
         let pid_ns = if spec.shared_pid {
             NamespaceMode::Pod
         } else {
@@ -470,7 +518,7 @@ impl CriNode {
             log_directory: self.log_dir.join(&uid).display().to_string(),
             labels: kubelet_labels(&name, &namespace, &uid, None),
             linux: Some(LinuxPodSandboxConfig {
-                cgroup_parent: self.tree.sub(&pod_cgroup),
+                cgroup_parent,
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(node_ns()),
                     ..Default::default()
@@ -494,6 +542,13 @@ impl CriNode {
             .into_inner()
             .pod_sandbox_id;
         self.pods.push(sandbox_id.clone());
+        if self.systemd {
+            systemd::set_slice_limit(&pod_cgroup, pod_limit_mb);
+            // Once the first pod has made kubepods.slice.
+            if self.n % 100_000 == 1 {
+                systemd::weigh_kubepods();
+            }
+        }
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: container.clone(),
@@ -667,9 +722,8 @@ impl CriNode {
             if let Workload::Starved { .. } = workload {
                 // Until each init holds its half and waits at the gate.
                 for (pod, _) in &batch {
-                    let cg = format!("{}/{}", pod.pod_cgroup, pod.container_id);
                     let deadline = Instant::now() + Duration::from_secs(20);
-                    while self.tree.usage(&cg) < workload.init_bytes(limit_mb)
+                    while self.usage(pod) < workload.init_bytes(limit_mb)
                         && Instant::now() < deadline
                         && Path::new(&format!("/proc/{}", pod.pid)).exists()
                     {
@@ -707,6 +761,16 @@ impl CriNode {
         }
         let _ = fs::remove_file(&go);
         out
+    }
+
+    /// Memory charged to a pod's container now.
+    fn usage(&self, pod: &CriPod) -> u64 {
+        if self.systemd {
+            systemd::usage(&systemd::scope_dir(&pod.pod_cgroup, &pod.container_id))
+        } else {
+            self.tree
+                .usage(&format!("{}/{}", pod.pod_cgroup, pod.container_id))
+        }
     }
 
     fn watch(&self, pod: &CriPod, fd: &Pidfd) -> (Reading, Reading) {

@@ -8,8 +8,9 @@ use super::{arch, Row, RowSpec};
 pub fn markdown_rows(rows: &[Row], spec: &RowSpec, where_: &str) -> String {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cgroup = if crate::pod::unified() { "v2" } else { "v1" };
+    let driver = rows.first().map_or("cgroupfs", |r| r.cgroup_driver);
     let mut s = format!(
-        "{where_}: Linux {}, cgroup {cgroup}, {}, containerd {} (CRI plugin, cgroupfs driver) + \
+        "{where_}: Linux {}, cgroup {cgroup}, {}, containerd {} (CRI plugin, {driver} driver) + \
          runc, {} pods per row, {} at a time.\n\n\
          | load | observer | kills | OOMKilled at exit | OOMKilled 1 s later | Error | other | \
          exit → first EXITED read, p50 / p99 / max ms | row time, s |\n\
@@ -66,8 +67,9 @@ impl Row {
         serde_json::json!({
             "runtime": "runc",
             "containerd": crate::containerd::Version::selected().name,
-            // The CRI's runc runs with SystemdCgroup = false (tests::cri).
-            "cgroup_driver": "cgroupfs",
+            // runc's SystemdCgroup: false in the private nodes' config (tests::cri), true on
+            // a systemd node.
+            "cgroup_driver": self.cgroup_driver,
             "cgroup": if crate::pod::unified() { "v2" } else { "v1" },
             "arch": arch(),
             "where": where_,

@@ -65,9 +65,29 @@ impl RowSpec {
     }
 }
 
+/// oom-observer while a row runs ([`CriNode::observer`]).
+pub enum RowObserver {
+    /// `oom-observer run`, started by the harness.
+    Process(crate::Observer),
+    /// The node's unit, started by systemd.
+    Unit(super::systemd::UnitRun),
+}
+
+impl RowObserver {
+    /// Its events so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        match self {
+            RowObserver::Process(o) => o.events(),
+            RowObserver::Unit(u) => u.events(),
+        }
+    }
+}
+
 /// One row of `docs/kubelet.json`.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// The node's cgroup driver (`cgroupfs`, `systemd`).
+    pub cgroup_driver: &'static str,
     /// `idle` or `loaded`.
     pub load: &'static str,
     /// Whether oom-observer ran.
@@ -184,7 +204,7 @@ pub fn rows(node: &mut CriNode, spec: &RowSpec, observer_ready: Duration) -> Vec
                     Starve::start(&node.tree, 0, spec.starve_loops),
                 )
             });
-            let obs = observer.then(|| node.cd.observer(observer_ready));
+            let obs = observer.then(|| node.observer(observer_ready));
             let t0 = Instant::now();
             let outcomes = node.run_kills(
                 spec.kills,
@@ -236,6 +256,7 @@ pub fn rows(node: &mut CriNode, spec: &RowSpec, observer_ready: Duration) -> Vec
                 misread.push(line);
             }
             rows.push(Row {
+                cgroup_driver: node.cgroup_driver(),
                 load,
                 observer,
                 tally,

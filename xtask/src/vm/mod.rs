@@ -11,6 +11,7 @@ mod qemu;
 mod race;
 mod report;
 mod systemd;
+pub mod systemd_rows;
 mod userland;
 
 use std::{

@@ -80,6 +80,15 @@ pub struct Boot {
     pub log: PathBuf,
 }
 
+impl Boot {
+    /// The console's last `n` lines, for a run that did not finish.
+    pub fn tail(&self, n: usize) -> String {
+        let tail: Vec<&str> = self.console.lines().rev().take(n).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        tail.join("\n")
+    }
+}
+
 /// Which kernel messages reach the guest's console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ConsoleLevel {

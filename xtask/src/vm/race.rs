@@ -528,13 +528,11 @@ fn boot(
     );
     let (kernel, lines) = parse_console(&b.console);
     if !lines.iter().any(|v| v["type"] == "done") {
-        let tail: Vec<&str> = b.console.lines().rev().take(30).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         bail!(
             "the guest did not finish (timed out: {}, {}); console tail:\n{}",
             b.timed_out,
             b.status,
-            tail.join("\n")
+            b.tail(30)
         );
     }
     Ok((kernel, lines))

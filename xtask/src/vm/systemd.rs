@@ -122,12 +122,45 @@ const CONTAINERD_CONFIG: &str = r#"version = 2
         NoPivotRoot = true
 "#;
 
+/// containerd 2.x's configuration (version 3: the CRI's runtime and image halves are plugins
+/// of their own), with what [`CONTAINERD_CONFIG`] says for 1.6; `ctr images import` goes
+/// through the transfer service, told to unpack into `native` too.
+const CONTAINERD_CONFIG_V3: &str = r#"version = 3
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "native"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "oomx.local/pause:1"
+[plugins."io.containerd.cri.v1.runtime"]
+  enable_selinux = false
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        SystemdCgroup = true
+        NoPivotRoot = true
+[plugins."io.containerd.transfer.v1.local"]
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "native"
+"#;
+
 /// Options of `cargo xtask systemd-guest`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SystemdGuestOptions {
-    /// Wall-clock limit of the guest in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
-    pub timeout: u64,
+    /// Wall-clock limit of the guest in seconds (default: 600; with --pods, 600 plus 80 s a
+    /// pod of the four rows).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Instead of the checks, the kubelet rows with N pods each (idle and loaded, without
+    /// oom-observer and with its unit running), merged into docs/kubelet.json and
+    /// docs/kubelet.md as the systemd driver's rows. Not part of `cargo xtask test`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub pods: usize,
+    /// The containerd release of the node (1.6.20, Debian 12's own, the default; 1.7.24;
+    /// 2.1.9): a later one's binaries replace the package's in the guest's /usr/bin.
+    #[arg(long, value_name = "RELEASE")]
+    pub containerd: Option<String>,
     /// More kernel command line (e.g. `systemd.log_level=debug`).
     #[arg(long)]
     pub append: Option<String>,
@@ -164,14 +197,42 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
     let work = root().join("target/vm");
     fs::create_dir_all(&work)?;
     let img = work.join("initramfs-systemd-x86_64.cpio");
-    write_image(&pkgs, &bins.observer, &driver, &img)?;
+    // The rows run the unit as shipped: pinned programs would stay attached through the
+    // rows without oom-observer.
+    let release = crate::containerd::release(
+        opts.containerd
+            .as_deref()
+            .unwrap_or(crate::containerd::default_name()),
+    )?;
+    // The project's cache, where every other command keeps the releases (not its vm/).
+    let later = crate::containerd::unpacked(&cache_dir(), release, g.arch.deb())?
+        .map(|root| (release.name, root.join("usr/bin")));
+    write_image(
+        &Image {
+            pkgs: &pkgs,
+            observer: &bins.observer,
+            driver: &driver,
+            pin: opts.pods == 0,
+            containerd: later.as_ref().map(|(n, d)| (*n, d.as_path())),
+        },
+        &img,
+    )?;
     let built = t0.elapsed();
 
-    let log = work.join("systemd-guest.console.log");
-    let append = match &opts.append {
-        Some(a) => format!("{SYSTEMD_APPEND} {a}"),
-        None => SYSTEMD_APPEND.to_string(),
-    };
+    let rows = opts.pods > 0;
+    let log = work.join(if rows {
+        "systemd-kubelet.console.log"
+    } else {
+        "systemd-guest.console.log"
+    });
+    let mut append = SYSTEMD_APPEND.to_string();
+    if rows {
+        append += &format!(" oomx.kubelet={}", opts.pods);
+    }
+    if let Some(a) = &opts.append {
+        append += &format!(" {a}");
+    }
+    let timeout = opts.timeout.unwrap_or(600 + 4 * 80 * opts.pods as u64);
     eprintln!("systemd-guest: booting {} {}", k.package, k.version);
     let b = qemu::boot(&qemu::BootSpec {
         arch: g.arch,
@@ -182,7 +243,7 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
         extra_append: Some(&append),
         console_level: qemu::ConsoleLevel::Emergencies,
         log: &log,
-        limit: Duration::from_secs(opts.timeout),
+        limit: Duration::from_secs(timeout),
     })?;
     let lines: Vec<Value> = b
         .console
@@ -201,8 +262,19 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
         "timed_out": b.timed_out,
         "lines": lines,
     });
-    let out = work.join("systemd-guest.json");
+    let out = work.join(if rows {
+        "systemd-kubelet.json"
+    } else {
+        "systemd-guest.json"
+    });
     fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    if rows {
+        let mut cmd = format!("cargo xtask systemd-guest --pods {}", opts.pods);
+        if later.is_some() {
+            cmd += &format!(" --containerd {}", release.name);
+        }
+        return kubelet_rows(&cmd, &lines, &report, &b, &log);
+    }
 
     let mut problems = Vec::new();
     eprintln!(
@@ -254,19 +326,56 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
         }
     }
     if !lines.iter().any(|v| v["type"] == "done") {
-        let tail: Vec<&str> = b.console.lines().rev().take(40).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         problems.push(format!(
             "the guest did not finish (timed out: {}, {}); console tail:\n{}",
             b.timed_out,
             b.status,
-            tail.join("\n")
+            b.tail(40)
         ));
     }
     if !problems.is_empty() {
         bail!("systemd guest failed:\n{}", problems.join("\n"));
     }
     eprintln!("systemd-guest: all {} checks passed", CHECKS.len());
+    Ok(())
+}
+
+/// The `kubelet` line of a guest booted with `oomx.kubelet=N`: its table printed, its rows
+/// written into docs/ (also when a row broke its promise: a result to publish, then a
+/// failure).
+fn kubelet_rows(
+    cmd: &str,
+    lines: &[Value],
+    report: &Value,
+    b: &qemu::Boot,
+    log: &Path,
+) -> Result<()> {
+    let Some(v) = lines.iter().find(|v| v["type"] == "kubelet") else {
+        bail!(
+            "the systemd guest reported no kubelet rows (timed out: {}, {}; console {}); tail:\n{}",
+            b.timed_out,
+            b.status,
+            log.display(),
+            b.tail(40)
+        );
+    };
+    eprintln!("{}", v["table"].as_str().unwrap_or("no table"));
+    let problems: Vec<&str> = v["problems"]
+        .as_array()
+        .map(|p| p.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Some(release) = v["rows"][0]["containerd"].as_str() {
+        let intro = format!(
+            "`{cmd}` ({}, {:.0} s for the guest, release builds, {}).",
+            report["date"].as_str().unwrap_or("?"),
+            b.elapsed.as_secs_f64(),
+            report["kernel"].as_str().unwrap_or("?"),
+        );
+        super::systemd_rows::write_docs(v, release, &intro)?;
+    }
+    if !problems.is_empty() {
+        bail!("systemd guest kubelet rows:\n{}", problems.join("\n"));
+    }
     Ok(())
 }
 
@@ -372,10 +481,48 @@ fn walk(dir: &Path, rel: &str, nodes: &mut BTreeMap<String, Node>) -> Result<()>
     Ok(())
 }
 
+/// What goes into the guest's image.
+struct Image<'a> {
+    /// The packages' unpacked root.
+    pkgs: &'a Path,
+    /// The static `oom-observer` and `oomx-systemd-guest`.
+    observer: &'a Path,
+    driver: &'a Path,
+    /// The pinning drop-in ([`DROP_IN`]): the checks' `Restart=` with `--pin-dir`.
+    pin: bool,
+    /// A later containerd release than the package's: its name and its binaries.
+    containerd: Option<(&'a str, &'a Path)>,
+}
+
 /// The initramfs: the packages' root, the static binaries, the units and the node's config.
-fn write_image(pkgs: &Path, observer: &Path, driver: &Path, out: &Path) -> Result<()> {
+fn write_image(img: &Image<'_>, out: &Path) -> Result<()> {
+    let Image {
+        pkgs,
+        observer,
+        driver,
+        pin,
+        containerd,
+    } = *img;
     let mut nodes = BTreeMap::new();
     walk(pkgs, "", &mut nodes)?;
+    let (config, check_unit) = match containerd {
+        None => (CONTAINERD_CONFIG, CHECK_UNIT.to_string()),
+        Some((name, bin)) => {
+            for b in ["containerd", "ctr", "containerd-shim-runc-v2"] {
+                nodes.insert(format!("usr/bin/{b}"), Node::File(bin.join(b), 0o755));
+            }
+            let config = if name.starts_with('1') {
+                CONTAINERD_CONFIG
+            } else {
+                CONTAINERD_CONFIG_V3
+            };
+            // tests::containerd::Version: the release, checked against `containerd --version`.
+            let env = format!(
+                "[Service]\nEnvironment=OOMX_CONTAINERD={name} OOMX_CONTAINERD_DIR=/usr/bin"
+            );
+            (config, CHECK_UNIT.replacen("[Service]", &env, 1))
+        }
+    };
     let unit = root().join("packaging/oom-observer.service");
     let text = |s: &str| Node::Data(s.as_bytes().to_vec(), 0o644);
     let wants = "etc/systemd/system/multi-user.target.wants";
@@ -403,7 +550,7 @@ fn write_image(pkgs: &Path, observer: &Path, driver: &Path, out: &Path) -> Resul
         ("etc/hostname".into(), text("oomx-node\n")),
         ("etc/hosts".into(), text("127.0.0.1 localhost oomx-node\n")),
         ("etc/resolv.conf".into(), text("")),
-        ("etc/containerd/config.toml".into(), text(CONTAINERD_CONFIG)),
+        ("etc/containerd/config.toml".into(), text(config)),
         (
             "usr/local/bin/oom-observer".into(),
             Node::File(observer.to_path_buf(), 0o755),
@@ -417,16 +564,8 @@ fn write_image(pkgs: &Path, observer: &Path, driver: &Path, out: &Path) -> Resul
             Node::File(unit, 0o644),
         ),
         (
-            "etc/systemd/system/oom-observer.service.d/guest.conf".into(),
-            text(DROP_IN),
-        ),
-        (
-            "etc/tmpfiles.d/oom-observer-pins.conf".into(),
-            text(PIN_TMPFILES),
-        ),
-        (
             "etc/systemd/system/oomx-node-check.service".into(),
-            text(CHECK_UNIT),
+            text(&check_unit),
         ),
         (
             format!("{wants}/containerd.service"),
@@ -441,7 +580,18 @@ fn write_image(pkgs: &Path, observer: &Path, driver: &Path, out: &Path) -> Resul
             Node::Link("/etc/systemd/system/oomx-node-check.service".into()),
         ),
     ];
-    for (guest, node) in overlay {
+    let pinning: Vec<(String, Node)> = vec![
+        (
+            "etc/systemd/system/oom-observer.service.d/guest.conf".into(),
+            text(DROP_IN),
+        ),
+        (
+            "etc/tmpfiles.d/oom-observer-pins.conf".into(),
+            text(PIN_TMPFILES),
+        ),
+    ];
+    let pinning = pinning.into_iter().filter(|_| pin);
+    for (guest, node) in overlay.into_iter().chain(pinning) {
         // Every parent directory first (the map's order puts a parent before its children).
         let mut p = Path::new(&guest).parent();
         while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {

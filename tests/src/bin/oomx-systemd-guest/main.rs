@@ -33,11 +33,11 @@ use k8s_cri::v1::{
 };
 use serde_json::{json, Value};
 
-/// The unit under test.
-const UNIT: &str = "oom-observer.service";
-/// Its output, as the unit's `StandardOutput=append:` names it.
-const EVENTS: &str = "/var/log/oom-observer/events.jsonl";
-const SOCKET: &str = "/run/containerd/containerd.sock";
+mod kubelet;
+
+/// The unit under test, and its output.
+use tests::cri::systemd::{EVENTS, UNIT};
+pub(crate) const SOCKET: &str = "/run/containerd/containerd.sock";
 const PAUSE_IMAGE: &str = "oomx.local/pause:1";
 const BUSYBOX_IMAGE: &str = "oomx.local/busybox:1";
 /// Where the pods' gate files are, on the node and in every container.
@@ -48,7 +48,7 @@ const LIMIT_MB: i64 = 32;
 const READY: Duration = Duration::from_secs(240);
 
 /// One protocol line on the serial console, in one write.
-fn emit(v: &Value) {
+pub(crate) fn emit(v: &Value) {
     let line = format!("OOMX {v}\n");
     if let Ok(mut c) = fs::OpenOptions::new().write(true).open("/dev/console") {
         let _ = c.write_all(line.as_bytes());
@@ -146,7 +146,11 @@ fn main() {
         u = r.trim().to_string();
     }
     emit(&json!({"type": "boot", "kernel": u, "pid1": pid1.trim(), "cgroup": own.trim()}));
-    if let Err(e) = run() {
+    let result = match kubelet::requested() {
+        Some(n) => node_ready().map(|()| kubelet::run(n, READY)),
+        None => run(),
+    };
+    if let Err(e) = result {
         check("run", false, e);
         // What the units said, for the console log.
         for unit in [UNIT, "containerd.service"] {
@@ -429,19 +433,9 @@ fn sandbox_facts(pid: &str) -> Value {
     })
 }
 
-/// CAP_SYS_NICE (23), CAP_SYS_RESOURCE (24), CAP_PERFMON (38), CAP_BPF (39): the unit's
-/// `AmbientCapabilities=`, and nothing else.
-const UNIT_CAPS: &str = "000000c001800000";
-
-fn run() -> Result<(), String> {
-    fs::create_dir_all(GATE).map_err(|e| e.to_string())?;
-    let bpffs: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(" - bpf "))
-        .map(str::to_string)
-        .collect();
-    emit(&json!({"type": "bpffs", "mounts": bpffs}));
+/// containerd's socket is there and the unit's daemon has started, ready and connected to
+/// containerd, without a restart.
+fn node_ready() -> Result<(), String> {
     wait_for("containerd's socket", READY, || Path::new(SOCKET).exists())?;
     wait_for("the daemon's `ready` log line", READY, || {
         let j = journal(UNIT);
@@ -457,6 +451,23 @@ fn run() -> Result<(), String> {
             prop(UNIT, "NRestarts")
         ));
     }
+    Ok(())
+}
+
+/// CAP_SYS_NICE (23), CAP_SYS_RESOURCE (24), CAP_PERFMON (38), CAP_BPF (39): the unit's
+/// `AmbientCapabilities=`, and nothing else.
+const UNIT_CAPS: &str = "000000c001800000";
+
+fn run() -> Result<(), String> {
+    fs::create_dir_all(GATE).map_err(|e| e.to_string())?;
+    let bpffs: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" - bpf "))
+        .map(str::to_string)
+        .collect();
+    emit(&json!({"type": "bpffs", "mounts": bpffs}));
+    node_ready()?;
     let pid = prop(UNIT, "MainPID");
     // Only through a bpf(2) link, not perf_event_open(2), where Debian's kernels (at
     // perf_event_paranoid 3) want CAP_SYS_ADMIN: say which programs did not attach.
