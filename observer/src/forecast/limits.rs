@@ -50,13 +50,6 @@ pub struct Limit {
     pub bytes: u64,
 }
 
-/// The limits set on `path` and its ancestors that charge it, nearest (innermost) first.
-/// `pod`: the pod's cgroup, if the cgroup is a Kubernetes container's. The node's limit is
-/// not in it (it is read from `/proc/meminfo` once for all).
-pub fn chain(mem: &MemoryFs, path: &str, pod: Option<&str>) -> Result<Vec<Limit>, ForecastError> {
-    chain_cached(mem, path, pod, &mut Levels::default())
-}
-
 /// What one cgroup's level of a chain read: its own limit, and (read only for an ancestor)
 /// whether it passes its children's charges up (v1 `memory.use_hierarchy`).
 #[derive(Debug, Clone, Copy)]
@@ -70,8 +63,11 @@ struct Level {
 #[derive(Debug, Default)]
 pub struct Levels(HashMap<String, Level>);
 
-/// [`chain`], reading each cgroup at most once per `levels`.
-pub fn chain_cached(
+/// The limits set on `path` and its ancestors that charge it, nearest (innermost) first.
+/// `pod`: the pod's cgroup, if the cgroup is a Kubernetes container's. The node's limit is
+/// not in it (it is read from `/proc/meminfo` once for all).
+/// Each cgroup is read at most once per `levels`.
+pub fn chain(
     mem: &MemoryFs,
     path: &str,
     pod: Option<&str>,
@@ -168,7 +164,13 @@ mod tests {
             }
         }
         let mem = MemoryFs::new(d.path().into(), "/".into(), true);
-        let c = chain(&mem, "/kubepods/pod1/c1", Some("/kubepods/pod1")).unwrap();
+        let c = chain(
+            &mem,
+            "/kubepods/pod1/c1",
+            Some("/kubepods/pod1"),
+            &mut Levels::default(),
+        )
+        .unwrap();
         assert_eq!(
             c,
             vec![
@@ -184,7 +186,7 @@ mod tests {
                 },
             ]
         );
-        let c = chain(&mem, "/kubepods/pod1/c2", None).unwrap();
+        let c = chain(&mem, "/kubepods/pod1/c2", None, &mut Levels::default()).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(
             c[0].kind,
@@ -192,7 +194,7 @@ mod tests {
             "not named a pod: just a cgroup"
         );
         assert!(matches!(
-            chain(&mem, "/kubepods/gone", None),
+            chain(&mem, "/kubepods/gone", None, &mut Levels::default()),
             Err(ForecastError::Gone(_))
         ));
     }
@@ -205,8 +207,15 @@ mod tests {
         fs::write(a.join("memory.limit_in_bytes"), "1048576").unwrap();
         fs::write(a.join("b/memory.limit_in_bytes"), "9223372036854771712").unwrap();
         let mem = MemoryFs::new(d.path().into(), "/".into(), false);
-        assert_eq!(chain(&mem, "/a/b", None).unwrap().len(), 1);
+        assert_eq!(
+            chain(&mem, "/a/b", None, &mut Levels::default())
+                .unwrap()
+                .len(),
+            1
+        );
         fs::write(a.join("memory.use_hierarchy"), "0").unwrap();
-        assert!(chain(&mem, "/a/b", None).unwrap().is_empty());
+        assert!(chain(&mem, "/a/b", None, &mut Levels::default())
+            .unwrap()
+            .is_empty());
     }
 }

@@ -277,7 +277,7 @@ impl Forecaster {
             if fresh {
                 continue;
             }
-            match limits::chain_cached(&self.mem, &t.cgroup, t.pod_cgroup.as_deref(), &mut levels) {
+            match limits::chain(&self.mem, &t.cgroup, t.pod_cgroup.as_deref(), &mut levels) {
                 Ok(c) => {
                     // Spread over the period, so the chains of containers that started
                     // together are not all read again on the same tick.

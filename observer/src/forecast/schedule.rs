@@ -2,7 +2,7 @@
 //! is read every tick; a quiet one seldom, its level carried in between; a pod with its
 //! containers. Keeps the model's cost low on a node of 10,000 containers (issue 24).
 
-use std::time::Duration;
+use std::{hash::BuildHasher, time::Duration};
 
 use foldhash::HashMap;
 use tracing::debug;
@@ -58,9 +58,8 @@ pub(super) fn grew_much(nearest: u64) -> u64 {
 /// A stable spread of `key` over `0..n` ticks, so a thousand cgroups made at once are not
 /// all read again on the same tick.
 pub(super) fn spread(key: &str, n: f64) -> f64 {
-    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    // A fixed seed: a cgroup keeps its place in the period from tick to tick.
+    let h = foldhash::fast::FixedState::with_seed(0).hash_one(key);
     (h % (n.max(1.0) as u64)) as f64
 }
 
@@ -143,9 +142,10 @@ pub(super) fn read_cgroup(
     st.next_read = if quiet {
         // Cgroups that quieten together (started together) are spread over the
         // period.
+        // A cgroup read because it is due now is never quiet: only `Every` gets here.
         let q = match due {
             Due::Every(s) => s,
-            Due::Now => QUIET_EVERY.as_secs_f64(),
+            Due::Now => 0.0,
         };
         now + q - if st.quiet { 0.0 } else { spread(path, q) }
     } else {
