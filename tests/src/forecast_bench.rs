@@ -135,7 +135,7 @@ pub fn measure(quick: bool) -> String {
     }
     let obs = Observer::start(&args);
     let t0 = Instant::now();
-    let cpu0 = cpu_s(obs.pid(), Some("forecast")).unwrap_or(0.0);
+    let cpu0 = cpu_s(obs.pid(), "forecast").expect("the daemon's forecast thread");
     // The model's warm-up (20 s) is part of every cgroup's life: workloads start after 25 s,
     // as if the containers had been running.
     let spawn = |w: &Workload, args: &[&str]| {
@@ -209,7 +209,7 @@ pub fn measure(quick: bool) -> String {
         }
         thread::sleep(Duration::from_millis(1000));
     }
-    let cpu = cpu_s(obs.pid(), Some("forecast")).unwrap_or(0.0) - cpu0;
+    let cpu = cpu_s(obs.pid(), "forecast").expect("the daemon's forecast thread") - cpu0;
     let elapsed = t0.elapsed().as_secs_f64();
     let evs = obs.events();
     let ticks = elapsed; // one tick a second

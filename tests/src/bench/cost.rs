@@ -36,27 +36,19 @@ pub fn idle_cpu_pct(pid: u32, secs: u64) -> f64 {
     (proc_cpu_ticks(pid) - t0) as f64 / 100.0 / secs as f64 * 100.0
 }
 
-/// CPU time so far, in seconds, of `pid`'s thread named `comm` (or of the whole process with
-/// `None`): the scheduler's nanosecond count (`schedstat`), not the 100 Hz ticks of `stat`,
-/// so a thread that wakes once a second for a few milliseconds still measures.
-pub fn cpu_s(pid: u32, comm: Option<&str>) -> Option<f64> {
-    let ns = |dir: &std::path::Path| -> Option<f64> {
-        let s = fs::read_to_string(dir.join("schedstat")).ok()?;
-        s.split_whitespace().next()?.parse::<f64>().ok()
-    };
-    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0.0;
-    for t in tasks {
+/// CPU time so far, in seconds, of `pid`'s thread named `comm`: the scheduler's nanosecond
+/// count (`schedstat`), not the 100 Hz ticks of `stat`, so a thread that wakes once a second
+/// for a few milliseconds still measures. (A whole process is [`proc_cpu_ticks`]: summing
+/// its live threads would miss those that have exited.)
+pub fn cpu_s(pid: u32, comm: &str) -> Option<f64> {
+    for t in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let dir = t.ok()?.path();
-        match comm {
-            Some(c) if fs::read_to_string(dir.join("comm")).ok()?.trim() == c => {
-                return Some(ns(&dir)? / 1e9)
-            }
-            Some(_) => {}
-            None => total += ns(&dir).unwrap_or(0.0),
+        if fs::read_to_string(dir.join("comm")).ok()?.trim() == comm {
+            let s = fs::read_to_string(dir.join("schedstat")).ok()?;
+            return Some(s.split_whitespace().next()?.parse::<f64>().ok()? / 1e9);
         }
     }
-    comm.is_none().then_some(total / 1e9)
+    None
 }
 
 /// The resident size of `pid` in KiB (`VmRSS`); the process must be alive.
