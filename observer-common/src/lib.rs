@@ -197,6 +197,9 @@ pub mod program {
     /// `tp_btf/signal_generate`: fatal signals and their senders, and the SIGKILL's target
     /// before Linux 6.8.
     pub const KILL_SIGNAL_BTF: &str = "kill_signal_btf";
+    /// `tracepoint/signal/signal_generate`: fatal signals and their senders, where the
+    /// classic tracepoints are used (no target task: see `probes::signal`).
+    pub const KILL_SIGNAL_TP: &str = "kill_signal_tp";
     /// `tp_btf/sched_process_exit`.
     pub const EXIT_BTF: &str = "exit_btf";
     /// `tracepoint/sched/sched_process_exit`.
@@ -214,6 +217,7 @@ pub mod program {
         MARK_VICTIM_BTF,
         MARK_VICTIM_TP,
         KILL_SIGNAL_BTF,
+        KILL_SIGNAL_TP,
         EXIT_BTF,
         EXIT_TP,
         CGROUP_MKDIR_TP,
@@ -645,7 +649,7 @@ plain! {
     CgroupMkdirRecord = 24 + CGROUP_PATH_LEN;
     CgroupAttachRecord = 24;
     AttachLayout = 24;
-    KernelLayout = 55 * 4;
+    KernelLayout = 60 * 4;
     OomContext = 64;
     VictimState = 40;
     FatalSignal = 72;

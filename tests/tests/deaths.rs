@@ -292,6 +292,74 @@ fn every_container_s_end_names_its_cause_and_its_sender() {
     );
 }
 
+/// The classic tracepoint (`--hook tracepoint`, the strategy of a kernel without BTF) records
+/// the sender too: its `signal/signal_generate` program runs in the sender's context, and
+/// keys the target by the pid its record names. A SIGKILL from a named host process, the
+/// runtime's SIGKILL after an ignored SIGTERM (two signals, first and last), and a signal
+/// the init raises in itself must each name their sender, as with tp_btf.
+#[test]
+fn the_classic_tracepoint_names_the_sender() {
+    let _one = serial();
+    let mut node = CriNode::start();
+    let obs = node
+        .cd
+        .observer_with(Duration::from_secs(30), &["--hook", "tracepoint"]);
+    let log = obs.stderr_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("kill_signal") && l.contains("tracepoint")),
+        "the classic signal_generate program is attached: {log}"
+    );
+    let killed = node.run_pod_spec(&spec("while :; do sleep 1; done", false));
+    let stopped = node.run_pod_spec(&spec("trap '' TERM; while :; do sleep 1; done", false));
+    let segv = node.run_pod_spec(&spec("sleep 1; kill -SEGV $$", true));
+    let kill = Command::new("kill")
+        .args(["-KILL", &killed.pid.to_string()])
+        .spawn()
+        .unwrap();
+    let kill_pid = kill.id();
+    assert!(kill.wait_with_output().unwrap().status.success());
+    node.stop_container(&stopped.container_id, 2);
+    let pods = [&killed, &stopped, &segv];
+    let evs = obs.wait_for(
+        "a container_exit line for every pod",
+        Duration::from_secs(30),
+        |evs| {
+            pods.iter().all(|p| {
+                evs.iter().any(|e| {
+                    e["event"] == "container_exit"
+                        && e["container"]["id"] == p.container_id.as_str()
+                })
+            })
+        },
+    );
+    let all = pretty(&evs);
+    let x = exit_line(&evs, &killed);
+    eprintln!("tracepoint: {}", x["message"]);
+    assert_eq!(x["cause"], "node_process", "{x}\nall events:\n{all}");
+    assert_eq!(x["signal"], "SIGKILL", "{x}");
+    assert_eq!(x["sender"]["comm"], "kill", "{x}");
+    assert_eq!(x["sender"]["tgid"], kill_pid, "{x}");
+    assert_eq!(x["sender"]["code"], "SI_USER", "{x}");
+
+    let x = exit_line(&evs, &stopped);
+    eprintln!("tracepoint: {}", x["message"]);
+    assert_eq!(x["cause"], "runtime_stop", "{x}\nall events:\n{all}");
+    assert_eq!(x["signal"], "SIGKILL", "{x}");
+    assert_eq!(x["first_signal"]["signal"], "SIGTERM", "{x}");
+    let runtime = x["sender"]["comm"].as_str().unwrap_or_default();
+    assert!(
+        runtime == "runc" || runtime.starts_with("containerd-shim"),
+        "the stop's SIGKILL comes from the runtime: {x}"
+    );
+
+    let x = exit_line(&evs, &segv);
+    eprintln!("tracepoint: {}", x["message"]);
+    assert_eq!(x["cause"], "crash", "{x}\nall events:\n{all}");
+    assert_eq!(x["signal"], "SIGSEGV", "{x}");
+    assert_eq!(x["sender"]["tgid"], segv.pid, "raised by itself: {x}");
+}
+
 /// The TaskOOM a kill the container survives gets (issue's step 3): with
 /// `--taskoom-for init` none of ours goes out for the child's kill, and containerd's CRI
 /// still marks the container OOMKilled, from the runc shim's own TaskOOM; the init's own
