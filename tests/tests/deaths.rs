@@ -360,6 +360,112 @@ fn the_classic_tracepoint_names_the_sender() {
     assert_eq!(x["sender"]["tgid"], segv.pid, "raised by itself: {x}");
 }
 
+/// The directory of `pid`'s cgroup where systemd-oomd would mark it: the unified
+/// hierarchy's, else (a v1 node whose unified hierarchy holds no container) the memory
+/// hierarchy's.
+fn oomd_dir_of(pid: u32) -> std::path::PathBuf {
+    let mounts = observer::host::cgroupfs::CgroupMounts::discover().unwrap();
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let unified = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .filter(|p| *p != "/")
+        .and_then(|p| mounts.unified.as_ref()?.dir(p))
+        .filter(|d| d.is_dir());
+    let memory = || {
+        let p = own
+            .lines()
+            .find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+                ctl.split(',').any(|c| c == "memory").then_some(path)
+            })
+            .unwrap();
+        mounts.memory_v1.as_ref().unwrap().dir(p).unwrap()
+    };
+    unified.unwrap_or_else(memory)
+}
+
+/// Sets the xattr `name` on `dir`, as a userspace OOM killer marks the cgroup it acted on.
+fn set_xattr(dir: &std::path::Path, name: &str, value: &str) {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt};
+    let path = CString::new(dir.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: both strings are NUL-terminated and outlive the call; the value is read for
+    // exactly its length.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setxattr {name} on {}: {}",
+        dir.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// systemd-oomd's mark (`user.oomd_ooms`) on a container's cgroup makes a SIGKILL from an
+/// unnamed sender a userspace OOM killer's. STAND-IN: systemd-oomd does not run on this
+/// machine (cgroup v1 host, no systemd in charge of these cgroups), so the test itself sets
+/// the xattr on the container's cgroup, as systemd-oomd does on the cgroup it kills, and
+/// `kill -KILL` sends the SIGKILL. It checks the daemon's read of a real cgroup's xattr and
+/// the cause it gives, not systemd-oomd.
+#[test]
+fn an_oomd_mark_on_the_cgroup_names_a_userspace_oom_killer() {
+    let _one = serial();
+    eprintln!(
+        "NOTE: STAND-IN FOR systemd-oomd, which does not run here: the test sets \
+         user.oomd_ooms on the container's cgroup itself, then kill(1) sends the SIGKILL"
+    );
+    let mut node = CriNode::start();
+    let obs = node.cd.observer_with(Duration::from_secs(30), &[]);
+    let marked = node.run_pod_spec(&spec("while :; do sleep 1; done", false));
+    let plain = node.run_pod_spec(&spec("while :; do sleep 1; done", false));
+    let dir = oomd_dir_of(marked.pid);
+    eprintln!("marking {} (standing in for systemd-oomd)", dir.display());
+    set_xattr(&dir, "user.oomd_ooms", "1");
+    let mut senders = Vec::new();
+    for p in [&marked, &plain] {
+        let kill = Command::new("kill")
+            .args(["-KILL", &p.pid.to_string()])
+            .spawn()
+            .unwrap();
+        senders.push(kill.id());
+        assert!(kill.wait_with_output().unwrap().status.success());
+    }
+    let pods = [&marked, &plain];
+    let evs = obs.wait_for(
+        "a container_exit line for both pods",
+        Duration::from_secs(30),
+        |evs| {
+            pods.iter().all(|p| {
+                evs.iter().any(|e| {
+                    e["event"] == "container_exit"
+                        && e["container"]["id"] == p.container_id.as_str()
+                })
+            })
+        },
+    );
+    let x = exit_line(&evs, &marked);
+    eprintln!("marked: {}", x["message"]);
+    assert_eq!(x["cause"], "oom_killer_userspace", "{x}");
+    assert_eq!(x["signal"], "SIGKILL", "{x}");
+    assert_eq!(x["sender"]["comm"], "kill", "{x}");
+    assert_eq!(x["sender"]["tgid"], senders[0], "{x}");
+    // The same kill without the mark is a node process's.
+    let x = exit_line(&evs, &plain);
+    eprintln!("unmarked: {}", x["message"]);
+    assert_eq!(x["cause"], "node_process", "{x}");
+    assert_eq!(x["sender"]["tgid"], senders[1], "{x}");
+}
+
 /// The TaskOOM a kill the container survives gets (issue's step 3): with
 /// `--taskoom-for init` none of ours goes out for the child's kill, and containerd's CRI
 /// still marks the container OOMKilled, from the runc shim's own TaskOOM; the init's own
