@@ -466,6 +466,60 @@ fn an_oomd_mark_on_the_cgroup_names_a_userspace_oom_killer() {
     assert_eq!(x["sender"]["tgid"], senders[1], "{x}");
 }
 
+/// The CRI is read over one connection the daemon keeps, made anew when containerd went
+/// away: an end after a containerd restart still carries the CRI's reason, not a prediction.
+#[test]
+fn the_cri_is_still_read_after_containerd_restarts() {
+    let _one = serial();
+    let mut node = CriNode::start();
+    let obs = node.cd.observer_with(Duration::from_secs(30), &[]);
+    let before = node.run_pod_spec(&spec("while :; do sleep 1; done", false));
+    let after = node.run_pod_spec(&spec("while :; do sleep 1; done", false));
+    let line_of = |pod: &CriPod| {
+        let evs = obs.wait_for("the pod's container_exit", Duration::from_secs(30), |evs| {
+            evs.iter().any(|e| {
+                e["event"] == "container_exit" && e["container"]["id"] == pod.container_id.as_str()
+            })
+        });
+        exit_line(&evs, pod)
+    };
+    let kill = |pod: &CriPod| {
+        let st = Command::new("kill")
+            .args(["-KILL", &pod.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    kill(&before);
+    let x = line_of(&before);
+    assert_eq!(x["kubelet"]["source"], "cri", "{x}");
+    // The held connection dies with this containerd.
+    node.cd.restart();
+    let connected = || obs.stderr_text().matches("connected to containerd").count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while connected() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never reconnected: {}",
+            obs.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    kill(&after);
+    let x = line_of(&after);
+    eprintln!(
+        "after the restart: {} (kubelet {})",
+        x["message"], x["kubelet"]
+    );
+    assert_eq!(
+        x["kubelet"]["source"],
+        "cri",
+        "read through a new connection: {x}\n{}",
+        obs.stderr_text()
+    );
+    assert_eq!(x["kubelet"]["reason"], "Error", "{x}");
+}
+
 /// The TaskOOM a kill the container survives gets (issue's step 3): with
 /// `--taskoom-for init` none of ours goes out for the child's kill, and containerd's CRI
 /// still marks the container OOMKilled, from the runc shim's own TaskOOM; the init's own
