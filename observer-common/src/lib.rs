@@ -586,7 +586,8 @@ pub struct DeathRecord {
     /// The process.
     pub tgid: u32,
     /// `task->exit_code`: the signal in the low 7 bits, 0x80 for a core dump, the exit
-    /// status in bits 8..16.
+    /// status in bits 8..16; [`EXIT_CODE_UNKNOWN`] when the program cannot read it (no
+    /// BTF: no `task_struct` layout).
     pub exit_code: i32,
     /// Fatal signals recorded for it.
     pub signals: u32,
@@ -601,6 +602,10 @@ pub struct DeathRecord {
     /// The last one.
     pub last: FatalSignal,
 }
+
+/// [`DeathRecord::exit_code`] when the kernel's exit code could not be read (never a real
+/// one: the kernel's is at most 16 bits).
+pub const EXIT_CODE_UNKNOWN: i32 = -1;
 
 /// Name of the global the daemon fills with [`KernelLayout`].
 pub const LAYOUT_GLOBAL: &str = "LAYOUT";

@@ -299,11 +299,20 @@ fn every_container_s_end_names_its_cause_and_its_sender() {
 /// the init raises in itself must each name their sender, as with tp_btf.
 #[test]
 fn the_classic_tracepoint_names_the_sender() {
+    classic_tracepoint_senders(&["--hook", "tracepoint"]);
+}
+
+/// The same without BTF (`--no-btf`, as on a kernel built without it): the programs get no
+/// kernel structure offsets, only the tracepoints' own records and the helpers.
+#[test]
+fn the_classic_tracepoint_names_the_sender_without_btf() {
+    classic_tracepoint_senders(&["--no-btf"]);
+}
+
+fn classic_tracepoint_senders(args: &[&str]) {
     let _one = serial();
     let mut node = CriNode::start();
-    let obs = node
-        .cd
-        .observer_with(Duration::from_secs(30), &["--hook", "tracepoint"]);
+    let obs = node.cd.observer_with(Duration::from_secs(30), args);
     let log = obs.stderr_text();
     assert!(
         log.lines()

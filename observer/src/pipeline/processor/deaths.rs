@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, path::PathBuf};
 
-use observer_common::DeathRecord;
+use observer_common::{DeathRecord, EXIT_CODE_UNKNOWN};
 
 use crate::{
     enrich::{container::ContainerInfo, upkeep::TaskExited},
@@ -96,6 +96,7 @@ where
         oomd_mark,
         container_of,
     } = join;
+    let death = death.map(|d| with_exit_code(d, x.exit_status));
     let c = &x.container;
     let init_kill = kills
         .iter()
@@ -207,6 +208,18 @@ where
     ev
 }
 
+/// `d` with an exit code: the kernel's, else (no BTF: the program could not read it) the one
+/// containerd's status gives, 128 + the signal or the code, without the core-dump bit.
+fn with_exit_code(mut d: DeathRecord, exit_status: u32) -> DeathRecord {
+    if d.exit_code == EXIT_CODE_UNKNOWN {
+        d.exit_code = match exit_status {
+            s @ 129..=192 => (s - 128) as i32,
+            s => ((s & 0xff) << 8) as i32,
+        };
+    }
+    d
+}
+
 /// Whether systemd-oomd or oomd marked the container's cgroup, or an ancestor up to its pod's
 /// (they act on the cgroup they chose, which may be the pod's). Without a pod, the
 /// container's own cgroup only.
@@ -242,6 +255,29 @@ mod tests {
             (p == marked).then(|| ("user.oomd_ooms", PathBuf::from(p)))
         });
         (hit, seen.into_inner())
+    }
+
+    #[test]
+    fn an_unknown_exit_code_is_containerd_s() {
+        let d = |exit_code| DeathRecord {
+            kind: 0,
+            hook: 0,
+            ktime_ns: 1,
+            pid: 50,
+            tgid: 50,
+            exit_code,
+            signals: 1,
+            memcg_id: 0,
+            dfl_cgroup_id: 0,
+            comm: [0; 16],
+            first: Default::default(),
+            last: Default::default(),
+        };
+        assert_eq!(with_exit_code(d(EXIT_CODE_UNKNOWN), 137).exit_code, 9);
+        assert_eq!(with_exit_code(d(EXIT_CODE_UNKNOWN), 3).exit_code, 3 << 8);
+        assert_eq!(with_exit_code(d(EXIT_CODE_UNKNOWN), 0).exit_code, 0);
+        // The kernel's own wins (here a core dump containerd cannot tell).
+        assert_eq!(with_exit_code(d(0x80 | 11), 139).exit_code, 0x80 | 11);
     }
 
     #[test]
