@@ -224,7 +224,7 @@ fn record_fatal(tgid: u32, s: FatalSignal, target: Option<Task>) {
     // A target already in `do_exit` (a zombie) will not reach the exit hook again: an entry
     // now would keep the exit count up for nothing. (`SIGNAL_GROUP_EXIT` cannot say it: the
     // tracepoint fires after `complete_signal` set it for this very signal.) The classic
-    // tracepoint has no task; its caller drops ignored signals instead.
+    // tracepoint has no task; its caller drops the SIGKILLs the kernel ignored instead.
     if let Some(target) = target {
         if target.flags().is_some_and(|flags| flags & PF_EXITING != 0) {
             return;
