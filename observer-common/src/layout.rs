@@ -210,6 +210,18 @@ macro_rules! kernel_offsets {
                 tp_mkdir_level: MkdirTp::level = cgroup/cgroup_mkdir.level => read i32;
                 /// Classic tracepoint `cgroup/cgroup_mkdir`: offset of `__data_loc path`.
                 tp_mkdir_path: MkdirTp::path = cgroup/cgroup_mkdir.path => data_loc str;
+                /// Classic tracepoint `signal/signal_generate`: offset of `sig`.
+                tp_signal_sig: SignalTp::sig = signal/signal_generate.sig => read i32;
+                /// Classic tracepoint `signal/signal_generate`: offset of `code` (the
+                /// `si_code`, with `SI_USER` and `SI_KERNEL` for the kernel's two non-pointers).
+                tp_signal_code: SignalTp::code = signal/signal_generate.code => read i32;
+                /// Classic tracepoint `signal/signal_generate`: offset of `pid`, the target
+                /// thread's id (the record has no process id).
+                tp_signal_pid: SignalTp::pid = signal/signal_generate.pid => read i32;
+                /// Classic tracepoint `signal/signal_generate`: offset of `group`.
+                tp_signal_group: SignalTp::group = signal/signal_generate.group => read i32;
+                /// Classic tracepoint `signal/signal_generate`: offset of `result`.
+                tp_signal_result: SignalTp::result = signal/signal_generate.result => read i32;
             }
         }
     };

@@ -197,6 +197,9 @@ pub mod program {
     /// `tp_btf/signal_generate`: fatal signals and their senders, and the SIGKILL's target
     /// before Linux 6.8.
     pub const KILL_SIGNAL_BTF: &str = "kill_signal_btf";
+    /// `tracepoint/signal/signal_generate`: fatal signals and their senders, where the
+    /// classic tracepoints are used (no target task: see `probes::signal`).
+    pub const KILL_SIGNAL_TP: &str = "kill_signal_tp";
     /// `tp_btf/sched_process_exit`.
     pub const EXIT_BTF: &str = "exit_btf";
     /// `tracepoint/sched/sched_process_exit`.
@@ -214,6 +217,7 @@ pub mod program {
         MARK_VICTIM_BTF,
         MARK_VICTIM_TP,
         KILL_SIGNAL_BTF,
+        KILL_SIGNAL_TP,
         EXIT_BTF,
         EXIT_TP,
         CGROUP_MKDIR_TP,
@@ -582,7 +586,8 @@ pub struct DeathRecord {
     /// The process.
     pub tgid: u32,
     /// `task->exit_code`: the signal in the low 7 bits, 0x80 for a core dump, the exit
-    /// status in bits 8..16.
+    /// status in bits 8..16; [`EXIT_CODE_UNKNOWN`] when the program cannot read it (no
+    /// BTF: no `task_struct` layout).
     pub exit_code: i32,
     /// Fatal signals recorded for it.
     pub signals: u32,
@@ -597,6 +602,10 @@ pub struct DeathRecord {
     /// The last one.
     pub last: FatalSignal,
 }
+
+/// [`DeathRecord::exit_code`] when the kernel's exit code could not be read (never a real
+/// one: the kernel's is at most 16 bits).
+pub const EXIT_CODE_UNKNOWN: i32 = -1;
 
 /// Name of the global the daemon fills with [`KernelLayout`].
 pub const LAYOUT_GLOBAL: &str = "LAYOUT";
@@ -645,7 +654,7 @@ plain! {
     CgroupMkdirRecord = 24 + CGROUP_PATH_LEN;
     CgroupAttachRecord = 24;
     AttachLayout = 24;
-    KernelLayout = 55 * 4;
+    KernelLayout = 60 * 4;
     OomContext = 64;
     VictimState = 40;
     FatalSignal = 72;

@@ -2,9 +2,9 @@
 //! field, at the offsets the daemon read from tracefs (`events/<category>/<name>/format`).
 //! A method returns `None` when the field is absent from this kernel's record or unreadable.
 //!
-//! The methods of [`MarkVictimTp`], [`ExitTp`] and [`MkdirTp`] are generated from the
-//! offsets table's `tracepoints` rows (`observer_common::kernel_offsets!`); [`AttachTp`]'s
-//! offsets come in their own global, [`ATTACH`].
+//! The methods of [`MarkVictimTp`], [`ExitTp`], [`MkdirTp`] and [`SignalTp`] are generated
+//! from the offsets table's `tracepoints` rows (`observer_common::kernel_offsets!`);
+//! [`AttachTp`]'s offsets come in their own global, [`ATTACH`].
 
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel_str_bytes, programs::TracePointContext, EbpfContext,
@@ -87,6 +87,9 @@ pub struct ExitTp<'a>(pub &'a TracePointContext);
 
 /// `cgroup/cgroup_mkdir`.
 pub struct MkdirTp<'a>(pub &'a TracePointContext);
+
+/// `signal/signal_generate`.
+pub struct SignalTp<'a>(pub &'a TracePointContext);
 
 impl MkdirTp<'_> {
     /// Whether the record has the fields a report needs (its hierarchy, id and path).

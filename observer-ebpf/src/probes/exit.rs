@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use observer_common::{valid, DeathRecord, Hook, RecordKind};
+use observer_common::{valid, DeathRecord, Hook, RecordKind, EXIT_CODE_UNKNOWN};
 
 use crate::{
     kernel::{layout, Task},
@@ -126,7 +126,7 @@ fn signaled_exit(pid: u32, tgid: u32) {
         (*rec).ktime_ns = now;
         (*rec).pid = pid;
         (*rec).tgid = tgid;
-        (*rec).exit_code = me.exit_code().unwrap_or(0);
+        (*rec).exit_code = me.exit_code().unwrap_or(EXIT_CODE_UNKNOWN);
         (*rec).signals = (*st).signals;
         (*rec).first = (*st).first;
         (*rec).last = (*st).last;

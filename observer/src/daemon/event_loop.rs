@@ -19,7 +19,10 @@ use super::{
 };
 use crate::{
     audit::{limitwatch::InotifyFd, worker::Observation},
-    enrich::upkeep::{Containerd, IndexChange},
+    enrich::{
+        cri::Cri,
+        upkeep::{Containerd, IndexChange},
+    },
     error::ObserverError,
     event::death::{self, ContainerExit},
     host::startup,
@@ -98,6 +101,11 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
     let lost_file = kernel.lost_file.take();
     let maps = &mut kernel.maps;
     let (exits_tx, mut exits_rx) = tokio::sync::mpsc::unbounded_channel();
+    // One CRI connection for every container's end, not one per end.
+    let cri = opts
+        .containerd
+        .clone()
+        .map(|socket| std::sync::Arc::new(Cri::new(socket)));
     loop {
         tokio::select! {
             guard = maps.ring.readable_mut() => {
@@ -144,10 +152,10 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
                     // kill of the init) is read first, so the line can name the cause.
                     drain_all(&mut proc, maps, &mut queries).await?;
                     let ev = proc.container_exit(x);
-                    match &opts.containerd {
+                    match &cri {
                         // The kubelet's reason, read off the event path.
-                        Some(socket) if ev.container.namespace == CRI_NAMESPACE => {
-                            tokio::spawn(read_kubelet_view(socket.clone(), ev, exits_tx.clone()));
+                        Some(cri) if ev.container.namespace == CRI_NAMESPACE => {
+                            tokio::spawn(read_kubelet_view(cri.clone(), ev, exits_tx.clone()));
                         }
                         _ => proc.write_exit(ev).map_err(ObserverError::Output)?,
                     }
@@ -212,11 +220,11 @@ const CRI_EXIT_WAIT: Duration = Duration::from_secs(10);
 /// Reads what the kubelet will show for `ev`'s container and hands the event back to the
 /// loop; the prediction stays when the CRI cannot say.
 async fn read_kubelet_view(
-    socket: std::path::PathBuf,
+    cri: std::sync::Arc<Cri>,
     mut ev: ContainerExit,
     back: tokio::sync::mpsc::UnboundedSender<ContainerExit>,
 ) {
-    match crate::enrich::cri::exited(&socket, &ev.container.id, CRI_EXIT_WAIT).await {
+    match cri.exited(&ev.container.id, CRI_EXIT_WAIT).await {
         Ok(Some(cri)) => ev.kubelet = death::kubelet_from_cri(ev.cause, &cri.reason),
         Ok(None) => {
             tracing::warn!(container = %ev.container.id, "the CRI did not report the container EXITED in time: its container_exit predicts the kubelet's reason")

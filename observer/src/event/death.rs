@@ -105,6 +105,8 @@ pub fn code_name(code: i32) -> &'static str {
     }
 }
 
+/// SIGKILL, the signal systemd-oomd and oomd kill with.
+pub const SIGKILL: u32 = 9;
 /// The crash signals: raised by the kernel in a faulting task, or by a task on itself.
 const CRASH: &[u32] = &[4, 6, 7, 8, 11, 31];
 /// The signals that ask a process to end (it may answer with its own exit).
@@ -268,7 +270,8 @@ pub struct ExitFacts {
     pub pod_cgroup: Option<String>,
     /// The sender's executable's file name, while it runs.
     pub sender_exe_name: Option<String>,
-    /// The container's cgroup carries systemd-oomd's or oomd's kill xattrs.
+    /// The container's cgroup, or an ancestor up to its pod's, carries systemd-oomd's or
+    /// oomd's mark (`user.oomd_ooms`, `trusted.oomd_kill`, ...: `host::oomd`).
     pub oomd_marked: bool,
 }
 
@@ -311,11 +314,16 @@ pub fn classify(f: &ExitFacts) -> Cause {
     if CRASH.contains(&s.sig) && s.sender_tgid == d.tgid {
         return Cause::Crash;
     }
-    if f.oomd_marked || named(USERSPACE_OOM_KILLERS, true) {
+    if named(USERSPACE_OOM_KILLERS, true) {
         return Cause::OomKillerUserspace;
     }
     if named(RUNTIMES, false) {
         return Cause::RuntimeStop;
+    }
+    // After the runtime: a mark on the pod's cgroup outlives the container it was set for,
+    // and a later stop's SIGKILL is the runtime's, whatever an earlier kill left there.
+    if f.oomd_marked && s.sig == SIGKILL {
+        return Cause::OomKillerUserspace;
     }
     if let (Some(sender), Some(pod)) = (&f.sender_cgroup, &f.pod_cgroup) {
         if crate::host::cgroup_path::is_under(sender, pod) {

@@ -120,6 +120,20 @@ fn userspace_oom_killers_by_name_or_by_oomd_s_mark() {
 }
 
 #[test]
+fn an_oomd_mark_does_not_outrank_the_runtime_or_explain_a_sigterm() {
+    // The pod's cgroup keeps an earlier kill's mark; this container's end was a stop.
+    let r = signal(9, 302, "runc", 99 * S);
+    let mut f = facts(Some(death(50, 9, r, r)), 137);
+    f.oomd_marked = true;
+    assert_eq!(classify(&f), Cause::RuntimeStop);
+    // They kill with SIGKILL: a SIGTERM's sender stays who it is.
+    let t = signal(15, 303, "bash", 99 * S);
+    let mut f = facts(Some(death(50, 15, t, t)), 143);
+    f.oomd_marked = true;
+    assert_eq!(classify(&f), Cause::NodeProcess);
+}
+
+#[test]
 fn a_sender_inside_the_pod_is_a_pod_process() {
     let k = signal(9, 301, "sh", 99 * S);
     let mut f = facts(Some(death(50, 9, k, k)), 137);

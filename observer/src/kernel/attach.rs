@@ -209,14 +209,15 @@ fn attach_tracepoint(
     Ok("tracepoint")
 }
 
-/// Whether `signal_generate` is attached: with BTF, on every strategy but the classic
-/// tracepoint's (which reports what the tracepoint alone sees, as on a kernel without BTF).
-/// On the `oom_kill_process` strategies it tells a kill from a victim marked without a
-/// SIGKILL (see `probes::signal`); on a kernel whose `tp_btf/mark_victim` passes only a pid
-/// (before Linux 6.8) it supplies the victim's task. On later kernels it only filters: every
-/// signal passes it, so its cost is measured on every kernel (the bench's signal loop), and
-/// it is where the sender of a container's fatal signal is to come from.
-pub(super) fn needs_kill_signal(s: Strategy, p: &LoadParams<'_>) -> bool {
+/// Whether `signal_generate` gets its tp_btf program: with BTF, on every strategy but the
+/// classic tracepoint's (which uses the classic tracepoints, as on a kernel without BTF, and
+/// gets the classic `signal_generate`). On the `oom_kill_process` strategies it tells a kill
+/// from a victim marked without a SIGKILL (see `probes::signal`); on a kernel whose
+/// `tp_btf/mark_victim` passes only a pid (before Linux 6.8) it supplies the victim's task.
+/// On every strategy it records the fatal signals and their senders, which the exit hook
+/// joins to the exit: so it is attached on every one, and every signal passes it (its cost
+/// is the bench's signal loop).
+fn kill_signal_btf(s: Strategy, p: &LoadParams<'_>) -> bool {
     p.btf.is_some() && s != Strategy::Tracepoint
 }
 
@@ -231,12 +232,30 @@ pub(super) fn enable_kill_signal(ebpf: &mut Ebpf) -> Result<(), aya::maps::MapEr
     a.set(0, 1, 0)
 }
 
+/// The `signal_generate` program for strategy `s` (see [`kill_signal_btf`]).
 pub(super) fn attach_kill_signal(
     ebpf: &mut Ebpf,
+    s: Strategy,
     p: &LoadParams<'_>,
     links: &mut Links,
 ) -> Outcome {
-    attach_tp_btf(ebpf, p, links, program::KILL_SIGNAL_BTF, SIGNAL_GENERATE)
+    if kill_signal_btf(s, p) {
+        return attach_tp_btf(ebpf, p, links, program::KILL_SIGNAL_BTF, SIGNAL_GENERATE);
+    }
+    if p.layout.tp_signal_sig == ABSENT || p.layout.tp_signal_pid == ABSENT {
+        return Err(Refusal::unavailable(
+            "tracepoint signal/signal_generate",
+            "not in tracefs",
+        ));
+    }
+    attach_tracepoint(
+        ebpf,
+        p,
+        links,
+        program::KILL_SIGNAL_TP,
+        "signal",
+        SIGNAL_GENERATE,
+    )
 }
 
 pub(super) fn attach_mkdir(ebpf: &mut Ebpf, p: &LoadParams<'_>, links: &mut Links) -> Outcome {

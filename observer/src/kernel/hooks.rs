@@ -16,7 +16,7 @@ pub use super::strategy::{Outcome, Refusal, RefusalKind, Strategy};
 use super::{
     attach::{
         attach_exit, attach_kill_signal, attach_migrations, attach_mkdir, attach_strategy,
-        enable_kill_signal, needs_kill_signal,
+        enable_kill_signal,
     },
     error::KernelError,
 };
@@ -98,15 +98,13 @@ pub fn load_with(
                     ("victim_exit", attach_exit(&mut ebpf, p, l)),
                     ("cgroup_attach_task", attach_migrations(&mut ebpf, p, l)),
                 ];
-                if needs_kill_signal(s, p) {
-                    let outcome = attach_kill_signal(&mut ebpf, p, l);
-                    if outcome.is_ok() && matches!(s, Strategy::Fentry | Strategy::Kprobe) {
-                        if let Err(e) = enable_kill_signal(&mut ebpf) {
-                            tracing::warn!(error = %e, "cannot tell the kernel programs that signal_generate runs: a victim marked without a SIGKILL is reported as a kill");
-                        }
+                let outcome = attach_kill_signal(&mut ebpf, s, p, l);
+                if outcome.is_ok() && matches!(s, Strategy::Fentry | Strategy::Kprobe) {
+                    if let Err(e) = enable_kill_signal(&mut ebpf) {
+                        tracing::warn!(error = %e, "cannot tell the kernel programs that signal_generate runs: a victim marked without a SIGKILL is reported as a kill");
                     }
-                    extras.push(("kill_signal", outcome));
                 }
+                extras.push(("kill_signal", outcome));
                 startup::step("auxiliary programs loaded and attached");
                 return Ok(Loaded {
                     ebpf,

@@ -18,7 +18,7 @@ use crate::{
         ContainerRef, Event, EventKind, LostEvent,
     },
     forecast::{event::RiskEvent, lead::Warnings},
-    host::{oom_control::StallWatch, procfs::CmdlineReader},
+    host::{oom_control::StallWatch, oomd, procfs::CmdlineReader},
     kernel::{
         clock::boot_ns,
         maps::LostCounts,
@@ -320,11 +320,13 @@ impl Processor {
             ..Query::default()
         });
         let handoff = self.handoff.as_ref();
+        let mounts = self.paths.mounts().clone();
         let paths = &mut self.paths;
         let join = deaths::Join {
             kills,
             policy: &self.cmdline_policy,
             path_of: |id| paths.memory_path_scanned(id),
+            oomd_mark: |cg: &str| oomd::mark_in(&mounts, cg),
             container_of: |cg: &str| {
                 handoff?
                     .containerd()

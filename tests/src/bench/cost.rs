@@ -10,7 +10,7 @@ use super::paired::bpf_totals;
 use crate::{containerd::Containerd, procfs::ProcStatus, prometheus::Prometheus};
 
 /// Our kernel programs, as the BPF statistics name them.
-pub const PROGRAMS: [&str; 7] = [
+pub const PROGRAMS: [&str; 8] = [
     "mark_victim_btf",
     "mark_victim_tp",
     "cgroup_mkdir_tp",
@@ -18,6 +18,7 @@ pub const PROGRAMS: [&str; 7] = [
     "exit_btf",
     "exit_tp",
     "kill_signal_btf",
+    "kill_signal_tp",
 ];
 
 /// User plus system time of `pid`, in clock ticks.

@@ -93,6 +93,11 @@ impl CgroupPaths {
 }
 
 impl CgroupPaths {
+    /// The node's cgroup mounts.
+    pub fn mounts(&self) -> &CgroupMounts {
+        &self.cgroups
+    }
+
     /// Path of a cgroup in the memory controller's hierarchy, the start-up scan taken in
     /// first.
     pub fn memory_path_scanned(&mut self, id: u64) -> Option<String> {

@@ -58,8 +58,9 @@ fn deaths() -> Result<(), String> {
     // packed (the client wants one, though the stand-in speaks plain HTTP).
     std::env::set_var("KUBECONFIG", &kubeconfig);
     std::env::set_var("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt");
-    // `oomx.deaths_hook=tracepoint`: a strategy that records no signal (no BTF record of
-    // the sender), to see the scenarios fail when the join has nothing to join.
+    // `oomx.deaths_hook=tracepoint`: the classic tracepoints, whose `signal_generate`
+    // program keys its target by pid (no task); `oomx.deaths_hook` also takes any other
+    // strategy.
     let hook = crate::race::cmdline("deaths_hook");
     let mut args = vec!["--k8s-events", "--node-name", "node-a"];
     if let Some(h) = hook.as_deref() {
