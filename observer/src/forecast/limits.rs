@@ -50,23 +50,40 @@ pub struct Limit {
     pub bytes: u64,
 }
 
-/// What one cgroup's level of a chain read: its own limit, and (read only for an ancestor)
-/// whether it passes its children's charges up (v1 `memory.use_hierarchy`).
+/// What one cgroup's level of a chain read: its own limit (in pass `pass`), and (read only
+/// for an ancestor) whether it passes its children's charges up (v1 `memory.use_hierarchy`,
+/// which cannot change once the cgroup has children: read once).
 #[derive(Debug, Clone, Copy)]
 struct Level {
     own: Option<u64>,
+    pass: u64,
     hierarchical: Option<bool>,
 }
 
-/// The levels read during one pass over many chains: a node's pods share every ancestor,
-/// which is then read once per pass, not once per container.
+/// The levels read by passes over many chains: a node's pods share every ancestor, whose
+/// limit is then read once per pass, not once per container.
 #[derive(Debug, Default)]
-pub struct Levels(HashMap<String, Level>);
+pub struct Levels {
+    levels: HashMap<String, Level>,
+    pass: u64,
+}
+
+impl Levels {
+    /// A new pass: every limit is read again when next asked for.
+    pub fn next_pass(&mut self) {
+        self.pass += 1;
+    }
+
+    /// Forgets the cgroups `keep` says no.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.levels.retain(|p, _| keep(p));
+    }
+}
 
 /// The limits set on `path` and its ancestors that charge it, nearest (innermost) first.
 /// `pod`: the pod's cgroup, if the cgroup is a Kubernetes container's. The node's limit is
 /// not in it (it is read from `/proc/meminfo` once for all).
-/// Each cgroup is read at most once per `levels`.
+/// Each cgroup's limit is read at most once per pass of `levels`.
 pub fn chain(
     mem: &MemoryFs,
     path: &str,
@@ -79,10 +96,18 @@ pub fn chain(
     while let Some(p) = cur {
         let v2 = mem.is_v2();
         let dir = || mem.dir(p).ok_or_else(|| ForecastError::Gone(p.into()));
-        let level = match levels.0.get_mut(p) {
-            Some(l) => l,
-            None => levels.0.entry(p.to_string()).or_insert(Level {
+        let pass = levels.pass;
+        let level = match levels.levels.get_mut(p) {
+            Some(l) => {
+                if l.pass != pass {
+                    l.own = own_limit(&dir()?, v2)?;
+                    l.pass = pass;
+                }
+                l
+            }
+            None => levels.levels.entry(p.to_string()).or_insert(Level {
                 own: own_limit(&dir()?, v2)?,
+                pass,
                 hierarchical: None,
             }),
         };

@@ -17,33 +17,31 @@ use std::{
     time::{Duration, Instant},
 };
 
-use foldhash::{HashMap, HashSet};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, info};
 
-use crate::{
-    audit::memory_fs::MemoryFs,
-    enrich::{container::ContainerInfo, upkeep::Containerd},
-    event::ContainerRef,
-    host::cgroup_path,
-};
+use crate::{audit::memory_fs::MemoryFs, enrich::upkeep::Containerd, event::ContainerRef};
 
 pub mod error;
 pub mod event;
 pub mod lead;
 pub mod limits;
 pub mod model;
+mod plan;
 pub mod read;
 pub mod schedule;
+mod target;
 
 pub use error::ForecastError;
 use event::{new_risk, RiskEvent, RiskReason};
 use limits::{Limit, LimitKind};
 use model::{time_to, Series, MIN_RATE};
+use plan::Plan;
 use schedule::{
-    read_cgroup, spread, CgroupState, Due, Reads, LIMITS_EVERY, QUIET_EVERY, QUIET_EVERY_MAX,
-    QUIET_READS_PER_S, QUIET_SWEEP,
+    read_cgroup, CgroupState, Due, Reads, QUIET_EVERY, QUIET_EVERY_MAX, QUIET_READS_PER_S,
+    QUIET_SWEEP,
 };
+pub use target::Target;
 
 /// What `--forecast-*` asks for.
 #[derive(Debug, Clone)]
@@ -68,52 +66,6 @@ const STALL_FRACTION: f64 = 0.98;
 const STALL_PSI_FULL: f64 = 10.0;
 /// Processes named in a warning.
 const TOP: usize = 3;
-
-/// One thing to model: a container's cgroup, or a cgroup named by flag.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// The memory cgroup (hierarchy path).
-    pub cgroup: String,
-    /// Its pod's cgroup, for a Kubernetes container.
-    pub pod_cgroup: Option<String>,
-    /// The container, if it is one (shared: every tick's headroom names it).
-    pub container: Option<Arc<ContainerRef>>,
-}
-
-impl Target {
-    /// The target of a container from containerd's index; none for sandboxes, deleted
-    /// containers and those without a cgroup.
-    pub fn of(c: &ContainerInfo) -> Option<Target> {
-        if c.is_sandbox() || c.deleted_at.is_some() {
-            return None;
-        }
-        let cgroup = c.cgroups().next()?.to_string();
-        let pod_cgroup = (c.pod.is_some() || c.sandbox_id.is_some())
-            .then(|| cgroup_path::parent(&cgroup).map(String::from))
-            .flatten();
-        Some(Target {
-            cgroup,
-            pod_cgroup,
-            container: Some(Arc::new(ContainerRef::from(c))),
-        })
-    }
-
-    /// A cgroup named by `--forecast-cgroup`.
-    pub fn cgroup(path: &str) -> Target {
-        Target {
-            cgroup: path.to_string(),
-            pod_cgroup: None,
-            container: None,
-        }
-    }
-
-    fn key(&self) -> &str {
-        self.container
-            .as_ref()
-            .map(|c| c.id.as_str())
-            .unwrap_or(&self.cgroup)
-    }
-}
 
 /// One limit of one target as the model sees it now (a metric's sample).
 #[derive(Debug, Clone, PartialEq)]
@@ -148,11 +100,9 @@ pub struct Forecaster {
     mem: MemoryFs,
     threshold: f64,
     start: Instant,
-    cgroups: HashMap<String, CgroupState>,
-    chains: HashMap<String, (f64, Vec<Limit>)>,
+    plan: Plan,
     node: Series,
     node_last: Option<read::Node>,
-    warned: HashMap<String, f64>,
     headroom: bool,
 }
 
@@ -163,91 +113,55 @@ impl Forecaster {
             mem,
             threshold: threshold.as_secs_f64(),
             start: Instant::now(),
-            cgroups: HashMap::default(),
-            chains: HashMap::default(),
+            plan: Plan::default(),
             node: Series::default(),
             node_last: None,
-            warned: HashMap::default(),
             headroom: true,
         }
     }
 
+    /// What to model from now on; what is known of a cgroup still modelled is kept.
+    pub fn set_targets(&mut self, targets: Vec<Target>) {
+        self.plan.set_targets(&self.mem, targets);
+    }
+
     /// Reads what the targets need and says who is at risk.
-    pub fn tick(&mut self, targets: &[Target]) -> TickReport {
-        self.tick_at(targets, self.start.elapsed().as_secs_f64())
+    pub fn tick(&mut self) -> TickReport {
+        self.tick_at(self.start.elapsed().as_secs_f64())
     }
 
     /// [`tick`](Self::tick) at `now` seconds on the model's clock.
-    fn tick_at(&mut self, targets: &[Target], now: f64) -> TickReport {
+    fn tick_at(&mut self, now: f64) -> TickReport {
         let mut report = TickReport::default();
         let mut reads = Reads::default();
-        self.refresh_chains(targets, now);
-        // Each cgroup read once, however many targets share it (a pod's), with the nearest
-        // limit it counts against.
-        let mut paths: HashMap<&str, u64> = HashMap::default();
-        for t in targets {
-            let Some((_, chain)) = self.chains.get(&t.cgroup) else {
-                continue;
-            };
-            let nearest = chain.iter().map(|l| l.bytes).min().unwrap_or(u64::MAX);
-            let e = paths.entry(t.cgroup.as_str()).or_insert(u64::MAX);
-            *e = (*e).min(nearest);
-            for l in chain {
-                if let Some(c) = &l.cgroup {
-                    let e = paths.entry(c.as_str()).or_insert(u64::MAX);
-                    *e = (*e).min(l.bytes);
-                }
-            }
-        }
+        let v2 = self.mem.is_v2();
+        self.plan.refresh_chains(&self.mem, now);
         // Containers' own cgroups first: one that wakes wakes the limits above it, which
         // are otherwise read only on their slow sweep (a pod's usage is its containers').
-        let quiet_every = (targets.len() as f64 / QUIET_READS_PER_S)
+        let quiet_every = (self.plan.targets.len() as f64 / QUIET_READS_PER_S)
             .clamp(QUIET_EVERY.as_secs_f64(), QUIET_EVERY_MAX.as_secs_f64());
-        let mut woken: HashSet<&str> = HashSet::default();
-        for t in targets {
-            let Some(&nearest) = paths.get(t.cgroup.as_str()) else {
-                continue;
-            };
-            let due = if woken.contains(t.cgroup.as_str()) {
+        let Plan { slots, targets, .. } = &mut self.plan;
+        for p in targets.iter().filter(|p| p.chain.is_some()) {
+            let slot = &mut slots[p.own];
+            let due = if slot.woken_at >= now {
                 Due::Now
             } else {
                 Due::Every(quiet_every)
             };
-            if read_cgroup(
-                &self.mem,
-                &mut self.cgroups,
-                &t.cgroup,
-                nearest,
-                now,
-                due,
-                &mut reads,
-            ) {
-                if let Some((_, chain)) = self.chains.get(&t.cgroup) {
-                    woken.extend(chain.iter().filter_map(|l| l.cgroup.as_deref()));
+            if read_cgroup(v2, slot, now, due, &mut reads) {
+                for &s in &p.chain_slots {
+                    slots[s].woken_at = now;
                 }
             }
         }
-        let own: HashSet<&str> = targets.iter().map(|t| t.cgroup.as_str()).collect();
-        for (&path, &nearest) in &paths {
-            if own.contains(path) {
-                continue;
-            }
-            let due = if woken.contains(path) {
+        for slot in slots.iter_mut().filter(|s| !s.own) {
+            let due = if slot.woken_at >= now {
                 Due::Now
             } else {
                 Due::Every(QUIET_SWEEP.as_secs_f64())
             };
-            read_cgroup(
-                &self.mem,
-                &mut self.cgroups,
-                path,
-                nearest,
-                now,
-                due,
-                &mut reads,
-            );
+            read_cgroup(v2, slot, now, due, &mut reads);
         }
-        self.cgroups.retain(|p, _| paths.contains_key(p.as_str()));
         match read::node() {
             Ok(n) => {
                 self.node.push(now, n.unreclaimable);
@@ -257,62 +171,28 @@ impl Forecaster {
         }
         report.reads = reads.reads;
         report.full_reads = reads.full_reads;
-        for t in targets {
-            if let Some(r) = self.assess(t, now, &mut report.headroom) {
+        for i in 0..self.plan.targets.len() {
+            if let Some(r) = self.assess(i, now, &mut report.headroom) {
                 report.risks.push(r);
             }
         }
-        let live: HashSet<&str> = targets.iter().map(Target::key).collect();
-        self.warned.retain(|k, _| live.contains(k.as_str()));
         report
     }
 
-    fn refresh_chains(&mut self, targets: &[Target], now: f64) {
-        let mut levels = limits::Levels::default();
-        for t in targets {
-            let fresh = self
-                .chains
-                .get(&t.cgroup)
-                .is_some_and(|(at, _)| now - at < LIMITS_EVERY.as_secs_f64());
-            if fresh {
-                continue;
-            }
-            match limits::chain(&self.mem, &t.cgroup, t.pod_cgroup.as_deref(), &mut levels) {
-                Ok(c) => {
-                    // Spread over the period, so the chains of containers that started
-                    // together are not all read again on the same tick.
-                    let at = if self.chains.contains_key(&t.cgroup) {
-                        now
-                    } else {
-                        now - spread(&t.cgroup, LIMITS_EVERY.as_secs_f64())
-                    };
-                    self.chains.insert(t.cgroup.clone(), (at, c));
-                }
-                Err(e) => {
-                    debug!(cgroup = %t.cgroup, error = %e, "forecast: limits not read");
-                    self.chains.remove(&t.cgroup);
-                }
-            }
-        }
-        let live: HashSet<&str> = targets.iter().map(|t| t.cgroup.as_str()).collect();
-        self.chains.retain(|p, _| live.contains(p.as_str()));
-    }
-
     /// The target's limits, nearest in time first; a warning if one is due.
-    fn assess(&mut self, t: &Target, now: f64, out: &mut Vec<Headroom>) -> Option<RiskEvent> {
-        let (_, chain) = self.chains.get(&t.cgroup)?;
-        let own = self.cgroups.get(&t.cgroup)?;
+    fn assess(&mut self, i: usize, now: f64, out: &mut Vec<Headroom>) -> Option<RiskEvent> {
+        let slots = &self.plan.slots;
+        let p = &self.plan.targets[i];
+        let t = &p.target;
+        let (_, chain) = p.chain.as_ref()?;
+        let own = &slots[p.own].state;
         // Nothing of it read this tick and no warning out: nothing it would say has changed
         // (its limits' time to fill needs a rate, which needs a read), and no one asked for
         // its headroom.
-        let read_now = |c: &str| self.cgroups.get(c).is_some_and(|s| s.read_at >= now);
         if !self.headroom
-            && !self.warned.contains_key(t.key())
+            && p.warned_at.is_none()
             && own.read_at < now
-            && !chain
-                .iter()
-                .filter_map(|l| l.cgroup.as_deref())
-                .any(read_now)
+            && !p.chain_slots.iter().any(|&s| slots[s].state.read_at >= now)
         {
             return None;
         }
@@ -326,10 +206,8 @@ impl Forecaster {
             state: Option<&'a CgroupState>,
         }
         let mut views: Vec<View<'_>> = Vec::new();
-        for l in chain {
-            let Some(st) = l.cgroup.as_ref().and_then(|c| self.cgroups.get(c)) else {
-                continue;
-            };
+        for (l, &s) in chain.iter().zip(&p.chain_slots) {
+            let st = &slots[s].state;
             let Some(stat) = st.stat else { continue };
             let rate = st.series.rate();
             let near = stat.unreclaimable as f64 >= STALL_FRACTION * l.bytes as f64;
@@ -389,15 +267,9 @@ impl Forecaster {
             Some(v) => (v, RiskReason::Growth),
             None => (views.iter().find(|v| v.stalled)?, RiskReason::Stall),
         };
-        let key = t.key().to_string();
-        if self
-            .warned
-            .get(&key)
-            .is_some_and(|w| now - w < REPEAT.as_secs_f64())
-        {
+        if p.warned_at.is_some_and(|w| now - w < REPEAT.as_secs_f64()) {
             return None;
         }
-        self.warned.insert(key, now);
         let top = match &v.limit.cgroup {
             Some(c) => self
                 .mem
@@ -407,7 +279,7 @@ impl Forecaster {
             None => read::top_processes(&self.mem.dir("/")?, TOP),
         };
         let stat = v.state.and_then(|s| s.stat);
-        Some(new_risk(
+        let risk = new_risk(
             reason,
             t.container.as_deref().cloned(),
             t.cgroup.clone(),
@@ -418,7 +290,9 @@ impl Forecaster {
             stat.map(|s| s.usage),
             stat.map(|s| s.pressure),
             top,
-        ))
+        );
+        self.plan.targets[i].warned_at = Some(now);
+        Some(risk)
     }
 }
 
@@ -455,19 +329,19 @@ fn run(
     let mut f = Forecaster::new(mem, opts.threshold);
     f.headroom = opts.headroom;
     let mut next = Instant::now();
-    let mut targets: Vec<Target> = Vec::new();
     let mut seen = None;
     loop {
         // The targets are made again only when containerd's index changed.
         let generation = containerd.as_ref().map(|cd| cd.generation());
         if seen.is_none() || seen != Some(generation) {
-            targets = opts.cgroups.iter().map(|c| Target::cgroup(c)).collect();
+            let mut targets: Vec<Target> = opts.cgroups.iter().map(|c| Target::cgroup(c)).collect();
             if let Some(cd) = &containerd {
                 targets.extend(cd.filter_map(Target::of));
             }
+            f.set_targets(targets);
             seen = Some(generation);
         }
-        let report = f.tick(&targets);
+        let report = f.tick();
         if tx.send(report).is_err() {
             return;
         }

@@ -29,7 +29,7 @@
 //! looks like growth; a leak under a sawtooth raises the floor only when a trough leaves
 //! the window, at too few ticks to count.
 
-use std::collections::VecDeque;
+use std::{cell::Cell, collections::VecDeque};
 
 /// How far back the running minimum looks: the longest GC cycle read as a sawtooth.
 pub const ENVELOPE_S: f64 = 10.0;
@@ -48,6 +48,9 @@ pub const MIN_RATE: f64 = 16.0 * 1024.0;
 #[derive(Debug, Clone, Default)]
 pub struct Series {
     samples: VecDeque<(f64, u64)>,
+    /// [`rate`](Self::rate) since the last push: a tick asks for it once per target that
+    /// counts against the limit, and a quiet cgroup gets a sample every few seconds only.
+    rate: Cell<Option<Option<f64>>>,
 }
 
 impl Series {
@@ -57,6 +60,7 @@ impl Series {
             return;
         }
         self.samples.push_back((t, bytes));
+        self.rate.set(None);
         while self
             .samples
             .front()
@@ -108,6 +112,15 @@ impl Series {
     /// Bytes per second the series' floor grows at; 0 when it rose at too few of the
     /// recent ticks; `None` before [`WARMUP_S`] of samples.
     pub fn rate(&self) -> Option<f64> {
+        if let Some(r) = self.rate.get() {
+            return r;
+        }
+        let r = self.compute_rate();
+        self.rate.set(Some(r));
+        r
+    }
+
+    fn compute_rate(&self) -> Option<f64> {
         let (&(t0, _), &(tn, _)) = (self.samples.front()?, self.samples.back()?);
         if tn - t0 < WARMUP_S - 0.5 {
             return None;

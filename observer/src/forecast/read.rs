@@ -3,7 +3,8 @@
 //! model asks for it, the node's `/proc/meminfo`, and the top processes of a memory domain.
 
 use std::{
-    fs, io,
+    fs,
+    io::{self, Read},
     path::{Path, PathBuf},
 };
 
@@ -14,23 +15,47 @@ use super::error::ForecastError;
 /// Reads a control file; a cgroup that went away reads as [`ForecastError::Gone`].
 pub fn read_file(dir: &Path, file: &str) -> Result<String, ForecastError> {
     let f = dir.join(file);
-    match fs::read_to_string(&f) {
-        Ok(t) => Ok(t),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound
-                || e.raw_os_error() == Some(nix::libc::ENODEV) =>
-        {
-            if dir.is_dir() {
-                Err(ForecastError::Missing(f.display().to_string()))
-            } else {
-                Err(ForecastError::Gone(dir.display().to_string()))
-            }
+    fs::read_to_string(&f).map_err(|e| read_error(&f, e))
+}
+
+/// A read's error: a file or cgroup that is not there is told apart from a failed read.
+fn read_error(file: &Path, e: io::Error) -> ForecastError {
+    if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ENODEV) {
+        match file.parent() {
+            Some(dir) if !dir.is_dir() => ForecastError::Gone(dir.display().to_string()),
+            _ => ForecastError::Missing(file.display().to_string()),
         }
-        Err(source) => Err(ForecastError::Read {
-            path: f.display().to_string(),
-            source,
-        }),
+    } else {
+        ForecastError::Read {
+            path: file.display().to_string(),
+            source: e,
+        }
     }
+}
+
+/// The name of the usage file ([`usage`]'s), for a path made once per cgroup.
+pub fn usage_name(v2: bool) -> &'static str {
+    if v2 {
+        "memory.current"
+    } else {
+        "memory.usage_in_bytes"
+    }
+}
+
+/// [`usage`] of the file at `file` (made once per cgroup, [`usage_name`]): one `openat`,
+/// one `read`, one `close`. `fs::read_to_string` adds a `statx` for its size hint and a
+/// second `read` to find the end, a third of the syscalls of the model's commonest read
+/// (issue 24's cost). A counter and its newline fit one read of a seq file.
+pub fn usage_at(file: &Path) -> Result<u64, ForecastError> {
+    let mut buf = [0u8; 32];
+    let n = fs::File::open(file)
+        .and_then(|mut f| f.read(&mut buf))
+        .map_err(|e| read_error(file, e))?;
+    let text = std::str::from_utf8(&buf[..n]).unwrap_or("").trim();
+    text.parse().map_err(|_| ForecastError::Parse {
+        path: file.display().to_string(),
+        text: text.to_string(),
+    })
 }
 
 fn read_u64(dir: &Path, file: &str) -> Result<u64, ForecastError> {
@@ -44,14 +69,7 @@ fn read_u64(dir: &Path, file: &str) -> Result<u64, ForecastError> {
 /// The cheap read, every tick: the cgroup's page counter (`memory.current` on v2,
 /// `memory.usage_in_bytes` on v1), page cache included.
 pub fn usage(dir: &Path, v2: bool) -> Result<u64, ForecastError> {
-    read_u64(
-        dir,
-        if v2 {
-            "memory.current"
-        } else {
-            "memory.usage_in_bytes"
-        },
-    )
+    read_u64(dir, usage_name(v2))
 }
 
 /// How much a cgroup struggles to stay under its limit.

@@ -2,9 +2,8 @@
 //! is read every tick; a quiet one seldom, its level carried in between; a pod with its
 //! containers. Keeps the model's cost low on a node of 10,000 containers (issue 24).
 
-use std::{hash::BuildHasher, time::Duration};
+use std::{hash::BuildHasher, path::PathBuf, time::Duration};
 
-use foldhash::HashMap;
 use tracing::debug;
 
 use super::{model, read, read::Stat};
@@ -82,25 +81,47 @@ pub(super) enum Due {
     Now,
 }
 
+/// One cgroup the model reads: its state, and what a tick needs to know of it without a
+/// lookup by path.
+#[derive(Debug)]
+pub(super) struct Slot {
+    /// Its hierarchy path.
+    pub(super) path: String,
+    /// Its usage file, its path made once (none: a path outside the mount).
+    pub(super) usage_file: Option<PathBuf>,
+    pub(super) state: CgroupState,
+    /// The nearest limit it counts against, over every chain it is in.
+    pub(super) nearest: u64,
+    /// Some target's own cgroup: read on its container's schedule, not only as a limit's.
+    pub(super) own: bool,
+    /// When an awake container below it last woke it (it is read at once then).
+    pub(super) woken_at: f64,
+}
+
+impl Slot {
+    /// A cgroup not read yet.
+    pub(super) fn new(mem: &MemoryFs, path: &str) -> Slot {
+        Slot {
+            path: path.to_string(),
+            usage_file: mem.dir(path).map(|d| d.join(read::usage_name(mem.is_v2()))),
+            state: CgroupState::default(),
+            nearest: u64::MAX,
+            own: false,
+            woken_at: f64::MIN,
+        }
+    }
+}
+
 /// One tick's reads of one cgroup: the small read when due, the full one when it is near
 /// its limit, grows or is stale. Returns whether it is awake (read again next tick).
 pub(super) fn read_cgroup(
-    mem: &MemoryFs,
-    cgroups: &mut HashMap<String, CgroupState>,
-    path: &str,
-    nearest: u64,
+    v2: bool,
+    slot: &mut Slot,
     now: f64,
     due: Due,
     report: &mut Reads,
 ) -> bool {
-    let v2 = mem.is_v2();
-    // No new key (an allocation) for a cgroup already known: the common case, each tick.
-    if !cgroups.contains_key(path) {
-        cgroups.insert(path.to_string(), CgroupState::default());
-    }
-    let Some(st) = cgroups.get_mut(path) else {
-        return false;
-    };
+    let (path, nearest, st) = (slot.path.as_str(), slot.nearest, &mut slot.state);
     if due != Due::Now && now < st.next_read - 0.5 {
         // Quiet, and not due: its floor holds at the last full read's level, in its series
         // too (every QUIET_EVERY_MAX, no read), so a pod woken by a growing container has
@@ -112,10 +133,10 @@ pub(super) fn read_cgroup(
         }
         return false;
     }
-    let Some(dir) = mem.dir(path) else {
+    let Some(file) = slot.usage_file.as_deref() else {
         return false;
     };
-    let usage = match read::usage(&dir, v2) {
+    let usage = match read::usage_at(file) {
         Ok(u) => u,
         Err(e) => {
             debug!(cgroup = path, error = %e, "forecast: not read");
@@ -163,7 +184,10 @@ pub(super) fn read_cgroup(
     if !(stale || rising || near || grew) {
         return true;
     }
-    match read::full(&dir, v2) {
+    let Some(dir) = file.parent() else {
+        return false;
+    };
+    match read::full(dir, v2) {
         Ok(stat) => {
             report.full_reads += 1;
             st.hits_rose = st

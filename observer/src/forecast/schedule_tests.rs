@@ -34,8 +34,8 @@ fn quiet_cgroups_are_read_seldom_and_a_growing_one_every_tick_with_its_pod() {
         pod_cgroup: Some("/pod".into()),
         container: None,
     };
-    let reads =
-        |f: &mut Forecaster, t: u32| f.tick_at(std::slice::from_ref(&target), f64::from(t)).reads;
+    f.set_targets(vec![target]);
+    let reads = |f: &mut Forecaster, t: u32| f.tick_at(f64::from(t)).reads;
     // Both are read (in full) at first, then are quiet: the container is read every
     // QUIET_EVERY, the pod once in its sweep (spread over it) at most.
     assert_eq!(reads(&mut f, 0), 2);
