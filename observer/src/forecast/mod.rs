@@ -37,10 +37,7 @@ use event::{new_risk, RiskEvent, RiskReason};
 use limits::{Limit, LimitKind};
 use model::{time_to, Series, MIN_RATE};
 use plan::Plan;
-use schedule::{
-    read_cgroup, CgroupState, Due, Reads, QUIET_EVERY, QUIET_EVERY_MAX, QUIET_READS_PER_S,
-    QUIET_SWEEP,
-};
+use schedule::{CgroupState, Reads, QUIET_EVERY, QUIET_EVERY_MAX, QUIET_READS_PER_S};
 pub use target::Target;
 
 /// What `--forecast-*` asks for.
@@ -113,7 +110,7 @@ impl Forecaster {
             mem,
             threshold: threshold.as_secs_f64(),
             start: Instant::now(),
-            plan: Plan::default(),
+            plan: Plan::new(plan::dir_fd_budget()),
             node: Series::default(),
             node_last: None,
             headroom: true,
@@ -140,28 +137,7 @@ impl Forecaster {
         // are otherwise read only on their slow sweep (a pod's usage is its containers').
         let quiet_every = (self.plan.targets.len() as f64 / QUIET_READS_PER_S)
             .clamp(QUIET_EVERY.as_secs_f64(), QUIET_EVERY_MAX.as_secs_f64());
-        let Plan { slots, targets, .. } = &mut self.plan;
-        for p in targets.iter().filter(|p| p.chain.is_some()) {
-            let slot = &mut slots[p.own];
-            let due = if slot.woken_at >= now {
-                Due::Now
-            } else {
-                Due::Every(quiet_every)
-            };
-            if read_cgroup(v2, slot, now, due, &mut reads) {
-                for &s in &p.chain_slots {
-                    slots[s].woken_at = now;
-                }
-            }
-        }
-        for slot in slots.iter_mut().filter(|s| !s.own) {
-            let due = if slot.woken_at >= now {
-                Due::Now
-            } else {
-                Due::Every(QUIET_SWEEP.as_secs_f64())
-            };
-            read_cgroup(v2, slot, now, due, &mut reads);
-        }
+        let assess = self.plan.read_due(v2, now, quiet_every, &mut reads);
         match read::node() {
             Ok(n) => {
                 self.node.push(now, n.unreclaimable);
@@ -171,8 +147,17 @@ impl Forecaster {
         }
         report.reads = reads.reads;
         report.full_reads = reads.full_reads;
-        for i in 0..self.plan.targets.len() {
-            if let Some(r) = self.assess(i, now, &mut report.headroom) {
+        // With the gauges on every target is assessed; else those read this tick, and
+        // those warned about (their repeat bound runs out).
+        let all: Vec<u32>;
+        let order = if self.headroom {
+            all = (0..self.plan.targets.len() as u32).collect();
+            &all
+        } else {
+            &assess
+        };
+        for &i in order {
+            if let Some(r) = self.assess(i as usize, now, &mut report.headroom) {
                 report.risks.push(r);
             }
         }
@@ -186,16 +171,6 @@ impl Forecaster {
         let t = &p.target;
         let (_, chain) = p.chain.as_ref()?;
         let own = &slots[p.own].state;
-        // Nothing of it read this tick and no warning out: nothing it would say has changed
-        // (its limits' time to fill needs a rate, which needs a read), and no one asked for
-        // its headroom.
-        if !self.headroom
-            && p.warned_at.is_none()
-            && own.read_at < now
-            && !p.chain_slots.iter().any(|&s| slots[s].state.read_at >= now)
-        {
-            return None;
-        }
         let own_rate = own.series.rate();
         struct View<'a> {
             limit: Limit,
@@ -291,7 +266,7 @@ impl Forecaster {
             stat.map(|s| s.pressure),
             top,
         );
-        self.plan.targets[i].warned_at = Some(now);
+        self.plan.warned(i, now);
         Some(risk)
     }
 }
@@ -314,6 +289,7 @@ pub fn start(
         cgroups = opts.cgroups.len(),
         "forecast on"
     );
+    plan::raise_open_file_limit();
     std::thread::Builder::new()
         .name("forecast".into())
         .spawn(move || run(opts, mem, containerd, tx))?;

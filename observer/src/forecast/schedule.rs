@@ -2,7 +2,12 @@
 //! is read every tick; a quiet one seldom, its level carried in between; a pod with its
 //! containers. Keeps the model's cost low on a node of 10,000 containers (issue 24).
 
-use std::{hash::BuildHasher, path::PathBuf, time::Duration};
+use std::{
+    hash::BuildHasher,
+    os::fd::{AsFd, OwnedFd},
+    path::PathBuf,
+    time::Duration,
+};
 
 use tracing::debug;
 
@@ -25,7 +30,8 @@ pub const QUIET_EVERY_MAX: Duration = Duration::from_secs(5);
 /// A quiet cgroup is read in full this often (the slow sweep). Its headroom cannot be off
 /// by more than [`grew_much`] in between: more growth wakes it.
 pub const QUIET_SWEEP: Duration = Duration::from_secs(300);
-/// Each target's limits are read again this often (they change only when a pod is resized).
+/// An awake target's limits are read again this often (they change only when a pod is
+/// resized); a quiet one's every [`QUIET_SWEEP`], and on the tick after it wakes.
 pub const LIMITS_EVERY: Duration = Duration::from_secs(60);
 /// A cgroup using at least this fraction of its nearest limit gets a full read every tick.
 const NEAR: f64 = 0.5;
@@ -89,13 +95,14 @@ pub(super) struct Slot {
     pub(super) path: String,
     /// Its usage file, its path made once (none: a path outside the mount).
     pub(super) usage_file: Option<PathBuf>,
+    /// Its directory, held open while it is a target's own cgroup and the open-file limit
+    /// allows ([`super::plan`]): the usage read is then an `openat` of one name.
+    pub(super) dir_fd: Option<OwnedFd>,
     pub(super) state: CgroupState,
     /// The nearest limit it counts against, over every chain it is in.
     pub(super) nearest: u64,
     /// Some target's own cgroup: read on its container's schedule, not only as a limit's.
     pub(super) own: bool,
-    /// When an awake container below it last woke it (it is read at once then).
-    pub(super) woken_at: f64,
 }
 
 impl Slot {
@@ -104,10 +111,23 @@ impl Slot {
         Slot {
             path: path.to_string(),
             usage_file: mem.dir(path).map(|d| d.join(read::usage_name(mem.is_v2()))),
+            dir_fd: None,
             state: CgroupState::default(),
             nearest: u64::MAX,
             own: false,
-            woken_at: f64::MIN,
+        }
+    }
+}
+
+impl Slot {
+    /// When a tick must look at it next, unless a container below wakes it: its next read
+    /// or the next carry of its level into its series, whichever comes first.
+    pub(super) fn next_visit(&self) -> f64 {
+        let st = &self.state;
+        let read = st.next_read - 0.5;
+        match (st.stat, st.series.last_time()) {
+            (Some(_), Some(t)) => read.min(t + QUIET_EVERY_MAX.as_secs_f64() - 0.5),
+            _ => read,
         }
     }
 }
@@ -126,7 +146,7 @@ pub(super) fn read_cgroup(
         // Quiet, and not due: its floor holds at the last full read's level, in its series
         // too (every QUIET_EVERY_MAX, no read), so a pod woken by a growing container has
         // the history the model's warm-up asks for.
-        if let (Some(s), Some((t, _))) = (st.stat, st.series.last()) {
+        if let (Some(s), Some(t)) = (st.stat, st.series.last_time()) {
             if now - t >= QUIET_EVERY_MAX.as_secs_f64() - 0.5 {
                 st.series.push(now, s.unreclaimable);
             }
@@ -136,7 +156,11 @@ pub(super) fn read_cgroup(
     let Some(file) = slot.usage_file.as_deref() else {
         return false;
     };
-    let usage = match read::usage_at(file) {
+    let read = match &slot.dir_fd {
+        Some(fd) => read::usage_in(fd.as_fd(), v2, file),
+        None => read::usage_at(file),
+    };
+    let usage = match read {
         Ok(u) => u,
         Err(e) => {
             debug!(cgroup = path, error = %e, "forecast: not read");

@@ -54,3 +54,39 @@ fn quiet_cgroups_are_read_seldom_and_a_growing_one_every_tick_with_its_pod() {
         assert_eq!(reads(&mut f, t), 2, "tick {t}: awake, with its pod");
     }
 }
+
+#[test]
+fn a_quiet_container_s_limits_are_read_again_when_it_wakes() {
+    let d = tempfile::tempdir().unwrap();
+    cgroup(d.path(), "pod", 256 * MIB, 10 * MIB);
+    cgroup(d.path(), "pod/c", 128 * MIB, 10 * MIB);
+    let mut f = Forecaster::new(
+        MemoryFs::new(d.path().into(), "/".into(), true),
+        Duration::from_secs(60),
+    );
+    f.set_targets(vec![Target {
+        cgroup: "/pod/c".into(),
+        pod_cgroup: Some("/pod".into()),
+        container: None,
+    }]);
+    let container_headroom = |f: &mut Forecaster, t: u32| {
+        f.tick_at(f64::from(t))
+            .headroom
+            .iter()
+            .find(|h| h.limit == LimitKind::Container)
+            .map(|h| h.headroom_bytes)
+    };
+    assert_eq!(container_headroom(&mut f, 0), Some(118 * MIB));
+    // The pod is resized while the container is quiet: its limit is not read again within
+    // LIMITS_EVERY, nor for as long as it stays quiet.
+    fs::write(d.path().join("pod/c/memory.max"), (64 * MIB).to_string()).unwrap();
+    for t in 1..90 {
+        assert_eq!(container_headroom(&mut f, t), Some(118 * MIB), "tick {t}");
+    }
+    // It grows: awake, its limits (old) are read again at once.
+    cgroup(d.path(), "pod/c", 64 * MIB, 40 * MIB);
+    let woke = (90..96)
+        .find(|&t| container_headroom(&mut f, t) == Some(24 * MIB))
+        .expect("the new limit read within the quiet read's period and a tick");
+    assert!(woke <= 95);
+}

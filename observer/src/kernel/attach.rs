@@ -217,7 +217,7 @@ fn attach_tracepoint(
 /// On every strategy it records the fatal signals and their senders, which the exit hook
 /// joins to the exit: so it is attached on every one, and every signal passes it (its cost
 /// is the bench's signal loop).
-fn kill_signal_btf(s: Strategy, p: &LoadParams<'_>) -> bool {
+pub(super) fn kill_signal_btf(s: Strategy, p: &LoadParams<'_>) -> bool {
     p.btf.is_some() && s != Strategy::Tracepoint
 }
 

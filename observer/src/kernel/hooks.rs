@@ -16,7 +16,7 @@ pub use super::strategy::{Outcome, Refusal, RefusalKind, Strategy};
 use super::{
     attach::{
         attach_exit, attach_kill_signal, attach_migrations, attach_mkdir, attach_strategy,
-        enable_kill_signal,
+        enable_kill_signal, kill_signal_btf,
     },
     error::KernelError,
 };
@@ -99,7 +99,13 @@ pub fn load_with(
                     ("cgroup_attach_task", attach_migrations(&mut ebpf, p, l)),
                 ];
                 let outcome = attach_kill_signal(&mut ebpf, s, p, l);
-                if outcome.is_ok() && matches!(s, Strategy::Fentry | Strategy::Kprobe) {
+                // Only the tp_btf program stashes the SIGKILL's target that tells a kill
+                // from a victim marked without one: with the classic program the flag would
+                // read every kill as skipped.
+                if outcome.is_ok()
+                    && kill_signal_btf(s, p)
+                    && matches!(s, Strategy::Fentry | Strategy::Kprobe)
+                {
                     if let Err(e) = enable_kill_signal(&mut ebpf) {
                         tracing::warn!(error = %e, "cannot tell the kernel programs that signal_generate runs: a victim marked without a SIGKILL is reported as a kill");
                     }
