@@ -332,7 +332,14 @@ pub struct CriNode {
     /// The node's own containerd with `SystemdCgroup = true` and oom-observer as its unit
     /// ([`CriNode::systemd`]): pods in slices systemd makes.
     systemd: bool,
+    /// How long [`CriNode::run_kills`] waits, after it opens the gate, for a container's init
+    /// to be killed ([`KILL_BOUND`] unless a row sets another). A container whose init still
+    /// runs at the bound is never read: it counts as not EXITED, not as right.
+    pub kill_bound: Duration,
 }
+
+/// The default of [`CriNode::kill_bound`].
+pub const KILL_BOUND: Duration = Duration::from_secs(30);
 
 impl CriNode {
     /// Starts containerd with the CRI plugin, imports the pause and busybox images and
@@ -456,6 +463,7 @@ impl CriNode {
             pods: Vec::new(),
             n: N.fetch_add(1, Ordering::SeqCst) * 100_000,
             systemd,
+            kill_bound: KILL_BOUND,
         }
     }
 
@@ -774,7 +782,7 @@ impl CriNode {
     }
 
     fn watch(&self, pod: &CriPod, fd: &Pidfd) -> (Reading, Reading) {
-        let exited = fd.wait(Duration::from_secs(30));
+        let exited = fd.wait(self.kill_bound);
         let since = Instant::now();
         let not_exited = |why: &str| Reading {
             state: format!("NOT_EXITED ({why})"),
@@ -784,7 +792,10 @@ impl CriNode {
             at: SystemTime::now(),
         };
         if !exited {
-            let r = not_exited("init still running after 30 s");
+            let r = not_exited(&format!(
+                "init still running after {} s",
+                self.kill_bound.as_secs()
+            ));
             return (r.clone(), r);
         }
         // As the kubelet's relist would, as early as it could: the first EXITED status. A

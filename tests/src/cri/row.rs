@@ -50,6 +50,9 @@ pub struct RowSpec {
     /// Busy loops on the starved CPU (kernel.md: 8 lose containerd's own path reliably in
     /// the cgroup v2 guests).
     pub starve_loops: usize,
+    /// How long a loaded row waits for each kill after it lets the pods go
+    /// ([`CriNode::kill_bound`]); idle rows wait [`super::KILL_BOUND`].
+    pub loaded_kill_bound: Duration,
 }
 
 impl RowSpec {
@@ -61,6 +64,7 @@ impl RowSpec {
             pod_limit_mb: 128,
             limit_mb: 64,
             starve_loops: 8,
+            loaded_kill_bound: super::KILL_BOUND,
         }
     }
 }
@@ -205,6 +209,11 @@ pub fn rows(node: &mut CriNode, spec: &RowSpec, observer_ready: Duration) -> Vec
                 )
             });
             let obs = observer.then(|| node.observer(observer_ready));
+            node.kill_bound = if load == "loaded" {
+                spec.loaded_kill_bound
+            } else {
+                super::KILL_BOUND
+            };
             let t0 = Instant::now();
             let outcomes = node.run_kills(
                 spec.kills,
@@ -214,6 +223,7 @@ pub fn rows(node: &mut CriNode, spec: &RowSpec, observer_ready: Duration) -> Vec
                 workload,
             );
             let seconds = t0.elapsed().as_secs_f64();
+            node.kill_bound = super::KILL_BOUND;
             let named = obs.as_ref().map(|o| {
                 // The kill line precedes our TaskOOM, which precedes the exit's handling:
                 // every one is out by now; a moment for the last lines to be read.
