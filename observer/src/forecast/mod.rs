@@ -306,6 +306,7 @@ fn run(
     f.headroom = opts.headroom;
     let mut next = Instant::now();
     let mut seen = None;
+    let mut made = None;
     loop {
         // The targets are made again only when containerd's index changed.
         let generation = containerd.as_ref().map(|cd| cd.generation());
@@ -314,10 +315,23 @@ fn run(
             if let Some(cd) = &containerd {
                 targets.extend(cd.filter_map(Target::of));
             }
+            made = Some(targets.len());
             f.set_targets(targets);
             seen = Some(generation);
         }
+        let t0 = Instant::now();
         let report = f.tick();
+        // The first tick over new targets reads every new cgroup and its limits in full:
+        // its cost is the start's, not the steady one's (`cargo xtask bench` reports both).
+        if let Some(n) = made.take() {
+            debug!(
+                targets = n,
+                reads = report.reads,
+                full_reads = report.full_reads,
+                took_ms = t0.elapsed().as_millis() as u64,
+                "forecast: targets made, first tick"
+            );
+        }
         if tx.send(report).is_err() {
             return;
         }
