@@ -466,14 +466,13 @@ fn memory_bound_on_a_big_node() {
         "--state-dir",
         state.to_str().unwrap(),
     ];
+    // The start's steps, and the forecast's first tick (the window below waits for it).
+    let log_filter = format!("{STEPS_LOG},observer::forecast=debug");
     let t0 = Instant::now();
     let obs = Observer::spawn_env(
         &args,
         Duration::from_secs(60),
-        &[(
-            "OOM_OBSERVER_LOG",
-            &format!("{STEPS_LOG},observer::forecast=debug"),
-        )],
+        &[("OOM_OBSERVER_LOG", &log_filter)],
     );
     let startup = t0.elapsed();
     let hwm_ready = status_kib(obs.pid(), "VmHWM");
@@ -548,7 +547,6 @@ fn memory_bound_on_a_big_node() {
         !events_in(e, "oom_kill", &kill_path).is_empty()
     });
     let kill = events_in(&evs, "oom_kill", &kill_path)[0].clone();
-    let rss = status_kib(obs.pid(), "VmRSS");
     // The forecast's cost (issue 24): its thread models every container each second; the
     // rest of the daemon turns each tick's headroom into the metrics' gauges.
     // Long enough to hold the 10 s sweep several times over, but for the quick CI run.
@@ -584,6 +582,9 @@ fn memory_bound_on_a_big_node() {
     // One tick a second (the default --forecast-interval).
     let per_container_us = forecast_pct / 100.0 * 1e6 / node.containers as f64;
     let forecast_goal = if node.containers <= 1_000 { 1.0 } else { 5.0 };
+    // At the end: after the forecast's window, with its state for every container (read
+    // right after the kill, this row missed the model, 27 MiB of it at 10,000 containers).
+    let rss = status_kib(obs.pid(), "VmRSS");
     // The kernel updates VmHWM lazily: the peak is the larger of it and every sample.
     let hwm = status_kib(obs.pid(), "VmHWM")
         .max(rss_scanned)
@@ -629,7 +630,7 @@ fn memory_bound_on_a_big_node() {
          | the whole daemon over the same {window:.0} s (the forecast's gauges included) | {daemon_pct:.2} % of a core | – | – |\n\
          | the forecast's first tick over every container (every cgroup and its limits read in full), before that window | {first_tick_ms} ms | – | – |\n\n\
          ## Where the start-up's time and memory go\n\n\
-         The daemon's own account, from its `start step` lines (`OOM_OBSERVER_LOG={STEPS_LOG}`): each step's \
+         The daemon's own account, from its `start step` lines (`OOM_OBSERVER_LOG={log_filter}`): each step's \
          end on the daemon's clock (from `main`), its duration, and VmRSS and VmHWM right after it. \
          {peak_note}\n\n{steps_md}\n\
          What was cut (issue 23): the kernel's BTF is mapped, not parsed, and read once for both the layout \
