@@ -298,14 +298,8 @@ impl Plan {
                 continue;
             }
             let s = s as usize;
-            let woken = self.woken_at[s] >= now;
-            if !woken && now < self.due_at[s] {
+            let Some(due) = self.due(s, now, quiet_every) else {
                 continue;
-            }
-            let due = if woken {
-                Due::Now
-            } else {
-                Due::Every(quiet_every)
             };
             let slot = &mut self.slots[s];
             let awake = read_cgroup(v2, slot, now, due, reads);
@@ -323,14 +317,8 @@ impl Plan {
             if self.is_own[s] {
                 continue;
             }
-            let woken = self.woken_at[s] >= now;
-            if !woken && now < self.due_at[s] {
+            let Some(due) = self.due(s, now, QUIET_SWEEP.as_secs_f64()) else {
                 continue;
-            }
-            let due = if woken {
-                Due::Now
-            } else {
-                Due::Every(QUIET_SWEEP.as_secs_f64())
             };
             let slot = &mut self.slots[s];
             read_cgroup(v2, slot, now, due, reads);
@@ -357,6 +345,18 @@ impl Plan {
         }
         self.warned.iter().for_each(|&t| mark(t));
         assess
+    }
+
+    /// How slot `s` is read this tick: at once when a container below woke it, on its own
+    /// schedule (every `every` seconds while quiet) once its next visit has come; else not.
+    fn due(&self, s: usize, now: f64, every: f64) -> Option<Due> {
+        if self.woken_at[s] >= now {
+            Some(Due::Now)
+        } else if now >= self.due_at[s] {
+            Some(Due::Every(every))
+        } else {
+            None
+        }
     }
 
     /// Target `t` was warned about at `now`.
