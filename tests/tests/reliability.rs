@@ -249,7 +249,9 @@ fn a_hung_containerd_delays_no_line_beyond_the_bound_and_no_query() {
             "kills missing:\n{}",
             obs.stderr_text()
         );
-        thread::sleep(Duration::from_millis(20));
+        // Asked often: a question that comes while a kill's record waits in the ring is
+        // the one that once waited for the kill's hand-off (2.5 s in CI).
+        thread::sleep(Duration::from_millis(2));
     }
     let mut worst_line = Duration::ZERO;
     for id in &ids {
@@ -297,7 +299,8 @@ fn a_hung_containerd_delays_no_line_beyond_the_bound_and_no_query() {
     );
     assert!(
         worst_query < Duration::from_millis(500),
-        "a query waited {worst_query:?}"
+        "a query waited {worst_query:?}; daemon log:\n{}",
+        obs.stderr_text()
     );
     // HANDOFF (2 s, counted from the kill) for the first kill, the others spooled at once,
     // and no disk write on the event thread: a line comes at most about 2 s after its kill.

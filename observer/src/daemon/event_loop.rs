@@ -6,14 +6,14 @@ use std::time::Duration;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
-    sync::mpsc::{Receiver, UnboundedReceiver},
+    sync::mpsc::UnboundedReceiver,
     time::MissedTickBehavior,
 };
 use tracing::info;
 
 use super::{
     containerd::ContainerdLink,
-    drain::{drain, drain_all, next_query, report_lost},
+    drain::{drain, drain_all, handle, report_lost, Queries},
     kernel::Kernel,
     options::RunOptions,
 };
@@ -28,10 +28,7 @@ use crate::{
     host::startup,
     kernel::hooks::Strategy,
     pipeline::processor::{Processor, TaskOomAt},
-    query::{
-        history::Kill,
-        socket::{self as query_socket, Request},
-    },
+    query::socket as query_socket,
     sinks::metrics::{Metrics, Totals},
 };
 
@@ -86,14 +83,14 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
     let mut tick = tokio::time::interval(LOST_CHECK);
     let mut cgroup_tick = tokio::time::interval(CGROUP_READ);
     cgroup_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut queries = match &opts.query_socket {
+    let mut queries = Queries::new(match &opts.query_socket {
         Some(path) => {
             let rx = query_socket::serve(path).await?;
             info!(socket = %path.display(), "answering queries");
             Some(rx)
         }
         None => None,
-    };
+    });
     startup::step("query socket");
     ready(opts, &kernel);
     let index = containerd.as_ref().map(|c| &*c.index);
@@ -126,17 +123,16 @@ pub async fn run(opts: &RunOptions, r: Running) -> Result<(), ObserverError> {
                 // What the kernel recorded before it first (a new cgroup's path), then the
                 // stall, as a record of the kernel's own format.
                 drain_all(&mut proc, maps, &mut queries).await?;
-                proc.handle(observer_common::Plain::as_bytes(&rec))
-                    .await
-                    .and_then(|()| proc.flush())
-                    .map_err(ObserverError::Output)?;
+                let record = observer_common::Plain::as_bytes(&rec);
+                handle(&mut proc, record, &mut queries, &maps.victims).await?;
+                proc.flush().map_err(ObserverError::Output)?;
             }
-            Some(req) = next_query(&mut queries) => {
+            Some(req) = queries.next() => {
                 // Everything the kernel recorded before this moment is read first, so a
-                // kill can never be missed by a question asked right after it.
+                // kill can never be missed by a question asked right after it; the answer
+                // waits for no kill's hand-off (the kernel's victim map knows the kill).
+                queries.hold(req);
                 drain_all(&mut proc, maps, &mut queries).await?;
-                let answer = proc.answer(&req.query, |pid| maps.victims.victim(pid).map(Kill::from_victim));
-                let _ = req.reply.send(answer);
             }
             _ = limits_ready(limit_fd.as_deref()) => {
                 if let Some(a) = proc.audits() {
@@ -261,7 +257,7 @@ fn ready(opts: &RunOptions, kernel: &Kernel) {
 async fn catch_up(
     proc: &mut Processor,
     kernel: &mut Kernel,
-    queries: &mut Option<Receiver<Request>>,
+    queries: &mut Queries,
     containerd: Option<&Containerd>,
 ) -> Result<(), ObserverError> {
     if let (Some(cd), Some(_)) = (containerd, &kernel.pinned) {
