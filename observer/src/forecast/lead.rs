@@ -35,7 +35,7 @@ impl Warnings {
             keys.push(c.id.clone());
         }
         if let Some(l) = &r.limit.cgroup {
-            keys.push(l.clone());
+            keys.push(l.to_string());
         }
         for k in keys {
             let w = self.open.entry(k).or_insert(Warned {

@@ -1,7 +1,7 @@
 //! Every limit that can fire on a cgroup: its own, its pod's, any ancestor's that charges it,
 //! and the node's.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use foldhash::HashMap;
 
@@ -44,8 +44,8 @@ impl LimitKind {
 pub struct Limit {
     /// `container`, `pod`, `cgroup` or `node`.
     pub kind: LimitKind,
-    /// The cgroup that holds it (hierarchy path); null for the node.
-    pub cgroup: Option<String>,
+    /// The cgroup that holds it (hierarchy path; shared with [`Levels`]); null for the node.
+    pub cgroup: Option<Arc<str>>,
     /// Its bytes.
     pub bytes: u64,
 }
@@ -53,8 +53,10 @@ pub struct Limit {
 /// What one cgroup's level of a chain read: its own limit (in pass `pass`), and (read only
 /// for an ancestor) whether it passes its children's charges up (v1 `memory.use_hierarchy`,
 /// which cannot change once the cgroup has children: read once).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Level {
+    /// Its path, the map's key too: every limit read from it shares it.
+    path: Arc<str>,
     own: Option<u64>,
     pass: u64,
     hierarchical: Option<bool>,
@@ -64,7 +66,7 @@ struct Level {
 /// limit is then read once per pass, not once per container.
 #[derive(Debug, Default)]
 pub struct Levels {
-    levels: HashMap<String, Level>,
+    levels: HashMap<Arc<str>, Level>,
     pass: u64,
 }
 
@@ -83,35 +85,57 @@ impl Levels {
 /// The limits set on `path` and its ancestors that charge it, nearest (innermost) first.
 /// `pod`: the pod's cgroup, if the cgroup is a Kubernetes container's. The node's limit is
 /// not in it (it is read from `/proc/meminfo` once for all).
-/// Each cgroup's limit is read at most once per pass of `levels`.
+/// Each ancestor's limit is read at most once per pass of `levels`; a new level keeps
+/// `path`'s or `pod`'s copy of its path.
 pub fn chain(
     mem: &MemoryFs,
-    path: &str,
-    pod: Option<&str>,
+    path: &Arc<str>,
+    pod: Option<&Arc<str>>,
     levels: &mut Levels,
 ) -> Result<Vec<Limit>, ForecastError> {
-    let mut out = Vec::new();
-    let mut cur = Some(path);
-    let mut first = true;
+    let v2 = mem.is_v2();
+    let mut out = Vec::with_capacity(2);
+    // The cgroup's own limit, read each time: only the levels above are shared by many
+    // chains (a level kept per container was 1 MiB at 10,000 containers).
+    let own_dir = mem
+        .dir(path)
+        .ok_or_else(|| ForecastError::Gone(path.to_string()))?;
+    if let Some(bytes) = own_limit(&own_dir, v2)? {
+        out.push(Limit {
+            kind: LimitKind::Container,
+            cgroup: Some(path.clone()),
+            bytes,
+        });
+    }
+    let mut cur = parent(path);
     while let Some(p) = cur {
-        let v2 = mem.is_v2();
         let dir = || mem.dir(p).ok_or_else(|| ForecastError::Gone(p.into()));
         let pass = levels.pass;
-        let level = match levels.levels.get_mut(p) {
-            Some(l) => {
-                if l.pass != pass {
-                    l.own = own_limit(&dir()?, v2)?;
-                    l.pass = pass;
-                }
-                l
-            }
-            None => levels.levels.entry(p.to_string()).or_insert(Level {
-                own: own_limit(&dir()?, v2)?,
-                pass,
-                hierarchical: None,
-            }),
+        if !levels.levels.contains_key(p) {
+            let key = match pod {
+                Some(q) if **q == *p => q.clone(),
+                _ => Arc::from(p),
+            };
+            let own = own_limit(&dir()?, v2)?;
+            levels.levels.insert(
+                key.clone(),
+                Level {
+                    path: key,
+                    own,
+                    pass,
+                    hierarchical: None,
+                },
+            );
+        }
+        let Some(level) = levels.levels.get_mut(p) else {
+            // Inserted just above.
+            break;
         };
-        if !first && !v2 {
+        if level.pass != pass {
+            level.own = own_limit(&dir()?, v2)?;
+            level.pass = pass;
+        }
+        if !v2 {
             let hierarchical = match level.hierarchical {
                 Some(h) => h,
                 None => *level.hierarchical.insert(use_hierarchy(&dir()?)?),
@@ -121,22 +145,20 @@ pub fn chain(
             }
         }
         if let Some(bytes) = level.own {
-            let kind = if first {
-                LimitKind::Container
-            } else if pod == Some(p) {
+            let kind = if pod.is_some_and(|q| **q == *p) {
                 LimitKind::Pod
             } else {
                 LimitKind::Cgroup
             };
             out.push(Limit {
                 kind,
-                cgroup: Some(p.to_string()),
+                cgroup: Some(level.path.clone()),
                 bytes,
             });
         }
-        first = false;
         cur = parent(p);
     }
+    out.shrink_to_fit();
     Ok(out)
 }
 
@@ -191,8 +213,8 @@ mod tests {
         let mem = MemoryFs::new(d.path().into(), "/".into(), true);
         let c = chain(
             &mem,
-            "/kubepods/pod1/c1",
-            Some("/kubepods/pod1"),
+            &"/kubepods/pod1/c1".into(),
+            Some(&"/kubepods/pod1".into()),
             &mut Levels::default(),
         )
         .unwrap();
@@ -211,7 +233,13 @@ mod tests {
                 },
             ]
         );
-        let c = chain(&mem, "/kubepods/pod1/c2", None, &mut Levels::default()).unwrap();
+        let c = chain(
+            &mem,
+            &"/kubepods/pod1/c2".into(),
+            None,
+            &mut Levels::default(),
+        )
+        .unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(
             c[0].kind,
@@ -219,7 +247,7 @@ mod tests {
             "not named a pod: just a cgroup"
         );
         assert!(matches!(
-            chain(&mem, "/kubepods/gone", None, &mut Levels::default()),
+            chain(&mem, &"/kubepods/gone".into(), None, &mut Levels::default()),
             Err(ForecastError::Gone(_))
         ));
     }
@@ -233,13 +261,13 @@ mod tests {
         fs::write(a.join("b/memory.limit_in_bytes"), "9223372036854771712").unwrap();
         let mem = MemoryFs::new(d.path().into(), "/".into(), false);
         assert_eq!(
-            chain(&mem, "/a/b", None, &mut Levels::default())
+            chain(&mem, &"/a/b".into(), None, &mut Levels::default())
                 .unwrap()
                 .len(),
             1
         );
         fs::write(a.join("memory.use_hierarchy"), "0").unwrap();
-        assert!(chain(&mem, "/a/b", None, &mut Levels::default())
+        assert!(chain(&mem, &"/a/b".into(), None, &mut Levels::default())
             .unwrap()
             .is_empty());
     }

@@ -69,8 +69,8 @@ const TOP: usize = 3;
 pub struct Headroom {
     /// The container (none for a cgroup named by flag).
     pub container: Option<Arc<ContainerRef>>,
-    /// The modelled cgroup.
-    pub cgroup: String,
+    /// The modelled cgroup (the target's copy).
+    pub cgroup: Arc<str>,
     /// Whose limit.
     pub limit: LimitKind,
     /// Limit less unreclaimable, bytes.
@@ -131,13 +131,12 @@ impl Forecaster {
     fn tick_at(&mut self, now: f64) -> TickReport {
         let mut report = TickReport::default();
         let mut reads = Reads::default();
-        let v2 = self.mem.is_v2();
         self.plan.refresh_chains(&self.mem, now);
         // Containers' own cgroups first: one that wakes wakes the limits above it, which
         // are otherwise read only on their slow sweep (a pod's usage is its containers').
         let quiet_every = (self.plan.targets.len() as f64 / QUIET_READS_PER_S)
             .clamp(QUIET_EVERY.as_secs_f64(), QUIET_EVERY_MAX.as_secs_f64());
-        let assess = self.plan.read_due(v2, now, quiet_every, &mut reads);
+        let assess = self.plan.read_due(&self.mem, now, quiet_every, &mut reads);
         match read::node() {
             Ok(n) => {
                 self.node.push(now, n.unreclaimable);
@@ -257,7 +256,7 @@ impl Forecaster {
         let risk = new_risk(
             reason,
             t.container.as_deref().cloned(),
-            t.cgroup.clone(),
+            t.cgroup.to_string(),
             v.limit.clone(),
             v.ttl,
             v.unrec,

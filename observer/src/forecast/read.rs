@@ -45,8 +45,8 @@ pub fn usage_name(v2: bool) -> &'static str {
 
 /// [`usage`] read through `dir`, an open descriptor of the cgroup's directory: `openat` of
 /// one name, not a walk of the whole path (the walk was a third of the model's CPU, issue
-/// 24). `file` is the same file's path, for errors.
-pub fn usage_in(dir: BorrowedFd<'_>, v2: bool, file: &Path) -> Result<u64, ForecastError> {
+/// 24). `cgroup` is its hierarchy path, for errors (no file path is made for a read).
+pub fn usage_in(dir: BorrowedFd<'_>, v2: bool, cgroup: &str) -> Result<u64, ForecastError> {
     let mut buf = [0u8; 32];
     let n = rustix::fs::openat(
         dir,
@@ -57,8 +57,18 @@ pub fn usage_in(dir: BorrowedFd<'_>, v2: bool, file: &Path) -> Result<u64, Forec
     .map(fs::File::from)
     .map_err(io::Error::from)
     .and_then(|mut f| f.read(&mut buf))
-    .map_err(|e| read_error(file, e))?;
-    parse_counter(&buf[..n], file)
+    .map_err(|e| {
+        // The held directory of a removed cgroup is still open: its files are gone.
+        if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ENODEV) {
+            ForecastError::Gone(cgroup.to_string())
+        } else {
+            ForecastError::Read {
+                path: format!("{cgroup}/{}", usage_name(v2)),
+                source: e,
+            }
+        }
+    })?;
+    parse_counter(&buf[..n], || format!("{cgroup}/{}", usage_name(v2)))
 }
 
 /// A cgroup's directory, held open for [`usage_in`].
@@ -71,15 +81,16 @@ pub fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
     .map_err(io::Error::from)
 }
 
-fn parse_counter(buf: &[u8], file: &Path) -> Result<u64, ForecastError> {
+/// `file` names the file in an error (made only then).
+fn parse_counter(buf: &[u8], file: impl FnOnce() -> String) -> Result<u64, ForecastError> {
     let text = std::str::from_utf8(buf).unwrap_or("").trim();
     text.parse().map_err(|_| ForecastError::Parse {
-        path: file.display().to_string(),
+        path: file(),
         text: text.to_string(),
     })
 }
 
-/// [`usage`] of the file at `file` (made once per cgroup, [`usage_name`]): one `openat`,
+/// [`usage`] of the file at `file` ([`usage_name`] in the cgroup's directory): one `openat`,
 /// one `read`, one `close`. `fs::read_to_string` adds a `statx` for its size hint and a
 /// second `read` to find the end, a third of the syscalls of the model's commonest read
 /// (issue 24's cost). A counter and its newline fit one read of a seq file.
@@ -88,7 +99,7 @@ pub fn usage_at(file: &Path) -> Result<u64, ForecastError> {
     let n = fs::File::open(file)
         .and_then(|mut f| f.read(&mut buf))
         .map_err(|e| read_error(file, e))?;
-    parse_counter(&buf[..n], file)
+    parse_counter(&buf[..n], || file.display().to_string())
 }
 
 fn read_u64(dir: &Path, file: &str) -> Result<u64, ForecastError> {
@@ -361,6 +372,26 @@ pub fn top_processes(dir: &Path, n: usize) -> Vec<TopProcess> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_directory_reads_the_usage_and_a_removed_file_reads_as_gone() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("memory.current"), "4096\n").unwrap();
+        let fd = open_dir(d.path()).unwrap();
+        use std::os::fd::AsFd;
+        assert_eq!(usage_in(fd.as_fd(), true, "/c").unwrap(), 4096);
+        assert_eq!(
+            usage_at(&d.path().join("memory.current")).unwrap(),
+            4096,
+            "the path read agrees"
+        );
+        // A cgroup's files go with it; its directory, held open, stays.
+        fs::remove_file(d.path().join("memory.current")).unwrap();
+        assert!(
+            matches!(usage_in(fd.as_fd(), true, "/c"), Err(ForecastError::Gone(c)) if c == "/c"),
+            "gone, named by its cgroup"
+        );
+    }
 
     #[test]
     fn v1_stat_sums_the_hierarchical_lru_lists() {

@@ -5,7 +5,7 @@
 use std::{
     hash::BuildHasher,
     os::fd::{AsFd, OwnedFd},
-    path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
@@ -95,10 +95,9 @@ pub(super) enum Due {
 /// lookup by path.
 #[derive(Debug)]
 pub(super) struct Slot {
-    /// Its hierarchy path.
-    pub(super) path: String,
-    /// Its usage file, its path made once (none: a path outside the mount).
-    pub(super) usage_file: Option<PathBuf>,
+    /// Its hierarchy path (its target's or its limit's copy). The file paths are made
+    /// when read by path; a target's own cgroup is read through [`Slot::dir_fd`].
+    pub(super) path: Arc<str>,
     /// Its directory, held open while it is a target's own cgroup and the open-file limit
     /// allows ([`super::plan`]): the usage read is then an `openat` of one name.
     pub(super) dir_fd: Option<OwnedFd>,
@@ -111,10 +110,9 @@ pub(super) struct Slot {
 
 impl Slot {
     /// A cgroup not read yet.
-    pub(super) fn new(mem: &MemoryFs, path: &str) -> Slot {
+    pub(super) fn new(path: Arc<str>) -> Slot {
         Slot {
-            path: path.to_string(),
-            usage_file: mem.dir(path).map(|d| d.join(read::usage_name(mem.is_v2()))),
+            path,
             dir_fd: None,
             state: CgroupState::default(),
             nearest: u64::MAX,
@@ -139,13 +137,14 @@ impl Slot {
 /// One tick's reads of one cgroup: the small read when due, the full one when it is near
 /// its limit, grows or is stale. Returns whether it is awake (read again next tick).
 pub(super) fn read_cgroup(
-    v2: bool,
+    mem: &MemoryFs,
     slot: &mut Slot,
     now: f64,
     due: Due,
     report: &mut Reads,
 ) -> bool {
-    let (path, nearest, st) = (slot.path.as_str(), slot.nearest, &mut slot.state);
+    let v2 = mem.is_v2();
+    let (path, nearest, st) = (&*slot.path, slot.nearest, &mut slot.state);
     if due != Due::Now && now < st.next_read - 0.5 {
         // Quiet, and not due: its floor holds at the last full read's level, in its series
         // too (every CARRY_EVERY, no read), so a pod woken by a growing container has
@@ -157,12 +156,13 @@ pub(super) fn read_cgroup(
         }
         return false;
     }
-    let Some(file) = slot.usage_file.as_deref() else {
-        return false;
-    };
     let read = match &slot.dir_fd {
-        Some(fd) => read::usage_in(fd.as_fd(), v2, file),
-        None => read::usage_at(file),
+        Some(fd) => read::usage_in(fd.as_fd(), v2, path),
+        None => match mem.dir(path) {
+            Some(dir) => read::usage_at(&dir.join(read::usage_name(v2))),
+            // A path outside the mount.
+            None => return false,
+        },
     };
     let usage = match read {
         Ok(u) => u,
@@ -212,10 +212,10 @@ pub(super) fn read_cgroup(
     if !(stale || rising || near || grew) {
         return true;
     }
-    let Some(dir) = file.parent() else {
+    let Some(dir) = mem.dir(path) else {
         return false;
     };
-    match read::full(dir, v2) {
+    match read::full(&dir, v2) {
         Ok(stat) => {
             report.full_reads += 1;
             st.hits_rose = st

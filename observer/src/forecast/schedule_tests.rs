@@ -90,3 +90,38 @@ fn a_quiet_container_s_limits_are_read_again_when_it_wakes() {
         .expect("the new limit read within the quiet read's period and a tick");
     assert!(woke <= 95);
 }
+
+#[test]
+fn past_the_open_file_budget_a_cgroup_is_read_by_its_path_and_both_reads_agree() {
+    let d = tempfile::tempdir().unwrap();
+    cgroup(d.path(), "a", 128 * MIB, 10 * MIB);
+    cgroup(d.path(), "b", 128 * MIB, 20 * MIB);
+    let mut f = Forecaster::new(
+        MemoryFs::new(d.path().into(), "/".into(), true),
+        Duration::from_secs(60),
+    );
+    // Room for one directory.
+    f.plan = Plan::new(1);
+    f.set_targets(vec![Target::cgroup("/a"), Target::cgroup("/b")]);
+    f.tick_at(0.0);
+    let usage = |f: &Forecaster, path: &str| {
+        let s = f.plan.slots.iter().find(|s| &*s.path == path).unwrap();
+        (s.dir_fd.is_some(), s.state.usage)
+    };
+    let (a, b) = (usage(&f, "/a"), usage(&f, "/b"));
+    assert_eq!(
+        u32::from(a.0) + u32::from(b.0),
+        1,
+        "one directory held, the budget: {a:?} {b:?}"
+    );
+    assert_eq!((a.1, b.1), (10 * MIB, 20 * MIB));
+    // Both grow: each is read again within QUIET_EVERY, the held one through its
+    // directory, the other by its path.
+    cgroup(d.path(), "a", 128 * MIB, 30 * MIB);
+    cgroup(d.path(), "b", 128 * MIB, 40 * MIB);
+    for t in 1..=3 {
+        f.tick_at(f64::from(t));
+    }
+    assert_eq!(usage(&f, "/a").1, 30 * MIB);
+    assert_eq!(usage(&f, "/b").1, 40 * MIB);
+}

@@ -7,10 +7,11 @@ use crate::{enrich::container::ContainerInfo, event::ContainerRef, host::cgroup_
 /// One thing to model: a container's cgroup, or a cgroup named by flag.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The memory cgroup (hierarchy path).
-    pub cgroup: String,
+    /// The memory cgroup (hierarchy path; shared with the model's slot and limits: one
+    /// copy of each path on a node of 10,000 containers, issue 24's memory).
+    pub cgroup: Arc<str>,
     /// Its pod's cgroup, for a Kubernetes container.
-    pub pod_cgroup: Option<String>,
+    pub pod_cgroup: Option<Arc<str>>,
     /// The container, if it is one (shared: every tick's headroom names it).
     pub container: Option<Arc<ContainerRef>>,
 }
@@ -22,9 +23,9 @@ impl Target {
         if c.is_sandbox() || c.deleted_at.is_some() {
             return None;
         }
-        let cgroup = c.cgroups().next()?.to_string();
+        let cgroup: Arc<str> = Arc::from(c.cgroups().next()?);
         let pod_cgroup = (c.pod.is_some() || c.sandbox_id.is_some())
-            .then(|| cgroup_path::parent(&cgroup).map(String::from))
+            .then(|| cgroup_path::parent(&cgroup).map(Arc::from))
             .flatten();
         Some(Target {
             cgroup,
@@ -36,7 +37,7 @@ impl Target {
     /// A cgroup named by `--forecast-cgroup`.
     pub fn cgroup(path: &str) -> Target {
         Target {
-            cgroup: path.to_string(),
+            cgroup: Arc::from(path),
             pod_cgroup: None,
             container: None,
         }
