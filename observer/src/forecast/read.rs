@@ -34,7 +34,7 @@ fn read_error(file: &Path, e: io::Error) -> ForecastError {
     }
 }
 
-/// The name of the usage file ([`usage`]'s), for a path made once per cgroup.
+/// The name of the usage file ([`usage`]'s), read by name in a held directory or by path.
 pub fn usage_name(v2: bool) -> &'static str {
     if v2 {
         "memory.current"
