@@ -20,7 +20,7 @@ use serde_json::Value;
 use tests::{
     cri::{CriNode, CriPod, PodSpec},
     fake_apiserver::FakeApiServer,
-    pretty,
+    pretty, Observer,
 };
 
 fn spec(script: &str, shared_pid: bool) -> PodSpec {
@@ -49,6 +49,33 @@ fn exit_line(evs: &[Value], pod: &CriPod) -> Value {
         pretty(evs)
     );
     lines[0].clone()
+}
+
+/// SIGKILLs `pid` with kill(1), as an operator would; returns the sender's pid.
+fn kill_9(pid: u32) -> u32 {
+    let kill = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .spawn()
+        .unwrap();
+    let sender = kill.id();
+    assert!(kill.wait_with_output().unwrap().status.success());
+    sender
+}
+
+/// Every line so far, once each of `pods` has its `container_exit` (within 30 s).
+fn wait_for_exits(obs: &Observer, pods: &[&CriPod]) -> Vec<Value> {
+    obs.wait_for(
+        "a container_exit line for every pod",
+        Duration::from_secs(30),
+        |evs| {
+            pods.iter().all(|p| {
+                evs.iter().any(|e| {
+                    e["event"] == "container_exit"
+                        && e["container"]["id"] == p.container_id.as_str()
+                })
+            })
+        },
+    )
 }
 
 /// One test at a time: each runs its own containerd and CRI pods.
@@ -98,12 +125,7 @@ fn every_container_s_end_names_its_cause_and_its_sender() {
         false,
     ));
 
-    let kill = Command::new("kill")
-        .args(["-KILL", &killed.pid.to_string()])
-        .spawn()
-        .unwrap();
-    let kill_pid = kill.id();
-    assert!(kill.wait_with_output().unwrap().status.success());
+    let kill_pid = kill_9(killed.pid);
     node.stop_container(&stopped.container_id, 2);
     obs.wait_for(
         "the child's OOM kill in the #140716 pod",
@@ -124,18 +146,7 @@ fn every_container_s_end_names_its_cause_and_its_sender() {
     let pods = [
         &exited, &killed, &stopped, &pod_kill, &segv, &oom, &child_oom,
     ];
-    let evs = obs.wait_for(
-        "a container_exit line for every pod",
-        Duration::from_secs(30),
-        |evs| {
-            pods.iter().all(|p| {
-                evs.iter().any(|e| {
-                    e["event"] == "container_exit"
-                        && e["container"]["id"] == p.container_id.as_str()
-                })
-            })
-        },
-    );
+    let evs = wait_for_exits(&obs, &pods);
     let all = pretty(&evs);
     let check = |pod: &CriPod, cause: &str| {
         let x = exit_line(&evs, pod);
@@ -322,26 +333,10 @@ fn classic_tracepoint_senders(args: &[&str]) {
     let killed = node.run_pod_spec(&spec("while :; do sleep 1; done", false));
     let stopped = node.run_pod_spec(&spec("trap '' TERM; while :; do sleep 1; done", false));
     let segv = node.run_pod_spec(&spec("sleep 1; kill -SEGV $$", true));
-    let kill = Command::new("kill")
-        .args(["-KILL", &killed.pid.to_string()])
-        .spawn()
-        .unwrap();
-    let kill_pid = kill.id();
-    assert!(kill.wait_with_output().unwrap().status.success());
+    let kill_pid = kill_9(killed.pid);
     node.stop_container(&stopped.container_id, 2);
     let pods = [&killed, &stopped, &segv];
-    let evs = obs.wait_for(
-        "a container_exit line for every pod",
-        Duration::from_secs(30),
-        |evs| {
-            pods.iter().all(|p| {
-                evs.iter().any(|e| {
-                    e["event"] == "container_exit"
-                        && e["container"]["id"] == p.container_id.as_str()
-                })
-            })
-        },
-    );
+    let evs = wait_for_exits(&obs, &pods);
     let all = pretty(&evs);
     let x = exit_line(&evs, &killed);
     eprintln!("tracepoint: {}", x["message"]);
@@ -442,26 +437,10 @@ fn an_oomd_mark_on_the_cgroup_names_a_userspace_oom_killer() {
     set_xattr(&dir, "user.oomd_ooms", "1");
     let mut senders = Vec::new();
     for p in [&marked, &plain] {
-        let kill = Command::new("kill")
-            .args(["-KILL", &p.pid.to_string()])
-            .spawn()
-            .unwrap();
-        senders.push(kill.id());
-        assert!(kill.wait_with_output().unwrap().status.success());
+        senders.push(kill_9(p.pid));
     }
     let pods = [&marked, &plain];
-    let evs = obs.wait_for(
-        "a container_exit line for both pods",
-        Duration::from_secs(30),
-        |evs| {
-            pods.iter().all(|p| {
-                evs.iter().any(|e| {
-                    e["event"] == "container_exit"
-                        && e["container"]["id"] == p.container_id.as_str()
-                })
-            })
-        },
-    );
+    let evs = wait_for_exits(&obs, &pods);
     let x = exit_line(&evs, &marked);
     eprintln!("marked: {}", x["message"]);
     assert_eq!(x["cause"], "oom_killer_userspace", "{x}");
