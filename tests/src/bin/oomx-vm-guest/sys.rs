@@ -119,8 +119,13 @@ pub fn tracepoint_has_field(category: &str, name: &str, field: &str) -> bool {
 /// Powers the machine off (the xtask sees qemu exit). Falls back to a reboot, which qemu's
 /// `-no-reboot` also turns into an exit.
 pub fn power_off() -> ! {
-    // SAFETY: sync and reboot take no pointers; as PID 1 we are allowed to.
+    // SAFETY: tcdrain, sync and reboot take no pointers; as PID 1 we are allowed to.
     unsafe {
+        // The console's last lines are still in the tty's buffer: on an emulated arm64
+        // UART a power-off right after them lost the `done` line (CI, 2026-12-07), and the
+        // run failed as unfinished. Wait until they are sent (not a tty: returns at once).
+        libc::tcdrain(1);
+        libc::tcdrain(2);
         libc::sync();
         libc::reboot(libc::RB_POWER_OFF);
         libc::reboot(libc::RB_AUTOBOOT);
