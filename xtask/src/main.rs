@@ -92,8 +92,8 @@ enum Cmd {
         /// One guest only (e.g. linux-6.12-x86_64); both 6.12 guests when absent.
         #[arg(long)]
         only: Option<String>,
-        /// More kernel command line for the guests (e.g. `oomx.deaths_hook=tracepoint`, a
-        /// strategy that records no sender: every scenario must then fail).
+        /// More kernel command line for the guests (e.g. `oomx.deaths_hook=tracepoint`: the
+        /// classic tracepoints, whose `signal_generate` program names the sender too).
         #[arg(long)]
         append: Option<String>,
     },
