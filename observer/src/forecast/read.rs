@@ -19,9 +19,15 @@ pub fn read_file(dir: &Path, file: &str) -> Result<String, ForecastError> {
     fs::read_to_string(&f).map_err(|e| read_error(&f, e))
 }
 
+/// A read that found no file: the file, or its whole cgroup, is not there (a removed
+/// cgroup's files read `ENODEV` through a descriptor still open).
+fn not_there(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ENODEV)
+}
+
 /// A read's error: a file or cgroup that is not there is told apart from a failed read.
 fn read_error(file: &Path, e: io::Error) -> ForecastError {
-    if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ENODEV) {
+    if not_there(&e) {
         match file.parent() {
             Some(dir) if !dir.is_dir() => ForecastError::Gone(dir.display().to_string()),
             _ => ForecastError::Missing(file.display().to_string()),
@@ -59,7 +65,7 @@ pub fn usage_in(dir: BorrowedFd<'_>, v2: bool, cgroup: &str) -> Result<u64, Fore
     .and_then(|mut f| f.read(&mut buf))
     .map_err(|e| {
         // The held directory of a removed cgroup is still open: its files are gone.
-        if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ENODEV) {
+        if not_there(&e) {
             ForecastError::Gone(cgroup.to_string())
         } else {
             ForecastError::Read {

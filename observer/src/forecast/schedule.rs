@@ -159,7 +159,10 @@ pub(super) fn read_cgroup(
     let read = match &slot.dir_fd {
         Some(fd) => read::usage_in(fd.as_fd(), v2, path),
         None => match mem.dir(path) {
-            Some(dir) => read::usage_at(&dir.join(read::usage_name(v2))),
+            Some(mut file) => {
+                file.push(read::usage_name(v2));
+                read::usage_at(&file)
+            }
             // A path outside the mount.
             None => return false,
         },

@@ -20,15 +20,20 @@ fn cgroup(root: &Path, path: &str, max: u64, current: u64) {
     .unwrap();
 }
 
+/// A model over the v2 tree at `root`, warning 60 s ahead.
+fn forecaster(root: &Path) -> Forecaster {
+    Forecaster::new(
+        MemoryFs::new(root.into(), "/".into(), true),
+        Duration::from_secs(60),
+    )
+}
+
 #[test]
 fn quiet_cgroups_are_read_seldom_and_a_growing_one_every_tick_with_its_pod() {
     let d = tempfile::tempdir().unwrap();
     cgroup(d.path(), "pod", 256 * MIB, 10 * MIB);
     cgroup(d.path(), "pod/c", 128 * MIB, 10 * MIB);
-    let mut f = Forecaster::new(
-        MemoryFs::new(d.path().into(), "/".into(), true),
-        Duration::from_secs(60),
-    );
+    let mut f = forecaster(d.path());
     let target = Target {
         cgroup: "/pod/c".into(),
         pod_cgroup: Some("/pod".into()),
@@ -60,10 +65,7 @@ fn a_quiet_container_s_limits_are_read_again_when_it_wakes() {
     let d = tempfile::tempdir().unwrap();
     cgroup(d.path(), "pod", 256 * MIB, 10 * MIB);
     cgroup(d.path(), "pod/c", 128 * MIB, 10 * MIB);
-    let mut f = Forecaster::new(
-        MemoryFs::new(d.path().into(), "/".into(), true),
-        Duration::from_secs(60),
-    );
+    let mut f = forecaster(d.path());
     f.set_targets(vec![Target {
         cgroup: "/pod/c".into(),
         pod_cgroup: Some("/pod".into()),
@@ -96,10 +98,7 @@ fn past_the_open_file_budget_a_cgroup_is_read_by_its_path_and_both_reads_agree()
     let d = tempfile::tempdir().unwrap();
     cgroup(d.path(), "a", 128 * MIB, 10 * MIB);
     cgroup(d.path(), "b", 128 * MIB, 20 * MIB);
-    let mut f = Forecaster::new(
-        MemoryFs::new(d.path().into(), "/".into(), true),
-        Duration::from_secs(60),
-    );
+    let mut f = forecaster(d.path());
     // Room for one directory.
     f.plan = Plan::new(1);
     f.set_targets(vec![Target::cgroup("/a"), Target::cgroup("/b")]);
