@@ -18,7 +18,6 @@ pub mod kernel;
 pub mod lost;
 pub mod options;
 pub mod outputs;
-pub mod priority;
 pub mod stalls;
 
 pub use options::RunOptions;
@@ -33,7 +32,7 @@ pub async fn run(opts: RunOptions, object: &[u8]) -> Result<(), ObserverError> {
         None => None,
     };
     if opts.realtime {
-        priority::raise();
+        crate::host::priority::raise();
     }
     let kernel = kernel::start(&opts, object)?;
     startup::step("kernel programs");

@@ -236,6 +236,18 @@ impl Containerd {
 
     /// [`Containerd::observer`] with extra arguments for `oom-observer run`.
     pub fn observer_with(&self, ready: Duration, extra: &[&str]) -> crate::Observer {
+        self.observer_with_env(ready, extra, &[])
+    }
+
+    /// [`Containerd::observer_with`], with variables added to the daemon's environment
+    /// (`KUBECONFIG`): set for the whole test binary, they would reach the daemons of the
+    /// tests that run beside it.
+    pub fn observer_with_env(
+        &self,
+        ready: Duration,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> crate::Observer {
         let state = self.observer_state();
         let mut args = vec![
             "--containerd-socket",
@@ -244,7 +256,7 @@ impl Containerd {
             state.to_str().unwrap_or_default(),
         ];
         args.extend_from_slice(extra);
-        let obs = crate::Observer::spawn(&args, ready);
+        let obs = crate::Observer::spawn_env(&args, ready, env);
         obs.wait_log(
             "connected to containerd",
             Duration::from_secs(30).max(ready),

@@ -46,7 +46,7 @@ struct Workload {
 
 /// `predict_linear(x[range], horizon)`: the least-squares line through the samples of the
 /// last `range` seconds, extended `horizon` seconds past the newest (as Prometheus does).
-fn predict_linear(samples: &[(f64, f64)], range: f64, horizon: f64) -> Option<f64> {
+pub fn predict_linear(samples: &[(f64, f64)], range: f64, horizon: f64) -> Option<f64> {
     let &(tn, _) = samples.last()?;
     let pts: Vec<_> = samples.iter().filter(|(t, _)| tn - t <= range).collect();
     if pts.len() < 2 {
@@ -63,7 +63,13 @@ fn predict_linear(samples: &[(f64, f64)], range: f64, horizon: f64) -> Option<f6
 
 /// cAdvisor's working set of a v1 cgroup: usage less `total_inactive_file`.
 fn working_set(dir: &std::path::Path) -> Option<f64> {
-    let usage: f64 = std::fs::read_to_string(dir.join("memory.usage_in_bytes"))
+    working_set_of(dir, "memory.usage_in_bytes", "total_inactive_file")
+}
+
+/// cAdvisor's working set: the cgroup's usage (`usage_file`) less its inactive page cache
+/// (the `inactive` field of `memory.stat`).
+pub fn working_set_of(dir: &std::path::Path, usage_file: &str, inactive: &str) -> Option<f64> {
+    let usage: f64 = std::fs::read_to_string(dir.join(usage_file))
         .ok()?
         .trim()
         .parse()
@@ -71,7 +77,7 @@ fn working_set(dir: &std::path::Path) -> Option<f64> {
     let stat = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
     let inactive: f64 = stat
         .lines()
-        .find_map(|l| l.strip_prefix("total_inactive_file "))
+        .find_map(|l| l.strip_prefix(inactive)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     Some((usage - inactive).max(0.0))

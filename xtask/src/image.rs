@@ -23,8 +23,8 @@ pub fn archive_path() -> PathBuf {
 pub fn image() -> Result<PathBuf> {
     let obj = build_ebpf()?;
     let mut images = Vec::new();
-    for arch in [vm::Arch::X86_64, vm::Arch::Aarch64] {
-        let bins = vm::build_guest_binaries(arch, &obj)?;
+    let archs = [vm::Arch::X86_64, vm::Arch::Aarch64];
+    for (arch, bins) in archs.into_iter().zip(vm::build_guests(&archs, &obj)?) {
         let binary = fs::read(&bins.observer)
             .with_context(|| format!("reading {}", bins.observer.display()))?;
         images.push(Image {

@@ -10,23 +10,33 @@ use crate::{
     command::root,
     command::run,
     containerd, image, kubelet,
+    lint::Lint,
     packages::{ensure_kubernetes_validate, ensure_packages, BUILD_PACKAGES, TEST_PACKAGES},
     vm,
 };
 
 /// Container OOM kills per cgroup v2 guest in `cargo xtask test` (CI time: see README).
 const CI_VM_RACE_KILLS: usize = 10;
-/// Pods per kubelet row in each guest in `cargo xtask test` (about 2 minutes).
+/// Pods per kubelet row in each guest in `cargo xtask test`, in the two rows with oom-observer
+/// (idle and loaded; all four rows took 4.6 minutes).
 const CI_VM_KUBELET_PODS: usize = 2;
 /// The systemd guest's wall-clock limit in seconds: it ran in 76–115 s; a hung guest ends here.
 const SYSTEMD_GUEST_LIMIT: u64 = 600;
 
 /// `cargo xtask test`: the cargo tests, then (unless `no_vm`) the VM matrix and the short
-/// guest runs. Every result goes under `target/`: the run leaves the tree as it found it,
-/// which it checks at the end.
+/// guest runs, with the workspace's lints beside them ([`Lint`]). Every result goes under
+/// `target/`: the run leaves the tree as it found it, which it checks at the end.
 pub fn all(no_vm: bool, extra: &[OsString]) -> Result<()> {
     let root = root();
     let before = tree_status(&root);
+    // The whole run lints the workspace too, beside the rest; a filtered run does not.
+    let lint = if extra.is_empty() {
+        ensure_packages(BUILD_PACKAGES)?;
+        build_ebpf()?;
+        Some(Lint::start()?)
+    } else {
+        None
+    };
     test(extra)?;
     if !no_vm {
         // The matrix's page goes under target/: only `cargo xtask vm-test` writes
@@ -57,6 +67,9 @@ pub fn all(no_vm: bool, extra: &[OsString]) -> Result<()> {
             pods: 0,
             containerd: None,
         })?;
+    }
+    if let Some(lint) = lint {
+        lint.finish()?;
     }
     check_tree(&root, before.as_deref())
 }

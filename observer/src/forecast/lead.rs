@@ -3,12 +3,18 @@
 
 use std::collections::HashMap;
 
-use super::event::RiskEvent;
+use super::event::{RiskEvent, RiskReason};
 use crate::event::{Event, EventKind, LeadSeconds};
 
 /// A warning older than this (since its last repeat) no longer counts for a kill: the
 /// container calmed down, and a later kill was not foreseen by it.
 const STALE_NS: u64 = 5 * 60 * 1_000_000_000;
+
+/// A stall read this soon after a kill at the same cgroup is that kill, seen by the model's
+/// next tick: the memory stays charged, at the limit, until the victim has exited. (In the
+/// arm64 guest, a step's kill was followed by a `stall` warning about the limit that had
+/// just fired.)
+const STALL_AT_KILL_NS: u64 = 10 * 1_000_000_000;
 
 /// `warning` when the kill was foreseen.
 pub const WARNED: &str = "oom_risk";
@@ -21,23 +27,40 @@ struct Warned {
     last_ns: u64,
 }
 
-/// The open warnings, by container id and by cgroup path.
+/// The open warnings, by container id and by cgroup path; the recent kills, by the same.
 #[derive(Debug, Default)]
 pub struct Warnings {
     open: HashMap<String, Warned>,
+    killed: HashMap<String, u64>,
+}
+
+/// What a warning is remembered by: its cgroup, its container, the cgroup of its limit.
+fn keys(r: &RiskEvent) -> Vec<String> {
+    let mut keys = vec![r.cgroup.clone()];
+    if let Some(c) = &r.container {
+        keys.push(c.id.clone());
+    }
+    if let Some(l) = &r.limit.cgroup {
+        keys.push(l.to_string());
+    }
+    keys
 }
 
 impl Warnings {
+    /// Whether `r` is a stall at a cgroup whose OOM kill was reported within
+    /// [`STALL_AT_KILL_NS`]: the kill itself, seen late, and no warning.
+    pub fn is_the_kill(&self, r: &RiskEvent) -> bool {
+        r.reason == RiskReason::Stall
+            && keys(r).iter().any(|k| {
+                self.killed
+                    .get(k)
+                    .is_some_and(|&at| r.ktime_ns.saturating_sub(at) <= STALL_AT_KILL_NS)
+            })
+    }
+
     /// Remembers a warning (the first of a run of them is the one that counts).
     pub fn warned(&mut self, r: &RiskEvent) {
-        let mut keys = vec![r.cgroup.clone()];
-        if let Some(c) = &r.container {
-            keys.push(c.id.clone());
-        }
-        if let Some(l) = &r.limit.cgroup {
-            keys.push(l.to_string());
-        }
-        for k in keys {
+        for k in keys(r) {
             let w = self.open.entry(k).or_insert(Warned {
                 first_ns: r.ktime_ns,
                 last_ns: r.ktime_ns,
@@ -84,9 +107,14 @@ impl Warnings {
             .filter(|w| kill.saturating_sub(w.last_ns) <= STALE_NS && w.first_ns <= kill)
             .map(|w| w.first_ns)
             .min();
-        for k in &keys {
+        for k in keys.iter() {
             self.open.remove(k);
         }
+        if self.killed.len() > 4096 {
+            self.killed
+                .retain(|_, at| kill.saturating_sub(*at) <= STALL_AT_KILL_NS);
+        }
+        self.killed.extend(keys.into_iter().map(|k| (k, kill)));
         x.warning_lead_s = first.map(|f| LeadSeconds::from_ns(kill - f));
         x.warning = Some(if first.is_some() { WARNED } else { NONE }.to_string());
     }
@@ -130,8 +158,12 @@ mod tests {
     }
 
     fn risk(cgroup: &str, ktime_ns: u64) -> RiskEvent {
+        risk_for(RiskReason::Growth, cgroup, ktime_ns)
+    }
+
+    fn risk_for(reason: RiskReason, cgroup: &str, ktime_ns: u64) -> RiskEvent {
         let mut r = new_risk(
-            RiskReason::Growth,
+            reason,
             None,
             cgroup.into(),
             Limit {
@@ -187,5 +219,20 @@ mod tests {
         let mut other = kill("/b", 101 * S);
         w.on_kill(&mut other);
         assert_eq!(other.explained.unwrap().warning.as_deref(), Some(NONE));
+    }
+
+    #[test]
+    fn a_stall_right_after_the_kill_at_its_cgroup_is_that_kill_not_a_warning() {
+        let mut w = Warnings::default();
+        let mut k = kill("/a", 100 * S);
+        w.on_kill(&mut k);
+        // Read just before the kill but handed over after it, or read after it: the kill.
+        assert!(w.is_the_kill(&risk_for(RiskReason::Stall, "/a", 99 * S)));
+        assert!(w.is_the_kill(&risk_for(RiskReason::Stall, "/a", 105 * S)));
+        // A growth warning after a kill is about the next one (a restarted worker leaks on).
+        assert!(!w.is_the_kill(&risk_for(RiskReason::Growth, "/a", 105 * S)));
+        // Later, or elsewhere, a stall is a stall.
+        assert!(!w.is_the_kill(&risk_for(RiskReason::Stall, "/a", 111 * S)));
+        assert!(!w.is_the_kill(&risk_for(RiskReason::Stall, "/b", 101 * S)));
     }
 }

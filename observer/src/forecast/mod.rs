@@ -171,6 +171,12 @@ impl Forecaster {
         let (_, chain) = p.chain.as_ref()?;
         let own = &slots[p.own].state;
         let own_rate = own.series.rate();
+        // A limit above the container's own (its pod's, an ancestor's, the node's) fills from
+        // every container under it: it is this one's to warn about only while this one
+        // grows. In the cgroup v2 guests, five pods starting at once under a 768 MiB
+        // ancestor read as 15.8 MiB/s of its growth, and every one of them, a steady holder
+        // too, was warned about that ancestor's limit.
+        let growing = own_rate.is_some_and(|r| r >= MIN_RATE);
         struct View<'a> {
             limit: Limit,
             unrec: u64,
@@ -193,16 +199,17 @@ impl Forecaster {
                 limit: l.clone(),
                 unrec: stat.unreclaimable,
                 rate,
-                ttl: time_to(l.bytes, stat.unreclaimable, rate),
+                ttl: if s == p.own || growing {
+                    time_to(l.bytes, stat.unreclaimable, rate)
+                } else {
+                    None
+                },
                 stalled: near && (st.hits_rose || psi),
                 state: Some(st),
             });
         }
-        // The node's memory fills from every container: it is this one's to warn about only
-        // while this one grows.
         if let Some(n) = self.node_last {
             let rate = self.node.rate();
-            let growing = own_rate.is_some_and(|r| r >= MIN_RATE);
             views.push(View {
                 limit: Limit {
                     kind: LimitKind::Node,
@@ -291,7 +298,10 @@ pub fn start(
     plan::raise_open_file_limit();
     std::thread::Builder::new()
         .name("forecast".into())
-        .spawn(move || run(opts, mem, containerd, tx))?;
+        .spawn(move || {
+            crate::host::priority::ordinary("forecast");
+            run(opts, mem, containerd, tx)
+        })?;
     Ok(rx)
 }
 
@@ -346,5 +356,13 @@ fn run(
 }
 
 #[cfg(test)]
+#[path = "test_tree.rs"]
+mod test_tree;
+
+#[cfg(test)]
 #[path = "schedule_tests.rs"]
 mod schedule_tests;
+
+#[cfg(test)]
+#[path = "assess_tests.rs"]
+mod assess_tests;

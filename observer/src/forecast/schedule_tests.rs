@@ -4,21 +4,10 @@
 
 use std::{fs, path::Path};
 
-use super::*;
-
-const MIB: u64 = 1 << 20;
-
-fn cgroup(root: &Path, path: &str, max: u64, current: u64) {
-    let d = root.join(path);
-    fs::create_dir_all(&d).unwrap();
-    fs::write(d.join("memory.max"), max.to_string()).unwrap();
-    fs::write(d.join("memory.current"), current.to_string()).unwrap();
-    fs::write(
-        d.join("memory.stat"),
-        format!("anon {current}\nactive_anon {current}\n"),
-    )
-    .unwrap();
-}
+use super::{
+    test_tree::{cgroup, MIB},
+    *,
+};
 
 /// A model over the v2 tree at `root`, warning 60 s ahead.
 fn forecaster(root: &Path) -> Forecaster {

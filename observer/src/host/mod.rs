@@ -7,5 +7,6 @@ pub mod heap;
 pub mod oom_control;
 pub mod oomd;
 pub mod path_cache;
+pub mod priority;
 pub mod procfs;
 pub mod startup;

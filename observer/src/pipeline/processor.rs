@@ -406,6 +406,10 @@ impl Processor {
             return Ok(());
         }
         for mut ev in risks {
+            if self.warnings.as_ref().is_some_and(|w| w.is_the_kill(&ev)) {
+                tracing::debug!(cgroup = %ev.cgroup, "a stall at a cgroup whose OOM kill was just reported: that kill, not a warning");
+                continue;
+            }
             self.seq += 1;
             ev.seq = self.seq;
             ev.log();

@@ -345,7 +345,13 @@ impl CriNode {
     /// Starts containerd with the CRI plugin, imports the pause and busybox images and
     /// waits until the CRI sees both.
     pub fn start() -> CriNode {
-        let tree = ScratchTree::new(768);
+        CriNode::start_within(768)
+    }
+
+    /// [`CriNode::start`] with `limit_mb` on the whole test's scratch tree (containerd and
+    /// every pod), the outer limit that keeps a failing test off the node's memory.
+    pub fn start_within(limit_mb: u64) -> CriNode {
+        let tree = ScratchTree::new(limit_mb);
         tree.mkdir_all_hierarchies("sys");
         let cd = Containerd::start_with(tree.procs_files("sys"), Some(&cri_config));
         CriNode::on(cd, tree, false)

@@ -53,6 +53,9 @@ pub struct RowSpec {
     /// How long a loaded row waits for each kill after it lets the pods go
     /// ([`CriNode::kill_bound`]); idle rows wait [`super::KILL_BOUND`].
     pub loaded_kill_bound: Duration,
+    /// The rows without oom-observer too: containerd alone, the baseline the pages compare
+    /// against. Only the rows with it can fail on the kubelet's reason.
+    pub baseline: bool,
 }
 
 impl RowSpec {
@@ -65,6 +68,7 @@ impl RowSpec {
             limit_mb: 64,
             starve_loops: 8,
             loaded_kill_bound: super::KILL_BOUND,
+            baseline: true,
         }
     }
 }
@@ -201,7 +205,7 @@ pub fn rows(node: &mut CriNode, spec: &RowSpec, observer_ready: Duration) -> Vec
     let sub = crate::containerd::Subscriber::start(&node.cd.socket);
     let mut rows = Vec::new();
     for load in ["idle", "loaded"] {
-        for observer in [false, true] {
+        for observer in [false, true].into_iter().filter(|o| *o || spec.baseline) {
             let busy = (load == "loaded").then(|| {
                 (
                     Load::start(2),

@@ -15,14 +15,11 @@ use anyhow::{bail, Result};
 use serde_json::Value;
 
 use super::{
-    build_guest_binaries, debian,
-    race::{boot_each, RaceRun, BASE_LIMIT},
+    build_guests, debian,
+    race::{boot_each, v2_dirs, RaceRun, BASE_LIMIT},
     userland, write_initramfs, GuestDef,
 };
-use crate::{
-    build::build_ebpf,
-    command::{cache_dir, root, run},
-};
+use crate::{build::build_ebpf, command::run};
 
 /// The scenarios each guest must report, all passing.
 const SCENARIOS: [&str; 3] = ["cgroup_kill", "earlyoom", "events"];
@@ -31,42 +28,20 @@ const SCENARIOS: [&str; 3] = ["cgroup_kill", "earlyoom", "events"];
 /// `container_exit` cause, sender and message, and fails unless every one passed.
 pub fn deaths_vm(only: Option<&str>, append: Option<&str>) -> Result<()> {
     let t0 = Instant::now();
-    let work = root().join("target/vm");
-    fs::create_dir_all(&work)?;
-    let cache = cache_dir().join("vm");
-    fs::create_dir_all(&cache)?;
-    let run = RaceRun {
-        only: only.map(str::to_string),
-        ..RaceRun::default()
-    };
-    if run.guests().next().is_none() {
-        bail!("no cgroup v2 guest is called {only:?}");
-    }
-    let boots = prepare(&cache, &work, &run)?;
-    // Boot, BPF load, containerd and the CRI, then two pods: one guest alone took about
-    // four minutes under TCG; the limit only ends a hung guest.
-    let limit = BASE_LIMIT * 2;
     let mut cmdline = "oomx.deaths=1".to_string();
     if let Some(extra) = append {
         cmdline.push(' ');
         cmdline.push_str(extra);
     }
-    let results = boot_each(&boots, &work, &cmdline, limit, &run, Ok);
-    let mut failed = Vec::new();
-    for (name, r) in &results {
-        let (kernel, lines) = match r {
-            Ok(v) => v,
-            Err(e) => {
-                failed.push(format!("{name}: {e:#}"));
-                continue;
-            }
-        };
-        let verdicts: Vec<&Value> = lines.iter().filter(|v| v["type"] == "death").collect();
-        for sc in SCENARIOS {
-            if !verdicts.iter().any(|v| v["scenario"] == sc) {
-                failed.push(format!("{name}: no verdict for {sc}"));
-            }
-        }
+    // Boot, BPF load, containerd and the CRI, then two pods: one guest alone took about
+    // four minutes under TCG.
+    let (guests, mut failed) = boot_pod_guests(only, None, &cmdline, "death", &SCENARIOS)?;
+    for GuestVerdicts {
+        name,
+        kernel,
+        verdicts,
+    } in &guests
+    {
         for v in verdicts {
             let sc = v["scenario"].as_str().unwrap_or("?");
             eprintln!(
@@ -98,10 +73,9 @@ pub fn deaths_vm(only: Option<&str>, append: Option<&str>) -> Result<()> {
         }
     }
     eprintln!(
-        "deaths-vm: {} guest(s) in {:.0} s (consoles in {})",
-        results.len(),
+        "deaths-vm: {} guest(s) in {:.0} s (consoles in target/vm/)",
+        guests.len(),
         t0.elapsed().as_secs_f64(),
-        work.display()
     );
     if !failed.is_empty() {
         bail!("deaths in the v2 guests failed:\n{}", failed.join("\n"));
@@ -109,8 +83,60 @@ pub fn deaths_vm(only: Option<&str>, append: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// One guest's verdict lines of one type, and the kernel release it named.
+pub(super) struct GuestVerdicts {
+    pub name: String,
+    pub kernel: String,
+    pub verdicts: Vec<Value>,
+}
+
+/// Boots the cgroup v2 guests (or `only` one) at once, with the pods' initramfs, `cmdline`
+/// and `memory_mib` of RAM (the race's when `None`); returns each finished guest's `kind` verdict lines, and the problems found
+/// so far: a guest that did not finish, a scenario of `expected` with no verdict.
+pub(super) fn boot_pod_guests(
+    only: Option<&str>,
+    memory_mib: Option<u32>,
+    cmdline: &str,
+    kind: &str,
+    expected: &[&str],
+) -> Result<(Vec<GuestVerdicts>, Vec<String>)> {
+    let run = RaceRun {
+        only: only.map(str::to_string),
+        memory_mib,
+        ..RaceRun::default()
+    };
+    let (work, cache) = v2_dirs(&run)?;
+    let boots = prepare(&cache, &work, &run)?;
+    // The limit only ends a hung guest.
+    let results = boot_each(&boots, &work, cmdline, BASE_LIMIT * 2, &run, Ok);
+    let mut guests = Vec::new();
+    let mut failed = Vec::new();
+    for (name, r) in results {
+        let (kernel, lines) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                failed.push(format!("{name}: {e:#}"));
+                continue;
+            }
+        };
+        let verdicts: Vec<Value> = lines.into_iter().filter(|v| v["type"] == kind).collect();
+        for sc in expected {
+            if !verdicts.iter().any(|v| v["scenario"] == *sc) {
+                failed.push(format!("{name}: no verdict for {sc}"));
+            }
+        }
+        guests.push(GuestVerdicts {
+            name,
+            kernel,
+            verdicts,
+        });
+    }
+    Ok((guests, failed))
+}
+
 /// The cgroup v2 guests, each with its kernel and an initramfs holding the containerd
-/// stack and earlyoom (as `bin/earlyoom`, with its libraries).
+/// stack, earlyoom (as `bin/earlyoom`, with its libraries) and a trust store for the
+/// daemon's Kubernetes client: every guest mode that runs pods with Pod Events on.
 fn prepare(
     cache: &Path,
     work: &Path,
@@ -123,8 +149,9 @@ fn prepare(
     )?;
     debian::prepare_apt(cache, super::Arch::Aarch64.deb())?;
     let obj = build_ebpf()?;
+    let archs: Vec<_> = guests.iter().map(|g| g.arch).collect();
     let mut boots = Vec::new();
-    for g in guests {
+    for (g, bins) in guests.into_iter().zip(build_guests(&archs, &obj)?) {
         let k = debian::kernel(
             &debian::Apt::system(),
             cache,
@@ -132,7 +159,6 @@ fn prepare(
             g.arch.deb(),
             g.series,
         )?;
-        let bins = build_guest_binaries(g.arch, &obj)?;
         let mut files = userland::containerd_stack(cache, g.arch.deb(), None)?;
         let libs_root = cache.join("userland").join(g.arch.deb()).join("root");
         let earlyoom = earlyoom(cache, g.arch.deb())?;

@@ -7,6 +7,7 @@
 mod cpio;
 mod deaths;
 pub mod debian;
+mod forecast;
 mod qemu;
 mod race;
 mod report;
@@ -35,6 +36,7 @@ use crate::{
 };
 
 pub use self::deaths::deaths_vm;
+pub use self::forecast::forecast_vm;
 pub use self::qemu::ConsoleLevel;
 pub use self::race::{audit_vm, kubelet_vm, race_vm, RaceRun};
 pub use self::systemd::{systemd_guest, SystemdGuestOptions};
@@ -218,8 +220,7 @@ pub fn vm_test(opts: &VmOptions) -> Result<()> {
     let work = root.join("target/vm");
     fs::create_dir_all(&work)?;
     let mut initrds = Vec::new();
-    for a in &archs {
-        let bins = build_guest_binaries(*a, &obj)?;
+    for (a, bins) in archs.iter().zip(build_guests(&archs, &obj)?) {
         let img = work.join(format!("initramfs-{}.cpio", a.name()));
         write_initramfs(&bins, &userland::Files::new(), &img)?;
         initrds.push((*a, img));
@@ -405,11 +406,23 @@ pub(crate) struct GuestBins {
 /// with [`crate::build::IMAGE_FEATURES`]). `cargo xtask image` takes its `oom-observer` from here
 /// too: one build, one cache, and the VM matrix boots the very binary the image ships.
 pub(crate) fn build_guest_binaries(arch: Arch, obj: &Path) -> Result<GuestBins> {
-    let target = arch.rust_target();
+    let mut bins = build_guests(&[arch], obj)?;
+    bins.pop()
+        .ok_or_else(|| anyhow::anyhow!("no {} build", arch.rust_target()))
+}
+
+/// [`build_guest_binaries`] for every architecture of `archs`, with one cargo: its jobs
+/// keep both cores busy where one target's build would wait on a single large crate
+/// (`observer`, `tests`) compiling alone. The same flags per target as a build of that
+/// target alone, so either finds the other's build up to date.
+pub(crate) fn build_guests(archs: &[Arch], obj: &Path) -> Result<Vec<GuestBins>> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    if !installed.lines().any(|l| l.trim() == target) {
-        eprintln!("vm: rustup target add {target}");
-        run(Command::new("rustup").args(["target", "add", target]))?;
+    for a in archs {
+        let target = a.rust_target();
+        if !installed.lines().any(|l| l.trim() == target) {
+            eprintln!("vm: rustup target add {target}");
+            run(Command::new("rustup").args(["target", "add", target]))?;
+        }
     }
     crate::packages::ensure_packages(crate::packages::CROSS_PACKAGES)?;
     let root = root();
@@ -419,27 +432,37 @@ pub(crate) fn build_guest_binaries(arch: Arch, obj: &Path) -> Result<GuestBins> 
     // (`-nostdlibinc`), so one compiler serves both targets, with no cross gcc or musl
     // toolchain (cc-rs's default, `<arch>-linux-musl-gcc`, is not installed).
     // Every build embeds the same object file (OOM_OBSERVER_EBPF_OBJ).
-    let triple_env = target.replace('-', "_");
-    run(Command::new("cargo")
-        .current_dir(&root)
-        .args(["build", "--release", "--target", target])
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&root)
+        .args(["build", "--release"])
         .args(["--package", "observer", "--package", "tests", "--bins"])
         .args(["--features", crate::build::IMAGE_FEATURES])
-        .args(["--config", &format!("target.{target}.linker=\"rust-lld\"")])
-        .env(format!("CC_{triple_env}"), "clang")
-        .env("OOM_OBSERVER_EBPF_OBJ", obj))?;
-    let dir = root.join("target").join(target).join("release");
-    let bins = GuestBins {
-        init: dir.join("oomx-vm-guest"),
-        observer: dir.join("oom-observer"),
-        hog: dir.join("oomx-hog"),
-    };
-    for b in [&bins.init, &bins.observer, &bins.hog] {
-        if !b.is_file() {
-            bail!("the {target} build produced no {}", b.display());
-        }
+        .env("OOM_OBSERVER_EBPF_OBJ", obj);
+    let mut targets: Vec<&str> = archs.iter().map(|a| a.rust_target()).collect();
+    targets.dedup();
+    for target in targets {
+        cmd.args(["--target", target])
+            .args(["--config", &format!("target.{target}.linker=\"rust-lld\"")])
+            .env(format!("CC_{}", target.replace('-', "_")), "clang");
     }
-    Ok(bins)
+    run(&mut cmd)?;
+    let mut all = Vec::new();
+    for a in archs {
+        let target = a.rust_target();
+        let dir = root.join("target").join(target).join("release");
+        let bins = GuestBins {
+            init: dir.join("oomx-vm-guest"),
+            observer: dir.join("oom-observer"),
+            hog: dir.join("oomx-hog"),
+        };
+        for b in [&bins.init, &bins.observer, &bins.hog] {
+            if !b.is_file() {
+                bail!("the {target} build produced no {}", b.display());
+            }
+        }
+        all.push(bins);
+    }
+    Ok(all)
 }
 
 /// The initramfs: the guest binaries, plus `extra` files (guest path → host file; their

@@ -44,6 +44,8 @@ pub struct RaceRun {
     pub append: Option<String>,
     /// The containerd release in the guests; Debian 12's (the default) when `None`.
     pub containerd: Option<&'static crate::containerd::Release>,
+    /// Guest RAM in MiB; [`GUEST_MIB`] when `None`.
+    pub memory_mib: Option<u32>,
 }
 
 impl RaceRun {
@@ -490,6 +492,19 @@ pub(super) fn boot_each<T: Send>(
     })
 }
 
+/// The work and cache directories of a run in the cgroup v2 guests, made; fails when `run`
+/// names no such guest.
+pub(super) fn v2_dirs(run: &RaceRun) -> Result<(PathBuf, PathBuf)> {
+    if run.guests().next().is_none() {
+        bail!("no cgroup v2 guest is called {:?}", run.only);
+    }
+    let work = root().join("target/vm");
+    fs::create_dir_all(&work)?;
+    let cache = cache_dir().join("vm");
+    fs::create_dir_all(&cache)?;
+    Ok((work, cache))
+}
+
 fn boot(
     g: &GuestDef,
     k: &debian::Kernel,
@@ -513,7 +528,7 @@ fn boot(
         arch: g.arch,
         vmlinuz: &k.vmlinuz,
         initrd,
-        memory_mib: GUEST_MIB,
+        memory_mib: run.memory_mib.unwrap_or(GUEST_MIB),
         cpus: super::GUEST_CPUS,
         extra_append: Some(&append),
         console_level: run.console,
@@ -560,28 +575,23 @@ fn parse_console(console: &str) -> Verdicts {
 /// `cargo xtask kubelet`'s guest rows: `tests::cri::rows` (pods through containerd's CRI
 /// plugin, with and without oom-observer, idle and loaded, `kills` pods per row) in each
 /// cgroup v2 guest; returns each guest's `kubelet` verdict (its `rows` and `table`).
-/// Without `at_exit`, a row only fails on a container not read as OOMKilled a second after
-/// its exit (the README's test command), not at the exit itself.
+/// Without `at_exit` (the README's test command), a row only fails on a container not read
+/// as OOMKilled a second after its exit, not at the exit itself, and only the rows with
+/// oom-observer run.
 pub fn kubelet_vm(
     kills: usize,
     only: Option<&str>,
     at_exit: bool,
     containerd: &'static crate::containerd::Release,
 ) -> Result<Vec<(String, Result<Value>)>> {
-    let work = root().join("target/vm");
-    fs::create_dir_all(&work)?;
-    let cache = cache_dir().join("vm");
-    fs::create_dir_all(&cache)?;
     let run = RaceRun {
         only: only.map(str::to_string),
         containerd: (containerd.name != crate::containerd::default_name()).then_some(containerd),
         ..RaceRun::default()
     };
-    if run.guests().next().is_none() {
-        bail!("no cgroup v2 guest is called {only:?}");
-    }
+    let (work, cache) = v2_dirs(&run)?;
     let boots = prepare(&cache, &work, &run)?;
-    // Four rows of `kills` pods each; a pod took 7.5 s (idle) to 14 s (loaded) with one
+    // Up to four rows of `kills` pods each; a pod took 7.5 s (idle) to 14 s (loaded) with one
     // guest alone, so both at once get more than twice that per pod before a hung guest is
     // stopped (a bound, not a target).
     let limit = BASE_LIMIT + PER_POD * (4 * kills) as u32;
@@ -593,7 +603,9 @@ pub fn kubelet_vm(
             if at_exit {
                 ""
             } else {
-                " oomx.kubelet_at_exit=0"
+                // The README's test command: the rows with oom-observer, held to their
+                // reason a second after the exit.
+                " oomx.kubelet_at_exit=0 oomx.kubelet_baseline=0"
             }
         ),
         limit,

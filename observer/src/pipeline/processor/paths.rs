@@ -38,8 +38,13 @@ impl CgroupPaths {
         };
         let (cache, scan) = match std::thread::Builder::new()
             .name("cgroup-scan".into())
-            .spawn(scan_all.clone())
-        {
+            .spawn({
+                let scan_all = scan_all.clone();
+                move || {
+                    crate::host::priority::ordinary("cgroup-scan");
+                    scan_all()
+                }
+            }) {
             Ok(t) => (PathCache::default(), Some(t)),
             Err(e) => {
                 warn!(error = %e, "cannot start the cgroup scan's thread: scanning before the loop");

@@ -25,7 +25,7 @@ pub(super) fn serve(
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            ordinary_priority();
+            crate::host::priority::ordinary("metrics");
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -118,24 +118,4 @@ fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
 /// the start with a clear error).
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     std::net::TcpListener::bind(addr)
-}
-
-/// The daemon's main thread may run at SCHED_FIFO, which threads inherit: the scrape
-/// server must not, or a scrape could delay a kill's TaskOOM.
-fn ordinary_priority() {
-    // SAFETY: sched_param is plain integers, for which all-zero is valid.
-    let param: nix::libc::sched_param = unsafe { std::mem::zeroed() };
-    // The raw system call, as in the daemon (musl's wrapper is a stub); tid 0 = this thread.
-    // SAFETY: plain syscall on this thread with a valid parameter.
-    let rc = unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_sched_setscheduler,
-            0,
-            nix::libc::SCHED_OTHER,
-            &param as *const nix::libc::sched_param,
-        )
-    };
-    if rc != 0 {
-        debug!(error = %std::io::Error::last_os_error(), "metrics: cannot drop to ordinary priority");
-    }
 }

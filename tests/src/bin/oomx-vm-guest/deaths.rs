@@ -21,13 +21,14 @@ use std::{
 
 use serde_json::{json, Value};
 use tests::{
-    cri::{CriNode, CriPod, PodSpec},
+    cri::{CriNode, CriPod},
     fake_apiserver::FakeApiServer,
     pretty, Observer,
 };
 
 use crate::{
-    race::{containerd_env, cri_node_files, guarded},
+    pods::{self, cgroup_dir, spec},
+    race::guarded,
     sys::{emit, log},
 };
 
@@ -36,9 +37,7 @@ const EARLYOOM_MARGIN_MB: u64 = 160;
 
 pub fn run() {
     let t0 = Instant::now();
-    containerd_env();
-    // overlayfs is a module in Debian's cloud kernels; the initramfs carries none.
-    std::env::set_var("OOMX_SNAPSHOTTER", "native");
+    pods::cri_env();
     if let Err(e) = guarded(deaths) {
         emit(&json!({"type": "death", "scenario": "setup", "status": "fail", "detail": e}));
     }
@@ -46,18 +45,7 @@ pub fn run() {
 }
 
 fn deaths() -> Result<(), String> {
-    cri_node_files()?;
-    let mut node = CriNode::start();
-    // The Pod Events go to a loopback stand-in for the API server, as on the host
-    // (tests/tests/deaths.rs): no Kubernetes API server runs in the guest.
-    let api = FakeApiServer::start();
-    let kubeconfig = node.cd.observer_state().with_extension("kubeconfig");
-    api.write_kubeconfig(&kubeconfig, "t")
-        .map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
-    // Inherited by the daemon, spawned next; the trust store is a throwaway the xtask
-    // packed (the client wants one, though the stand-in speaks plain HTTP).
-    std::env::set_var("KUBECONFIG", &kubeconfig);
-    std::env::set_var("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt");
+    let (mut node, api) = pods::node_with_events(768)?;
     // `oomx.deaths_hook=tracepoint`: the classic tracepoints, whose `signal_generate`
     // program keys its target by pid (no task); `oomx.deaths_hook` also takes any other
     // strategy.
@@ -163,26 +151,6 @@ fn events(api: &FakeApiServer, pods: &[(String, &str)]) -> Value {
             .map(|(p, r, m)| json!({"pod": p, "reason": r, "message": m}))
             .collect::<Vec<_>>(),
     })
-}
-
-fn spec(script: &str, pod_limit_mb: u64, limit_mb: Option<u64>) -> PodSpec {
-    PodSpec {
-        pod_limit_mb,
-        limit_mb,
-        script: script.into(),
-        systemd_parent: false,
-        shared_pid: false,
-    }
-}
-
-/// The container's cgroup v2 directory, from its init's `/proc/<pid>/cgroup` (`0::/path`).
-fn cgroup_dir(pid: u32) -> Result<String, String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map_err(|e| format!("/proc/{pid}/cgroup: {e}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|p| format!("/sys/fs/cgroup{}", p.trim()))
-        .ok_or_else(|| format!("no cgroup v2 line in /proc/{pid}/cgroup: {text}"))
 }
 
 /// Waits for the pod's one `container_exit` line; panics (fails the scenario) on none

@@ -20,6 +20,8 @@
 mod daemon;
 mod deaths;
 mod expect;
+mod forecast;
+mod pods;
 mod race;
 mod scenarios;
 mod sys;
@@ -61,6 +63,10 @@ fn main() {
     }
     if race::cmdline("deaths").is_some() {
         deaths::run();
+        sys::power_off();
+    }
+    if race::cmdline("forecast").is_some() {
+        forecast::run();
         sys::power_off();
     }
     if race::cmdline("audit").is_some() {
