@@ -41,7 +41,7 @@ use tests::{
     events_in,
     fake_apiserver::FakeApiServer,
     hog_bin, pretty,
-    prometheus::get,
+    prometheus::{free_port, get},
     was_sigkilled, Memcg, Observer,
 };
 
@@ -263,12 +263,7 @@ fn a_leaking_pod_container_is_warned_about_by_name_on_every_output() {
     let kubeconfig = cd.observer_state().with_extension("kubeconfig");
     api.write_kubeconfig(&kubeconfig, "oomx-test-token")
         .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", free_port());
     let obs = cd.observer_with_env(
         Duration::from_secs(30),
         &[

@@ -107,7 +107,7 @@ impl Warnings {
             .filter(|w| kill.saturating_sub(w.last_ns) <= STALE_NS && w.first_ns <= kill)
             .map(|w| w.first_ns)
             .min();
-        for k in keys.iter() {
+        for k in &keys {
             self.open.remove(k);
         }
         if self.killed.len() > 4096 {

@@ -177,6 +177,11 @@ impl Forecaster {
         // ancestor read as 15.8 MiB/s of its growth, and every one of them, a steady holder
         // too, was warned about that ancestor's limit.
         let growing = own_rate.is_some_and(|r| r >= MIN_RATE);
+        let ttl = |own: bool, limit: u64, unrec: u64, rate: Option<f64>| {
+            (own || growing)
+                .then(|| time_to(limit, unrec, rate))
+                .flatten()
+        };
         struct View<'a> {
             limit: Limit,
             unrec: u64,
@@ -199,11 +204,7 @@ impl Forecaster {
                 limit: l.clone(),
                 unrec: stat.unreclaimable,
                 rate,
-                ttl: if s == p.own || growing {
-                    time_to(l.bytes, stat.unreclaimable, rate)
-                } else {
-                    None
-                },
+                ttl: ttl(s == p.own, l.bytes, stat.unreclaimable, rate),
                 stalled: near && (st.hits_rose || psi),
                 state: Some(st),
             });
@@ -218,11 +219,7 @@ impl Forecaster {
                 },
                 unrec: n.unreclaimable,
                 rate,
-                ttl: if growing {
-                    time_to(n.total, n.unreclaimable, rate)
-                } else {
-                    None
-                },
+                ttl: ttl(false, n.total, n.unreclaimable, rate),
                 stalled: false,
                 state: None,
             });

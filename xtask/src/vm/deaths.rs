@@ -36,13 +36,9 @@ pub fn deaths_vm(only: Option<&str>, append: Option<&str>) -> Result<()> {
     // Boot, BPF load, containerd and the CRI, then two pods: one guest alone took about
     // four minutes under TCG.
     let (guests, mut failed) = boot_pod_guests(only, None, &cmdline, "death", &SCENARIOS)?;
-    for GuestVerdicts {
-        name,
-        kernel,
-        verdicts,
-    } in &guests
-    {
-        for v in verdicts {
+    for g in &guests {
+        let (name, kernel) = (&g.name, &g.kernel);
+        for v in &g.verdicts {
             let sc = v["scenario"].as_str().unwrap_or("?");
             eprintln!(
                 "deaths-vm {name} ({kernel}) {sc}: {} ({:.0} s) | cause {} | exit {} {} | \
@@ -91,8 +87,9 @@ pub(super) struct GuestVerdicts {
 }
 
 /// Boots the cgroup v2 guests (or `only` one) at once, with the pods' initramfs, `cmdline`
-/// and `memory_mib` of RAM (the race's when `None`); returns each finished guest's `kind` verdict lines, and the problems found
-/// so far: a guest that did not finish, a scenario of `expected` with no verdict.
+/// and `memory_mib` of RAM (the race's when `None`); returns each finished guest's `kind`
+/// verdict lines, and the problems found so far: a guest that did not finish, a scenario of
+/// `expected` with no verdict.
 pub(super) fn boot_pod_guests(
     only: Option<&str>,
     memory_mib: Option<u32>,

@@ -53,13 +53,29 @@ struct Workload {
     expect: Expect,
 }
 
+impl Workload {
+    /// Whether the limit that fires is its pod's (below its container's).
+    fn fires_at_pod(&self) -> bool {
+        self.expect == Expect::Warned("pod")
+    }
+
+    /// The limit that fires, in MiB.
+    fn firing_limit_mb(&self) -> u64 {
+        if self.fires_at_pod() {
+            self.pod_limit_mb
+        } else {
+            self.limit_mb
+        }
+    }
+}
+
 /// Issue 24's goal: a warning at least this many seconds before every kill from a leak slower
 /// than its limit divided by 20 s.
 const MIN_LEAD_S: f64 = 10.0;
 
 /// The host bench's workloads at a quarter of their size or less, as on a node where a few
-/// pods are a small part of its memory. Both leaks are slower
-/// than their limit divided by 20 s (4.8 and 3.2 MiB/s), so the goal covers them.
+/// pods are a small part of its memory. Both leaks are slower than their limit divided by
+/// 20 s (4.8 and 3.2 MiB/s), so the goal covers them.
 const WORKLOADS: [Workload; 5] = [
     Workload {
         name: "leak-2",
@@ -131,8 +147,8 @@ struct Running<'a> {
     baseline_at: Option<f64>,
 }
 
-/// The test's outer limit, as large as the guest's RAM: an ancestor of every pod, which the model
-/// reads like any other. All five hogs starting at once made it read as filling at up to
+/// The test's outer limit, as large as the guest's RAM: an ancestor of every pod, which the
+/// model reads like any other. All five hogs starting at once made it read as filling at up to
 /// 23 MiB/s, nearer in time than the `parent` leak's pod limit; a node has no such limit
 /// over its pods alone (kubepods' is its allocatable memory, far above).
 const TREE_LIMIT_MB: u64 = 4096;
@@ -151,12 +167,13 @@ fn forecast() -> Result<(), String> {
             Some(w.limit_mb),
         ));
         let dir = cgroup_dir(pod.pid)?;
-        let fires = match w.expect {
-            Expect::Warned("pod") => Path::new(&dir)
+        let fires = if w.fires_at_pod() {
+            Path::new(&dir)
                 .parent()
                 .ok_or_else(|| format!("{dir} has no parent"))?
-                .to_path_buf(),
-            _ => PathBuf::from(&dir),
+                .to_path_buf()
+        } else {
+            PathBuf::from(&dir)
         };
         running.push(Running {
             w,
@@ -241,10 +258,7 @@ fn sample(r: &mut Running, now: f64) {
         return;
     };
     r.ws.push((now, v));
-    let limit = match r.w.expect {
-        Expect::Warned("pod") => r.w.pod_limit_mb,
-        _ => r.w.limit_mb,
-    } << 20;
+    let limit = r.w.firing_limit_mb() << 20;
     if r.baseline_at.is_none()
         && predict_linear(&r.ws, 300.0, 60.0).is_some_and(|p| p > limit as f64)
     {
@@ -317,10 +331,7 @@ fn verdict(r: &Running, evs: &[Value]) -> Value {
     json!({
         "status": if problems.is_empty() { "pass" } else { "fail" },
         "detail": problems.join("; "),
-        "limit_mb": match r.w.expect {
-            Expect::Warned("pod") => r.w.pod_limit_mb,
-            _ => r.w.limit_mb,
-        },
+        "limit_mb": r.w.firing_limit_mb(),
         "killed_after_s": r.killed_after.map(|k| (k * 10.0).round() / 10.0),
         "warnings": risks.len(),
         "limit_kind": risks.first().map(|e| e["limit"]["kind"].clone()),
