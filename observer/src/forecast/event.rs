@@ -53,7 +53,8 @@ pub struct RiskEvent {
     /// The limit's domain (the cgroup holding it, or the node): anon, shmem, unevictable
     /// and kernel memory, bytes.
     pub unreclaimable_bytes: u64,
-    /// How fast that grows, bytes per second (the floor of the series: see the model).
+    /// How fast that grows, bytes per second (the floor of the series: see the model); for
+    /// a limit above the container's own, the container's own rate where that is less.
     pub rate_bytes_per_s: Option<f64>,
     /// The domain's page counter, page cache included.
     pub usage_bytes: Option<u64>,

@@ -35,7 +35,7 @@ mod target;
 pub use error::ForecastError;
 use event::{new_risk, RiskEvent, RiskReason};
 use limits::{Limit, LimitKind};
-use model::{time_to, Series, MIN_RATE};
+use model::{time_to, Series};
 use plan::Plan;
 use schedule::{CgroupState, Reads, QUIET_EVERY, QUIET_EVERY_MAX, QUIET_READS_PER_S};
 pub use target::Target;
@@ -172,15 +172,18 @@ impl Forecaster {
         let own = &slots[p.own].state;
         let own_rate = own.series.rate();
         // A limit above the container's own (its pod's, an ancestor's, the node's) fills from
-        // every container under it: it is this one's to warn about only while this one
-        // grows. In the cgroup v2 guests, five pods starting at once under a 768 MiB
+        // every container under it: this one fills it no faster than it grows itself, so
+        // its time to that limit takes the lesser of the two rates (none while it does not
+        // grow). In the cgroup v2 guests, five pods starting at once under a 768 MiB
         // ancestor read as 15.8 MiB/s of its growth, and every one of them, a steady holder
-        // too, was warned about that ancestor's limit.
-        let growing = own_rate.is_some_and(|r| r >= MIN_RATE);
-        let ttl = |own: bool, limit: u64, unrec: u64, rate: Option<f64>| {
-            (own || growing)
-                .then(|| time_to(limit, unrec, rate))
-                .flatten()
+        // too, was warned about that ancestor's limit; a sawtooth whose own floor crept up
+        // at a few KiB/s was warned about its pod's limit at the pod's 8.2 MiB/s.
+        let share = |own: bool, rate: Option<f64>| {
+            if own {
+                rate
+            } else {
+                rate.zip(own_rate).map(|(r, o)| r.min(o))
+            }
         };
         struct View<'a> {
             limit: Limit,
@@ -194,7 +197,7 @@ impl Forecaster {
         for (l, &s) in chain.iter().zip(&p.chain_slots) {
             let st = &slots[s].state;
             let Some(stat) = st.stat else { continue };
-            let rate = st.series.rate();
+            let rate = share(s == p.own, st.series.rate());
             let near = stat.unreclaimable as f64 >= STALL_FRACTION * l.bytes as f64;
             let psi = stat
                 .pressure
@@ -204,13 +207,13 @@ impl Forecaster {
                 limit: l.clone(),
                 unrec: stat.unreclaimable,
                 rate,
-                ttl: ttl(s == p.own, l.bytes, stat.unreclaimable, rate),
+                ttl: time_to(l.bytes, stat.unreclaimable, rate),
                 stalled: near && (st.hits_rose || psi),
                 state: Some(st),
             });
         }
         if let Some(n) = self.node_last {
-            let rate = self.node.rate();
+            let rate = share(false, self.node.rate());
             views.push(View {
                 limit: Limit {
                     kind: LimitKind::Node,
@@ -219,7 +222,7 @@ impl Forecaster {
                 },
                 unrec: n.unreclaimable,
                 rate,
-                ttl: ttl(false, n.total, n.unreclaimable, rate),
+                ttl: time_to(n.total, n.unreclaimable, rate),
                 stalled: false,
                 state: None,
             });

@@ -53,7 +53,7 @@ pub(super) struct CgroupState {
     pub(super) quiet: bool,
     /// When it was last read (its small read).
     pub(super) read_at: f64,
-    /// It stays awake (read every tick, in full when its usage rose) until then: a leak
+    /// It stays awake (read every tick, in full when its usage changed) until then: a leak
     /// slower than [`grew_much`] a tick keeps its series dense.
     pub(super) awake_until: f64,
 }
@@ -176,7 +176,11 @@ pub(super) fn read_cgroup(
     };
     report.reads += 1;
     st.read_at = now;
-    let rising = usage > st.usage;
+    // A fall is read in full as a rise is: a series that took only the rises would miss a
+    // sawtooth's troughs and read its teeth as growth. The x86_64 guest's sawtooth was
+    // warned about its pod's limit so (the pod, under 50 % of its limit, was read in full
+    // only when it rose; the container, near its own, every tick).
+    let moved = usage != st.usage;
     st.usage = usage;
     let near = usage as f64 >= NEAR * nearest as f64;
     // A cgroup seen for the first time is read in full (stale), but wakes only if near:
@@ -212,7 +216,7 @@ pub(super) fn read_cgroup(
         }
         return false;
     }
-    if !(stale || rising || near || grew) {
+    if !(stale || moved || near || grew) {
         return true;
     }
     let Some(dir) = mem.dir(path) else {
