@@ -255,6 +255,7 @@ pub fn bench_page(run: &mut BenchRun) -> String {
         can do about it: [printk.md](printk.md).\n\n";
     r += &v2_section();
     r += "## Metrics\n\nThe daemon's CPU and RSS with `--metrics-listen` on and a real Prometheus scraping every 15 s: [metrics.md](metrics.md) (its own test, `metrics_footprint`).\n\n";
+    r += "## Start-up and memory\n\nexec → `ready`, the start-up's peak RSS (issue 23's goals: ≤ 200 ms, ≤ 24 MiB) and the memory on a node of 10,000 containers: [memory.md](memory.md) (its own test, `memory_bound_on_a_big_node`).\n\n";
     r += "## Goals\n\n| goal | met | measured |\n|---|---|---|\n";
     for (g, ok, m) in &goals {
         r += &format!("| {g} | {} | {m} |\n", met(*ok));

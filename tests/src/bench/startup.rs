@@ -44,6 +44,15 @@ fn parse_line(line: &str) -> Option<Step> {
     })
 }
 
+/// exec → the `ready` line written, on the daemon's own clock: its time before `main` (from
+/// its start time, which the kernel keeps to the clock tick and rounds down, so this is an
+/// upper bound) plus its clock at the last step, which `ready` follows at once. `None`
+/// without steps or without the time before `main`.
+pub fn ready_written_ms(steps: &[Step]) -> Option<f64> {
+    let before_main = steps.iter().find(|s| s.name.starts_with("exec → main"))?;
+    Some(before_main.took_ms + steps.last()?.at_ms)
+}
+
 /// The table of steps, with the time before `main` (exec → ready as the bench measured it,
 /// less the daemon's own clock at its last step) and the peak at `ready`.
 pub fn steps_table(steps: &[Step], exec_to_ready_ms: f64, hwm_ready_kib: u64) -> String {
