@@ -167,6 +167,16 @@ pub fn kubelet(
     let page = crate::vm::systemd_rows::carry_over(&old("kubelet.md"), &page);
     let old_rows: Vec<Value> = serde_json::from_str(&old("kubelet.json")).unwrap_or_default();
     rows.extend(crate::vm::systemd_rows::systemd_rows(&old_rows));
+    if full || rerender {
+        // So do the other releases' rows that compat.md quotes (their partial runs' rows,
+        // copied in by hand): this run measured only its own release.
+        rows.extend(
+            old_rows
+                .iter()
+                .filter(|r| r["cgroup_driver"] != "systemd" && r["containerd"] != release.name)
+                .cloned(),
+        );
+    }
     fs::write(out.join("kubelet.md"), page)?;
     fs::write(
         out.join("kubelet.json"),
