@@ -2,11 +2,11 @@
 //! kernel's BPF statistics of our programs, and its footprint with metrics scraped.
 
 use std::{
+    collections::BTreeMap,
     fs, thread,
     time::{Duration, Instant},
 };
 
-use super::paired::bpf_totals;
 use crate::{containerd::Containerd, procfs::ProcStatus, prometheus::Prometheus};
 
 /// Our kernel programs, as the BPF statistics name them.
@@ -20,6 +20,41 @@ pub const PROGRAMS: [&str; 8] = [
     "kill_signal_btf",
     "kill_signal_tp",
 ];
+
+/// The programs process `pid` holds (its program and link descriptors name them).
+fn programs_of(pid: u32) -> Vec<u32> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut ids = Vec::new();
+    for e in fs::read_dir(&dir).unwrap().flatten() {
+        let Ok(info) = fs::read_to_string(e.path()) else {
+            continue;
+        };
+        ids.extend(info.lines().filter_map(|l| {
+            l.strip_prefix("prog_id:")
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        }));
+    }
+    ids
+}
+
+/// Run count and total run time (ns) of the programs named in `names` that process `pid`
+/// loaded, summed over programs of the same name. Only its own: other daemons on the machine
+/// (other tests) run on the same events.
+pub fn bpf_totals(pid: u32, names: &[&str]) -> BTreeMap<String, (u64, u128)> {
+    let mine = programs_of(pid);
+    let mut out: BTreeMap<String, (u64, u128)> = BTreeMap::new();
+    for p in aya::programs::loaded_programs().flatten() {
+        let Some(name) = p.name_as_str() else {
+            continue;
+        };
+        if names.contains(&name) && mine.contains(&p.id()) {
+            let e = out.entry(name.to_string()).or_default();
+            e.0 += p.run_count();
+            e.1 += p.run_time().as_nanos();
+        }
+    }
+    out
+}
 
 /// User plus system time of `pid`, in clock ticks.
 pub fn proc_cpu_ticks(pid: u32) -> u64 {
@@ -50,6 +85,30 @@ pub fn cpu_s(pid: u32, comm: &str) -> Option<f64> {
         }
     }
     None
+}
+
+/// CPU time so far, ns, of each live thread of `pid`, by thread id (`schedstat`, as in
+/// [`cpu_s`]): a thread that wakes for a few microseconds at a time still measures.
+pub fn thread_cpu_ns(pid: u32) -> BTreeMap<u32, u64> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return BTreeMap::new();
+    };
+    dir.flatten()
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse::<u32>().ok()?;
+            let s = fs::read_to_string(t.path().join("schedstat")).ok()?;
+            Some((tid, s.split_whitespace().next()?.parse::<u64>().ok()?))
+        })
+        .collect()
+}
+
+/// The CPU time `pid`'s threads ran between two [`thread_cpu_ns`] reads, ns (a thread that
+/// ended between them is not counted; one that started counts from 0).
+pub fn cpu_ns_between(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> u64 {
+    after
+        .iter()
+        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum()
 }
 
 /// The resident size of `pid` in KiB (`VmRSS`); the process must be alive.

@@ -7,9 +7,13 @@
 //! are the primary measure: they are exact, and their share of the operation's own cost is
 //! given for this machine and for an assumed bare-metal node.
 
-use std::{collections::BTreeMap, fs, process::Command, thread, time::Duration};
+use std::{collections::BTreeMap, process::Command, thread, time::Duration};
 
-use super::{cgroup_tree::CgroupTree, render::met};
+use super::{
+    cgroup_tree::CgroupTree,
+    cost::{bpf_totals, cpu_ns_between, thread_cpu_ns},
+    render::met,
+};
 use crate::loop_bin;
 
 /// One operation on a kernel path our programs could sit on.
@@ -85,41 +89,6 @@ pub fn run_once(w: &Workload) -> f64 {
         / w.n as f64
 }
 
-/// The programs process `pid` holds (its program and link descriptors name them).
-fn programs_of(pid: u32) -> Vec<u32> {
-    let dir = format!("/proc/{pid}/fdinfo");
-    let mut ids = Vec::new();
-    for e in fs::read_dir(&dir).unwrap().flatten() {
-        let Ok(info) = fs::read_to_string(e.path()) else {
-            continue;
-        };
-        ids.extend(info.lines().filter_map(|l| {
-            l.strip_prefix("prog_id:")
-                .and_then(|v| v.trim().parse::<u32>().ok())
-        }));
-    }
-    ids
-}
-
-/// Run count and total run time (ns) of the programs named in `names` that process `pid`
-/// loaded, summed over programs of the same name. Only its own: other daemons on the machine
-/// (other tests) run on the same events.
-pub fn bpf_totals(pid: u32, names: &[&str]) -> BTreeMap<String, (u64, u128)> {
-    let mine = programs_of(pid);
-    let mut out: BTreeMap<String, (u64, u128)> = BTreeMap::new();
-    for p in aya::programs::loaded_programs().flatten() {
-        let Some(name) = p.name_as_str() else {
-            continue;
-        };
-        if names.contains(&name) && mine.contains(&p.id()) {
-            let e = out.entry(name.to_string()).or_default();
-            e.0 += p.run_count();
-            e.1 += p.run_time().as_nanos();
-        }
-    }
-    out
-}
-
 /// A program that ran during the rounds with the daemon.
 #[derive(Clone, Debug)]
 pub struct ProgramCost {
@@ -144,6 +113,11 @@ pub struct Paired {
     pub lo: f64,
     pub hi: f64,
     pub programs: Vec<ProgramCost>,
+    /// The daemon's own CPU time (its threads' `schedstat`) during the rounds with it, ns
+    /// per operation: the part of a slowdown that is its threads, not its programs.
+    pub daemon_ns_per_op: f64,
+    /// Each block's with/without ratio, in order.
+    pub block_ratios: Vec<f64>,
 }
 
 impl Paired {
@@ -190,14 +164,17 @@ pub fn paired<D>(
     let mut ratios = Vec::new();
     let (mut a_all, mut b_all) = (Vec::new(), Vec::new());
     let mut runs: BTreeMap<String, (u64, u128)> = BTreeMap::new();
+    let mut daemon_ns = 0u64;
     for _ in 0..blocks {
         let a1 = run_once(w);
         let (daemon, pid) = start();
         // Let start-up's own work (the cgroup scan, its exits) settle.
         thread::sleep(Duration::from_millis(300));
         let before = bpf_totals(pid, names);
+        let cpu_before = thread_cpu_ns(pid);
         let b1 = run_once(w);
         let b2 = run_once(w);
+        daemon_ns += cpu_ns_between(&cpu_before, &thread_cpu_ns(pid));
         let after = bpf_totals(pid, names);
         drop(daemon);
         let a2 = run_once(w);
@@ -232,6 +209,8 @@ pub fn paired<D>(
         lo,
         hi,
         programs,
+        daemon_ns_per_op: daemon_ns as f64 / ops,
+        block_ratios: ratios,
     }
 }
 
@@ -239,12 +218,12 @@ pub fn paired<D>(
 /// the operation's cost here and on the assumed bare-metal node.
 pub fn paired_page(results: &[Paired]) -> String {
     let mut s = String::from(
-        "| workload | blocks (A/B/B/A) | without | with | ratio | 95 % interval | no slowdown shows |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| workload | blocks (A/B/B/A) | without | with | ratio | 95 % interval | no slowdown shows | the daemon's own CPU per op |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for p in results {
         s += &format!(
-            "| {} | {} | {:.0} ns | {:.0} ns | {:.4} | {:.4} – {:.4} | {} |\n",
+            "| {} | {} | {:.0} ns | {:.0} ns | {:.4} | {:.4} – {:.4} | {} | {:.0} ns |\n",
             p.workload.op,
             p.blocks,
             p.without_ns,
@@ -252,7 +231,8 @@ pub fn paired_page(results: &[Paired]) -> String {
             p.ratio,
             p.lo,
             p.hi,
-            met(p.no_slowdown_shows())
+            met(p.no_slowdown_shows()),
+            p.daemon_ns_per_op,
         );
     }
     s += "\nThe programs that ran during the rounds with the daemon (kernel BPF statistics):\n\n\
