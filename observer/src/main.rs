@@ -207,6 +207,7 @@ fn fail(e: &ObserverError) -> ExitCode {
 
 fn main() -> ExitCode {
     observer::host::startup::begin();
+    observer::host::heap::share_one_arena();
     let cli = Cli::parse();
     init_logging();
     let needs_object = !matches!(cli.cmd, Command::Audit { .. } | Command::Query { .. });

@@ -358,7 +358,7 @@ fn cost_section(
 /// without BTF).
 fn classic_section(classic: &[Paired]) -> String {
     let mut s = String::from(
-        "### The `tracepoint` strategy\n\nThe same loops against a daemon forced to \
+        "\n### The `tracepoint` strategy\n\nThe same loops against a daemon forced to \
          `--hook tracepoint`, the strategy of a kernel without BTF: its signal hook is the classic \
          `signal/signal_generate` tracepoint (`kill_signal_tp`). The strategy names the kill path's \
          hooks; the exit hook stays `exit_btf` where the kernel has BTF (`exit_tp` without). The \
