@@ -233,17 +233,8 @@ fn cost_section(
     s += ":\n\n| workload | blocks (A/B/B/A) | without | with | ratio | 95 % interval | no slowdown shows |\n\
           |---|---|---|---|---|---|---|\n";
     for u in unstat {
-        s += &format!(
-            "| {} | {} | {:.0} ns | {:.0} ns | {:.4} | {:.4} – {:.4} | {} |\n",
-            u.workload.mode,
-            u.blocks,
-            u.without_ns,
-            u.with_ns,
-            u.ratio,
-            u.lo,
-            u.hi,
-            met(u.no_slowdown_shows()),
-        );
+        s += &u.row(u.workload.mode);
+        s += "\n";
     }
     let mean_of = |prefix: &str, mode: &str| {
         results

@@ -125,6 +125,21 @@ impl Paired {
     pub fn no_slowdown_shows(&self) -> bool {
         self.lo <= 1.0 || self.ratio <= 1.02
     }
+
+    /// Its row of a paired table, named `name`: blocks, the two means, the ratio, its interval
+    /// and whether no slowdown shows.
+    pub fn row(&self, name: &str) -> String {
+        format!(
+            "| {name} | {} | {:.0} ns | {:.0} ns | {:.4} | {:.4} – {:.4} | {} |",
+            self.blocks,
+            self.without_ns,
+            self.with_ns,
+            self.ratio,
+            self.lo,
+            self.hi,
+            met(self.no_slowdown_shows()),
+        )
+    }
 }
 
 /// Student's t at 97.5 % for `df` degrees of freedom.
@@ -222,18 +237,7 @@ pub fn paired_page(results: &[Paired]) -> String {
          |---|---|---|---|---|---|---|---|\n",
     );
     for p in results {
-        s += &format!(
-            "| {} | {} | {:.0} ns | {:.0} ns | {:.4} | {:.4} – {:.4} | {} | {:.0} ns |\n",
-            p.workload.op,
-            p.blocks,
-            p.without_ns,
-            p.with_ns,
-            p.ratio,
-            p.lo,
-            p.hi,
-            met(p.no_slowdown_shows()),
-            p.daemon_ns_per_op,
-        );
+        s += &format!("{} {:.0} ns |\n", p.row(p.workload.op), p.daemon_ns_per_op);
     }
     s += "\nThe programs that ran during the rounds with the daemon (kernel BPF statistics):\n\n\
           | workload | program | runs per op | mean ns per run | share of the op here | share on bare metal |\n\
