@@ -74,13 +74,7 @@ fn bench() {
     let unstat: Vec<Paired> = workloads(sz.cost_scale)
         .iter()
         .filter(|w| matches!(w.mode, "signal" | "term"))
-        .map(|w| {
-            paired(w, sz.cost_blocks, &[], || {
-                let obs = Observer::start(&[]);
-                let pid = obs.pid();
-                (obs, pid)
-            })
-        })
+        .map(|w| paired(w, sz.cost_blocks, &[], daemon(&[])))
         .collect();
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
 
@@ -102,13 +96,7 @@ fn bench() {
     // 5. The cost of being always on: paired rounds, and the mkdir hook.
     let results: Vec<Paired> = workloads(sz.cost_scale)
         .iter()
-        .map(|w| {
-            paired(w, sz.cost_blocks, &PROGRAMS, || {
-                let obs = Observer::start(&[]);
-                let pid = obs.pid();
-                (obs, pid)
-            })
-        })
+        .map(|w| paired(w, sz.cost_blocks, &PROGRAMS, daemon(&[])))
         .collect();
     // The same loops against the `tracepoint` strategy, the one for kernels without BTF
     // (issue 21): its signal and exit programs are the classic tracepoints'.
@@ -116,11 +104,12 @@ fn bench() {
         .iter()
         .filter(|w| w.mode != "pingpong")
         .map(|w| {
-            paired(w, (sz.cost_blocks / 4).max(1), &PROGRAMS, || {
-                let obs = Observer::start(&["--hook", "tracepoint"]);
-                let pid = obs.pid();
-                (obs, pid)
-            })
+            paired(
+                w,
+                (sz.cost_blocks / 4).max(1),
+                &PROGRAMS,
+                daemon(&["--hook", "tracepoint"]),
+            )
         })
         .collect();
     let obs = Observer::start(&[]);
@@ -206,6 +195,15 @@ fn bench() {
         spaced.0 >= sz.mkdirs as u64 && burst.0 >= sz.mkdirs as u64,
         "the mkdir hook ran on every mkdir: {spaced:?} {burst:?}"
     );
+}
+
+/// Starts a kernel-only daemon with `args` for one paired block: the daemon and its pid.
+fn daemon(args: &'static [&'static str]) -> impl Fn() -> (Observer, u32) {
+    move || {
+        let obs = Observer::start(args);
+        let pid = obs.pid();
+        (obs, pid)
+    }
 }
 
 /// The page's section on the cost of being always on (issue 23). `unstat` are the signal

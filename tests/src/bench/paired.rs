@@ -116,8 +116,6 @@ pub struct Paired {
     /// The daemon's own CPU time (its threads' `schedstat`) during the rounds with it, ns
     /// per operation: the part of a slowdown that is its threads, not its programs.
     pub daemon_ns_per_op: f64,
-    /// Each block's with/without ratio, in order.
-    pub block_ratios: Vec<f64>,
 }
 
 impl Paired {
@@ -225,7 +223,6 @@ pub fn paired<D>(
         hi,
         programs,
         daemon_ns_per_op: daemon_ns as f64 / ops,
-        block_ratios: ratios,
     }
 }
 
