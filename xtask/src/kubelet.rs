@@ -206,26 +206,30 @@ fn verdict_problems(v: &Value) -> Vec<String> {
 
 /// The guest rows with `pods` pods each, as the README's test command runs them: every
 /// container with oom-observer must read OOMKilled a second after its exit; the rows go to
-/// `target/kubelet/quick-vm.json`, never to docs/.
-pub fn quick_vm(pods: usize) -> Result<()> {
+/// `target/kubelet/quick-vm.json`, never to docs/. `runs`: each containerd release with the
+/// guest it runs in (`None`: every cgroup v2 guest).
+pub fn quick_vm(pods: usize, runs: &[(&str, Option<&str>)]) -> Result<()> {
     let work = root().join("target/kubelet");
     fs::create_dir_all(&work)?;
     let mut failed = Vec::new();
     let mut all = Vec::new();
-    let release = crate::containerd::release(crate::containerd::default_name())?;
-    for (name, r) in crate::vm::kubelet_vm(pods, None, false, release)? {
-        match r {
-            Ok(v) => {
-                if let Some(t) = v["table"].as_str() {
-                    eprintln!("\nkubelet rows, {name}:\n{t}");
+    for (release, only) in runs {
+        let release = crate::containerd::release(release)?;
+        for (name, r) in crate::vm::kubelet_vm(pods, *only, false, release)? {
+            let name = format!("{name}, containerd {}", release.name);
+            match r {
+                Ok(v) => {
+                    if let Some(t) = v["table"].as_str() {
+                        eprintln!("\nkubelet rows, {name}:\n{t}");
+                    }
+                    let problems = verdict_problems(&v);
+                    if !problems.is_empty() {
+                        failed.push(format!("{name}: {}", problems.join("; ")));
+                    }
+                    all.push(v);
                 }
-                let problems = verdict_problems(&v);
-                if !problems.is_empty() {
-                    failed.push(format!("{name}: {}", problems.join("; ")));
-                }
-                all.push(v);
+                Err(e) => failed.push(format!("{name}: {e:#}")),
             }
-            Err(e) => failed.push(format!("{name}: {e:#}")),
         }
     }
     fs::write(

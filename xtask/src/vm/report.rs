@@ -366,7 +366,7 @@ hook strategy starts `oom-observer run --hook <strategy>` and causes real OOM ki
 | single | a hog exceeds `memory.max` (32 MiB) of a leaf cgroup | one event; victim pid/tgid/comm/uid, victim cgroup, OOM cgroup = the leaf, constraint `memcg`, trigger = the hog |
 | pod | limit (48 MiB) on a parent, the hog in a child made after the observer started | OOM cgroup = the parent, victim cgroup = the child |
 | group | `memory.oom.group=1`, three processes holding 12 MiB each, a fourth runs into 64 MiB | one event per killed process (4), each with its pid, all in that cgroup, trigger = the fourth |
-| global | no cgroup limit; the guest's 256 MiB run out | one event; OOM cgroup null; constraint `global` |
+| global | no cgroup limit; the guest's 256 MiB run out (a 1 MiB ballast process waits in its own cgroup, so that a second kill has a victim) | one event for the hog; OOM cgroup null; constraint `global` (and one for the ballast, if the kernel kills it too) |
 | stream | the run as a whole | stdout is only JSON, `seq` is 1, 2, 3, … without gaps, no lost records, exit 0 on SIGTERM |
 
 Per strategy, exactly what it claims (docs/hooks.md) — a claimed field must be right,

@@ -192,14 +192,38 @@ fn group(ctx: &Ctx<'_>) -> Result<String, String> {
 }
 
 /// A system-wide OOM: no cgroup limit, the guest's own memory runs out.
+///
+/// A small ballast process waits beside the hog. Without one, the hog and init (and the
+/// daemon, at `oom_score_adj` -1000) are the only tasks, and when the OOM reaper gives up on
+/// the hog (it skips a victim whose `mmap_lock` it cannot take within a second, slow under
+/// emulation) before its memory is back, the next allocation finds nothing to kill and the
+/// kernel panics ("System is deadlocked on memory": 5.10 x86_64, once in CI). With it the
+/// kernel kills the ballast instead; that second kill must have its own event too.
 fn global(ctx: &Ctx<'_>) -> Result<String, String> {
     let cg = Cg::new(&format!("oomx-{}-global", ctx.strategy))?;
+    let ballast_cg = Cg::new(&format!("oomx-{}-ballast", ctx.strategy))?;
+    let mut ballast = spawn_hog(&ballast_cg.dir, &["--max-mb", "1", "--hold"], true)?;
+    wait_holding(&mut ballast)?;
     let before = ctx.daemon.events().len();
     let mut hog = spawn_hog(&cg.dir, &[], false)?;
     let pid = hog.id();
     wait_killed(&mut hog, "the hog")?;
-    let evs = events_for(ctx, &[pid], before)?;
-    let e = &evs[0];
+    // A second kill follows the first within the same allocation's retries.
+    thread::sleep(SETTLE);
+    let ballast_killed =
+        matches!(ballast.try_wait(), Ok(Some(s)) if s.signal() == Some(libc::SIGKILL));
+    let pids: &[u32] = if ballast_killed {
+        &[pid, ballast.id()]
+    } else {
+        &[pid]
+    };
+    let evs = events_for(ctx, pids, before)?;
+    // Ended by us (not an OOM kill) only after the events are counted.
+    let _ = ballast.kill();
+    let _ = ballast.wait();
+    let Some(e) = evs.iter().find(|e| e["victim"]["pid"] == pid) else {
+        return Err(format!("no event for the hog (pid {pid})"));
+    };
     let mut err = Errors::default();
     expect::common(&mut err, e, ctx.strategy);
     let want = Want {
@@ -213,7 +237,29 @@ fn global(ctx: &Ctx<'_>) -> Result<String, String> {
     expect::oom(&mut err, e, ctx.sees, None);
     let has_task = ctx.sees.every_victim_task || is_trigger;
     expect::explained(&mut err, e, ctx.sees, &expect::Domain::Node, has_task, true);
-    verdict(err, e)
+    let out = verdict(err, e)?;
+    Ok(if ballast_killed {
+        format!("{out}; the kernel then killed the ballast too, with its own event")
+    } else {
+        out
+    })
+}
+
+/// Waits until a `--hold` hog says it holds its memory.
+fn wait_holding(child: &mut Child) -> Result<(), String> {
+    let out = child
+        .stdout
+        .take()
+        .ok_or_else(|| "the ballast has no stdout".to_string())?;
+    let mut line = String::new();
+    BufReader::new(out)
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the ballast's stdout: {e}"))?;
+    if line.starts_with("holding") {
+        Ok(())
+    } else {
+        Err(format!("the ballast did not reach its hold: {line:?}"))
+    }
 }
 
 fn verdict(err: Errors, e: &Value) -> Result<String, String> {
