@@ -71,6 +71,7 @@ pub fn all(no_vm: bool, extra: &[OsString]) -> Result<()> {
             // The checks only: the rows are the long command's.
             pods: 0,
             containerd: None,
+            arch: None,
         })?;
     }
     if let Some(lint) = lint {

@@ -59,7 +59,8 @@ impl Arch {
         }
     }
 
-    fn console(self) -> &'static str {
+    /// The serial console's device name.
+    pub fn console(self) -> &'static str {
         match self {
             Arch::X86_64 => "ttyS0",
             Arch::Aarch64 => "ttyAMA0",

@@ -42,17 +42,22 @@ const PACKAGES: &[&str] = &[
     "runc",
 ];
 
-/// The kernel: Debian's 6.12 cloud kernel, as the cgroup v2 race and kubelet guests boot.
-const GUEST: &str = "linux-6.12-x86_64";
+/// The kernel: Debian's 6.12 cloud kernel, as the cgroup v2 race and kubelet guests boot,
+/// per architecture (`--arch`).
+const GUESTS: &[(&str, &str)] = &[
+    ("x86_64", "linux-6.12-x86_64"),
+    ("arm64", "linux-6.12-arm64"),
+];
 
 /// The root filesystem lives in RAM, beside containerd, two pods and the daemon.
 const GUEST_MIB: u32 = 1536;
 
 /// systemd's first boot would ask on the console; the serial getty would wait for a login.
 /// systemd's progress spinner would fill the console log: only its errors are shown.
+/// `{console}`: the architecture's serial console.
 const SYSTEMD_APPEND: &str = "systemd.show_status=error systemd.firstboot=0 \
      systemd.mask=systemd-firstboot.service \
-     systemd.mask=serial-getty@ttyS0.service systemd.mask=getty.target";
+     systemd.mask=serial-getty@{console}.service systemd.mask=getty.target";
 
 /// The checks the guest must report, each passed.
 const CHECKS: &[&str] = &[
@@ -141,7 +146,7 @@ const CONTAINERD_CONFIG_V3: &str = r#"version = 3
         NoPivotRoot = true
 [plugins."io.containerd.transfer.v1.local"]
   [[plugins."io.containerd.transfer.v1.local".unpack_config]]
-    platform = "linux/amd64"
+    platform = "linux/{deb_arch}"
     snapshotter = "native"
 "#;
 
@@ -164,6 +169,9 @@ pub struct SystemdGuestOptions {
     /// More kernel command line (e.g. `systemd.log_level=debug`).
     #[arg(long)]
     pub append: Option<String>,
+    /// The guest's architecture: x86_64 (the default) or arm64 (slower under emulation).
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
 }
 
 /// Builds the root, boots it, and checks the guest's verdicts; writes
@@ -172,10 +180,22 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
     let t0 = Instant::now();
     let cache = cache_dir().join("vm");
     fs::create_dir_all(&cache)?;
+    let arch = opts.arch.as_deref().unwrap_or("x86_64");
+    let guest = GUESTS
+        .iter()
+        .find(|(a, _)| *a == arch)
+        .map(|(_, g)| *g)
+        .with_context(|| format!("--arch {arch}: not x86_64 or arm64"))?;
     let g = MATRIX
         .iter()
-        .find(|g| g.name == GUEST)
-        .context("no 6.12 x86_64 guest in the matrix")?;
+        .find(|g| g.name == guest)
+        .with_context(|| format!("no {guest} guest in the matrix"))?;
+    // The x86_64 guest's files keep their names; the other's say their architecture.
+    let sfx = if arch == "x86_64" {
+        String::new()
+    } else {
+        format!("-{arch}")
+    };
     debian::ensure_qemu(&cache, &[g.arch.qemu()])?;
     debian::prepare_apt(&cache, Arch::Aarch64.deb())?;
     let k = debian::kernel(
@@ -196,7 +216,7 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
         .join("oomx-systemd-guest");
     let work = root().join("target/vm");
     fs::create_dir_all(&work)?;
-    let img = work.join("initramfs-systemd-x86_64.cpio");
+    let img = work.join(format!("initramfs-systemd-{}.cpio", g.arch.name()));
     // The rows run the unit as shipped: pinned programs would stay attached through the
     // rows without oom-observer.
     let release = crate::containerd::release(
@@ -214,6 +234,7 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
             driver: &driver,
             pin: opts.pods == 0,
             containerd: later.as_ref().map(|(n, d)| (*n, d.as_path())),
+            deb_arch: g.arch.deb(),
         },
         &img,
     )?;
@@ -221,11 +242,11 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
 
     let rows = opts.pods > 0;
     let log = work.join(if rows {
-        "systemd-kubelet.console.log"
+        format!("systemd-kubelet{sfx}.console.log")
     } else {
-        "systemd-guest.console.log"
+        format!("systemd-guest{sfx}.console.log")
     });
-    let mut append = SYSTEMD_APPEND.to_string();
+    let mut append = SYSTEMD_APPEND.replace("{console}", g.arch.console());
     if rows {
         append += &format!(" oomx.kubelet={}", opts.pods);
     }
@@ -263,15 +284,18 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
         "lines": lines,
     });
     let out = work.join(if rows {
-        "systemd-kubelet.json"
+        format!("systemd-kubelet{sfx}.json")
     } else {
-        "systemd-guest.json"
+        format!("systemd-guest{sfx}.json")
     });
     fs::write(&out, serde_json::to_string_pretty(&report)?)?;
     if rows {
         let mut cmd = format!("cargo xtask systemd-guest --pods {}", opts.pods);
         if later.is_some() {
             cmd += &format!(" --containerd {}", release.name);
+        }
+        if arch != "x86_64" {
+            cmd += &format!(" --arch {arch}");
         }
         return kubelet_rows(&cmd, &lines, &report, &b, &log);
     }
@@ -397,22 +421,40 @@ fn packages_root(cache: &Path, arch: &str) -> Result<PathBuf> {
         .collect();
     names.sort_unstable();
     names.dedup();
-    let show = output(
-        Command::new("apt-cache")
-            .args(["show", "--no-all-versions"])
-            .args(names.iter().map(|n| format!("{n}:{arch}"))),
-    )?;
-    let mut versions = BTreeMap::new();
-    let mut current = None;
-    for l in show.lines() {
-        if let Some(p) = l.strip_prefix("Package: ") {
-            current = Some(p.trim().to_string());
-        } else if let Some(v) = l.strip_prefix("Version: ") {
-            if let Some(p) = current.take() {
-                versions.insert(p, v.trim().to_string());
+    let versions_of = |specs: Vec<String>| -> Result<BTreeMap<String, String>> {
+        let show = output(
+            Command::new("apt-cache")
+                .args(["show", "--no-all-versions"])
+                .args(specs),
+        )?;
+        let mut versions = BTreeMap::new();
+        let mut current = None;
+        for l in show.lines() {
+            if let Some(p) = l.strip_prefix("Package: ") {
+                current = Some(p.trim().to_string());
+            } else if let Some(v) = l.strip_prefix("Version: ") {
+                if let Some(p) = current.take() {
+                    versions.insert(p, v.trim().to_string());
+                }
             }
         }
-    }
+        Ok(versions)
+    };
+    let mut versions = versions_of(names.iter().map(|n| format!("{n}:{arch}")).collect())?;
+    // `Architecture: all` packages answer to `name:<arch>` only for the machine's own
+    // architecture: for a foreign one (arm64 here) they are asked for, and downloaded, by
+    // name alone.
+    let missing: Vec<String> = names
+        .iter()
+        .filter(|n| !versions.contains_key(**n))
+        .map(|n| n.to_string())
+        .collect();
+    let arch_all = if missing.is_empty() {
+        BTreeMap::new()
+    } else {
+        versions_of(missing)?
+    };
+    versions.extend(arch_all.iter().map(|(p, v)| (p.clone(), v.clone())));
     if versions.len() != names.len() {
         bail!(
             "apt-cache show gave {} versions for {} packages",
@@ -437,7 +479,13 @@ fn packages_root(cache: &Path, arch: &str) -> Result<PathBuf> {
         .current_dir(&debs)
         // Running as root into a directory _apt cannot write: do not drop privileges.
         .args(["-qq", "-o", "APT::Sandbox::User=root", "download"])
-        .args(versions.iter().map(|(p, v)| format!("{p}:{arch}={v}"))))?;
+        .args(versions.iter().map(|(p, v)| {
+            if arch_all.contains_key(p) {
+                format!("{p}={v}")
+            } else {
+                format!("{p}:{arch}={v}")
+            }
+        })))?;
     for e in fs::read_dir(&debs)?.flatten() {
         run(Command::new("dpkg-deb").arg("-x").arg(e.path()).arg(&root))?;
     }
@@ -492,6 +540,8 @@ struct Image<'a> {
     pin: bool,
     /// A later containerd release than the package's: its name and its binaries.
     containerd: Option<(&'a str, &'a Path)>,
+    /// Debian's name of the guest's architecture (the images' platform).
+    deb_arch: &'a str,
 }
 
 /// The initramfs: the packages' root, the static binaries, the units and the node's config.
@@ -502,19 +552,20 @@ fn write_image(img: &Image<'_>, out: &Path) -> Result<()> {
         driver,
         pin,
         containerd,
+        deb_arch,
     } = *img;
     let mut nodes = BTreeMap::new();
     walk(pkgs, "", &mut nodes)?;
     let (config, check_unit) = match containerd {
-        None => (CONTAINERD_CONFIG, CHECK_UNIT.to_string()),
+        None => (CONTAINERD_CONFIG.to_string(), CHECK_UNIT.to_string()),
         Some((name, bin)) => {
             for b in ["containerd", "ctr", "containerd-shim-runc-v2"] {
                 nodes.insert(format!("usr/bin/{b}"), Node::File(bin.join(b), 0o755));
             }
             let config = if name.starts_with('1') {
-                CONTAINERD_CONFIG
+                CONTAINERD_CONFIG.to_string()
             } else {
-                CONTAINERD_CONFIG_V3
+                CONTAINERD_CONFIG_V3.replace("{deb_arch}", deb_arch)
             };
             // tests::containerd::Version: the release, checked against `containerd --version`.
             let env = format!(
@@ -550,7 +601,7 @@ fn write_image(img: &Image<'_>, out: &Path) -> Result<()> {
         ("etc/hostname".into(), text("oomx-node\n")),
         ("etc/hosts".into(), text("127.0.0.1 localhost oomx-node\n")),
         ("etc/resolv.conf".into(), text("")),
-        ("etc/containerd/config.toml".into(), text(config)),
+        ("etc/containerd/config.toml".into(), text(&config)),
         (
             "usr/local/bin/oom-observer".into(),
             Node::File(observer.to_path_buf(), 0o755),

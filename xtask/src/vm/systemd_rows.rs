@@ -23,7 +23,8 @@ systemd\"): Debian 12's systemd 252 as PID 1, containerd as its `containerd.serv
 names (`kubepods-burstable-pod<uid>.slice`, its `MemoryMax=` set through systemd), so systemd
 makes the slices and each container's `cri-containerd-<id>.scope`. \"observer yes\" is
 `packaging/oom-observer.service` as shipped, started with `systemctl start` for the row and
-stopped after it; \"no\": the unit stopped. Linux 6.12 x86_64 under qemu TCG, 2 vCPUs.
+stopped after it; \"no\": the unit stopped. Linux 6.12 under qemu TCG, 2 vCPUs: x86_64, or
+arm64 where the heading says so (`--arch arm64`).
 The loads are the ones above; the starved CPU's busy loops are in a scratch cgroup at the top
 (CPU weight 10000), and `kubepods.slice` gets CPU weight 1000, a tenth of it (no kubelet runs to
 set it; at systemd's default 100 the pods got a hundredth of the starved CPU, and no loaded
@@ -101,13 +102,29 @@ pub fn write_docs(v: &Value, release: &str, intro: &str) -> Result<()> {
 
     let md_path = docs.join("kubelet.md");
     let page = fs::read_to_string(&md_path).context("reading docs/kubelet.md")?;
-    let mut body = format!("### containerd {release}, systemd driver\n\n{intro}\n\n");
+    // The x86_64 guest's sections are keyed by the release alone (as before arm64 had any).
+    let arch = new
+        .first()
+        .and_then(|r| r["arch"].as_str())
+        .unwrap_or("x86_64");
+    let (key, heading) = if arch == "x86_64" {
+        (
+            release.to_string(),
+            format!("containerd {release}, systemd driver"),
+        )
+    } else {
+        (
+            format!("{release} {arch}"),
+            format!("containerd {release}, systemd driver, {arch}"),
+        )
+    };
+    let mut body = format!("### {heading}\n\n{intro}\n\n");
     body += v["table"].as_str().unwrap_or("No table.\n");
     if let Some(p) = v["problems"].as_array().filter(|p| !p.is_empty()) {
         let p: Vec<&str> = p.iter().filter_map(Value::as_str).collect();
         body += &format!("\n**Problems:** {}\n", p.join("; "));
     }
-    fs::write(&md_path, with_section(&page, release, body.trim_end()))?;
+    fs::write(&md_path, with_section(&page, &key, body.trim_end()))?;
     eprintln!(
         "xtask: wrote {} and {}",
         json_path.display(),
