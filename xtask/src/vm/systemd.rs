@@ -42,12 +42,9 @@ const PACKAGES: &[&str] = &[
     "runc",
 ];
 
-/// The kernel: Debian's 6.12 cloud kernel, as the cgroup v2 race and kubelet guests boot,
-/// per architecture (`--arch`).
-const GUESTS: &[(&str, &str)] = &[
-    ("x86_64", "linux-6.12-x86_64"),
-    ("arm64", "linux-6.12-arm64"),
-];
+/// The kernel: Debian's 6.12 cloud kernel, as the cgroup v2 race and kubelet guests boot
+/// (the matrix's `linux-6.12-<arch>` guest).
+const GUEST_SERIES: &str = "linux-6.12";
 
 /// The root filesystem lives in RAM, beside containerd, two pods and the daemon.
 const GUEST_MIB: u32 = 1536;
@@ -181,15 +178,11 @@ pub fn systemd_guest(opts: &SystemdGuestOptions) -> Result<()> {
     let cache = cache_dir().join("vm");
     fs::create_dir_all(&cache)?;
     let arch = opts.arch.as_deref().unwrap_or("x86_64");
-    let guest = GUESTS
-        .iter()
-        .find(|(a, _)| *a == arch)
-        .map(|(_, g)| *g)
-        .with_context(|| format!("--arch {arch}: not x86_64 or arm64"))?;
+    let guest = format!("{GUEST_SERIES}-{arch}");
     let g = MATRIX
         .iter()
         .find(|g| g.name == guest)
-        .with_context(|| format!("no {guest} guest in the matrix"))?;
+        .with_context(|| format!("--arch {arch}: no {guest} guest (x86_64 or arm64)"))?;
     // The x86_64 guest's files keep their names; the other's say their architecture.
     let sfx = if arch == "x86_64" {
         String::new()

@@ -120,15 +120,7 @@ fn group(ctx: &Ctx<'_>) -> Result<String, String> {
     let before = ctx.daemon.events().len();
     let mut holders = Vec::new();
     for _ in 0..3 {
-        let mut h = spawn_hog(&cg.dir, &["--max-mb", "12", "--hold"], true)?;
-        let out = h.stdout.take().ok_or("holder has no stdout")?;
-        let mut line = String::new();
-        // Returns at the announcement, or at EOF if the holder died first.
-        let _ = BufReader::new(out).read_line(&mut line);
-        if !line.starts_with("holding") {
-            return Err(format!("a holder did not start: {line:?}"));
-        }
-        holders.push(h);
+        holders.push(spawn_holder(&cg.dir, 12)?);
     }
     let mut grower = spawn_hog(&cg.dir, &[], false)?;
     let trigger = grower.id();
@@ -194,16 +186,16 @@ fn group(ctx: &Ctx<'_>) -> Result<String, String> {
 /// A system-wide OOM: no cgroup limit, the guest's own memory runs out.
 ///
 /// A small ballast process waits beside the hog. Without one, the hog and init (and the
-/// daemon, at `oom_score_adj` -1000) are the only tasks, and when the OOM reaper gives up on
-/// the hog (it skips a victim whose `mmap_lock` it cannot take within a second, slow under
-/// emulation) before its memory is back, the next allocation finds nothing to kill and the
-/// kernel panics ("System is deadlocked on memory": 5.10 x86_64, once in CI). With it the
+/// daemon, at `oom_score_adj` -1000) are the only tasks; once the hog is marked skipped
+/// (reaped, or given up on by the OOM reaper, which waits only about a second for its
+/// `mmap_lock`: slow under emulation) while memory is still short, the next allocation finds
+/// nothing to kill and the kernel panics ("System is deadlocked on memory": 5.10 x86_64, once
+/// in CI; the cause is read from the kernel's code, not seen on that run). With it the
 /// kernel kills the ballast instead; that second kill must have its own event too.
 fn global(ctx: &Ctx<'_>) -> Result<String, String> {
     let cg = Cg::new(&format!("oomx-{}-global", ctx.strategy))?;
     let ballast_cg = Cg::new(&format!("oomx-{}-ballast", ctx.strategy))?;
-    let mut ballast = spawn_hog(&ballast_cg.dir, &["--max-mb", "1", "--hold"], true)?;
-    wait_holding(&mut ballast)?;
+    let mut ballast = spawn_holder(&ballast_cg.dir, 1)?;
     let before = ctx.daemon.events().len();
     let mut hog = spawn_hog(&cg.dir, &[], false)?;
     let pid = hog.id();
@@ -245,21 +237,18 @@ fn global(ctx: &Ctx<'_>) -> Result<String, String> {
     })
 }
 
-/// Waits until a `--hold` hog says it holds its memory.
-fn wait_holding(child: &mut Child) -> Result<(), String> {
-    let out = child
-        .stdout
-        .take()
-        .ok_or_else(|| "the ballast has no stdout".to_string())?;
+/// A hog in `dir` that holds `mb` MiB and sleeps until killed, returned once it says it
+/// holds them.
+fn spawn_holder(dir: &Path, mb: u32) -> Result<Child, String> {
+    let mut h = spawn_hog(dir, &["--max-mb", &mb.to_string(), "--hold"], true)?;
+    let out = h.stdout.take().ok_or("holder has no stdout")?;
     let mut line = String::new();
-    BufReader::new(out)
-        .read_line(&mut line)
-        .map_err(|e| format!("reading the ballast's stdout: {e}"))?;
-    if line.starts_with("holding") {
-        Ok(())
-    } else {
-        Err(format!("the ballast did not reach its hold: {line:?}"))
+    // Returns at the announcement, or at EOF if the holder died first.
+    let _ = BufReader::new(out).read_line(&mut line);
+    if !line.starts_with("holding") {
+        return Err(format!("a holder of {mb} MiB did not start: {line:?}"));
     }
+    Ok(h)
 }
 
 fn verdict(err: Errors, e: &Value) -> Result<String, String> {
