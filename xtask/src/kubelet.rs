@@ -401,8 +401,8 @@ snapshotter (overlayfs is a module the initramfs does not carry). Under emulatio
 is 10-100x slower than on hardware, both guests ran at once, on a shared host.
 ";
 
-const GUESTS_READING: &str = "How to read it. At containerd's event level these guests lose the
-race ([race-vm.md](race-vm.md): containerd's own TaskOOM after TaskExit, or none, for some kills),
+const GUESTS_READING: &str = "How to read it. At containerd's event level the shim's own TaskOOM can come after TaskExit,
+or not at all ([race-vm.md](race-vm.md); under the systemd driver, [compat.md](compat.md)),
 yet containerd 1.6's CRI alone reads nearly every container as OOMKilled at its exit here: its
 exit handling deletes the task before it records the exit, and under emulation that took 3 to
 10 s (the \"exit → first EXITED read\" column), so even a late TaskOOM from the shim is applied
