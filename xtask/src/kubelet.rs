@@ -401,9 +401,9 @@ snapshotter (overlayfs is a module the initramfs does not carry). Under emulatio
 is 10-100x slower than on hardware, both guests ran at once, on a shared host.
 ";
 
-const GUESTS_READING: &str = "How to read it. At containerd's event level the shim's own TaskOOM can come after TaskExit,
-or not at all ([race-vm.md](race-vm.md); under the systemd driver, [compat.md](compat.md)),
-yet containerd 1.6's CRI alone reads nearly every container as OOMKilled at its exit here: its
+const GUESTS_READING: &str = "How to read it. At containerd's event level the shim's own TaskOOM can come after
+TaskExit, or not at all ([race-vm.md](race-vm.md); under the systemd driver,
+[compat.md](compat.md)), yet containerd 1.6's CRI alone reads nearly every container as OOMKilled at its exit here: its
 exit handling deletes the task before it records the exit, and under emulation that took 3 to
 10 s (the \"exit → first EXITED read\" column), so even a late TaskOOM from the shim is applied
 first. The containers it did not read as OOMKilled at exit are listed under each table. On

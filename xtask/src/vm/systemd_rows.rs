@@ -31,8 +31,8 @@ set it; at systemd's default 100 the pods got a hundredth of the starved CPU, an
 kill came within the harness's 30 s), as the pods have a tenth of the busy loops' weight on
 the nodes without systemd. The bench's busy threads run in the harness's own unit. After it
 lets a batch of pods go, the harness waits up to 30 s for each kill in the idle rows and up to
-90 s in the loaded ones. A container whose kill has not come by then is never read: it counts as `other`
-and as not 137, and is listed with its events.
+90 s in the loaded ones. A container whose kill has not come by then is never read: it
+counts as `other` and as not 137, and is listed with its events.
 ";
 
 fn markers(release: &str) -> (String, String) {
